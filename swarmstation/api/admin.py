@@ -1,0 +1,178 @@
+"""The admin API under /v1/admin: tools, users and keys, pools and instances."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Query
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from swarmstation.api.deps import DB, AdminUser, State
+from swarmstation.api.schemas import (
+    InstanceOut,
+    KeyCreated,
+    PoolOut,
+    QueueOut,
+    StatusOut,
+    ToolDetail,
+    TransitionOut,
+    UserCreate,
+    UserCreated,
+    UserOut,
+)
+from swarmstation.api.views import tool_detail
+from swarmstation.auth import display_prefix
+from swarmstation.control.bootstrap import add_key, create_user_with_key, tool_row
+from swarmstation.control.instances import transitions
+from swarmstation.control.jobs import active_job_count
+from swarmstation.domain.states import InstanceState, JobState
+from swarmstation.domain.tools import ToolDefinitionError, tool_from_dict, validate_tool
+from swarmstation.store.models import Instance, Job, Pool, Tool, User
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+
+@router.post("/tools", response_model=ToolDetail, status_code=201)
+def add_tool(
+    s: DB,
+    _: AdminUser,
+    state: State,
+    body: Annotated[dict[str, Any], Body(description="A tool: metadata, API-format workflow, inputs")],
+    replace: bool = False,
+) -> ToolDetail:
+    spec = tool_from_dict(body)
+    validate_tool(spec)
+    if s.get(Pool, spec.pool) is None:
+        raise ToolDefinitionError("pool", f"unknown pool '{spec.pool}'")
+    existing = s.get(Tool, spec.slug)
+    now = state.clock()
+    if existing is not None:
+        if not replace:
+            raise HTTPException(409, f"tool '{spec.slug}' exists; pass replace=true to update it")
+        row = tool_row(spec, builtin=existing.builtin, now=now)
+        row.created_at = existing.created_at
+        s.merge(row)
+    else:
+        s.add(tool_row(spec, builtin=False, now=now))
+    s.flush()
+    tool = s.get(Tool, spec.slug)
+    assert tool is not None
+    return tool_detail(tool)
+
+
+@router.delete("/tools/{slug}", status_code=204)
+def remove_tool(slug: str, s: DB, _: AdminUser) -> None:
+    tool = s.get(Tool, slug)
+    if tool is None:
+        raise HTTPException(404, f"unknown tool '{slug}'")
+    s.delete(tool)
+
+
+@router.post("/users", response_model=UserCreated, status_code=201)
+def create_user(body: UserCreate, s: DB, _: AdminUser, state: State) -> UserCreated:
+    if s.scalar(select(User).where(User.name == body.name)) is not None:
+        raise HTTPException(409, f"user '{body.name}' exists")
+    try:
+        user, key = create_user_with_key(s, body.name, body.role, state.clock())
+        s.flush()
+    except IntegrityError as exc:
+        raise HTTPException(409, f"user '{body.name}' exists") from exc
+    return UserCreated(id=user.id, name=user.name, role=user.role, created_at=user.created_at, api_key=key)
+
+
+@router.get("/users", response_model=list[UserOut])
+def list_users(s: DB, _: AdminUser) -> list[UserOut]:
+    return [
+        UserOut(id=u.id, name=u.name, role=u.role, created_at=u.created_at)
+        for u in s.scalars(select(User).order_by(User.created_at))
+    ]
+
+
+@router.post("/users/{user_id}/keys", response_model=KeyCreated, status_code=201)
+def create_key(user_id: str, s: DB, _: AdminUser, state: State) -> KeyCreated:
+    user = s.get(User, user_id)
+    if user is None:
+        raise HTTPException(404, f"user {user_id} not found")
+    key = add_key(s, user, state.clock())
+    return KeyCreated(user_id=user.id, api_key=key, prefix=display_prefix(key))
+
+
+def instance_out(s: DB, inst: Instance, *, with_transitions: bool = False) -> InstanceOut:
+    return InstanceOut(
+        id=inst.id,
+        pool=inst.pool,
+        provider=inst.provider,
+        provider_instance_id=inst.provider_instance_id,
+        state=inst.state,
+        state_reason=inst.state_reason,
+        comfyui_url=inst.comfyui_url,
+        created_at=inst.created_at,
+        ready_at=inst.ready_at,
+        last_heartbeat_at=inst.last_heartbeat_at,
+        terminated_at=inst.terminated_at,
+        active_jobs=active_job_count(s, inst.id),
+        info=inst.info,
+        transitions=[
+            TransitionOut(from_state=t.from_state, to_state=t.to_state, reason=t.reason, at=t.at)
+            for t in transitions(s, inst.id)
+        ]
+        if with_transitions
+        else None,
+    )
+
+
+@router.get("/instances", response_model=list[InstanceOut])
+def list_instances(s: DB, _: AdminUser, include_terminated: bool = False) -> list[InstanceOut]:
+    q = select(Instance).order_by(Instance.created_at)
+    if not include_terminated:
+        q = q.where(Instance.state != InstanceState.TERMINATED)
+    return [instance_out(s, i) for i in s.scalars(q)]
+
+
+@router.get("/instances/{instance_id}", response_model=InstanceOut)
+def get_instance(instance_id: str, s: DB, _: AdminUser) -> InstanceOut:
+    inst = s.get(Instance, instance_id)
+    if inst is None:
+        raise HTTPException(404, f"instance {instance_id} not found")
+    return instance_out(s, inst, with_transitions=True)
+
+
+def _pools(s: DB) -> list[PoolOut]:
+    counts: dict[str, dict[str, int]] = {}
+    for pool, state, n in s.execute(
+        select(Instance.pool, Instance.state, func.count()).group_by(Instance.pool, Instance.state)
+    ):
+        counts.setdefault(pool, {})[state] = n
+    return [
+        PoolOut(
+            name=p.name,
+            provider=p.provider,
+            min_instances=p.min_instances,
+            max_instances=p.max_instances,
+            scale_up_queue_threshold=p.scale_up_queue_threshold,
+            idle_minutes=p.idle_minutes,
+            slots_per_instance=p.slots_per_instance,
+            instances=counts.get(p.name, {}),
+        )
+        for p in s.scalars(select(Pool).order_by(Pool.name))
+    ]
+
+
+@router.get("/pools", response_model=list[PoolOut])
+def list_pools(s: DB, _: AdminUser) -> list[PoolOut]:
+    return _pools(s)
+
+
+def queue_counts(s: DB) -> QueueOut:
+    by_state = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).tuples().all())
+    return QueueOut(**{st.value.lower(): by_state.get(st.value, 0) for st in JobState})
+
+
+@router.get("/status", response_model=StatusOut)
+def status(s: DB, _: AdminUser, include_terminated: Annotated[bool, Query()] = False) -> StatusOut:
+    return StatusOut(
+        pools=_pools(s),
+        instances=list_instances(s, _, include_terminated),
+        queue=queue_counts(s),
+    )

@@ -1,0 +1,140 @@
+"""The control plane as a FastAPI app: `create_app(settings)`.
+
+Creating the app migrates the database and seeds it (default pool, bundled tools, first admin).
+The lifespan starts the scheduler and pool loops, which act only while this replica holds the
+leader lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+
+from swarmstation.api import admin, objects, public, worker
+from swarmstation.api.deps import AppState
+from swarmstation.api.errors import install_error_handlers
+from swarmstation.api.metrics import make_registry, render
+from swarmstation.config import Settings
+from swarmstation.control.bootstrap import ensure_admin, ensure_default_pool, seed_tools, write_secret_file
+from swarmstation.control.leader import LeaderLock
+from swarmstation.control.loops import ControlLoops
+from swarmstation.control.notify import Notifier
+from swarmstation.control.pools import PoolController
+from swarmstation.objectstore.local import LocalObjectStore
+from swarmstation.providers.base import ComputeProvider
+from swarmstation.providers.local import LocalProvider
+from swarmstation.store.db import make_engine, make_sessionmaker, migrate, ping, transaction
+from swarmstation.store.models import utcnow
+
+log = logging.getLogger(__name__)
+
+
+def _secret(settings: Settings) -> bytes:
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    path = settings.data_dir / "secret.key"
+    if not path.exists():
+        write_secret_file(path, secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+def default_provider(settings: Settings) -> ComputeProvider | None:
+    if settings.provider == "local":
+        return LocalProvider(
+            settings.data_dir / "instances",
+            emulator_step_seconds=settings.emulator_step_seconds,
+            emulator_model_load_seconds=settings.emulator_model_load_seconds,
+        )
+    return None
+
+
+class ControlPlane:
+    """Everything `create_app` built, for the CLI and tests."""
+
+    def __init__(self, app: FastAPI, state: AppState, admin_key: str | None, pools: PoolController) -> None:
+        self.app = app
+        self.state = state
+        self.admin_key = admin_key
+        self.pools = pools
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.state.settings.data_dir / "admin.key"
+
+
+def build(
+    settings: Settings,
+    *,
+    provider: ComputeProvider | str | None = "default",
+    clock: Callable[[], datetime] = utcnow,
+) -> ControlPlane:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.sqlalchemy_url)
+    migrate(engine)
+    sessions = make_sessionmaker(engine)
+    now = clock()
+    with transaction(sessions) as s:
+        ensure_default_pool(s, settings, now)
+        seed_tools(s, now)
+        admin_key = ensure_admin(s, settings, now)
+
+    chosen: ComputeProvider | None = default_provider(settings) if provider == "default" else provider  # type: ignore[assignment]
+    notifier = Notifier()
+    pools = PoolController(settings, sessions, chosen, clock)
+    loops = ControlLoops(
+        settings, sessions, notifier, LeaderLock(engine, settings.data_dir / "leader.lock"), pools, clock
+    )
+    store = LocalObjectStore(
+        settings.data_dir / "objects", base_url=settings.base_url, secret=_secret(settings)
+    )
+    state = AppState(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        store=store,
+        notifier=notifier,
+        loops=loops,
+        clock=clock,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        notifier.bind(asyncio.get_running_loop())
+        loops.start()
+        try:
+            yield
+        finally:
+            await loops.stop()
+
+    app = FastAPI(
+        title="swarmstation",
+        version="0.1.0",
+        description="Run ComfyUI tools on an autoscaled pool of GPU instances.",
+        lifespan=lifespan,
+    )
+    app.state.swarm = state
+    install_error_handlers(app)
+    app.include_router(public.router)
+    app.include_router(admin.router)
+    app.include_router(worker.router)
+    app.include_router(objects.router)
+    registry = make_registry(state)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> JSONResponse:
+        ok = ping(engine)
+        return JSONResponse({"ok": ok, "database": "up" if ok else "down"}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["ops"])
+    def metrics() -> Response:
+        return Response(render(state, registry), media_type="text/plain; version=0.0.4")
+
+    return ControlPlane(app, state, admin_key, pools)

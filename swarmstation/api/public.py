@@ -1,0 +1,250 @@
+"""The public API under /v1: tools, jobs, their events and outputs, and image uploads."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, StreamingResponse
+from PIL import Image, UnidentifiedImageError
+from sqlalchemy import select
+
+from swarmstation.api.deps import DB, CurrentUser, State
+from swarmstation.api.schemas import JobCreate, JobList, JobOut, ToolDetail, ToolSummary, UploadOut
+from swarmstation.api.views import job_out, tool_detail, tool_summary
+from swarmstation.control import jobs as jobs_ops
+from swarmstation.domain.states import TERMINAL_JOB_STATES, JobState
+from swarmstation.domain.tools import ToolInputError, bind_inputs, tool_from_dict
+from swarmstation.store.models import Job, JobEvent, Output, Tool, Upload, User
+
+router = APIRouter(prefix="/v1", tags=["public"])
+
+UPLOAD_REF_PREFIX = "upload:"
+_IMAGE_TYPES = {"PNG": ("image/png", "png"), "JPEG": ("image/jpeg", "jpg"), "WEBP": ("image/webp", "webp")}
+
+
+def _own_job(s: DB, job_id: str, user: User) -> Job:
+    job = s.get(Job, job_id)
+    # Another user's job answers exactly like a missing one: ids are not an oracle.
+    if job is None or (job.user_id != user.id and user.role != "admin"):
+        raise HTTPException(404, f"job {job_id} not found")
+    return job
+
+
+@router.get("/tools", response_model=list[ToolSummary])
+def list_tools(s: DB, _: CurrentUser) -> list[ToolSummary]:
+    return [tool_summary(t) for t in s.scalars(select(Tool).order_by(Tool.slug))]
+
+
+@router.get("/tools/{slug}", response_model=ToolDetail)
+def get_tool(slug: str, s: DB, _: CurrentUser) -> ToolDetail:
+    tool = s.get(Tool, slug)
+    if tool is None:
+        raise HTTPException(404, f"unknown tool '{slug}'")
+    return tool_detail(tool)
+
+
+def _resolve_images(
+    s: DB, user: User, images: dict[str, str], bindings: dict[str, list[list[str]]]
+) -> dict[str, Any]:
+    resolved: dict[str, Any] = {}
+    for name, ref in images.items():
+        if not ref.startswith(UPLOAD_REF_PREFIX):
+            raise ToolInputError(
+                name, f"must be an upload reference ('{UPLOAD_REF_PREFIX}<id>' from POST /v1/uploads)"
+            )
+        upload = s.get(Upload, ref.removeprefix(UPLOAD_REF_PREFIX))
+        if upload is None or upload.user_id != user.id:
+            raise ToolInputError(name, f"unknown upload {ref!r}")
+        resolved[name] = {
+            "key": upload.key,
+            "filename": f"{upload.id}.{upload.key.rsplit('.', 1)[-1]}",
+            "bindings": bindings.get(name, []),
+        }
+    return resolved
+
+
+@router.post("/jobs", response_model=JobOut, status_code=201)
+def create_job(body: JobCreate, s: DB, user: CurrentUser, state: State) -> JobOut:
+    tool = s.get(Tool, body.tool)
+    if tool is None:
+        raise HTTPException(404, f"unknown tool '{body.tool}'; GET /v1/tools lists them")
+    spec = tool_from_dict(tool.spec)
+    limit = state.settings.max_prompt_chars
+    for name, value in body.inputs.items():
+        if isinstance(value, str) and len(value) > limit:
+            raise ToolInputError(name, f"too long ({len(value)} characters, the limit is {limit})")
+    bound = bind_inputs(spec, body.inputs, random_seed=secrets.randbits(63))
+    image_bindings = {
+        i.name: [[b.node_id, b.input_name] for b in i.bindings] for i in spec.inputs if i.type == "image"
+    }
+    images = _resolve_images(s, user, bound.input_images, image_bindings)
+    job = jobs_ops.submit_job(
+        s,
+        user_id=user.id,
+        tool_slug=tool.slug,
+        pool=tool.pool,
+        bound=bound,
+        input_images=images,
+        max_attempts=state.settings.max_attempts,
+        now=state.clock(),
+    )
+    s.flush()
+    out = job_out(s, job)
+    s.commit()
+    state.loops.poke()
+    return out
+
+
+@router.get("/jobs", response_model=JobList)
+def list_jobs(
+    s: DB,
+    user: CurrentUser,
+    state_filter: Annotated[JobState | None, Query(alias="state")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JobList:
+    q = select(Job).where(Job.user_id == user.id).order_by(Job.created_at.desc()).limit(limit)
+    if state_filter is not None:
+        q = q.where(Job.state == state_filter)
+    return JobList(jobs=[job_out(s, j) for j in s.scalars(q)])
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def get_job(job_id: str, s: DB, user: CurrentUser) -> JobOut:
+    return job_out(s, _own_job(s, job_id, user))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: str, s: DB, user: CurrentUser, state: State) -> JobOut:
+    job = _own_job(s, job_id, user)
+    if JobState(job.state) in TERMINAL_JOB_STATES:
+        raise HTTPException(409, f"job {job_id} is already {job.state}")
+    jobs_ops.cancel_job(s, job, now=state.clock())
+    s.flush()
+    out = job_out(s, job)
+    s.commit()
+    state.notifier.wake(f"job:{job_id}")
+    state.loops.poke()
+    return out
+
+
+@router.get("/jobs/{job_id}/outputs/{output_id}")
+def download_output(job_id: str, output_id: str, s: DB, user: CurrentUser, state: State) -> FileResponse:
+    _own_job(s, job_id, user)
+    out = s.get(Output, output_id)
+    if out is None or out.job_id != job_id or not out.uploaded:
+        raise HTTPException(404, f"output {output_id} not found")
+    path = state.store.path(out.key)
+    if not path.is_file():
+        raise HTTPException(404, f"output {output_id} is missing from the object store")
+    return FileResponse(path, media_type=out.content_type, filename=out.filename)
+
+
+def _sse(event_id: int, type_: str, data: dict[str, Any]) -> str:
+    return f"id: {event_id}\nevent: {type_}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+@router.get("/jobs/{job_id}/events", response_class=StreamingResponse)
+async def job_events(
+    job_id: str,
+    request: Request,
+    user: CurrentUser,
+    state: State,
+    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """Server-sent events: `state` and `progress` events as they happen; the stream ends after
+    the job's final state. Reconnect with `Last-Event-ID` to resume."""
+
+    def read(after: int) -> tuple[list[JobEvent], str | None]:
+        with state.sessions() as s, s.begin():
+            job = _own_job(s, job_id, user)
+            events = list(
+                s.scalars(
+                    select(JobEvent)
+                    .where(JobEvent.job_id == job_id, JobEvent.id > after)
+                    .order_by(JobEvent.id)
+                )
+            )
+            return events, job.state
+
+    first_events, _ = await asyncio.to_thread(read, last_event_id or 0)  # 404 before streaming
+
+    async def stream() -> AsyncIterator[str]:
+        after = last_event_id or 0
+        events: list[JobEvent] = first_events
+        idle = 0.0
+        while True:
+            for ev in events:
+                after = ev.id
+                yield _sse(ev.id, ev.type, {"job_id": job_id, **ev.data})
+                if ev.type == "state" and JobState(ev.data["state"]) in TERMINAL_JOB_STATES:
+                    return
+            if await request.is_disconnected():
+                return
+            woke = await state.notifier.wait(f"job:{job_id}", 1.0)
+            idle = 0.0 if woke else idle + 1.0
+            if idle >= 15.0:
+                idle = 0.0
+                yield ": keep-alive\n\n"
+            events, _ = await asyncio.to_thread(read, after)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.post("/uploads", response_model=UploadOut, status_code=201)
+async def upload_image(file: UploadFile, user: CurrentUser, state: State) -> UploadOut:
+    limit = state.settings.max_upload_bytes
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, f"image too large: the limit is {limit} bytes")
+    if not data:
+        raise HTTPException(422, "file: empty upload")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+        with Image.open(io.BytesIO(data)) as img:
+            fmt, width, height = img.format or "", img.width, img.height
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise HTTPException(422, f"file: not a readable image ({exc})") from exc
+    if fmt not in _IMAGE_TYPES:
+        raise HTTPException(422, f"file: unsupported image format {fmt or 'unknown'}; use PNG, JPEG or WebP")
+    content_type, ext = _IMAGE_TYPES[fmt]
+    upload_id = str(uuid.uuid4())
+    key = f"uploads/{user.id}/{upload_id}.{ext}"
+    await asyncio.to_thread(state.store.put_bytes, key, data, content_type)
+    filename = (file.filename or f"upload.{ext}")[:255]
+
+    def save() -> None:
+        with state.sessions() as s, s.begin():
+            s.add(
+                Upload(
+                    id=upload_id,
+                    user_id=user.id,
+                    key=key,
+                    filename=filename,
+                    content_type=content_type,
+                    size=len(data),
+                    created_at=state.clock(),
+                )
+            )
+
+    await asyncio.to_thread(save)
+    return UploadOut(
+        id=upload_id,
+        ref=f"{UPLOAD_REF_PREFIX}{upload_id}",
+        filename=filename,
+        content_type=content_type,
+        size=len(data),
+        width=width,
+        height=height,
+    )

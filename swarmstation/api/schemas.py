@@ -1,0 +1,239 @@
+"""Request and response bodies of the HTTP API (the tables live in store/models.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- public ----------------------------------------------------------------------------------
+class JobCreate(Strict):
+    tool: str = Field(min_length=1, max_length=63, description="Tool slug, e.g. sdxl-txt2img")
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class OutputOut(BaseModel):
+    id: str
+    filename: str
+    content_type: str
+    size: int
+    url: str
+
+
+class JobOut(BaseModel):
+    id: str
+    tool: str
+    state: str
+    attempt: int
+    max_attempts: int
+    progress: float
+    inputs: dict[str, Any]
+    required_models: list[dict[str, str]]
+    instance_id: str | None
+    error: str | None
+    created_at: datetime
+    assigned_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    timings: dict[str, Any]
+    outputs: list[OutputOut]
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
+class ToolSummary(BaseModel):
+    slug: str
+    name: str
+    description: str
+    category: str
+    base_model: str
+    pool: str
+    builtin: bool
+
+
+class ToolDetail(ToolSummary):
+    input_schema: dict[str, Any]
+    required_models: list[dict[str, str]]
+    workflow: dict[str, Any]
+    inputs: list[dict[str, Any]]
+
+
+class UploadOut(BaseModel):
+    id: str
+    ref: str = Field(description="Pass this as the value of an image input")
+    filename: str
+    content_type: str
+    size: int
+    width: int
+    height: int
+
+
+# -- admin -----------------------------------------------------------------------------------
+class UserCreate(Strict):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
+    role: Literal["admin", "user"] = "user"
+
+
+class UserOut(BaseModel):
+    id: str
+    name: str
+    role: str
+    created_at: datetime
+
+
+class UserCreated(UserOut):
+    api_key: str = Field(description="Shown once; stored only as a hash")
+
+
+class KeyCreated(BaseModel):
+    user_id: str
+    api_key: str
+    prefix: str
+
+
+class TransitionOut(BaseModel):
+    from_state: str | None
+    to_state: str
+    reason: str
+    at: datetime
+
+
+class InstanceOut(BaseModel):
+    id: str
+    pool: str
+    provider: str
+    provider_instance_id: str | None
+    state: str
+    state_reason: str
+    comfyui_url: str | None
+    created_at: datetime
+    ready_at: datetime | None
+    last_heartbeat_at: datetime | None
+    terminated_at: datetime | None
+    active_jobs: int
+    info: dict[str, Any]
+    transitions: list[TransitionOut] | None = None
+
+
+class PoolOut(BaseModel):
+    name: str
+    provider: str
+    min_instances: int
+    max_instances: int
+    scale_up_queue_threshold: int
+    idle_minutes: float
+    slots_per_instance: int
+    instances: dict[str, int]
+
+
+class QueueOut(BaseModel):
+    queued: int
+    assigned: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+
+
+class StatusOut(BaseModel):
+    pools: list[PoolOut]
+    instances: list[InstanceOut]
+    queue: QueueOut
+
+
+# -- worker ----------------------------------------------------------------------------------
+class RegisterIn(Strict):
+    comfyui_url: str = Field(max_length=300)
+    version: str = Field(default="", max_length=50)
+
+
+class RegisterOut(BaseModel):
+    instance_id: str
+    heartbeat_seconds: float
+    lease_seconds: float
+
+
+class LeaseRef(Strict):
+    job_id: str = Field(max_length=36)
+    lease_token: int
+
+
+class HeartbeatIn(Strict):
+    running: list[LeaseRef] = Field(default_factory=list, max_length=64)
+    disk_free_bytes: int | None = None
+    models: list[str] = Field(default_factory=list, max_length=10_000)
+    loaded_checkpoint: str | None = Field(default=None, max_length=300)
+
+
+class HeartbeatOut(BaseModel):
+    drain: bool
+    cancel: list[str]
+    stale: list[str]
+
+
+class InputImageOut(BaseModel):
+    node_id: str
+    input_name: str
+    filename: str
+    url: str
+
+
+class Assignment(BaseModel):
+    job_id: str
+    lease_token: int
+    attempt: int
+    workflow: dict[str, Any]
+    required_models: list[dict[str, str]]
+    input_images: list[InputImageOut]
+    lease_seconds: float
+
+
+class LeasedReport(Strict):
+    lease_token: int
+
+
+class ProgressIn(LeasedReport):
+    progress: float = Field(ge=0, le=1)
+    node: str | None = Field(default=None, max_length=50)
+    value: int | None = None
+    max: int | None = None
+    stage: str | None = Field(default=None, max_length=40)
+
+
+class OutputFileIn(Strict):
+    filename: str = Field(min_length=1, max_length=255)
+    content_type: str = Field(default="image/png", max_length=100)
+    size: int = Field(ge=0)
+    node_id: str = Field(default="", max_length=50)
+
+
+class OutputsIn(LeasedReport):
+    files: list[OutputFileIn] = Field(min_length=1, max_length=64)
+
+
+class OutputUpload(BaseModel):
+    output_id: str
+    filename: str
+    upload_url: str
+
+
+class OutputsOut(BaseModel):
+    uploads: list[OutputUpload]
+
+
+class CompleteIn(LeasedReport):
+    outputs: list[str] = Field(default_factory=list, max_length=64)
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class FailIn(LeasedReport):
+    error: str = Field(max_length=4000)
+    retryable: bool = False

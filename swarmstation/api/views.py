@@ -1,0 +1,74 @@
+"""Rows to response bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from swarmstation.api.schemas import JobOut, OutputOut, ToolDetail, ToolSummary
+from swarmstation.domain.tools import input_schema, tool_from_dict, tool_to_dict
+from swarmstation.domain.workflow import required_models
+from swarmstation.store.models import Job, Output, Tool
+
+
+def output_url(job_id: str, output_id: str) -> str:
+    return f"/v1/jobs/{job_id}/outputs/{output_id}"
+
+
+def job_out(s: Session, job: Job) -> JobOut:
+    outputs = s.scalars(
+        select(Output).where(Output.job_id == job.id, Output.uploaded.is_(True)).order_by(Output.created_at)
+    )
+    return JobOut(
+        id=job.id,
+        tool=job.tool_slug,
+        state=job.state,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        progress=job.progress,
+        inputs=job.inputs,
+        required_models=job.required_models,
+        instance_id=job.instance_id,
+        error=job.error,
+        created_at=job.created_at,
+        assigned_at=job.assigned_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        timings=job.timings,
+        outputs=[
+            OutputOut(
+                id=o.id,
+                filename=o.filename,
+                content_type=o.content_type,
+                size=o.size,
+                url=output_url(job.id, o.id),
+            )
+            for o in outputs
+        ],
+    )
+
+
+def tool_summary(t: Tool) -> ToolSummary:
+    return ToolSummary(
+        slug=t.slug,
+        name=t.name,
+        description=str(t.spec.get("description", "")),
+        category=t.category,
+        base_model=t.base_model,
+        pool=t.pool,
+        builtin=t.builtin,
+    )
+
+
+def tool_detail(t: Tool) -> ToolDetail:
+    spec = tool_from_dict(t.spec)
+    as_dict: dict[str, Any] = tool_to_dict(spec)
+    return ToolDetail(
+        **tool_summary(t).model_dump(),
+        input_schema=input_schema(spec),
+        required_models=[{"folder": m.folder, "name": m.name} for m in required_models(spec.workflow)],
+        workflow=dict(spec.workflow),
+        inputs=as_dict.get("inputs", []),
+    )

@@ -1,0 +1,254 @@
+"""The worker API under /worker/v1. Every call carries the instance's own token; job calls also
+carry the lease's fencing token and are refused (409) when the lease has moved on."""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import posixpath
+import time
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from sqlalchemy import select
+
+from swarmstation.api.deps import DB, CurrentInstance, State
+from swarmstation.api.schemas import (
+    Assignment,
+    CompleteIn,
+    FailIn,
+    HeartbeatIn,
+    HeartbeatOut,
+    InputImageOut,
+    LeasedReport,
+    OutputsIn,
+    OutputsOut,
+    OutputUpload,
+    ProgressIn,
+    RegisterIn,
+    RegisterOut,
+)
+from swarmstation.control import jobs as jobs_ops
+from swarmstation.control.instances import set_instance_state
+from swarmstation.domain.states import InstanceState, JobState
+from swarmstation.store.models import Instance, Job, Output
+
+router = APIRouter(prefix="/worker/v1", tags=["worker"])
+
+HEARTBEAT_SECONDS = 5.0
+_URL_SECONDS = 3600
+
+
+def _instance(s: DB, snapshot: Instance) -> Instance:
+    inst = s.get(Instance, snapshot.id)
+    if inst is None or inst.state == InstanceState.TERMINATED:
+        raise HTTPException(410, "this instance has been terminated")
+    return inst
+
+
+@router.post("/register", response_model=RegisterOut)
+def register(body: RegisterIn, s: DB, me: CurrentInstance, state: State, ready: bool = True) -> RegisterOut:
+    """Called when the worker starts (ready=false while ComfyUI is still starting) and again when
+    ComfyUI answers (ready=true)."""
+    inst = _instance(s, me)
+    now = state.clock()
+    inst.comfyui_url = body.comfyui_url
+    inst.last_heartbeat_at = now
+    inst.info = {**inst.info, "worker_version": body.version}
+    current = InstanceState(inst.state)
+    if current == InstanceState.UNHEALTHY:
+        raise HTTPException(410, "this instance was declared unhealthy and is being replaced")
+    if current == InstanceState.PROVISIONING:
+        set_instance_state(s, inst, InstanceState.INITIALIZING, "worker started", now)
+    if ready and InstanceState(inst.state) == InstanceState.INITIALIZING:
+        set_instance_state(s, inst, InstanceState.IDLE, "ComfyUI ready", now)
+    s.commit()
+    state.loops.poke()
+    return RegisterOut(
+        instance_id=inst.id, heartbeat_seconds=HEARTBEAT_SECONDS, lease_seconds=state.settings.lease_seconds
+    )
+
+
+@router.post("/heartbeat", response_model=HeartbeatOut)
+def heartbeat(body: HeartbeatIn, s: DB, me: CurrentInstance, state: State) -> HeartbeatOut:
+    inst = _instance(s, me)
+    now = state.clock()
+    if inst.state == InstanceState.UNHEALTHY:
+        raise HTTPException(410, "this instance was declared unhealthy and is being replaced")
+    inst.last_heartbeat_at = now
+    inst.info = {
+        **inst.info,
+        "disk_free_bytes": body.disk_free_bytes,
+        "models": body.models,
+        "loaded_checkpoint": body.loaded_checkpoint,
+    }
+    cancel: list[str] = []
+    stale: list[str] = []
+    for ref in body.running:
+        job = s.get(Job, ref.job_id)
+        if job is not None and job.state == JobState.CANCELLED and job.instance_id == inst.id:
+            cancel.append(ref.job_id)
+            continue
+        try:
+            held = jobs_ops.leased_job(s, ref.job_id, inst, ref.lease_token)
+        except (jobs_ops.StaleLease, jobs_ops.JobNotFound):
+            stale.append(ref.job_id)
+            continue
+        jobs_ops.renew_lease(held, lease_seconds=state.settings.lease_seconds, now=now)
+    return HeartbeatOut(drain=inst.state == InstanceState.DRAINING, cancel=cancel, stale=stale)
+
+
+def _assignment_for(state: State, instance_id: str) -> Assignment | bool | None:
+    """The job assigned to this instance, None when there is none, False when it must stop."""
+    with state.sessions() as s, s.begin():
+        inst = s.get(Instance, instance_id)
+        if inst is None or inst.state in (InstanceState.TERMINATED, InstanceState.UNHEALTHY):
+            return False
+        job = s.scalar(
+            select(Job)
+            .where(Job.instance_id == instance_id, Job.state == JobState.ASSIGNED)
+            .order_by(Job.assigned_at)
+            .limit(1)
+        )
+        if job is None:
+            return None
+        images = [
+            InputImageOut(
+                node_id=node_id,
+                input_name=input_name,
+                filename=str(img["filename"]),
+                url=state.store.presign_get(str(img["key"]), _URL_SECONDS),
+            )
+            for img in job.input_images.values()
+            for node_id, input_name in img["bindings"]
+        ]
+        return Assignment(
+            job_id=job.id,
+            lease_token=job.lease_token,
+            attempt=job.attempt,
+            workflow=job.workflow,
+            required_models=job.required_models,
+            input_images=images,
+            lease_seconds=state.settings.lease_seconds,
+        )
+
+
+@router.get("/jobs/next", response_model=Assignment, responses={204: {"description": "no job yet"}})
+async def next_job(
+    me: CurrentInstance, state: State, wait: Annotated[float, Query(ge=0, le=60)] = 20.0
+) -> Assignment | Response:
+    """Long poll: answers with the job the scheduler assigned to this instance, or 204 after
+    `wait` seconds. 410 tells the worker to stop."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = await asyncio.to_thread(_assignment_for, state, me.id)
+        if found is False:
+            raise HTTPException(410, "this instance is being stopped")
+        if isinstance(found, Assignment):
+            return found
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return Response(status_code=204)
+        state.loops.poke()
+        await state.notifier.wait(f"instance:{me.id}", min(remaining, 1.0))
+
+
+def _leased(s: DB, job_id: str, me: Instance, body: LeasedReport) -> Job:
+    return jobs_ops.leased_job(s, job_id, _instance(s, me), body.lease_token)
+
+
+@router.post("/jobs/{job_id}/started", status_code=204)
+def started(job_id: str, body: LeasedReport, s: DB, me: CurrentInstance, state: State) -> None:
+    job = _leased(s, job_id, me, body)
+    jobs_ops.mark_running(s, job, lease_seconds=state.settings.lease_seconds, now=state.clock())
+    s.commit()
+    state.notifier.wake(f"job:{job_id}")
+
+
+@router.post("/jobs/{job_id}/progress", status_code=204)
+def progress(job_id: str, body: ProgressIn, s: DB, me: CurrentInstance, state: State) -> None:
+    job = _leased(s, job_id, me, body)
+    detail = {
+        k: v
+        for k, v in {"node": body.node, "value": body.value, "max": body.max, "stage": body.stage}.items()
+        if v is not None
+    }
+    jobs_ops.report_progress(
+        s,
+        job,
+        progress=body.progress,
+        detail=detail,
+        lease_seconds=state.settings.lease_seconds,
+        now=state.clock(),
+    )
+    s.commit()
+    state.notifier.wake(f"job:{job_id}")
+
+
+def _safe_filename(name: str) -> str:
+    base = posixpath.basename(name.replace("\\", "/")).strip() or "output"
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in base)[:200]
+
+
+@router.post("/jobs/{job_id}/outputs", response_model=OutputsOut)
+def outputs(job_id: str, body: OutputsIn, s: DB, me: CurrentInstance, state: State) -> OutputsOut:
+    """Reserve output records and hand out presigned upload URLs."""
+    job = _leased(s, job_id, me, body)
+    now = state.clock()
+    uploads: list[OutputUpload] = []
+    for f in body.files:
+        output_id = str(uuid.uuid4())
+        filename = _safe_filename(f.filename)
+        key = f"outputs/{job.id}/{output_id}/{filename}"
+        content_type = f.content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        s.add(
+            Output(
+                id=output_id,
+                job_id=job.id,
+                key=key,
+                filename=filename,
+                content_type=content_type,
+                size=f.size,
+                node_id=f.node_id,
+                uploaded=False,
+                created_at=now,
+            )
+        )
+        uploads.append(
+            OutputUpload(
+                output_id=output_id, filename=filename, upload_url=state.store.presign_put(key, _URL_SECONDS)
+            )
+        )
+    return OutputsOut(uploads=uploads)
+
+
+@router.post("/jobs/{job_id}/complete", status_code=204)
+def complete(job_id: str, body: CompleteIn, s: DB, me: CurrentInstance, state: State) -> None:
+    job = _leased(s, job_id, me, body)
+    for output_id in body.outputs:
+        out = s.get(Output, output_id)
+        if out is None or out.job_id != job.id:
+            raise HTTPException(422, f"outputs: {output_id} is not an output of job {job.id}")
+        if not state.store.exists(out.key):
+            raise HTTPException(422, f"outputs: {output_id} was not uploaded")
+        out.size = state.store.size(out.key)
+        out.uploaded = True
+    s.flush()
+    jobs_ops.complete_job(s, job, timings=body.timings, now=state.clock())
+    s.commit()
+    state.notifier.wake(f"job:{job_id}")
+    state.loops.poke()
+
+
+@router.post("/jobs/{job_id}/fail", status_code=204)
+def fail(job_id: str, body: FailIn, s: DB, me: CurrentInstance, state: State) -> None:
+    job = _leased(s, job_id, me, body)
+    now = state.clock()
+    if body.retryable:
+        jobs_ops.retry_or_fail(s, job, reason=body.error, now=now)
+    else:
+        jobs_ops.fail_job(s, job, reason=body.error, now=now)
+    s.commit()
+    state.notifier.wake(f"job:{job_id}")
+    state.loops.poke()

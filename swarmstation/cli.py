@@ -1,0 +1,500 @@
+"""The `swarmstation` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from swarmstation.client import Client, ClientError
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="swarmstation: generative AI on your own GPU pool"
+)
+tools_app = typer.Typer(no_args_is_help=True, help="List, show, add and remove tools")
+users_app = typer.Typer(no_args_is_help=True, help="Users and API keys (admin)")
+app.add_typer(tools_app, name="tools")
+app.add_typer(users_app, name="users")
+
+console = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
+UrlOpt = Annotated[str | None, typer.Option("--url", envvar="SWARMSTATION_URL", help="Control plane URL")]
+KeyOpt = Annotated[
+    str | None, typer.Option("--api-key", envvar="SWARMSTATION_API_KEY", help="API key", show_default=False)
+]
+
+
+def fail(message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+# -- server ------------------------------------------------------------------------------------
+def _serve(
+    *,
+    host: str | None,
+    port: int | None,
+    data_dir: Path | None,
+    database_url: str | None,
+    provider: str | None,
+    stop_instances: bool,
+    log_level: str,
+) -> None:
+    import uvicorn
+
+    from swarmstation.api.app import build
+    from swarmstation.config import ConfigError, load_settings
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(
+            host=host, port=port, data_dir=data_dir, database_url=database_url, provider=provider
+        )
+    except ConfigError as exc:
+        fail(str(exc))
+    try:
+        plane = build(settings)
+    except Exception as exc:  # an unreachable database, an unwritable folder: say so plainly
+        fail(f"cannot start the control plane: {exc}")
+    console.print(
+        f"[bold green]swarmstation[/bold green] control plane on [bold]{settings.base_url}[/bold]"
+        f"  (API docs: {settings.base_url}/docs)"
+    )
+    console.print(
+        f"data directory: {settings.data_dir.resolve()}  database: {settings.sqlalchemy_url.split('@')[-1]}"
+    )
+    if plane.admin_key:
+        console.print(f"first admin API key: [bold]{plane.admin_key}[/bold]")
+        console.print(f"(saved to {plane.admin_key_file}; the CLI uses it from this folder)")
+    else:
+        console.print(f"admin API key: in {plane.admin_key_file}")
+    console.print(
+        f"compute provider: {settings.provider}; default pool min {settings.pool_min_instances}, "
+        f"max {settings.pool_max_instances}"
+    )
+    try:
+        uvicorn.run(plane.app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    finally:
+        if stop_instances:
+            console.print("stopping local instances…")
+            plane.pools.shutdown()
+
+
+HostOpt = Annotated[str | None, typer.Option("--host", help="Bind address [env SWARMSTATION_HOST]")]
+PortOpt = Annotated[int | None, typer.Option("--port", help="Port [env SWARMSTATION_PORT]")]
+DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data folder [env SWARMSTATION_DATA_DIR]")]
+DbOpt = Annotated[
+    str | None, typer.Option("--database-url", help="SQLAlchemy URL [env SWARMSTATION_DATABASE_URL]")
+]
+LogOpt = Annotated[str, typer.Option("--log-level")]
+
+
+@app.command()
+def up(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    data_dir: DataOpt = None,
+    database_url: DbOpt = None,
+    log_level: LogOpt = "warning",
+) -> None:
+    """Start everything on this machine: control plane, SQLite, local object store and local instances."""
+    _serve(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        provider=None,
+        stop_instances=True,
+        log_level=log_level,
+    )
+
+
+@app.command()
+def serve(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    data_dir: DataOpt = None,
+    database_url: DbOpt = None,
+    provider: Annotated[str | None, typer.Option("--provider", help="local or none")] = None,
+    log_level: LogOpt = "warning",
+) -> None:
+    """Run one control-plane replica; instances keep running when it exits."""
+    _serve(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        provider=provider,
+        stop_instances=False,
+        log_level=log_level,
+    )
+
+
+@app.command()
+def worker(
+    server: Annotated[str, typer.Option("--server", help="Control plane URL")],
+    comfyui: Annotated[str, typer.Option("--comfyui", help="ComfyUI URL")] = "http://127.0.0.1:8188",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", envvar="SWARMSTATION_WORKER_TOKEN", help="This instance's token", show_default=False
+        ),
+    ] = None,
+    comfy_dir: Annotated[
+        Path | None, typer.Option("--comfy-dir", help="ComfyUI folder, for model inventory")
+    ] = None,
+    log_level: LogOpt = "info",
+) -> None:
+    """Run the worker agent beside a ComfyUI (or the emulator)."""
+    from swarmstation.worker.agent import WorkerConfig, run_worker
+
+    if not token:
+        fail("a worker token is needed: --token or SWARMSTATION_WORKER_TOKEN")
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_worker(WorkerConfig(server_url=server, token=token, comfyui_url=comfyui, comfy_dir=comfy_dir))
+
+
+@app.command("comfy-emulator")
+def comfy_emulator(
+    port: Annotated[int, typer.Option("--port")] = 8188,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    base_dir: Annotated[Path, typer.Option("--base-dir", help="Folder with models/, input/, output/")] = Path(
+        "comfyui"
+    ),
+    step_seconds: Annotated[float, typer.Option("--step-seconds", min=0)] = 0.05,
+    model_load_seconds: Annotated[float, typer.Option("--model-load-seconds", min=0)] = 0.2,
+) -> None:
+    """Run the ComfyUI emulator: the real ComfyUI API, with Pillow instead of a GPU."""
+    from swarmstation.comfy.emulator import EmulatorConfig, run_emulator
+
+    run_emulator(
+        host,
+        port,
+        EmulatorConfig(base_dir=base_dir, step_seconds=step_seconds, model_load_seconds=model_load_seconds),
+    )
+
+
+# -- client commands -----------------------------------------------------------------------------
+def _client(url: str | None, key: str | None) -> Client:
+    return Client(url, key)
+
+
+def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            fail(f"--input takes NAME=VALUE, got {pair!r}")
+        try:
+            inputs[name] = json.loads(raw)
+        except ValueError:
+            inputs[name] = raw
+    return inputs
+
+
+def _follow(client: Client, job_id: str, quiet: bool) -> dict[str, Any]:
+    """Show a progress bar fed by the job's event stream; reconnects if the stream drops."""
+    last_id: str | None = None
+    with Progress(
+        TextColumn("[bold]{task.fields[state]:<10}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("job", total=1.0, state="QUEUED")
+        for attempt in range(1000):
+            try:
+                for ev in client.events(job_id, last_id):
+                    last_id = ev.id
+                    if ev.type == "progress":
+                        bar.update(task, completed=float(ev.data.get("progress", 0.0)))
+                    elif ev.type == "state":
+                        state = ev.data["state"]
+                        bar.update(task, state=state)
+                        if state == "QUEUED" and ev.data.get("reason"):
+                            bar.update(task, completed=0.0)
+                            err.print(f"[yellow]requeued:[/yellow] {ev.data['reason']}")
+                        if state == "COMPLETED":
+                            bar.update(task, completed=1.0)
+                break
+            except (httpx.HTTPError, ClientError) as exc:
+                if attempt > 120:
+                    raise ClientError(f"lost the event stream: {exc}") from exc
+                time.sleep(min(5.0, 0.5 * (attempt + 1)))
+    job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}")
+    return job
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to make")],
+    tool: Annotated[str, typer.Option("--tool", "-t")] = "sdxl-txt2img",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the image")] = Path("out.png"),
+    inputs: Annotated[
+        list[str] | None, typer.Option("--input", "-i", help="NAME=VALUE (JSON value or text)")
+    ] = None,
+    image: Annotated[
+        Path | None, typer.Option("--image", help="Input image for img2img / upscale tools")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Submit and print the job id")] = False,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Run a tool on a prompt and save the image, with live progress."""
+    body_inputs = _parse_inputs(inputs or [])
+    with _client(url, api_key) as client:
+        try:
+            detail = client.get(f"/v1/tools/{tool}")
+            names = {i["name"] for i in detail["inputs"]}
+            if "prompt" in names:
+                body_inputs.setdefault("prompt", prompt)
+            if seed is not None:
+                body_inputs["seed"] = seed
+            if image is not None:
+                if not image.is_file():
+                    fail(f"no such image file: {image}")
+                with image.open("rb") as fh:
+                    up = client.post("/v1/uploads", files={"file": (image.name, fh)})
+                image_inputs = [i["name"] for i in detail["inputs"] if i["type"] == "image"]
+                if not image_inputs:
+                    fail(f"tool {tool} takes no image")
+                body_inputs[image_inputs[0]] = up["ref"]
+            job = client.post("/v1/jobs", json={"tool": tool, "inputs": body_inputs})
+            if no_wait:
+                _print_json(job) if as_json else console.print(job["id"])
+                return
+            if not as_json:
+                err.print(f"job {job['id']} queued (tool {tool}, seed {job['inputs'].get('seed', '-')})")
+            job = _follow(client, job["id"], quiet=as_json)
+            if job["state"] != "COMPLETED":
+                if as_json:
+                    _print_json(job)
+                fail(f"job {job['id']} {job['state']}: {job.get('error') or 'no reason given'}")
+            written = []
+            for n, output in enumerate(job["outputs"]):
+                target = out if n == 0 else out.with_name(f"{out.stem}-{n}{out.suffix}")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(client.download(output["url"]))
+                written.append(str(target))
+            if as_json:
+                _print_json({**job, "written": written})
+            else:
+                console.print(f"[green]done[/green] in {_seconds(job)}: " + ", ".join(written))
+        except ClientError as exc:
+            fail(str(exc))
+
+
+def _seconds(job: dict[str, Any]) -> str:
+    from datetime import datetime
+
+    try:
+        start = datetime.fromisoformat(job["created_at"])
+        end = datetime.fromisoformat(job["finished_at"])
+        return f"{(end - start).total_seconds():.1f}s"
+    except (KeyError, TypeError, ValueError):
+        return "?"
+
+
+@app.command()
+def status(
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    all_instances: Annotated[bool, typer.Option("--all", help="Include terminated instances")] = False,
+) -> None:
+    """Pools, instances with their state, and the queue."""
+    with _client(url, api_key) as client:
+        try:
+            data = client.get("/v1/admin/status", params={"include_terminated": all_instances})
+        except ClientError as exc:
+            fail(str(exc))
+    if as_json:
+        _print_json(data)
+        return
+    pools = Table(title="pools")
+    for col in ("pool", "provider", "min", "max", "instances"):
+        pools.add_column(col)
+    for p in data["pools"]:
+        counts = (
+            ", ".join(f"{k.lower()} {v}" for k, v in sorted(p["instances"].items()) if k != "TERMINATED")
+            or "none"
+        )
+        pools.add_row(p["name"], p["provider"], str(p["min_instances"]), str(p["max_instances"]), counts)
+    console.print(pools)
+    inst = Table(title="instances")
+    for col in ("id", "pool", "state", "jobs", "last heartbeat", "reason"):
+        inst.add_column(col)
+    for i in data["instances"]:
+        inst.add_row(
+            i["id"][:8],
+            i["pool"],
+            i["state"],
+            str(i["active_jobs"]),
+            (i["last_heartbeat_at"] or "-")[11:19],
+            i["state_reason"],
+        )
+    console.print(inst)
+    q = data["queue"]
+    console.print("queue: " + ", ".join(f"{k} {v}" for k, v in q.items()))
+
+
+# -- tools ---------------------------------------------------------------------------------------
+@tools_app.command("list")
+def tools_list(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """List the tools."""
+    with _client(url, api_key) as client:
+        try:
+            tools = client.get("/v1/tools")
+        except ClientError as exc:
+            fail(str(exc))
+    if as_json:
+        _print_json(tools)
+        return
+    table = Table()
+    for col in ("slug", "name", "category", "base model", "pool"):
+        table.add_column(col)
+    for t in tools:
+        table.add_row(t["slug"], t["name"], t["category"], t["base_model"], t["pool"])
+    console.print(table)
+
+
+@tools_app.command("show")
+def tools_show(slug: str, as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """Show a tool: inputs, models and workflow."""
+    with _client(url, api_key) as client:
+        try:
+            tool = client.get(f"/v1/tools/{slug}")
+        except ClientError as exc:
+            fail(str(exc))
+    if as_json:
+        _print_json(tool)
+        return
+    console.print(f"[bold]{tool['name']}[/bold] ({tool['slug']}) — {tool['category']}, {tool['base_model']}")
+    console.print(tool["description"])
+    table = Table(title="inputs")
+    for col in ("name", "type", "required", "default", "range"):
+        table.add_column(col)
+    for i in tool["inputs"]:
+        rng = f"{i.get('minimum', '')}..{i.get('maximum', '')}" if "minimum" in i or "maximum" in i else ""
+        table.add_row(
+            i["name"], i["type"], "yes" if i.get("required") else "", str(i.get("default", "")), rng
+        )
+    console.print(table)
+    console.print("models: " + ", ".join(f"{m['folder']}/{m['name']}" for m in tool["required_models"]))
+
+
+@tools_app.command("add")
+def tools_add(
+    file: Annotated[Path, typer.Argument(help="Tool JSON: metadata, API-format workflow and inputs")],
+    replace: Annotated[bool, typer.Option("--replace", help="Update a tool with the same slug")] = False,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Add a tool from a JSON file (admin)."""
+    try:
+        body = json.loads(file.read_text())
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc}")
+    except ValueError as exc:
+        fail(f"{file} is not valid JSON: {exc}")
+    with _client(url, api_key) as client:
+        try:
+            tool = client.post("/v1/admin/tools", json=body, params={"replace": replace})
+        except ClientError as exc:
+            fail(str(exc))
+    _print_json(tool) if as_json else console.print(f"added tool [bold]{tool['slug']}[/bold]")
+
+
+@tools_app.command("remove")
+def tools_remove(slug: str, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """Remove a tool (admin)."""
+    with _client(url, api_key) as client:
+        try:
+            client.delete(f"/v1/admin/tools/{slug}")
+        except ClientError as exc:
+            fail(str(exc))
+    console.print(f"removed tool {slug}")
+
+
+# -- users ---------------------------------------------------------------------------------------
+@users_app.command("create")
+def users_create(
+    name: str,
+    role: Annotated[str, typer.Option("--role")] = "user",
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Create a user and print its API key (shown once)."""
+    with _client(url, api_key) as client:
+        try:
+            user = client.post("/v1/admin/users", json={"name": name, "role": role})
+        except ClientError as exc:
+            fail(str(exc))
+    _print_json(user) if as_json else console.print(
+        f"user {user['name']} ({user['role']}): {user['api_key']}"
+    )
+
+
+@users_app.command("list")
+def users_list(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """List users."""
+    with _client(url, api_key) as client:
+        try:
+            users = client.get("/v1/admin/users")
+        except ClientError as exc:
+            fail(str(exc))
+    if as_json:
+        _print_json(users)
+        return
+    for u in users:
+        console.print(f"{u['id']}  {u['name']:<20} {u['role']}")
+
+
+# -- bench ---------------------------------------------------------------------------------------
+@app.command()
+def bench(
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64)] = 16,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, max=100_000)] = 2000,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=512)] = 64,
+    database_url: DbOpt = None,
+) -> None:
+    """Control-plane throughput and overhead with emulated workers that take no time (prints JSON)."""
+    from swarmstation.bench import BenchConfig, run_bench
+
+    result = run_bench(
+        BenchConfig(workers=workers, jobs=jobs, concurrency=concurrency, database_url=database_url),
+        progress=err,
+    )
+    _print_json(result)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""One typed settings object for the control plane, read from the environment and an optional file.
+
+Sources, the first one that sets a field wins: explicit keyword arguments (CLI flags), environment
+variables prefixed `SWARMSTATION_`, a TOML file named by `SWARMSTATION_CONFIG_FILE` (or
+`<data_dir>/config.toml` when it exists), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWARMSTATION_", extra="forbid")
+
+    data_dir: Path = Field(Path(".swarmstation"), description="Where SQLite, objects and instances live")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    database_url: str | None = Field(None, description="SQLAlchemy URL; SQLite under data_dir when unset")
+    public_url: str | None = Field(None, description="URL workers use to reach the control plane")
+    provider: str = Field("local", description="Compute provider for the default pool: local or none")
+
+    # default pool
+    pool_min_instances: int = Field(1, ge=0)
+    pool_max_instances: int = Field(2, ge=0)
+    pool_scale_up_queue_threshold: int = Field(2, ge=1)
+    pool_idle_minutes: float = Field(10.0, ge=0)
+
+    # scheduling
+    lease_seconds: float = Field(60.0, gt=0, description="A job's lease; the worker renews it")
+    heartbeat_timeout_seconds: float = Field(30.0, gt=0, description="Missed heartbeats → UNHEALTHY")
+    provisioning_timeout_seconds: float = Field(600.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    scheduler_interval_seconds: float = Field(0.5, gt=0)
+    control_interval_seconds: float = Field(2.0, gt=0)
+
+    # limits on user input
+    max_prompt_chars: int = Field(10_000, ge=1)
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
+
+    # the ComfyUI emulator that the local provider starts beside each worker
+    emulator_step_seconds: float = Field(0.05, ge=0)
+    emulator_model_load_seconds: float = Field(0.2, ge=0)
+
+    secret_key: str | None = Field(None, description="Signs object URLs; generated into data_dir when unset")
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, v: str) -> str:
+        if v not in {"local", "none"}:
+            raise ValueError("must be 'local' or 'none'")
+        return v
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'swarmstation.db').resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+def _file_values(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    section = data.get("swarmstation", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: [swarmstation] must be a table")
+    return section
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings; `overrides` with a None value are ignored, so CLI flags can pass through."""
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        from_env = Settings(**explicit)
+        file_name = os.environ.get("SWARMSTATION_CONFIG_FILE")
+        path = Path(file_name) if file_name else from_env.data_dir / "config.toml"
+        if file_name or path.exists():
+            file_values = _file_values(path)
+            env_set = {name for name in Settings.model_fields if f"SWARMSTATION_{name.upper()}" in os.environ}
+            merged = {k: v for k, v in file_values.items() if k not in env_set and k not in explicit}
+            return Settings(**{**merged, **explicit})
+        return from_env
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc

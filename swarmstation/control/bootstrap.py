@@ -1,0 +1,106 @@
+"""First start of a database: the default pool, the bundled tools and a first admin key."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from swarmstation.auth import API_KEY_PREFIX, display_prefix, hash_secret, new_secret
+from swarmstation.catalog import bundled_tools
+from swarmstation.config import Settings
+from swarmstation.domain.tools import ToolSpec, tool_to_dict
+from swarmstation.store.models import ApiKey, Meta, Pool, Tool, User
+
+DEFAULT_POOL = "default"
+
+
+def tool_row(spec: ToolSpec, *, builtin: bool, now: datetime) -> Tool:
+    return Tool(
+        slug=spec.slug,
+        name=spec.name,
+        category=spec.category,
+        base_model=spec.base_model,
+        pool=spec.pool,
+        spec=tool_to_dict(spec),
+        builtin=builtin,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def ensure_default_pool(s: Session, settings: Settings, now: datetime) -> None:
+    pool = s.get(Pool, DEFAULT_POOL)
+    if pool is None:
+        s.add(
+            Pool(
+                name=DEFAULT_POOL,
+                provider=settings.provider,
+                min_instances=settings.pool_min_instances,
+                max_instances=settings.pool_max_instances,
+                scale_up_queue_threshold=settings.pool_scale_up_queue_threshold,
+                idle_minutes=settings.pool_idle_minutes,
+                slots_per_instance=1,
+                created_at=now,
+            )
+        )
+    else:
+        # The settings describe the default pool; a restart with other settings applies them.
+        pool.provider = settings.provider
+        pool.min_instances = settings.pool_min_instances
+        pool.max_instances = settings.pool_max_instances
+        pool.scale_up_queue_threshold = settings.pool_scale_up_queue_threshold
+        pool.idle_minutes = settings.pool_idle_minutes
+
+
+def seed_tools(s: Session, now: datetime) -> None:
+    """The bundled catalog goes in once; tools an admin removed later stay removed."""
+    if s.get(Meta, "bundled_tools_seeded") is not None:
+        return
+    for spec in bundled_tools():
+        if s.get(Tool, spec.slug) is None:
+            s.add(tool_row(spec, builtin=True, now=now))
+    s.add(Meta(key="bundled_tools_seeded", value=now.isoformat()))
+
+
+def create_user_with_key(s: Session, name: str, role: str, now: datetime) -> tuple[User, str]:
+    user = User(id=str(uuid.uuid4()), name=name, role=role, created_at=now)
+    s.add(user)
+    s.flush()
+    return user, add_key(s, user, now)
+
+
+def add_key(s: Session, user: User, now: datetime) -> str:
+    key = new_secret(API_KEY_PREFIX)
+    s.add(
+        ApiKey(
+            id=str(uuid.uuid4()),
+            user_id=user.id,
+            prefix=display_prefix(key),
+            key_hash=hash_secret(key),
+            created_at=now,
+        )
+    )
+    return key
+
+
+def write_secret_file(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    os.chmod(path, 0o600)
+
+
+def ensure_admin(s: Session, settings: Settings, now: datetime) -> str | None:
+    """Create the first admin and write its key to <data_dir>/admin.key. Returns the new key,
+    or None when an admin already exists."""
+    if s.scalar(select(User).where(User.role == "admin").limit(1)) is not None:
+        return None
+    _, key = create_user_with_key(s, "admin", "admin", now)
+    write_secret_file(settings.data_dir / "admin.key", key)
+    return key

@@ -1,0 +1,42 @@
+"""Instance rows: state changes with their history, and what counts as alive."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from swarmstation.domain.states import InstanceState, require_instance_transition
+from swarmstation.store.models import Instance, InstanceTransition
+
+
+def set_instance_state(s: Session, inst: Instance, target: InstanceState, reason: str, now: datetime) -> bool:
+    """Move `inst` to `target`, recording the transition. Returns False when already there."""
+    current = InstanceState(inst.state)
+    if current == target:
+        return False
+    require_instance_transition(current, target)
+    s.add(InstanceTransition(instance_id=inst.id, from_state=current, to_state=target, reason=reason, at=now))
+    inst.state = target
+    inst.state_reason = reason
+    inst.state_changed_at = now
+    if target == InstanceState.IDLE:
+        inst.idle_since = now
+        if inst.ready_at is None:
+            inst.ready_at = now
+    elif target == InstanceState.BUSY:
+        inst.idle_since = None
+    elif target == InstanceState.TERMINATED:
+        inst.terminated_at = now
+    return True
+
+
+def transitions(s: Session, instance_id: str) -> list[InstanceTransition]:
+    return list(
+        s.scalars(
+            select(InstanceTransition)
+            .where(InstanceTransition.instance_id == instance_id)
+            .order_by(InstanceTransition.id)
+        )
+    )

@@ -1,0 +1,198 @@
+"""The job lifecycle against the database: submit, lease, report, finish, requeue.
+
+Every state change goes through `_move`, which checks the domain's transition table and records
+a `state` event that users see on the job's event stream. Reports from workers carry the lease's
+fencing token; a report with an old token is refused with `StaleLease` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from swarmstation.control.instances import set_instance_state
+from swarmstation.domain.states import (
+    LEASED_JOB_STATES,
+    InstanceState,
+    JobState,
+    require_job_transition,
+)
+from swarmstation.domain.tools import BoundJob
+from swarmstation.store.models import Instance, Job, JobEvent, Output
+
+
+class JobError(Exception):
+    pass
+
+
+class StaleLease(JobError):
+    """A worker reported on a lease it no longer holds."""
+
+
+class JobNotFound(JobError):
+    pass
+
+
+def record_event(s: Session, job: Job, type_: str, data: dict[str, Any], now: datetime) -> None:
+    s.add(JobEvent(job_id=job.id, type=type_, data=data, at=now))
+
+
+def _move(s: Session, job: Job, target: JobState, now: datetime, **extra: Any) -> None:
+    require_job_transition(JobState(job.state), target)
+    job.state = target
+    data: dict[str, Any] = {"state": target.value, "attempt": job.attempt, **extra}
+    record_event(s, job, "state", data, now)
+
+
+def submit_job(
+    s: Session,
+    *,
+    user_id: str,
+    tool_slug: str,
+    pool: str,
+    bound: BoundJob,
+    input_images: dict[str, Any],
+    max_attempts: int,
+    now: datetime,
+) -> Job:
+    job = Job(
+        id=str(uuid.uuid4()),
+        user_id=user_id,
+        tool_slug=tool_slug,
+        pool=pool,
+        state=JobState.QUEUED,
+        inputs=bound.inputs,
+        workflow=bound.workflow,
+        required_models=[{"folder": m.folder, "name": m.name} for m in bound.required_models],
+        input_images=input_images,
+        attempt=0,
+        max_attempts=max_attempts,
+        lease_token=0,
+        progress=0.0,
+        created_at=now,
+        queued_at=now,
+        timings={},
+    )
+    s.add(job)
+    s.flush()
+    record_event(s, job, "state", {"state": JobState.QUEUED.value, "attempt": 0}, now)
+    return job
+
+
+def active_job_count(s: Session, instance_id: str) -> int:
+    return (
+        s.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.instance_id == instance_id, Job.state.in_([st.value for st in LEASED_JOB_STATES]))
+        )
+        or 0
+    )
+
+
+def assign_job(s: Session, job: Job, inst: Instance, *, lease_seconds: float, now: datetime) -> None:
+    job.attempt += 1
+    job.lease_token += 1
+    job.instance_id = inst.id
+    job.assigned_at = now
+    job.lease_expires_at = now + timedelta(seconds=lease_seconds)
+    _move(s, job, JobState.ASSIGNED, now, instance_id=inst.id)
+    if inst.state == InstanceState.IDLE:
+        set_instance_state(s, inst, InstanceState.BUSY, f"assigned job {job.id}", now)
+
+
+def leased_job(s: Session, job_id: str, inst: Instance, lease_token: int) -> Job:
+    """The job, locked, if `inst` still holds the lease `lease_token` on it."""
+    job = s.scalar(select(Job).where(Job.id == job_id).with_for_update())
+    if job is None:
+        raise JobNotFound(job_id)
+    if (
+        job.instance_id != inst.id
+        or job.lease_token != lease_token
+        or JobState(job.state) not in LEASED_JOB_STATES
+    ):
+        raise StaleLease(
+            f"job {job_id}: lease {lease_token} is no longer valid "
+            f"(job is {job.state}, lease {job.lease_token})"
+        )
+    return job
+
+
+def renew_lease(job: Job, *, lease_seconds: float, now: datetime) -> None:
+    job.lease_expires_at = now + timedelta(seconds=lease_seconds)
+
+
+def mark_running(s: Session, job: Job, *, lease_seconds: float, now: datetime) -> None:
+    renew_lease(job, lease_seconds=lease_seconds, now=now)
+    if job.state == JobState.ASSIGNED:
+        job.started_at = now
+        _move(s, job, JobState.RUNNING, now, instance_id=job.instance_id)
+
+
+def report_progress(
+    s: Session, job: Job, *, progress: float, detail: dict[str, Any], lease_seconds: float, now: datetime
+) -> None:
+    mark_running(s, job, lease_seconds=lease_seconds, now=now)
+    job.progress = max(job.progress, min(1.0, max(0.0, progress)))
+    record_event(s, job, "progress", {"progress": job.progress, **detail}, now)
+
+
+def _release_instance(s: Session, job: Job, now: datetime) -> None:
+    """After a job leaves its instance: a busy instance with nothing left to do is idle again."""
+    if job.instance_id is None:
+        return
+    inst = s.get(Instance, job.instance_id)
+    if inst is None or inst.state != InstanceState.BUSY:
+        return
+    if active_job_count(s, inst.id) == 0:
+        set_instance_state(s, inst, InstanceState.IDLE, f"job {job.id} left", now)
+
+
+def complete_job(s: Session, job: Job, *, timings: dict[str, Any], now: datetime) -> None:
+    outputs = list(s.scalars(select(Output).where(Output.job_id == job.id, Output.uploaded.is_(True))))
+    job.finished_at = now
+    job.progress = 1.0
+    job.lease_expires_at = None
+    job.timings = {**job.timings, **timings}
+    _move(s, job, JobState.COMPLETED, now, outputs=[o.id for o in outputs])
+    s.flush()
+    _release_instance(s, job, now)
+
+
+def fail_job(s: Session, job: Job, *, reason: str, now: datetime) -> None:
+    job.finished_at = now
+    job.error = reason
+    job.lease_expires_at = None
+    _move(s, job, JobState.FAILED, now, error=reason)
+    s.flush()
+    _release_instance(s, job, now)
+
+
+def requeue_job(s: Session, job: Job, *, reason: str, now: datetime) -> None:
+    job.queued_at = now
+    job.lease_expires_at = None
+    job.progress = 0.0
+    _move(s, job, JobState.QUEUED, now, reason=reason)
+    s.flush()
+    _release_instance(s, job, now)
+    job.instance_id = None
+
+
+def retry_or_fail(s: Session, job: Job, *, reason: str, now: datetime) -> None:
+    """A retryable failure: back to the queue while attempts remain."""
+    if job.attempt < job.max_attempts:
+        requeue_job(s, job, reason=f"{reason} (attempt {job.attempt} of {job.max_attempts})", now=now)
+    else:
+        fail_job(s, job, reason=f"{reason}; gave up after {job.attempt} attempts", now=now)
+
+
+def cancel_job(s: Session, job: Job, *, now: datetime) -> None:
+    job.finished_at = now
+    job.lease_expires_at = None
+    _move(s, job, JobState.CANCELLED, now)
+    s.flush()
+    _release_instance(s, job, now)

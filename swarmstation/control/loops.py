@@ -1,0 +1,100 @@
+"""The control plane's background loops, run on the replica that holds the leader lock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from swarmstation.config import Settings
+from swarmstation.control.leader import LeaderLock
+from swarmstation.control.notify import Notifier
+from swarmstation.control.pools import PoolController
+from swarmstation.control.scheduler import PassResult, scheduler_pass
+from swarmstation.store.db import transaction
+
+log = logging.getLogger(__name__)
+
+
+class ControlLoops:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        notifier: Notifier,
+        leader: LeaderLock,
+        pools: PoolController,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.notifier = notifier
+        self.leader = leader
+        self.pools = pools
+        self.clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.passes = 0
+
+    def poke(self) -> None:
+        """Ask for a scheduler pass soon; safe from any thread."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._tasks = [
+            asyncio.create_task(self._scheduler_loop(), name="scheduler"),
+            asyncio.create_task(self._pool_loop(), name="pools"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []
+        await asyncio.to_thread(self.leader.release)
+
+    def _run_pass(self) -> PassResult:
+        with transaction(self.sessions) as s:
+            return scheduler_pass(s, self.settings, self.clock())
+
+    async def _scheduler_loop(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.settings.scheduler_interval_seconds):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                if not await asyncio.to_thread(self.leader.try_acquire):
+                    continue
+                result = await asyncio.to_thread(self._run_pass)
+                self.passes += 1
+            except Exception:
+                log.exception("scheduler pass failed")
+                await asyncio.sleep(1.0)
+                continue
+            for instance_id in result.woken_instances:
+                self.notifier.wake(f"instance:{instance_id}")
+            for job_id in result.changed_jobs:
+                self.notifier.wake(f"job:{job_id}")
+
+    async def _pool_loop(self) -> None:
+        while True:
+            try:
+                if await asyncio.to_thread(self.leader.try_acquire):
+                    await asyncio.to_thread(self.pools.tick)
+                    self.poke()
+            except Exception:
+                log.exception("pool tick failed")
+            await asyncio.sleep(self.settings.control_interval_seconds)

@@ -1,0 +1,149 @@
+"""The scheduler pass: instance health, expired leases, then new assignments.
+
+`scheduler_pass` reads a snapshot, asks the domain policies what to do and applies it in one
+transaction. It returns the instances that got work and the jobs that changed, so the caller can
+wake the long-polls and event streams waiting on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from swarmstation.config import Settings
+from swarmstation.control import jobs as jobs_ops
+from swarmstation.control.instances import set_instance_state
+from swarmstation.domain.scheduling import (
+    Fail,
+    InstanceSlot,
+    Lease,
+    QueuedJob,
+    Requeue,
+    plan_assignments,
+    plan_lease_expiry,
+)
+from swarmstation.domain.states import (
+    LEASED_JOB_STATES,
+    SCHEDULABLE_INSTANCE_STATES,
+    InstanceState,
+    JobState,
+)
+from swarmstation.store.models import Instance, Job, Pool
+
+# Instances whose jobs may still finish: a draining instance finishes what it has.
+_ALIVE = frozenset(
+    {InstanceState.INITIALIZING, InstanceState.IDLE, InstanceState.BUSY, InstanceState.DRAINING}
+)
+_MAX_BATCH = 500
+
+
+@dataclass
+class PassResult:
+    woken_instances: set[str] = field(default_factory=set)
+    changed_jobs: set[str] = field(default_factory=set)
+
+
+def check_instance_health(s: Session, settings: Settings, now: datetime) -> list[str]:
+    """Instances that stopped heartbeating, or never came up, become UNHEALTHY."""
+    heartbeat_deadline = now - timedelta(seconds=settings.heartbeat_timeout_seconds)
+    provisioning_deadline = now - timedelta(seconds=settings.provisioning_timeout_seconds)
+    changed: list[str] = []
+    rows = s.scalars(
+        select(Instance).where(
+            Instance.state.in_(
+                [
+                    InstanceState.PROVISIONING,
+                    InstanceState.INITIALIZING,
+                    InstanceState.IDLE,
+                    InstanceState.BUSY,
+                    InstanceState.DRAINING,
+                ]
+            )
+        )
+    )
+    for inst in rows:
+        if inst.last_heartbeat_at is None:
+            if inst.created_at < provisioning_deadline:
+                reason = f"not ready within {settings.provisioning_timeout_seconds:g}s of launch"
+                set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, now)
+                changed.append(inst.id)
+        elif inst.last_heartbeat_at < heartbeat_deadline:
+            reason = f"no heartbeat for {settings.heartbeat_timeout_seconds:g}s"
+            set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, now)
+            changed.append(inst.id)
+    return changed
+
+
+def expire_leases(s: Session, now: datetime, result: PassResult) -> None:
+    rows = s.execute(
+        select(Job, Instance.state)
+        .outerjoin(Instance, Instance.id == Job.instance_id)
+        .where(Job.state.in_([st.value for st in LEASED_JOB_STATES]))
+    ).all()
+    by_id = {job.id: job for job, _ in rows}
+    leases = [
+        Lease(
+            job_id=job.id,
+            instance_id=job.instance_id or "",
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            expires_at=job.lease_expires_at or now,
+            instance_alive=state is not None and InstanceState(state) in _ALIVE,
+        )
+        for job, state in rows
+    ]
+    for action in plan_lease_expiry(leases, now=now):
+        job = by_id[action.job_id]
+        if isinstance(action, Requeue):
+            jobs_ops.requeue_job(s, job, reason=action.reason, now=now)
+        elif isinstance(action, Fail):
+            jobs_ops.fail_job(s, job, reason=action.reason, now=now)
+        result.changed_jobs.add(job.id)
+
+
+def assign_queued(s: Session, settings: Settings, now: datetime, result: PassResult) -> None:
+    queued_rows = list(
+        s.scalars(
+            select(Job).where(Job.state == JobState.QUEUED).order_by(Job.queued_at, Job.id).limit(_MAX_BATCH)
+        )
+    )
+    if not queued_rows:
+        return
+    capacity = {p.name: p.slots_per_instance for p in s.scalars(select(Pool))}
+    instances = {
+        i.id: i
+        for i in s.scalars(
+            select(Instance).where(Instance.state.in_([st.value for st in SCHEDULABLE_INSTANCE_STATES]))
+        )
+    }
+    if not instances:
+        return
+    active: dict[str, int] = dict.fromkeys(instances, 0)
+    for instance_id in s.scalars(
+        select(Job.instance_id).where(
+            Job.state.in_([st.value for st in LEASED_JOB_STATES]), Job.instance_id.in_(list(instances))
+        )
+    ):
+        if instance_id is not None:
+            active[instance_id] += 1
+    slots = [InstanceSlot(i.id, i.pool, capacity.get(i.pool, 1), active[i.id]) for i in instances.values()]
+    queued = [QueuedJob(j.id, j.pool, j.queued_at) for j in queued_rows]
+    by_id = {j.id: j for j in queued_rows}
+    for action in plan_assignments(queued, slots):
+        job = by_id[action.job_id]
+        jobs_ops.assign_job(
+            s, job, instances[action.instance_id], lease_seconds=settings.lease_seconds, now=now
+        )
+        result.changed_jobs.add(job.id)
+        result.woken_instances.add(action.instance_id)
+
+
+def scheduler_pass(s: Session, settings: Settings, now: datetime) -> PassResult:
+    result = PassResult()
+    check_instance_health(s, settings, now)
+    expire_leases(s, now, result)
+    assign_queued(s, settings, now, result)
+    return result

@@ -1,0 +1,47 @@
+"""The object store interface: models, uploads and outputs, addressed by key."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Protocol
+
+_KEY = re.compile(r"^[A-Za-z0-9._\-/]+$")
+
+
+class ObjectStoreError(Exception):
+    pass
+
+
+class NotFound(ObjectStoreError):
+    pass
+
+
+class BadKey(ObjectStoreError, ValueError):
+    pass
+
+
+def normalise_key(key: str) -> str:
+    """Keys become file paths in the local store: refuse anything that could leave its folder."""
+    if not key or len(key) > 300 or not _KEY.match(key) or key.startswith("/"):
+        raise BadKey(f"invalid object key {key!r}")
+    norm = posixpath.normpath(key)
+    if norm != key.rstrip("/") or norm.startswith("..") or "/../" in f"/{norm}/" or norm == ".":
+        raise BadKey(f"invalid object key {key!r}")
+    return norm
+
+
+class ObjectStore(Protocol):
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def size(self, key: str) -> int: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def presign_get(self, key: str, expires_seconds: int) -> str: ...
+
+    def presign_put(self, key: str, expires_seconds: int) -> str: ...

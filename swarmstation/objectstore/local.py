@@ -1,0 +1,82 @@
+"""A local folder as the object store; presigned URLs are HMAC-signed links to the control plane."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+from swarmstation.objectstore.base import NotFound, normalise_key
+
+
+class LocalObjectStore:
+    def __init__(
+        self, root: Path, *, base_url: str, secret: bytes, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.base_url = base_url.rstrip("/")
+        self._secret = secret
+        self._clock = clock
+
+    def path(self, key: str) -> Path:
+        return self.root / normalise_key(key)
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Write to a temporary name and rename, so a reader never sees half a file.
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFound(key) from exc
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            return self.path(key).stat().st_size
+        except FileNotFoundError as exc:
+            raise NotFound(key) from exc
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    # -- presigned URLs -------------------------------------------------------------------------
+    def _signature(self, method: str, key: str, expires: int) -> str:
+        msg = f"{method}\n{key}\n{expires}".encode()
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()
+
+    def _presign(self, method: str, key: str, expires_seconds: int) -> str:
+        key = normalise_key(key)
+        expires = int(self._clock()) + expires_seconds
+        query = urlencode({"expires": expires, "signature": self._signature(method, key, expires)})
+        return f"{self.base_url}/objects/{quote(key)}?{query}"
+
+    def presign_get(self, key: str, expires_seconds: int) -> str:
+        return self._presign("GET", key, expires_seconds)
+
+    def presign_put(self, key: str, expires_seconds: int) -> str:
+        return self._presign("PUT", key, expires_seconds)
+
+    def verify(self, method: str, key: str, expires: int, signature: str) -> bool:
+        if expires < int(self._clock()):
+            return False
+        expected = self._signature(method, normalise_key(key), expires)
+        return hmac.compare_digest(expected, signature)

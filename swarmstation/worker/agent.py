@@ -1,0 +1,318 @@
+"""The worker agent: one per GPU instance, beside ComfyUI.
+
+It pulls: registers with its instance token, heartbeats, long-polls for the job the scheduler
+assigned to it, runs it on ComfyUI, uploads the outputs through presigned URLs and reports the
+result with the lease's fencing token. Calls to the control plane are retried with backoff, so
+the worker rides out a control-plane restart; a 409 means the lease moved on and the job is
+dropped, a 410 means this instance is being stopped and the worker exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import random
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from swarmstation import __version__
+from swarmstation.comfy.client import (
+    ComfyClient,
+    ComfyError,
+    ComfyExecutionError,
+    ComfyUnavailable,
+    ComfyValidationError,
+    ProgressEvent,
+)
+
+log = logging.getLogger("swarmstation.worker")
+
+
+class LeaseLost(Exception):
+    """The control plane gave the job to someone else (409) or cancelled it."""
+
+
+class InstanceStopped(Exception):
+    """The control plane says this instance is terminated or being replaced (410)."""
+
+
+@dataclass
+class WorkerConfig:
+    server_url: str
+    token: str
+    comfyui_url: str
+    comfy_dir: Path | None = None  # for disk and model inventory in heartbeats
+    poll_wait: float = 20.0
+    comfy_ready_timeout: float = 600.0
+    retry_for: float = 600.0  # how long to keep retrying a report while the control plane is away
+    progress_interval: float = 0.25
+
+
+@dataclass
+class RunningJob:
+    job_id: str
+    lease_token: int
+    task: asyncio.Task[None] | None = None
+    cancelled: bool = False
+
+
+@dataclass
+class ControlPlaneClient:
+    """HTTP calls to /worker/v1 with retries on connection errors and 5xx."""
+
+    http: httpx.AsyncClient
+    retry_for: float
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.2
+        while True:
+            try:
+                resp = await self.http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if resp.status_code == 409:
+                    raise LeaseLost(resp.json().get("detail", "lease lost"))
+                if resp.status_code == 410:
+                    raise InstanceStopped(resp.json().get("detail", "instance stopped"))
+                if resp.status_code < 500:
+                    resp.raise_for_status()
+                    return resp
+                problem = f"HTTP {resp.status_code}"
+            if time.monotonic() > deadline:
+                raise ConnectionError(f"control plane unreachable for {self.retry_for:g}s: {problem}")
+            log.warning("control plane call %s %s failed (%s); retrying", method, path, problem)
+            await self.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+
+@dataclass
+class Worker:
+    config: WorkerConfig
+    running: dict[str, RunningJob] = field(default_factory=dict)
+    draining: bool = False
+    stopped: bool = False
+    jobs_done: int = 0
+
+    async def run(self) -> None:
+        headers = {
+            "Authorization": f"Bearer {self.config.token}",
+            "User-Agent": f"swarmstation-worker/{__version__}",
+        }
+        timeout = httpx.Timeout(30.0, read=self.config.poll_wait + 30.0)
+        async with (
+            httpx.AsyncClient(base_url=self.config.server_url, headers=headers, timeout=timeout) as http,
+            ComfyClient(self.config.comfyui_url) as comfy,
+        ):
+            self.cp = ControlPlaneClient(http, self.config.retry_for)
+            self.comfy = comfy
+            self.http = http
+            try:
+                await self._register(ready=False)
+                heartbeat = asyncio.create_task(self._heartbeat_loop())
+                try:
+                    await comfy.wait_until_ready(self.config.comfy_ready_timeout)
+                    reg = await self._register(ready=True)
+                    log.info("registered as instance %s", reg["instance_id"])
+                    await self._job_loop()
+                finally:
+                    heartbeat.cancel()
+            except InstanceStopped as exc:
+                log.info("stopping: %s", exc)
+            finally:
+                self.stopped = True
+
+    async def _register(self, *, ready: bool) -> dict[str, Any]:
+        resp = await self.cp.call(
+            "POST",
+            "/worker/v1/register",
+            params={"ready": str(ready).lower()},
+            json={"comfyui_url": self.config.comfyui_url, "version": __version__},
+        )
+        data: dict[str, Any] = resp.json()
+        return data
+
+    # -- heartbeats ----------------------------------------------------------------------------
+    def _inventory(self) -> tuple[int | None, list[str]]:
+        root = self.config.comfy_dir
+        if root is None:
+            return None, []
+        free = shutil.disk_usage(root).free if root.exists() else None
+        models_dir = root / "models"
+        models = (
+            sorted(str(p.relative_to(models_dir)) for p in models_dir.rglob("*") if p.is_file())
+            if models_dir.exists()
+            else []
+        )
+        return free, models[:10_000]
+
+    async def heartbeat_once(self) -> None:
+        free, models = await asyncio.to_thread(self._inventory)
+        body = {
+            "running": [{"job_id": j.job_id, "lease_token": j.lease_token} for j in self.running.values()],
+            "disk_free_bytes": free,
+            "models": models,
+        }
+        resp = await self.cp.call("POST", "/worker/v1/heartbeat", json=body)
+        data = resp.json()
+        self.draining = bool(data.get("drain"))
+        for job_id in [*data.get("cancel", []), *data.get("stale", [])]:
+            job = self.running.get(job_id)
+            if job is not None and job.task is not None:
+                log.info("job %s was cancelled or reassigned; interrupting it", job_id)
+                job.cancelled = True
+                job.task.cancel()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                await self.heartbeat_once()
+            except InstanceStopped:
+                log.info("control plane stopped this instance")
+                for job in self.running.values():
+                    if job.task is not None:
+                        job.task.cancel()
+                self.stopped = True
+                return
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+            await asyncio.sleep(5.0)
+
+    # -- jobs ----------------------------------------------------------------------------------
+    async def _job_loop(self) -> None:
+        while not self.stopped:
+            if self.draining and not self.running:
+                log.info("drained; waiting to be stopped")
+                await asyncio.sleep(1.0)
+                continue
+            resp = await self.cp.call("GET", "/worker/v1/jobs/next", params={"wait": self.config.poll_wait})
+            if resp.status_code == 204:
+                continue
+            assignment = resp.json()
+            job = RunningJob(assignment["job_id"], assignment["lease_token"])
+            self.running[job.job_id] = job
+            job.task = asyncio.create_task(self.run_job(assignment, job))
+            try:
+                await job.task
+            except asyncio.CancelledError:
+                if not job.cancelled:
+                    raise
+            finally:
+                self.running.pop(job.job_id, None)
+
+    async def _report(self, job: RunningJob, action: str, body: dict[str, Any]) -> httpx.Response:
+        return await self.cp.call(
+            "POST", f"/worker/v1/jobs/{job.job_id}/{action}", json={"lease_token": job.lease_token, **body}
+        )
+
+    async def run_job(self, assignment: dict[str, Any], job: RunningJob) -> None:
+        t0 = time.monotonic()
+        try:
+            await self._report(job, "started", {})
+            workflow = await self._stage_inputs(assignment)
+            t_inputs = time.monotonic()
+            last_sent = 0.0
+
+            async def on_progress(ev: ProgressEvent) -> None:
+                nonlocal last_sent
+                now = time.monotonic()
+                if ev.kind != "progress" or (
+                    now - last_sent < self.config.progress_interval and ev.value < ev.max
+                ):
+                    return
+                last_sent = now
+                fraction = ev.value / ev.max if ev.max else 0.0
+                await self._report(
+                    job,
+                    "progress",
+                    {
+                        "progress": round(min(fraction, 1.0) * 0.95, 4),
+                        "node": ev.node,
+                        "value": ev.value,
+                        "max": ev.max,
+                        "stage": "sampling",
+                    },
+                )
+
+            result = await self.comfy.run(workflow, on_progress=on_progress, prompt_id=None)
+            t_run = time.monotonic()
+            output_ids = await self._upload_outputs(job, result.outputs)
+            t_done = time.monotonic()
+            timings = {
+                "inputs_seconds": round(t_inputs - t0, 4),
+                "run_seconds": round(t_run - t_inputs, 4),
+                "upload_seconds": round(t_done - t_run, 4),
+            }
+            await self._report(job, "complete", {"outputs": output_ids, "timings": timings})
+            self.jobs_done += 1
+            log.info("job %s completed in %.2fs", job.job_id, t_done - t0)
+        except LeaseLost as exc:
+            log.warning("job %s: %s", job.job_id, exc)
+        except asyncio.CancelledError:
+            await self._interrupt()
+            raise
+        except ComfyValidationError as exc:
+            await self._fail(job, f"ComfyUI rejected the workflow: {exc}", retryable=False)
+        except ComfyExecutionError as exc:
+            await self._fail(job, f"ComfyUI failed: {exc}", retryable=False)
+        except (ComfyUnavailable, ComfyError, httpx.HTTPError, OSError) as exc:
+            await self._fail(job, f"{type(exc).__name__}: {exc}", retryable=True)
+
+    async def _interrupt(self) -> None:
+        try:
+            await self.comfy.interrupt()
+        except Exception:
+            log.warning("could not interrupt ComfyUI")
+
+    async def _fail(self, job: RunningJob, error: str, *, retryable: bool) -> None:
+        log.warning("job %s failed: %s", job.job_id, error)
+        try:
+            await self._report(job, "fail", {"error": error[:4000], "retryable": retryable})
+        except LeaseLost:
+            pass
+
+    async def _stage_inputs(self, assignment: dict[str, Any]) -> dict[str, Any]:
+        """Fetch input images from the object store and upload them into ComfyUI's input folder."""
+        workflow: dict[str, Any] = {
+            k: {**v, "inputs": dict(v["inputs"])} for k, v in assignment["workflow"].items()
+        }
+        for img in assignment.get("input_images", []):
+            resp = await self.http.get(img["url"])
+            resp.raise_for_status()
+            name = await self.comfy.upload_image(img["filename"], resp.content, subfolder="swarmstation")
+            workflow[img["node_id"]]["inputs"][img["input_name"]] = name
+        return workflow
+
+    async def _upload_outputs(self, job: RunningJob, files: list[Any]) -> list[str]:
+        if not files:
+            return []
+        blobs = [await self.comfy.download(f) for f in files]
+        body = {
+            "files": [
+                {
+                    "filename": f.filename,
+                    "content_type": mimetypes.guess_type(f.filename)[0] or "application/octet-stream",
+                    "size": len(blob),
+                    "node_id": f.node_id,
+                }
+                for f, blob in zip(files, blobs, strict=True)
+            ]
+        }
+        uploads = (await self._report(job, "outputs", body)).json()["uploads"]
+        for upload, blob in zip(uploads, blobs, strict=True):
+            resp = await self.http.put(upload["upload_url"], content=blob)
+            resp.raise_for_status()
+        return [u["output_id"] for u in uploads]
+
+
+def run_worker(config: WorkerConfig) -> None:
+    asyncio.run(Worker(config).run())
