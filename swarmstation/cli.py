@@ -88,12 +88,8 @@ def _serve(
         f"compute provider: {settings.provider}; default pool min {settings.pool_min_instances}, "
         f"max {settings.pool_max_instances}"
     )
-    try:
-        uvicorn.run(plane.app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
-    finally:
-        if stop_instances:
-            console.print("stopping local instances…")
-            plane.pools.shutdown()
+    plane.stop_instances_on_exit = stop_instances
+    uvicorn.run(plane.app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
 
 
 HostOpt = Annotated[str | None, typer.Option("--host", help="Bind address [env SWARMSTATION_HOST]")]
@@ -167,6 +163,7 @@ def worker(
     if not token:
         fail("a worker token is needed: --token or SWARMSTATION_WORKER_TOKEN")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # request lines would carry presigned URLs
     run_worker(WorkerConfig(server_url=server, token=token, comfyui_url=comfyui, comfy_dir=comfy_dir))
 
 

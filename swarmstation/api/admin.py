@@ -165,7 +165,7 @@ def list_pools(s: DB, _: AdminUser) -> list[PoolOut]:
 
 
 def queue_counts(s: DB) -> QueueOut:
-    by_state = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).tuples().all())
+    by_state = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
     return QueueOut(**{st.value.lower(): by_state.get(st.value, 0) for st in JobState})
 
 

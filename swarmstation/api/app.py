@@ -64,6 +64,8 @@ class ControlPlane:
         self.state = state
         self.admin_key = admin_key
         self.pools = pools
+        # `up` owns its local instances and stops them when it exits; `serve` leaves them running.
+        self.stop_instances_on_exit = False
 
     @property
     def admin_key_file(self) -> Path:
@@ -113,6 +115,9 @@ def build(
             yield
         finally:
             await loops.stop()
+            if plane.stop_instances_on_exit:
+                log.warning("stopping local instances")
+                await asyncio.to_thread(pools.shutdown)
 
     app = FastAPI(
         title="swarmstation",
@@ -137,4 +142,5 @@ def build(
     def metrics() -> Response:
         return Response(render(state, registry), media_type="text/plain; version=0.0.4")
 
-    return ControlPlane(app, state, admin_key, pools)
+    plane = ControlPlane(app, state, admin_key, pools)
+    return plane

@@ -20,7 +20,7 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self.state.sessions() as s, s.begin():
-            jobs = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).tuples().all())
+            jobs = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
             instances = s.execute(
                 select(Instance.pool, Instance.state, func.count()).group_by(Instance.pool, Instance.state)
             ).all()
