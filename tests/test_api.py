@@ -46,14 +46,14 @@ def api(plane: ControlPlane) -> Iterator[TestClient]:
 @pytest.fixture
 def alice(plane: ControlPlane, clock: FakeClock) -> dict[str, str]:
     with transaction(plane.state.sessions) as s:
-        user, key = add_user(s, clock(), "alice")
+        _, key = add_user(s, clock(), "alice")
     return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture
 def bob(plane: ControlPlane, clock: FakeClock) -> dict[str, str]:
     with transaction(plane.state.sessions) as s:
-        user, key = add_user(s, clock(), "bob")
+        _, key = add_user(s, clock(), "bob")
     return {"Authorization": f"Bearer {key}"}
 
 

@@ -36,7 +36,6 @@ from swarmstation.store.models import Instance, Job, Output
 
 router = APIRouter(prefix="/worker/v1", tags=["worker"])
 
-HEARTBEAT_SECONDS = 5.0
 _URL_SECONDS = 3600
 
 
@@ -66,7 +65,9 @@ def register(body: RegisterIn, s: DB, me: CurrentInstance, state: State, ready: 
     s.commit()
     state.loops.poke()
     return RegisterOut(
-        instance_id=inst.id, heartbeat_seconds=HEARTBEAT_SECONDS, lease_seconds=state.settings.lease_seconds
+        instance_id=inst.id,
+        heartbeat_seconds=min(5.0, state.settings.heartbeat_timeout_seconds / 3),
+        lease_seconds=state.settings.lease_seconds,
     )
 
 

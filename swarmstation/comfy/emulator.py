@@ -531,7 +531,10 @@ class _Emulator:
     async def _publish_loop(self) -> None:
         while True:
             event, data, sid = await self._messages.get()
-            await self._send_now(event, data, sid)
+            try:
+                await self._send_now(event, data, sid)
+            except Exception:  # one bad message must not silence the server
+                log.exception("could not send %s", event)
 
     def queue_info(self) -> dict[str, Any]:
         return {"exec_info": {"queue_remaining": len(self.queue) + len(self.currently_running)}}
@@ -574,6 +577,7 @@ class _Emulator:
 
     async def _next_item(self) -> tuple[list[Any], int]:
         while not self.queue:
+            self._apply_flags()  # ComfyUI's idle worker wakes up within ~10 s to do this
             self._queue_changed.clear()
             await self._queue_changed.wait()
         item = heapq.heappop(self.queue)[3]
@@ -599,12 +603,16 @@ class _Emulator:
             )
             if self.client_id is not None:
                 self.send("executing", {"node": None, "prompt_id": prompt_id}, self.client_id)
-            free_memory = self.flags.pop("free_memory", False)
-            if self.flags.pop("unload_models", free_memory):
-                self.loaded_model = None
-            if free_memory:
-                self.cache.clear()
-                self.objects.clear()
+            self._apply_flags()
+
+    def _apply_flags(self) -> None:
+        """``POST /free``: forget the loaded model, and with free_memory the node caches too."""
+        free_memory = self.flags.pop("free_memory", False)
+        if self.flags.pop("unload_models", free_memory):
+            self.loaded_model = None
+        if free_memory:
+            self.cache.clear()
+            self.objects.clear()
 
     def _task_done(self, item_id: int, result: dict[str, Any], status: dict[str, Any]) -> None:
         prompt = self.currently_running.pop(item_id)
@@ -1108,6 +1116,7 @@ class _Emulator:
         for flag in ("unload_models", "free_memory"):
             if json_data.get(flag, False):
                 self.flags[flag] = json_data[flag]
+        self._queue_changed.set()  # let an idle worker act on the flags now
         return web.Response(status=200)
 
     async def post_history(self, request: web.Request) -> web.StreamResponse:

@@ -101,6 +101,7 @@ class Worker:
     running: dict[str, RunningJob] = field(default_factory=dict)
     draining: bool = False
     stopped: bool = False
+    heartbeat_seconds: float = 5.0
     jobs_done: int = 0
 
     async def run(self) -> None:
@@ -117,7 +118,8 @@ class Worker:
             self.comfy = comfy
             self.http = http
             try:
-                await self._register(ready=False)
+                first = await self._register(ready=False)
+                self.heartbeat_seconds = float(first.get("heartbeat_seconds", 5.0))
                 heartbeat = asyncio.create_task(self._heartbeat_loop())
                 try:
                     await comfy.wait_until_ready(self.config.comfy_ready_timeout)
@@ -185,7 +187,7 @@ class Worker:
                 return
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
-            await asyncio.sleep(5.0)
+            await asyncio.sleep(self.heartbeat_seconds)
 
     # -- jobs ----------------------------------------------------------------------------------
     async def _job_loop(self) -> None:

@@ -63,7 +63,7 @@ def txt2img(
                 "negative": ["7", 0],
                 "latent_image": ["5", 0],
             },
-        },  # fmt: skip
+        },
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
         "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": prefix, "images": ["8", 0]}},
     }
@@ -104,9 +104,9 @@ async def until_done(ws: Any, prompt_id: str, timeout: float = 10.0) -> list[tup
     while True:
         message = await recv(ws, timeout)
         seen.append((message["type"], message["data"]))
-        if message["type"] == "executing" and message["data"]["node"] is None:
-            if message["data"].get("prompt_id") == prompt_id:
-                return seen
+        data = message["data"]
+        if message["type"] == "executing" and data["node"] is None and data.get("prompt_id") == prompt_id:
+            return seen
 
 
 async def drain(ws: Any, quiet: float = 0.2) -> list[tuple[str, dict[str, Any]]]:
@@ -187,8 +187,10 @@ async def test_txt2img_events_history_and_png(base_dir: Path) -> None:
         assert entry["outputs"] == {"9": {"images": [image]}}
         assert entry["status"]["status_str"] == "success" and entry["status"]["completed"] is True
         assert [m[0] for m in entry["status"]["messages"]] == [
-            "execution_start", "execution_cached", "execution_success"
-        ]  # fmt: skip
+            "execution_start",
+            "execution_cached",
+            "execution_success",
+        ]
         assert entry["meta"] == {
             "9": {"node_id": "9", "display_node": "9", "parent_node": None, "real_node_id": "9"}
         }
@@ -227,6 +229,84 @@ async def test_identical_rerun_is_served_from_cache(base_dir: Path) -> None:
         assert sorted(next(d for t, d in events if t == "execution_cached")["nodes"]) == ["4", "5", "6", "7"]
         history = (await http.get(f"/history/{third['prompt_id']}")).json()[third["prompt_id"]]
         assert history["outputs"]["9"]["images"][0]["filename"] == "swarmstation_00002_.png"
+
+        assert (
+            await http.post("/api/free", json={"unload_models": True, "free_memory": True})
+        ).status_code == 200
+        await asyncio.sleep(0.05)
+        fourth = await queue(http, txt2img(seed=7), client_id="c")
+        events = await until_done(ws, fourth["prompt_id"])
+        assert next(d for t, d in events if t == "execution_cached")["nodes"] == []
+
+
+@async_test
+async def test_flux_style_graph_with_split_loaders(base_dir: Path) -> None:
+    models = base_dir / "models"
+    for folder, name in [
+        ("unet", "flux1-dev.safetensors"),
+        ("clip", "t5xxl.safetensors"),
+        ("text_encoders", "clip_l.safetensors"),
+        ("vae", "ae.safetensors"),
+        ("loras", "style.safetensors"),
+    ]:
+        (models / folder).mkdir(parents=True, exist_ok=True)
+        (models / folder / name).write_bytes(b"weights")
+    graph: dict[str, Any] = {
+        "1": {
+            "class_type": "UNETLoader",
+            "inputs": {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"},
+        },
+        "2": {
+            "class_type": "DualCLIPLoader",
+            "inputs": {"clip_name1": "t5xxl.safetensors", "clip_name2": "clip_l.safetensors", "type": "flux"},
+        },
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
+        "4": {
+            "class_type": "LoraLoaderModelOnly",
+            "inputs": {"model": ["1", 0], "lora_name": "style.safetensors", "strength_model": 0.7},
+        },
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"text": "a misty forest", "clip": ["2", 0]}},
+        "6": {"class_type": "FluxGuidance", "inputs": {"conditioning": ["5", 0], "guidance": 3.5}},
+        "7": {
+            "class_type": "CLIPLoader",
+            "inputs": {"clip_name": "clip_l.safetensors", "type": "stable_diffusion"},
+        },
+        "8": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["7", 0]}},
+        "9": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 96, "height": 64, "batch_size": 2}},
+        "10": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["4", 0],
+                "seed": 5,
+                "steps": 2,
+                "cfg": 1.0,
+                "sampler_name": "euler",
+                "scheduler": "simple",
+                "positive": ["6", 0],
+                "negative": ["8", 0],
+                "latent_image": ["9", 0],
+                "denoise": 1.0,
+            },
+        },
+        "11": {"class_type": "VAEDecode", "inputs": {"samples": ["10", 0], "vae": ["3", 0]}},
+        "12": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["11", 0], "filename_prefix": "flux/%width%x%height%"},
+        },
+    }
+    async with running_emulator(EmulatorConfig(base_dir)) as base, httpx.AsyncClient(base_url=base) as http:
+        entry = await poll_history(http, (await queue(http, graph))["prompt_id"])
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        files = entry["outputs"]["12"]["images"]
+        assert [(f["subfolder"], f["filename"]) for f in files] == [
+            ("flux", "96x64_00001_.png"),
+            ("flux", "96x64_00002_.png"),
+        ]
+        first, second = [
+            Image.open(io.BytesIO((await http.get("/api/view", params=f)).content)) for f in files
+        ]
+        assert first.size == second.size == (96, 64)
+        assert first.tobytes() != second.tobytes()  # each batch item gets its own seed
 
 
 def test_render_image_is_deterministic_per_seed_and_text() -> None:
@@ -338,9 +418,14 @@ def lora_graph(lora_name: str) -> dict[str, Any]:
     graph = txt2img()
     graph["2"] = {
         "class_type": "LoraLoader",
-        "inputs": {"model": ["4", 0], "clip": ["4", 1], "lora_name": lora_name, "strength_model": 0.8,
-                   "strength_clip": 1.0},
-    }  # fmt: skip
+        "inputs": {
+            "model": ["4", 0],
+            "clip": ["4", 1],
+            "lora_name": lora_name,
+            "strength_model": 0.8,
+            "strength_clip": 1.0,
+        },
+    }
     graph["3"]["inputs"]["model"] = ["2", 0]
     graph["6"]["inputs"]["clip"] = ["2", 1]
     return graph
@@ -356,16 +441,34 @@ async def test_missing_model_is_value_not_in_list_with_exact_details(base_dir: P
         response = await http.post("/api/prompt", json={"prompt": lora_graph("missing.safetensors")})
         assert response.status_code == 400
         assert response.json() == {
-            "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
-                      "details": "", "extra_info": {}},
-            "node_errors": {"2": {
-                "errors": [{"type": "value_not_in_list", "message": "Value not in list",
+            "error": {
+                "type": "prompt_outputs_failed_validation",
+                "message": "Prompt outputs failed validation",
+                "details": "",
+                "extra_info": {},
+            },
+            "node_errors": {
+                "2": {
+                    "errors": [
+                        {
+                            "type": "value_not_in_list",
+                            "message": "Value not in list",
                             "details": "lora_name: 'missing.safetensors' not in ['sub/mylora.safetensors']",
-                            "extra_info": {"input_name": "lora_name",
-                                           "input_config": [["sub/mylora.safetensors"], {"tooltip": "The name of the LoRA."}],
-                                           "received_value": "missing.safetensors"}}],
-                "dependent_outputs": ["9"], "class_type": "LoraLoader"}},
-        }  # fmt: skip
+                            "extra_info": {
+                                "input_name": "lora_name",
+                                "input_config": [
+                                    ["sub/mylora.safetensors"],
+                                    {"tooltip": "The name of the LoRA."},
+                                ],
+                                "received_value": "missing.safetensors",
+                            },
+                        }
+                    ],
+                    "dependent_outputs": ["9"],
+                    "class_type": "LoraLoader",
+                }
+            },
+        }
 
         # A file that appears later is seen by the next validation.
         (loras.parent / "missing.safetensors").write_bytes(b"lora")
@@ -393,7 +496,7 @@ async def test_missing_model_is_value_not_in_list_with_exact_details(base_dir: P
                 "details": "height, abc, invalid literal for int() with base 10: 'abc'",
             },
             id="int-conversion",
-        ),  # fmt: skip
+        ),
         pytest.param(
             lambda g: g["5"]["inputs"].update(width=0),
             "5",
@@ -423,7 +526,7 @@ async def test_missing_model_is_value_not_in_list_with_exact_details(base_dir: P
                 "details": "sampler_name: 'euler_z' not in (list of length 42)",
             },
             id="sampler-combo",
-        ),  # fmt: skip
+        ),
         pytest.param(
             lambda g: g["3"]["inputs"].pop("steps"),
             "3",
@@ -439,7 +542,7 @@ async def test_missing_model_is_value_not_in_list_with_exact_details(base_dir: P
                 "details": "'99'",
             },
             id="upstream-link-to-missing-node",
-        ),  # fmt: skip
+        ),
         pytest.param(
             lambda g: g["9"]["inputs"].update(images=["99", 0]),
             "9",
@@ -459,7 +562,7 @@ async def test_missing_model_is_value_not_in_list_with_exact_details(base_dir: P
                 "details": "samples, received_type(MODEL) mismatch input_type(LATENT)",
             },
             id="type-mismatch",
-        ),  # fmt: skip
+        ),
     ],
 )
 @async_test
@@ -482,20 +585,48 @@ async def test_input_errors(
 @pytest.mark.parametrize(
     ("body", "error"),
     [
-        pytest.param({"prompt": {"1": {"inputs": {}}}},
-                     {"type": "invalid_prompt", "message": "Cannot execute because a node is missing the class_type property.",
-                      "details": "Node ID '#1'", "extra_info": {}}, id="missing-class-type"),
-        pytest.param({"prompt": {**IMAGE_GRAPH, "2": {"class_type": "NopeNode", "inputs": {}}}},
-                     {"type": "invalid_prompt", "message": "Cannot execute because node NopeNode does not exist.",
-                      "details": "Node ID '#2'", "extra_info": {}}, id="unknown-class"),
-        pytest.param({"prompt": {"1": IMAGE_GRAPH["1"]}},
-                     {"type": "prompt_no_outputs", "message": "Prompt has no outputs", "details": "", "extra_info": {}},
-                     id="no-outputs"),
-        pytest.param({"client_id": "x"},
-                     {"type": "no_prompt", "message": "No prompt provided", "details": "No prompt provided",
-                      "extra_info": {}}, id="no-prompt"),
+        pytest.param(
+            {"prompt": {"1": {"inputs": {}}}},
+            {
+                "type": "invalid_prompt",
+                "message": "Cannot execute because a node is missing the class_type property.",
+                "details": "Node ID '#1'",
+                "extra_info": {},
+            },
+            id="missing-class-type",
+        ),
+        pytest.param(
+            {"prompt": {**IMAGE_GRAPH, "2": {"class_type": "NopeNode", "inputs": {}}}},
+            {
+                "type": "invalid_prompt",
+                "message": "Cannot execute because node NopeNode does not exist.",
+                "details": "Node ID '#2'",
+                "extra_info": {},
+            },
+            id="unknown-class",
+        ),
+        pytest.param(
+            {"prompt": {"1": IMAGE_GRAPH["1"]}},
+            {
+                "type": "prompt_no_outputs",
+                "message": "Prompt has no outputs",
+                "details": "",
+                "extra_info": {},
+            },
+            id="no-outputs",
+        ),
+        pytest.param(
+            {"client_id": "x"},
+            {
+                "type": "no_prompt",
+                "message": "No prompt provided",
+                "details": "No prompt provided",
+                "extra_info": {},
+            },
+            id="no-prompt",
+        ),
     ],
-)  # fmt: skip
+)
 @async_test
 async def test_prompt_level_errors(base_dir: Path, body: dict[str, Any], error: dict[str, Any]) -> None:
     async with running_emulator(EmulatorConfig(base_dir)) as base, httpx.AsyncClient(base_url=base) as http:
@@ -526,12 +657,18 @@ async def test_partial_validation_failure_runs_the_valid_output(base_dir: Path) 
         reply = await queue(http, graph)
         assert reply["node_errors"] == {
             "11": {
-                "errors": [{"type": "custom_validation_failed", "message": "Custom validation failed for node",
-                            "details": "image - Invalid image file: nope.png", "extra_info": {"input_name": "image"}}],
+                "errors": [
+                    {
+                        "type": "custom_validation_failed",
+                        "message": "Custom validation failed for node",
+                        "details": "image - Invalid image file: nope.png",
+                        "extra_info": {"input_name": "image"},
+                    }
+                ],
                 "dependent_outputs": ["10"],
                 "class_type": "LoadImage",
             }
-        }  # fmt: skip
+        }
         entry = await poll_history(http, reply["prompt_id"])
         assert list(entry["outputs"]) == ["9"] and entry["prompt"][4] == ["9"]
 
@@ -562,9 +699,15 @@ async def test_corrupt_model_gives_execution_error(base_dir: Path) -> None:
         pid = (await queue(http, txt2img("broken.safetensors"), client_id="c"))["prompt_id"]
         events = [(t, d) for t, d in await until_done(ws, pid) if t != "progress_state"]
         assert [t for t, _ in events] == [
-            "status", "status", "execution_start", "execution_cached", "executing", "execution_error", "status",
+            "status",
+            "status",
+            "execution_start",
+            "execution_cached",
             "executing",
-        ]  # fmt: skip
+            "execution_error",
+            "status",
+            "executing",
+        ]
         assert events[4][1]["node"] == "4"
         error = events[5][1]
         assert {k: error[k] for k in ("prompt_id", "node_id", "node_type", "executed", "exception_type")} == {
@@ -591,7 +734,7 @@ async def test_interrupt_stops_the_sampler_at_the_next_step(base_dir: Path) -> N
         websockets.connect(ws_url(base, "c")) as ws,
     ):
         pid = (await queue(http, txt2img(steps=40), client_id="c"))["prompt_id"]
-        while (message := await recv(ws))["type"] != "progress":
+        while (await recv(ws))["type"] != "progress":
             pass
         await http.post("/api/interrupt", json={"prompt_id": "somebody-else"})  # not running: no-op
         await asyncio.sleep(0.12)
@@ -650,7 +793,7 @@ async def test_front_number_delete_and_queue_listing(base_dir: Path) -> None:
         )
         assert (await http.get("/prompt")).json() == {"exec_info": {"queue_remaining": 4}}
         await http.post("/api/queue", json={"delete": [dropped["prompt_id"]]})
-        started = []
+        started = [running["prompt_id"]]  # its execution_start was read above
         while len(started) < 3:
             message = await recv(ws)
             if message["type"] == "execution_start":
@@ -820,8 +963,15 @@ async def test_model_listings_object_info_and_system_stats(base_dir: Path) -> No
         }
         device = stats["devices"][0]
         assert (device["name"], device["type"], device["index"]) == ("cpu", "cpu", None)
-        assert set(device) == {"name", "type", "index", "vram_total", "vram_free", "torch_vram_total",
-                               "torch_vram_free"}  # fmt: skip
+        assert set(device) == {
+            "name",
+            "type",
+            "index",
+            "vram_total",
+            "vram_free",
+            "torch_vram_total",
+            "torch_vram_free",
+        }
 
 
 @async_test

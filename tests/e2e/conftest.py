@@ -1,0 +1,147 @@
+"""`swarmstation up` as a real process, with its local instances, for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+BIN = Path(sys.executable).parent / "swarmstation"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Up:
+    """A running `swarmstation up` in its own folder; restartable."""
+
+    folder: Path
+    port: int
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.folder / ".swarmstation"
+
+    @property
+    def admin_key(self) -> str:
+        return (self.data_dir / "admin.key").read_text().strip()
+
+    def start(self) -> None:
+        log = self.folder / f"up-{len(self.logs)}.log"
+        self.logs.append(log)
+        self.proc = subprocess.Popen(
+            [str(BIN), "up", "--port", str(self.port), "--log-level", "info"],
+            cwd=self.folder,
+            env=self.env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"swarmstation up exited: {log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("swarmstation up did not answer /healthz")
+
+    def kill(self) -> None:
+        """SIGKILL the control plane only; its instances keep running."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.admin_key}"}, timeout=30
+        )
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN), *args],
+            cwd=self.folder,
+            env={**self.env, "SWARMSTATION_URL": self.url},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def instance_state_files(self) -> list[dict[str, object]]:
+        return [json.loads(p.read_text()) for p in (self.data_dir / "instances").glob("*/state.json")]
+
+    def cleanup(self) -> None:
+        self.stop()
+        for state in self.instance_state_files():  # belt and braces: nothing outlives the test
+            for key in ("worker_pid", "emulator_pid"):
+                try:
+                    os.killpg(int(state[key]), signal.SIGKILL)  # type: ignore[call-overload]
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+    def dump_logs(self) -> str:
+        parts = [f"== {p.name}\n{p.read_text()[-4000:]}" for p in self.logs if p.exists()]
+        for p in sorted((self.data_dir / "instances").glob("*/*.log")):
+            parts.append(f"== {p.parent.name[:8]}/{p.name}\n{p.read_text()[-3000:]}")
+        return "\n".join(parts)
+
+
+def make_up(tmp_path: Path, **settings: object) -> Up:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMSTATION_")}
+    env.update({f"SWARMSTATION_{k.upper()}": str(v) for k, v in settings.items()})
+    return Up(folder=tmp_path, port=free_port(), env=env)
+
+
+@pytest.fixture
+def up_factory(tmp_path: Path) -> Iterator[object]:
+    created: list[Up] = []
+
+    def factory(**settings: object) -> Up:
+        up = make_up(tmp_path, **settings)
+        created.append(up)
+        return up
+
+    yield factory
+    for up in created:
+        up.cleanup()
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")

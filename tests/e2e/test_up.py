@@ -1,0 +1,184 @@
+"""End to end: `swarmstation up`, then `swarmstation generate` writes a PNG; and the faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from swarmstation.client import Client
+from tests.e2e.conftest import Up, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def test_up_generate_writes_png_with_progress_events(up_factory) -> None:  # type: ignore[no-untyped-def]
+    up: Up = up_factory(emulator_step_seconds=0.05)
+    up.start()
+    try:
+        # Follow the job's event stream the way a browser would, while the CLI runs the job.
+        seen: list[tuple[str, dict[str, Any]]] = []
+        with Client(up.url, up.admin_key) as client:
+            job = client.post(
+                "/v1/jobs", json={"tool": "sd15-txt2img", "inputs": {"prompt": "a fox", "steps": 12}}
+            )
+            seen.extend((ev.type, ev.data) for ev in client.events(job["id"]))
+        states = [d["state"] for t, d in seen if t == "state"]
+        assert states == ["QUEUED", "ASSIGNED", "RUNNING", "COMPLETED"]
+        progress = [d["progress"] for t, d in seen if t == "progress"]
+        assert progress and progress == sorted(progress) and 0 < progress[-1] <= 1
+
+        result = up.cli("generate", "a red fox in the snow", "--tool", "sdxl-txt2img", "--out", "fox.png")
+        assert result.returncode == 0, result.stderr + up.dump_logs()
+        assert "COMPLETED" in result.stderr  # the rich progress bar's last state
+        with Image.open(up.folder / "fox.png") as img:
+            assert img.format == "PNG" and img.size == (1024, 1024)
+
+        status = up.cli("status", "--json")
+        assert status.returncode == 0, status.stderr
+        data = json.loads(status.stdout)
+        assert data["pools"][0]["name"] == "default"
+        assert data["queue"]["completed"] == 2
+        assert any(i["state"] in ("IDLE", "BUSY") for i in data["instances"])
+        assert up.cli("status").returncode == 0
+
+        tools = json.loads(up.cli("tools", "list", "--json").stdout)
+        assert "flux-txt2img" in {t["slug"] for t in tools}
+        metrics = up.client().get("/metrics").text
+        assert 'swarmstation_jobs{state="COMPLETED"} 2.0' in metrics
+    except Exception:
+        print(up.dump_logs())
+        raise
+    finally:
+        up.stop()
+    assert not any(_alive(int(s["worker_pid"])) for s in up.instance_state_files())  # up stops its instances
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False
+
+
+def test_cli_reports_bad_input_without_traceback(up_factory) -> None:  # type: ignore[no-untyped-def]
+    up: Up = up_factory(pool_min_instances=0)
+    up.start()
+    r = up.cli("generate", "x", "--tool", "no-such-tool")
+    assert r.returncode == 1 and "unknown tool" in r.stderr and "Traceback" not in r.stderr
+    r = up.cli("generate", "x", "--tool", "sd15-txt2img", "--input", "width=abc")
+    assert r.returncode == 1 and "inputs.width" in r.stderr and "Traceback" not in r.stderr
+    r = up.cli("tools", "add", "missing.json")
+    assert r.returncode == 1 and "cannot read" in r.stderr
+    r = up.cli("status", "--api-key", "ss_wrong")
+    assert r.returncode == 1 and "401" in r.stderr
+
+
+def test_worker_killed_mid_job_completes_elsewhere(up_factory) -> None:  # type: ignore[no-untyped-def]
+    up: Up = up_factory(
+        pool_min_instances=2,
+        pool_max_instances=2,
+        emulator_step_seconds=0.2,
+        heartbeat_timeout_seconds=4,
+        control_interval_seconds=0.5,
+        lease_seconds=60,
+    )
+    up.start()
+    try:
+        http = up.client()
+        wait_for(
+            lambda: sum(i["state"] == "IDLE" for i in http.get("/v1/admin/instances").json()) == 2,
+            90,
+            "two idle instances",
+        )
+        job = http.post(
+            "/v1/jobs", json={"tool": "sd15-txt2img", "inputs": {"prompt": "fox", "steps": 30}}
+        ).json()
+        running = wait_for(
+            lambda: (j := http.get(f"/v1/jobs/{job['id']}").json())["state"] == "RUNNING" and j,
+            30,
+            "the job to run",
+        )
+        victim = running["instance_id"]
+        state = next(s for s in up.instance_state_files() if s["instance_id"] == victim)
+        os.kill(int(state["worker_pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+
+        done = wait_for(
+            lambda: (j := http.get(f"/v1/jobs/{job['id']}").json())["state"] in ("COMPLETED", "FAILED") and j,
+            90,
+            "the job to finish elsewhere",
+        )
+        assert done["state"] == "COMPLETED", done
+        assert done["instance_id"] != victim and done["attempt"] == 2
+        dead = http.get(f"/v1/admin/instances/{victim}").json()
+        assert [t["to_state"] for t in dead["transitions"]][-2:] == ["UNHEALTHY", "TERMINATED"]
+        # The local provider sees the process exit; a remote one would see the heartbeats stop.
+        assert dead["transitions"][-2]["reason"] in ("its processes exited", "no heartbeat for 4s")
+        image = http.get(done["outputs"][0]["url"])
+        assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
+        # The autoscaler replaced the dead instance.
+        wait_for(
+            lambda: sum(i["state"] in ("IDLE", "BUSY") for i in http.get("/v1/admin/instances").json()) == 2,
+            90,
+            "a replacement instance",
+        )
+    except Exception:
+        print(up.dump_logs())
+        raise
+
+
+def test_control_plane_restart_while_jobs_run(up_factory) -> None:  # type: ignore[no-untyped-def]
+    up: Up = up_factory(
+        pool_min_instances=2,
+        pool_max_instances=2,
+        emulator_step_seconds=0.1,
+        heartbeat_timeout_seconds=10,
+        control_interval_seconds=0.5,
+        lease_seconds=20,
+    )
+    up.start()
+    try:
+        http = up.client()
+        wait_for(
+            lambda: sum(i["state"] == "IDLE" for i in http.get("/v1/admin/instances").json()) == 2,
+            90,
+            "two idle instances",
+        )
+        ids = [
+            http.post(
+                "/v1/jobs", json={"tool": "sd15-txt2img", "inputs": {"prompt": f"p{n}", "steps": 15}}
+            ).json()["id"]
+            for n in range(6)
+        ]
+        wait_for(
+            lambda: any(http.get(f"/v1/jobs/{i}").json()["state"] == "RUNNING" for i in ids),
+            30,
+            "a running job",
+        )
+        http.close()
+        up.kill()
+        threading.Event().wait(3.0)  # workers keep going and retry their reports
+        up.start()
+        http = up.client()
+
+        def all_done() -> list[dict[str, Any]] | None:
+            jobs = [http.get(f"/v1/jobs/{i}").json() for i in ids]
+            return jobs if all(j["state"] in ("COMPLETED", "FAILED") for j in jobs) else None
+
+        jobs = wait_for(all_done, 120, "every job to end")
+        for j in jobs:
+            assert j["state"] == "COMPLETED" or j["error"], j
+        assert sum(j["state"] == "COMPLETED" for j in jobs) == len(ids), [j["error"] for j in jobs]
+    except Exception:
+        print(up.dump_logs())
+        raise
