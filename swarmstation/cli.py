@@ -475,7 +475,9 @@ def users_list(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = N
 def bench(
     workers: Annotated[int, typer.Option("--workers", min=1, max=64)] = 16,
     jobs: Annotated[int, typer.Option("--jobs", min=1, max=100_000)] = 2000,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=512)] = 64,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=512, help="Clients in a closed loop")
+    ] = 16,
     database_url: DbOpt = None,
 ) -> None:
     """Control-plane throughput and overhead with emulated workers that take no time (prints JSON)."""

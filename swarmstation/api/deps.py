@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy import Engine, select
@@ -20,6 +22,39 @@ from swarmstation.objectstore.local import LocalObjectStore
 from swarmstation.store.models import ApiKey, Instance, User
 
 
+class TtlCache:
+    """A small thread-safe cache of authenticated identities, so that most requests need one
+    database transaction instead of two. Entries live `ttl` seconds (a revoked key keeps working
+    for at most that long)."""
+
+    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._data: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is None or hit[0] < time.monotonic():
+                return None
+            return hit[1]
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            if len(self._data) >= self.max_entries:
+                self._data.clear()
+            self._data[key] = (time.monotonic() + self.ttl, value)
+
+
+@dataclass(frozen=True)
+class InstanceIdentity:
+    """Who a worker token belongs to. Handlers re-read the instance's state in their own
+    transaction; the mapping from token to instance never changes."""
+
+    id: str
+
+
 @dataclass
 class AppState:
     settings: Settings
@@ -29,6 +64,8 @@ class AppState:
     notifier: Notifier
     loops: ControlLoops
     clock: Callable[[], datetime]
+    user_cache: TtlCache = field(default_factory=lambda: TtlCache(ttl=5.0))
+    instance_cache: TtlCache = field(default_factory=lambda: TtlCache(ttl=3600.0))
 
 
 def app_state(request: Request) -> AppState:
@@ -66,14 +103,17 @@ def current_user(request: Request, state: State) -> User:
     secret = _bearer(request)
     if secret is None:
         raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    key_hash = hash_secret(secret)
+    cached: User | None = state.user_cache.get(key_hash)
+    if cached is not None:
+        return cached
     with state.sessions() as s, s.begin():
         row = s.execute(
-            select(User, ApiKey)
-            .join(ApiKey, ApiKey.user_id == User.id)
-            .where(ApiKey.key_hash == hash_secret(secret))
+            select(User, ApiKey).join(ApiKey, ApiKey.user_id == User.id).where(ApiKey.key_hash == key_hash)
         ).first()
     if row is None or row[1].revoked_at is not None:
         raise _unauthorized("invalid or revoked API key")
+    state.user_cache.put(key_hash, row[0])
     return row[0]
 
 
@@ -89,18 +129,23 @@ def admin_user(user: CurrentUser) -> User:
 AdminUser = Annotated[User, Depends(admin_user)]
 
 
-def current_instance(request: Request, state: State) -> Instance:
-    """A detached snapshot of the calling instance; handlers re-read it where state matters."""
+def current_instance(request: Request, state: State) -> InstanceIdentity:
     secret = _bearer(request)
     if secret is None:
         raise _unauthorized("missing worker token")
+    token_hash = hash_secret(secret)
+    cached: InstanceIdentity | None = state.instance_cache.get(token_hash)
+    if cached is not None:
+        return cached
     with state.sessions() as s, s.begin():
-        inst = s.scalar(select(Instance).where(Instance.token_hash == hash_secret(secret)))
+        inst = s.scalar(select(Instance).where(Instance.token_hash == token_hash))
     if inst is None:
         raise _unauthorized("invalid worker token")
     if inst.state == InstanceState.TERMINATED:
         raise HTTPException(410, "this instance has been terminated")
-    return inst
+    identity = InstanceIdentity(inst.id)
+    state.instance_cache.put(token_hash, identity)
+    return identity
 
 
-CurrentInstance = Annotated[Instance, Depends(current_instance)]
+CurrentInstance = Annotated[InstanceIdentity, Depends(current_instance)]

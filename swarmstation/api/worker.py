@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy import select
 
-from swarmstation.api.deps import DB, CurrentInstance, State
+from swarmstation.api.deps import DB, CurrentInstance, InstanceIdentity, State
 from swarmstation.api.schemas import (
     Assignment,
     CompleteIn,
@@ -39,7 +39,7 @@ router = APIRouter(prefix="/worker/v1", tags=["worker"])
 _URL_SECONDS = 3600
 
 
-def _instance(s: DB, snapshot: Instance) -> Instance:
+def _instance(s: DB, snapshot: InstanceIdentity) -> Instance:
     inst = s.get(Instance, snapshot.id)
     if inst is None or inst.state == InstanceState.TERMINATED:
         raise HTTPException(410, "this instance has been terminated")
@@ -155,7 +155,7 @@ async def next_job(
         await state.notifier.wait(f"instance:{me.id}", min(remaining, 1.0))
 
 
-def _leased(s: DB, job_id: str, me: Instance, body: LeasedReport) -> Job:
+def _leased(s: DB, job_id: str, me: InstanceIdentity, body: LeasedReport) -> Job:
     return jobs_ops.leased_job(s, job_id, _instance(s, me), body.lease_token)
 
 

@@ -289,9 +289,9 @@ class ComfyClient:
             return
         await self._request("POST", "/api/queue", json={"delete": [prompt_id]})
         queue = await self._json("GET", "/api/queue")
+        running = queue.get("queue_running", []) if isinstance(queue, dict) else []
         # Servers older than 2025-09 ignore the id and interrupt globally, so only ask when it runs.
-        if any(isinstance(item, list) and len(item) > 1 and item[1] == prompt_id
-               for item in queue.get("queue_running", [])):  # fmt: skip
+        if any(isinstance(item, list) and len(item) > 1 and item[1] == prompt_id for item in running):
             await self._request("POST", "/api/interrupt", json={"prompt_id": prompt_id})
 
     # ---------------------------------------------------------------- run
@@ -315,9 +315,9 @@ class ComfyClient:
         try:
             return await asyncio.wait_for(self._run(workflow, on_progress, prompt_id), timeout)
         except TimeoutError as exc:
-            if isinstance(exc, ComfyError):
+            if timeout is None or isinstance(exc, ComfyError):
                 raise
-            raise ComfyTimeout(prompt_id, timeout or 0.0) from exc
+            raise ComfyTimeout(prompt_id, timeout) from exc
 
     def _ws_url(self, client_id: str) -> str:
         url = httpx.URL(self.base_url)

@@ -63,11 +63,13 @@ class ControlLoops:
         self._tasks = []
         await asyncio.to_thread(self.leader.release)
 
-    def _run_pass(self) -> PassResult:
+    def _run_pass(self, sweep: bool) -> PassResult:
         with transaction(self.sessions) as s:
-            return scheduler_pass(s, self.settings, self.clock())
+            return scheduler_pass(s, self.settings, self.clock(), sweep=sweep)
 
     async def _scheduler_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_sweep = 0.0
         while True:
             try:
                 async with asyncio.timeout(self.settings.scheduler_interval_seconds):
@@ -75,10 +77,13 @@ class ControlLoops:
             except TimeoutError:
                 pass
             self._wake.clear()
+            sweep = loop.time() >= next_sweep
+            if sweep:
+                next_sweep = loop.time() + self.settings.scheduler_interval_seconds
             try:
                 if not await asyncio.to_thread(self.leader.try_acquire):
                     continue
-                result = await asyncio.to_thread(self._run_pass)
+                result = await asyncio.to_thread(self._run_pass, sweep)
                 self.passes += 1
             except Exception:
                 log.exception("scheduler pass failed")

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from swarmstation.domain.workflow import normalise_model_name
 from swarmstation.providers.base import LaunchSpec, ProviderError, ProviderInstance
@@ -151,7 +152,7 @@ class LocalProvider:
         (folder / "state.json").write_text(json.dumps(state))
         return spec.instance_id
 
-    def _state(self, provider_id: str) -> dict[str, object] | None:
+    def _state(self, provider_id: str) -> dict[str, Any] | None:
         try:
             data = json.loads((self._dir(provider_id) / "state.json").read_text())
         except (OSError, ValueError):
@@ -162,7 +163,7 @@ class LocalProvider:
         state = self._state(provider_id)
         if state is None:
             raise ProviderError(f"no local instance {provider_id}")
-        return int(state["worker_pid"])  # type: ignore[call-overload]
+        return int(state["worker_pid"])
 
     def list(self) -> list[ProviderInstance]:
         found: list[ProviderInstance] = []
@@ -172,7 +173,7 @@ class LocalProvider:
             state = self._state(folder.name)
             if state is None:
                 continue
-            pids = [int(state["emulator_pid"]), int(state["worker_pid"])]  # type: ignore[call-overload]
+            pids = [int(state["emulator_pid"]), int(state["worker_pid"])]
             found.append(ProviderInstance(folder.name, str(state["instance_id"]), all(map(_alive, pids))))
         return found
 
@@ -181,5 +182,5 @@ class LocalProvider:
         if state is None:
             return
         for key in ("worker_pid", "emulator_pid"):
-            _stop_group(int(state[key]), grace=3.0)  # type: ignore[call-overload]
+            _stop_group(int(state[key]), grace=3.0)
         (self._dir(provider_id) / "state.json").unlink(missing_ok=True)

@@ -15,8 +15,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        # One connection: SQLite has one writer anyway, and threads queueing for the pool wake as
+        # soon as it is free, where SQLite's own busy handler would sleep in steps of up to 100 ms.
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=20, max_overflow=20
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=60,
         )
 
         @event.listens_for(engine, "connect")

@@ -183,16 +183,17 @@ async def test_interrupt_from_a_progress_callback(base_dir: Path) -> None:
 async def test_timeout_leaves_the_prompt_to_the_caller(base_dir: Path) -> None:
     async with comfy(base_dir, step_seconds=0.03) as client:
         with pytest.raises(ComfyTimeout) as caught:
-            await client.run(txt2img(steps=60), timeout=0.2)
+            await client.run(txt2img(steps=300), timeout=0.5)
         assert isinstance(caught.value, TimeoutError) and isinstance(caught.value, ComfyError)
-        await client.interrupt(caught.value.prompt_id)
-        for _ in range(100):
-            entry = (await client._json("GET", f"/api/history/{caught.value.prompt_id}")).get(
-                caught.value.prompt_id
-            )
+        prompt_id = caught.value.prompt_id
+        await client.interrupt(prompt_id)
+        entry = None
+        for _ in range(250):
+            entry = (await client._json("GET", f"/api/history/{prompt_id}")).get(prompt_id)
             if entry:
                 break
             await asyncio.sleep(0.02)
+        assert entry is not None, "the interrupted prompt never reached the history"
         assert entry["status"]["messages"][-1][0] == "execution_interrupted"
 
 
