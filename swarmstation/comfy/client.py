@@ -247,7 +247,8 @@ class ComfyClient:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                await asyncio.wait_for(self.system_stats(), max(0.1, deadline - time.monotonic()))
+                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                    await self.system_stats()
                 return
             except (ComfyError, TimeoutError) as exc:
                 if time.monotonic() >= deadline:
@@ -312,10 +313,14 @@ class ComfyClient:
         ``on_progress`` abort the wait and propagate.
         """
         prompt_id = prompt_id or str(uuid.uuid4())
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation when the
+        # inner await finishes at the same moment (a busy socket makes that likely).
+        deadline = asyncio.timeout(timeout)
         try:
-            return await asyncio.wait_for(self._run(workflow, on_progress, prompt_id), timeout)
+            async with deadline:
+                return await self._run(workflow, on_progress, prompt_id)
         except TimeoutError as exc:
-            if timeout is None or isinstance(exc, ComfyError):
+            if timeout is None or not deadline.expired():
                 raise
             raise ComfyTimeout(prompt_id, timeout) from exc
 
@@ -393,7 +398,8 @@ class ComfyClient:
 
         while True:
             try:
-                raw = await asyncio.wait_for(ws.recv(), self.history_poll_interval)
+                async with asyncio.timeout(self.history_poll_interval):
+                    raw = await ws.recv()
             except TimeoutError:
                 entry = await self._history_entry(prompt_id)  # a silent socket is no proof of life
                 if entry is not None:
