@@ -16,6 +16,20 @@ from tests.e2e.conftest import Up, wait_for
 
 pytestmark = pytest.mark.slow
 
+INVERT_TOOL = {
+    "slug": "invert",
+    "name": "Inverted blank",
+    "description": "EmptyImage, inverted",
+    "category": "utility",
+    "base_model": "other",
+    "workflow": {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "inv"}},
+    },
+    "inputs": [{"name": "width", "type": "integer", "bindings": ["1.width"], "minimum": 16, "maximum": 512}],
+}
+
 
 def test_up_generate_writes_png_with_progress_events(up_factory) -> None:  # type: ignore[no-untyped-def]
     up: Up = up_factory(emulator_step_seconds=0.05)
@@ -49,8 +63,21 @@ def test_up_generate_writes_png_with_progress_events(up_factory) -> None:  # typ
 
         tools = json.loads(up.cli("tools", "list", "--json").stdout)
         assert "flux-txt2img" in {t["slug"] for t in tools}
+
+        # An admin's own tool, added from a file, runs like a bundled one.
+        (up.folder / "invert.json").write_text(json.dumps(INVERT_TOOL))
+        added = up.cli("tools", "add", "invert.json")
+        assert added.returncode == 0, added.stderr
+        shown = json.loads(up.cli("tools", "show", "invert", "--json").stdout)
+        assert shown["inputs"][0]["name"] == "width"
+        made = up.cli("generate", "-", "--tool", "invert", "--input", "width=96", "--out", "inv.png")
+        assert made.returncode == 0, made.stderr
+        with Image.open(up.folder / "inv.png") as img:
+            assert img.size == (96, 64) and img.getpixel((0, 0)) == (255, 255, 255)  # black, inverted
+        assert up.cli("tools", "remove", "invert").returncode == 0
+        assert up.cli("tools", "show", "invert").returncode == 1
         metrics = up.client().get("/metrics").text
-        assert 'swarmstation_jobs{state="COMPLETED"} 2.0' in metrics
+        assert 'swarmstation_jobs{state="COMPLETED"} 3.0' in metrics
     except Exception:
         print(up.dump_logs())
         raise
