@@ -52,7 +52,21 @@ class Settings(BaseSettings):
     emulator_step_seconds: float = Field(0.05, ge=0)
     emulator_model_load_seconds: float = Field(0.2, ge=0)
 
-    secret_key: str | None = Field(None, description="Signs object URLs; generated into data_dir when unset")
+    secret_key: str | None = Field(
+        None, repr=False, description="Signs object URLs; generated into data_dir when unset"
+    )
+
+    # LoRAs
+    max_loras_per_job: int = Field(8, ge=0, le=32)
+    lora_max_bytes: int = Field(4 * 1024**3, ge=1, description="Largest LoRA file staged on approval")
+    civitai_base_url: str = "https://civitai.com"
+    civitai_token: str | None = Field(
+        None, repr=False, description="Civitai API token, for models that need one"
+    )
+    huggingface_base_url: str = "https://huggingface.co"
+    huggingface_token: str | None = Field(
+        None, repr=False, description="Hugging Face token, for gated repositories"
+    )
 
     @field_validator("provider")
     @classmethod

@@ -22,18 +22,23 @@ from swarmstation.domain.loras import Access, LoraInfo, TriggerMatcher, resolve
 
 __all__ = ["run_lora_bench"]
 
-_SYLLABLES = (
+
+def _split(words: str) -> tuple[str, ...]:
+    return tuple(words.split())
+
+
+_SYLLABLES = _split(
     "ba be bi bo bu da de di do du ka ke ki ko ku la le li lo lu ma me mi mo mu na ne ni no nu "
     "ra re ri ro ru sa se si so su ta te ti to tu va ve vi vo vu za ze zi zo zu qu xa yo"
-).split()
-_COMMON = (
+)
+_COMMON = _split(
     "a an the of in on at with and or by from portrait photo painting of woman man girl boy cat dog "
     "city street forest mountain river sky night day light dark soft hard warm cold red blue green "
     "gold silver black white detailed sharp focus cinematic lighting style art illustration render "
     "highly intricate beautiful dramatic moody bright vivid pastel colour colours background foreground "
     "close up wide shot looking at viewer standing sitting walking smiling wearing dress coat hat "
     "masterpiece best quality ultra realistic photorealistic digital oil watercolour sketch concept"
-).split()
+)
 _BASES = ("SDXL", "SDXL", "Pony", "Illustrious", "SD1.5", "FLUX", "SD3")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 
-from swarmstation.api import admin, objects, public, worker
+from swarmstation.api import admin, loras, objects, public, worker
 from swarmstation.api.deps import AppState
 from swarmstation.api.errors import install_error_handlers
 from swarmstation.api.metrics import make_registry, render
@@ -129,6 +129,7 @@ def build(
     install_error_handlers(app)
     app.include_router(public.router)
     app.include_router(admin.router)
+    app.include_router(loras.router)
     app.include_router(worker.router)
     app.include_router(objects.router)
     registry = make_registry(state)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from swarmstation.auth import hash_secret
 from swarmstation.config import Settings
 from swarmstation.control.loops import ControlLoops
+from swarmstation.control.loras import MatcherCache
 from swarmstation.control.notify import Notifier
 from swarmstation.domain.states import InstanceState
 from swarmstation.objectstore.local import LocalObjectStore
@@ -66,6 +67,7 @@ class AppState:
     clock: Callable[[], datetime]
     user_cache: TtlCache = field(default_factory=lambda: TtlCache(ttl=5.0))
     instance_cache: TtlCache = field(default_factory=lambda: TtlCache(ttl=3600.0))
+    matchers: MatcherCache = field(default_factory=MatcherCache)
 
 
 def app_state(request: Request) -> AppState:

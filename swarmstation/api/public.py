@@ -8,6 +8,7 @@ import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, UploadFile
@@ -19,9 +20,12 @@ from swarmstation.api.deps import DB, CurrentUser, State
 from swarmstation.api.schemas import JobCreate, JobList, JobOut, ToolDetail, ToolSummary, UploadOut
 from swarmstation.api.views import job_out, tool_detail, tool_summary
 from swarmstation.control import jobs as jobs_ops
+from swarmstation.domain.lora_graph import LoraGraphError, apply_loras
+from swarmstation.domain.loras import PromptTooLong, Resolution, TriggerMatcher, resolve
 from swarmstation.domain.states import TERMINAL_JOB_STATES, JobState
-from swarmstation.domain.tools import ToolInputError, bind_inputs, tool_from_dict
-from swarmstation.store.models import Job, JobEvent, Output, Tool, Upload, User
+from swarmstation.domain.tools import ToolInputError, ToolSpec, bind_inputs, tool_from_dict
+from swarmstation.domain.workflow import required_models
+from swarmstation.store.models import Job, JobEvent, Lora, Output, Tool, Upload, User
 
 router = APIRouter(prefix="/v1", tags=["public"])
 
@@ -70,6 +74,35 @@ def _resolve_images(
     return resolved
 
 
+def _resolve_loras(
+    s: DB, state: State, user: User, spec: ToolSpec, inputs: dict[str, Any]
+) -> tuple[dict[str, Any], Resolution | None]:
+    """Resolve LoRA tags and trigger words in the prompt; the encoder gets the cleaned text."""
+    prompt = inputs.get("prompt")
+    if not isinstance(prompt, str) or not any(i.name == "prompt" and i.type == "string" for i in spec.inputs):
+        return inputs, None
+    # A tool that takes no LoRAs still gets its tags removed (ComfyUI would encode them as text).
+    matcher = state.matchers.matcher_for(s, user, state.clock()) if spec.accepts_loras else TriggerMatcher()
+    try:
+        resolution = resolve(
+            prompt,
+            matcher,
+            tool_base_model=spec.base_model,
+            max_loras=state.settings.max_loras_per_job,
+            max_prompt_chars=state.settings.max_prompt_chars,
+        )
+    except PromptTooLong as exc:
+        raise ToolInputError("prompt", str(exc)) from exc
+    return {**inputs, "prompt": resolution.prompt}, resolution
+
+
+def _lora_rows(s: DB, resolution: Resolution | None) -> dict[str, Lora]:
+    if resolution is None or not resolution.loras:
+        return {}
+    slugs = [a.slug for a in resolution.loras]
+    return {r.slug: r for r in s.scalars(select(Lora).where(Lora.slug.in_(slugs)))}
+
+
 @router.post("/jobs", response_model=JobOut, status_code=201)
 def create_job(body: JobCreate, s: DB, user: CurrentUser, state: State) -> JobOut:
     tool = s.get(Tool, body.tool)
@@ -80,11 +113,24 @@ def create_job(body: JobCreate, s: DB, user: CurrentUser, state: State) -> JobOu
     for name, value in body.inputs.items():
         if isinstance(value, str) and len(value) > limit:
             raise ToolInputError(name, f"too long ({len(value)} characters, the limit is {limit})")
-    bound = bind_inputs(spec, body.inputs, random_seed=secrets.randbits(63))
+    inputs, resolution = _resolve_loras(s, state, user, spec, body.inputs)
+    bound = bind_inputs(spec, inputs, random_seed=secrets.randbits(63))
+    rows = _lora_rows(s, resolution)
+    if resolution is not None and resolution.loras:
+        try:
+            graph = apply_loras(bound.workflow, resolution.loras)
+        except LoraGraphError as exc:
+            raise ToolInputError("prompt", f"this tool cannot take LoRAs: {exc}") from exc
+        bound = replace(bound, workflow=graph, required_models=required_models(graph))
     image_bindings = {
         i.name: [[b.node_id, b.input_name] for b in i.bindings] for i in spec.inputs if i.type == "image"
     }
     images = _resolve_images(s, user, bound.input_images, image_bindings)
+    sources = {
+        ("loras", r.file_name): {"key": r.object_key, "sha256": r.file_sha256, "size": r.file_size}
+        for r in rows.values()
+        if r.object_key
+    }
     job = jobs_ops.submit_job(
         s,
         user_id=user.id,
@@ -94,7 +140,27 @@ def create_job(body: JobCreate, s: DB, user: CurrentUser, state: State) -> JobOu
         input_images=images,
         max_attempts=state.settings.max_attempts,
         now=state.clock(),
+        model_sources=sources,
     )
+    if resolution is not None:
+        job.warnings = list(resolution.warnings)
+        job.applied_loras = [
+            {
+                "slug": a.slug,
+                "lora_id": rows[a.slug].id if a.slug in rows else None,
+                "owner_id": a.owner_id,
+                "file_name": a.file_name,
+                "weight": a.weight,
+                "strength_model": a.strength_model,
+                "strength_clip": a.strength_clip,
+                "source": a.source,
+                "matched_text": a.matched_text,
+            }
+            for a in resolution.loras
+        ]
+        for a in resolution.loras:
+            if a.slug in rows:
+                rows[a.slug].usage_count += 1
     s.flush()
     out = job_out(s, job)
     s.commit()

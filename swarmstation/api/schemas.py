@@ -34,7 +34,9 @@ class JobOut(BaseModel):
     max_attempts: int
     progress: float
     inputs: dict[str, Any]
-    required_models: list[dict[str, str]]
+    required_models: list[dict[str, Any]]
+    applied_loras: list[dict[str, Any]]
+    warnings: list[str]
     instance_id: str | None
     error: str | None
     created_at: datetime
@@ -186,12 +188,22 @@ class InputImageOut(BaseModel):
     url: str
 
 
+class ModelOut(BaseModel):
+    folder: str
+    name: str
+    url: str | None = Field(
+        default=None, description="Presigned download URL when the control plane has the file"
+    )
+    sha256: str | None = None
+    size: int | None = None
+
+
 class Assignment(BaseModel):
     job_id: str
     lease_token: int
     attempt: int
     workflow: dict[str, Any]
-    required_models: list[dict[str, str]]
+    required_models: list[ModelOut]
     input_images: list[InputImageOut]
     lease_seconds: float
 

@@ -22,6 +22,7 @@ from swarmstation.api.schemas import (
     HeartbeatOut,
     InputImageOut,
     LeasedReport,
+    ModelOut,
     OutputsIn,
     OutputsOut,
     OutputUpload,
@@ -129,7 +130,16 @@ def _assignment_for(state: State, instance_id: str) -> Assignment | bool | None:
             lease_token=job.lease_token,
             attempt=job.attempt,
             workflow=job.workflow,
-            required_models=job.required_models,
+            required_models=[
+                ModelOut(
+                    folder=m["folder"],
+                    name=m["name"],
+                    url=state.store.presign_get(m["key"], _URL_SECONDS) if m.get("key") else None,
+                    sha256=m.get("sha256"),
+                    size=m.get("size"),
+                )
+                for m in job.required_models
+            ],
             input_images=images,
             lease_seconds=state.settings.lease_seconds,
         )

@@ -58,7 +58,11 @@ def submit_job(
     input_images: dict[str, Any],
     max_attempts: int,
     now: datetime,
+    model_sources: dict[tuple[str, str], dict[str, Any]] | None = None,
 ) -> Job:
+    """`model_sources` says where the worker can fetch a model that ComfyUI may lack:
+    (folder, name) → {key (object store), sha256, size}."""
+    sources = model_sources or {}
     job = Job(
         id=str(uuid.uuid4()),
         user_id=user_id,
@@ -67,7 +71,10 @@ def submit_job(
         state=JobState.QUEUED,
         inputs=bound.inputs,
         workflow=bound.workflow,
-        required_models=[{"folder": m.folder, "name": m.name} for m in bound.required_models],
+        required_models=[
+            {"folder": m.folder, "name": m.name, **sources.get((m.folder, m.name), {})}
+            for m in bound.required_models
+        ],
         input_images=input_images,
         attempt=0,
         max_attempts=max_attempts,
@@ -76,6 +83,8 @@ def submit_job(
         created_at=now,
         queued_at=now,
         timings={},
+        applied_loras=[],
+        warnings=[],
     )
     s.add(job)
     s.flush()

@@ -248,10 +248,13 @@ def compatible(lora_base: str, tool_base: str) -> bool:
 # --------------------------------------------------------------------------- tokens and keys
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+_PAIR_RE = re.compile(r"(\s*)(\w+|[^\w\s])")
+# The same on ASCII text, spelled out (faster): \s in a str pattern also matches \x1c-\x1f.
+_ASCII_PAIR_RE = re.compile(r"([\t-\r\x1c-\x20]*)([A-Za-z0-9_]+|[^A-Za-z0-9_\t-\r\x1c-\x20])")
 _TAG_RE = re.compile(r"<(?:lora|lyco):([^<>]*)>", re.IGNORECASE)
 _OPEN_TAG_RE = re.compile(r"<(?:lora|lyco):", re.IGNORECASE)
-_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_TRIGGER_WEIGHT_RE = re.compile(r":([+-]?(?:\d+(?:\.\d+)?|\.\d+))(?!\.?\d|\w)")
+_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_TRIGGER_WEIGHT_RE = re.compile(r":([+-]?(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+))(?!\.?[0-9]|\w)")
 
 
 def phrase_key(text: str) -> str:
@@ -296,6 +299,11 @@ def _clamp(value: float) -> float:
 
 def _fmt_weight(value: float) -> str:
     return f"{value:g}"
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters for a warning (prompts may be 10,000 characters)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --------------------------------------------------------------------------- matcher
@@ -476,21 +484,23 @@ class TriggerMatcher:
 
     def _scan(self, text: str, family: str) -> list[tuple[int, int, _Candidates]]:
         """Leftmost-longest, non-overlapping trigger matches: (start, end, candidates)."""
-        tokens = [(m.start(), m.end(), m.group().casefold()) for m in _TOKEN_RE.finditer(text)]
-        n = len(tokens)
-        out: list[tuple[int, int, _Candidates]] = []
-        layers = self._layers
-        single = len(layers) == 1
+        pairs, keys = _tokenise(text)
+        n = len(keys)
+        found: list[tuple[int, int, tuple[LoraInfo, ...]]] = []  # (first token, last token, LoRAs)
+        single = len(self._layers) == 1
+        index = self._layers[0].index
         i = 0
         while i < n:
             best_j = -1
             best: tuple[LoraInfo, ...] = _EMPTY
             if single:
-                index = layers[0].index
-                key = tokens[i][2]
-                hit = index.get(key)
+                hit = index.get(keys[i])
+                if hit is None:
+                    i += 1
+                    continue
+                key = keys[i]
                 j = i
-                while hit is not None:
+                while True:
                     grouped, is_prefix = hit
                     if grouped is not None:
                         fam = grouped.get(family)
@@ -499,26 +509,35 @@ class TriggerMatcher:
                     if not is_prefix or j + 1 >= n:
                         break
                     j += 1
-                    nxt = tokens[j]
-                    key += (" " + nxt[2]) if nxt[0] > tokens[j - 1][1] else nxt[2]
+                    key += (" " + keys[j]) if pairs[j][0] else keys[j]
                     hit = index.get(key)
+                    if hit is None:
+                        break
             else:
-                best_j, best = self._scan_layers(tokens, i, family)
+                best_j, best = self._scan_layers(pairs, keys, i, family)
             if best_j < 0:
                 i += 1
                 continue
-            start, end = tokens[i][0], tokens[best_j][1]
-            out.append((start, end, _choose(best)))
+            found.append((i, best_j, best))
             i = best_j + 1
+        # Offsets only for the matches: a running sum over the (whitespace, token) pairs.
+        out: list[tuple[int, int, _Candidates]] = []
+        cursor, offset = 0, 0  # offset = where pairs[cursor] begins in text
+        for first, last, loras in found:
+            offset += sum(map(len, map("".join, pairs[cursor:first])))
+            start = offset + len(pairs[first][0])
+            offset += sum(map(len, map("".join, pairs[first : last + 1])))
+            cursor = last + 1
+            out.append((start, offset, _choose(loras)))
         return out
 
     def _scan_layers(
-        self, tokens: list[tuple[int, int, str]], i: int, family: str
+        self, pairs: list[tuple[str, str]], keys: list[str], i: int, family: str
     ) -> tuple[int, tuple[LoraInfo, ...]]:
-        n = len(tokens)
+        n = len(keys)
         found: dict[int, list[tuple[int, tuple[LoraInfo, ...]]]] = {}
         for layer_no, layer in enumerate(self._layers):
-            key = tokens[i][2]
+            key = keys[i]
             hit = layer.index.get(key)
             j = i
             while hit is not None:
@@ -530,13 +549,27 @@ class TriggerMatcher:
                 if not is_prefix or j + 1 >= n:
                     break
                 j += 1
-                key += (" " + tokens[j][2]) if tokens[j][0] > tokens[j - 1][1] else tokens[j][2]
+                key += (" " + keys[j]) if pairs[j][0] else keys[j]
                 hit = layer.index.get(key)
         for j in sorted(found, reverse=True):
             loras = self._merge(found[j])
             if loras:
                 return j, loras
         return -1, _EMPTY
+
+
+def _tokenise(text: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """Tokens of ``text`` for matching (see :func:`phrase_key`).
+
+    Returns ``(pairs, keys)``: ``pairs[i]`` is ``(whitespace before token i, token i)``, as written
+    or lowercased (same lengths), so that the pairs' lengths add up to offsets in ``text``;
+    ``keys[i]`` is token ``i`` case-folded.
+    """
+    if text.isascii():  # fast path: _ASCII_PAIR_RE tokenises ASCII as _PAIR_RE does; lower() keeps lengths
+        pairs = _ASCII_PAIR_RE.findall(text.lower())
+        return pairs, [tok for _, tok in pairs]
+    pairs = _PAIR_RE.findall(text)
+    return pairs, [tok.casefold() for _, tok in pairs]
 
 
 # --------------------------------------------------------------------------- tag stripping
@@ -624,14 +657,12 @@ class _BadTag(Exception):
 
 def _parse_number(text: str, what: str, problems: list[str]) -> float:
     if not _NUMBER_RE.fullmatch(text):
-        raise _BadTag(f"{what} {text!r} is not a number")
-    value = float(text)
-    if not math.isfinite(value):
-        raise _BadTag(f"{what} {text!r} is not a finite number")
+        raise _BadTag(f"{what} {_short(text)!r} is not a number")
+    value = float(text)  # the pattern admits no inf/nan; a huge number overflows to inf and is clamped
     if not WEIGHT_MIN <= value <= WEIGHT_MAX:
         clamped = _clamp(value)
         problems.append(
-            f"{what} {text} is outside {_fmt_weight(WEIGHT_MIN)}..{_fmt_weight(WEIGHT_MAX)}; "
+            f"{what} {_short(text)} is outside {_fmt_weight(WEIGHT_MIN)}..{_fmt_weight(WEIGHT_MAX)}; "
             f"using {_fmt_weight(clamped)}"
         )
         return clamped
@@ -719,34 +750,38 @@ def resolve(
     tag_order = 0
     for tag in tags:
         if tag.nested:
-            warn(f"removed {tag.raw!r}: a LoRA tag formed by removing another tag is not honoured")
+            warn(f"removed {_short(tag.raw)!r}: a LoRA tag formed by removing another tag is not honoured")
             continue
         try:
             spec = _parse_tag(tag.body)
         except _BadTag as exc:
-            warn(f"removed malformed LoRA tag {tag.raw!r}: {exc}")
+            warn(f"removed malformed LoRA tag {_short(tag.raw)!r}: {exc}")
             continue
         cand, reachable = matcher._lookup_name(spec.name, family)
         if cand is None:
             if reachable:
                 bases = ", ".join(sorted({lora.base_model for lora in reachable}))
                 warn(
-                    f"removed {tag.raw!r}: LoRA {reachable[0].slug!r} is for {bases}, "
+                    f"removed {_short(tag.raw)!r}: LoRA {reachable[0].slug!r} is for {bases}, "
                     f"not for this {tool_base_model} tool"
                 )
             else:
-                warn(f"removed {tag.raw!r}: unknown or inaccessible LoRA {spec.name!r}")
+                warn(f"removed {_short(tag.raw)!r}: unknown or inaccessible LoRA {_short(spec.name)!r}")
             continue
         lora = cand.chosen
         if cand.rivals:
             warn(
-                f"{spec.name!r} names {cand.rivals + 1} {lora.access} LoRAs; using {lora.slug!r}, the newest"
+                f"{_short(spec.name)!r} names {cand.rivals + 1} {lora.access} LoRAs; "
+                f"using {lora.slug!r}, the newest"
             )
         if lora.slug in claims:
-            warn(f"removed duplicate tag {tag.raw!r}: LoRA {lora.slug!r} is already set by an earlier tag")
+            warn(
+                f"removed duplicate tag {_short(tag.raw)!r}: "
+                f"LoRA {lora.slug!r} is already set by an earlier tag"
+            )
             continue
         for problem in spec.problems:
-            warn(f"{tag.raw!r}: {problem}")
+            warn(f"{_short(tag.raw)!r}: {problem}")
         default = _clamp(lora.default_weight)
         te = default if spec.te is None else spec.te
         unet = default if spec.unet is None else spec.unet
@@ -780,7 +815,7 @@ def resolve(
             continue
         if cand.rivals:
             warn(
-                f"trigger {matched!r} matches {cand.rivals + 1} {lora.access} LoRAs; "
+                f"trigger {_short(matched)!r} matches {cand.rivals + 1} {lora.access} LoRAs; "
                 f"using {lora.slug!r}, the newest"
             )
         weight_match = _TRIGGER_WEIGHT_RE.match(text, end)
@@ -789,7 +824,7 @@ def resolve(
             weight = _clamp(value)
             if weight != value:
                 warn(
-                    f"weight {weight_match.group(1)} for {matched!r} is outside "
+                    f"weight {_short(weight_match.group(1), 20)} for {_short(matched)!r} is outside "
                     f"{_fmt_weight(WEIGHT_MIN)}..{_fmt_weight(WEIGHT_MAX)}; using {_fmt_weight(weight)}"
                 )
         else:

@@ -145,6 +145,7 @@ class ToolSpec:
     inputs: tuple[InputSpec, ...]
     pool: str = "default"
     output_classes: frozenset[str] = frozenset()
+    accepts_loras: bool = True
 
 
 @dataclass(frozen=True)
@@ -609,6 +610,7 @@ _TOOL_KEYS = (
     "base_model",
     "pool",
     "output_classes",
+    "accepts_loras",
     "inputs",
     "workflow",
 )
@@ -698,8 +700,8 @@ def tool_from_dict(data: Mapping[str, Any]) -> ToolSpec:
     """Build a :class:`ToolSpec` from its JSON form (as written by :func:`tool_to_dict`).
 
     Format: ``{"slug", "name", "description"?, "category", "base_model", "pool"?,
-    "output_classes"?: [str], "inputs": [input...], "workflow": {...}}`` where each input is
-    ``{"name", "type", "bindings", "description"?, "required"?, "default"?, "minimum"?,
+    "output_classes"?: [str], "accepts_loras"?: bool, "inputs": [input...], "workflow": {...}}``
+    where each input is ``{"name", "type", "bindings", "description"?, "required"?, "default"?, "minimum"?,
     "maximum"?, "max_length"?, "choices"?: [...]}``. A binding is the string
     ``"node_id.input_name"`` (split at the first ``.``), or the object
     ``{"node_id": ..., "input_name": ...}``, which :func:`tool_to_dict` writes only when the node
@@ -726,6 +728,9 @@ def tool_from_dict(data: Mapping[str, Any]) -> ToolSpec:
         if not isinstance(value, str):
             raise ToolDefinitionError(key, f"must be a string, not {_json_type(value)}")
         strings[key] = value
+    accepts_loras = data.get("accepts_loras", True)
+    if not isinstance(accepts_loras, bool):
+        raise ToolDefinitionError("accepts_loras", f"must be true or false, not {_json_type(accepts_loras)}")
     output_classes = data.get("output_classes", [])
     if not isinstance(output_classes, list) or not all(isinstance(c, str) for c in output_classes):
         raise ToolDefinitionError("output_classes", "must be a list of class names")
@@ -745,6 +750,7 @@ def tool_from_dict(data: Mapping[str, Any]) -> ToolSpec:
         inputs=tuple(_input_from_json(item, i) for i, item in enumerate(inputs)),
         pool=strings["pool"],
         output_classes=frozenset(output_classes),
+        accepts_loras=accepts_loras,
     )
 
 
@@ -779,6 +785,7 @@ def tool_to_dict(spec: ToolSpec) -> dict[str, Any]:
         "base_model": spec.base_model,
         "pool": spec.pool,
         "output_classes": sorted(spec.output_classes),
+        "accepts_loras": spec.accepts_loras,
         "inputs": inputs,
         "workflow": copy.deepcopy(dict(spec.workflow)),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from pathlib import Path
 from typing import Protocol
 
 _KEY = re.compile(r"^[A-Za-z0-9._\-/]+$")
@@ -33,6 +34,8 @@ def normalise_key(key: str) -> str:
 
 class ObjectStore(Protocol):
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+
+    def put_file(self, key: str, source: Path) -> None: ...
 
     def get_bytes(self, key: str) -> bytes: ...
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,6 +40,12 @@ class LocalObjectStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def put_file(self, key: str, source: Path) -> None:
+        """Move a finished local file into the store (same filesystem: a rename)."""
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(source), target)
 
     def get_bytes(self, key: str) -> bytes:
         try:

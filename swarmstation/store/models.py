@@ -141,6 +141,9 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # LoRAs applied by trigger resolution or tags: [{slug, lora_id, owner_id, strength_model, ...}]
+    applied_loras: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
 
     __table_args__ = (Index("ix_jobs_state_queued_at", "state", "queued_at"),)
 
@@ -178,6 +181,54 @@ class Upload(Base):
     content_type: Mapped[str] = mapped_column(String(100))
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
+
+
+class Lora(Base):
+    """A LoRA in the registry. `base_model` is our family label (SD1.5, SDXL, Pony, FLUX, ...);
+    `source_base_model` keeps the source's own string (e.g. Civitai's "SDXL 1.0")."""
+
+    __tablename__ = "loras"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    triggers: Mapped[list[Any]]  # words and multi-word phrases, as written
+    aliases: Mapped[list[Any]]
+    tags: Mapped[list[Any]]
+    preview_images: Mapped[list[Any]]
+    default_weight: Mapped[float] = mapped_column(Float, default=1.0)
+    base_model: Mapped[str] = mapped_column(String(40), index=True)
+    source_base_model: Mapped[str] = mapped_column(String(100), default="")
+    file_name: Mapped[str] = mapped_column(String(255))  # as ComfyUI sees it under models/loras
+    file_size: Mapped[int | None] = mapped_column(BigInteger)
+    file_sha256: Mapped[str | None] = mapped_column(String(64))
+    source_kind: Mapped[str] = mapped_column(String(20))  # civitai | huggingface | url | object
+    source_url: Mapped[str | None] = mapped_column(Text)  # where the file is downloaded from
+    page_url: Mapped[str | None] = mapped_column(Text)  # the page it was imported from
+    original_author: Mapped[str | None] = mapped_column(String(200))
+    object_key: Mapped[str | None] = mapped_column(String(300))  # set once staged
+    visibility: Mapped[str] = mapped_column(String(20))  # public | private | unlisted
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    moderation_status: Mapped[str] = mapped_column(String(30), index=True)
+    moderation_reason: Mapped[str] = mapped_column(Text, default="")
+    reviewed_by: Mapped[str | None] = mapped_column(String(36))
+    reviewed_at: Mapped[datetime | None]
+    usage_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class LoraGrant(Base):
+    """Access to a private LoRA for a user other than its owner."""
+
+    __tablename__ = "lora_grants"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    lora_id: Mapped[str] = mapped_column(ForeignKey("loras.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    granted_by: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
 
 
 class Meta(Base):

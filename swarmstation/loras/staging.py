@@ -1,0 +1,87 @@
+"""Stage an approved LoRA's file into the object store: download, verify SHA-256, store.
+
+Instances fetch models from the object store, never from Civitai or Hugging Face directly, so a
+file is checked once, here, and a source that changes or disappears later cannot break jobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from swarmstation.objectstore.local import LocalObjectStore
+
+CHUNK = 1024 * 1024
+
+
+class StagingError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    key: str
+    sha256: str
+    size: int
+
+
+def object_key_for(sha256: str) -> str:
+    # Content-addressed: the same file imported twice is stored once.
+    return f"models/loras/{sha256}.safetensors"
+
+
+def stage_file(
+    url: str,
+    store: LocalObjectStore,
+    *,
+    expected_sha256: str | None,
+    max_bytes: int,
+    headers: dict[str, str] | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+    timeout: float = 60.0,
+) -> StagedFile:
+    digest = hashlib.sha256()
+    size = 0
+    fd, tmp_name = tempfile.mkstemp(dir=store.root, prefix=".staging-")
+    tmp = Path(tmp_name)
+    try:
+        with (
+            os.fdopen(fd, "wb") as out,
+            httpx.Client(follow_redirects=True, timeout=timeout, headers=headers or {}) as http,
+            http.stream("GET", url) as resp,
+        ):
+            if resp.status_code >= 400:
+                raise StagingError(f"download failed: HTTP {resp.status_code} from {resp.url.host}")
+            total = (
+                int(resp.headers["content-length"])
+                if resp.headers.get("content-length", "").isdigit()
+                else None
+            )
+            if total is not None and total > max_bytes:
+                raise StagingError(f"file is {total} bytes, over the limit of {max_bytes}")
+            for chunk in resp.iter_bytes(CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise StagingError(f"file is over the limit of {max_bytes} bytes")
+                digest.update(chunk)
+                out.write(chunk)
+                if progress is not None:
+                    progress(size, total)
+        sha = digest.hexdigest()
+        if size == 0:
+            raise StagingError("download was empty")
+        if expected_sha256 and sha != expected_sha256.lower():
+            raise StagingError(f"sha256 mismatch: expected {expected_sha256.lower()}, got {sha}")
+        key = object_key_for(sha)
+        store.put_file(key, tmp)
+        return StagedFile(key=key, sha256=sha, size=size)
+    except httpx.HTTPError as exc:
+        raise StagingError(f"download failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
