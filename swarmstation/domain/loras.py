@@ -101,6 +101,7 @@ from typing import Literal
 
 __all__ = [
     "BASE_MODEL_FAMILIES",
+    "MAX_WARNINGS",
     "WEIGHT_MAX",
     "WEIGHT_MIN",
     "Access",
@@ -123,6 +124,9 @@ Access = Literal["own", "shared", "public"]
 #: The families :func:`base_model_family` returns. LoRAs only load on a model of their family;
 #: ``"other"`` (unknown or unsupported) is compatible with nothing.
 BASE_MODEL_FAMILIES: tuple[str, ...] = ("SD1.5", "SDXL", "FLUX", "SD3", "other")
+
+#: At most this many warnings per resolution (then one saying how many more there were).
+MAX_WARNINGS = 20
 
 #: The accepted range of a LoRA weight (strength); values outside are clamped with a warning.
 WEIGHT_MIN = -10.0
@@ -251,8 +255,8 @@ _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 _PAIR_RE = re.compile(r"(\s*)(\w+|[^\w\s])")
 # The same on ASCII text, spelled out (faster): \s in a str pattern also matches \x1c-\x1f.
 _ASCII_PAIR_RE = re.compile(r"([\t-\r\x1c-\x20]*)([A-Za-z0-9_]+|[^A-Za-z0-9_\t-\r\x1c-\x20])")
-_TAG_RE = re.compile(r"<(?:lora|lyco):([^<>]*)>", re.IGNORECASE)
-_OPEN_TAG_RE = re.compile(r"<(?:lora|lyco):", re.IGNORECASE)
+_OPEN_TAG_RE = re.compile(r"<(?:lora|lyco):", re.IGNORECASE | re.ASCII)
+_ANGLE_RE = re.compile(r"[<>]")
 _NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _TRIGGER_WEIGHT_RE = re.compile(r":([+-]?(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+))(?!\.?[0-9]|\w)")
 
@@ -480,7 +484,7 @@ class TriggerMatcher:
             if best:
                 top = min(rank for rank, _ in best.values())
                 return _choose(tuple(sorted((lo for r, lo in best.values() if r == top), key=_priority))), ()
-        return None, tuple(every.values())
+        return None, tuple(sorted(every.values(), key=_priority))
 
     def _scan(self, text: str, family: str) -> list[tuple[int, int, _Candidates]]:
         """Leftmost-longest, non-overlapping trigger matches: (start, end, candidates)."""
@@ -578,61 +582,62 @@ def _tokenise(text: str) -> tuple[list[tuple[str, str]], list[str]]:
 @dataclass(frozen=True)
 class _Tag:
     raw: str
-    body: str
-    pos: int  # position in the final encoder text where the tag was
-    nested: bool  # formed by removing another tag: never honoured
+    pos: int  # position in the encoder text where the tag was
 
 
-def _strip_pass(text: str) -> tuple[str, list[tuple[re.Match[str], int]], list[tuple[int, int, int]]]:
-    """Remove every tag once. Returns (new text, [(match, pos in new text)], [(start, end, repl)])."""
-    out: list[str] = []
-    found: list[tuple[re.Match[str], int]] = []
-    spans: list[tuple[int, int, int]] = []
-    last = 0
+def _strip_all(prompt: str) -> tuple[str, list[_Tag], list[str]]:
+    """Remove tags as if removing every innermost tag again and again until none is left.
+
+    Returns ``(encoder text, the tags written in the prompt with their positions in the encoder
+    text, the tags that only formed when other tags were removed)``. One linear pass over the
+    ``<`` and ``>`` characters with a stack of open ``<lora:`` tags: a ``>`` closes the innermost
+    open tag; a ``<`` that opens no tag can never be removed, so no tag open before it can close.
+    """
+    if "<" not in prompt:
+        return prompt, [], []
+    out: list[str] = []  # chunks of the encoder text; never an empty one
     length = 0
-    prev_char = ""
-    for m in _TAG_RE.finditer(text):
-        s, e = m.span()
-        if s > last:
-            out.append(text[last:s])
-            length += s - last
-            prev_char = text[s - 1]
-        pos = length
-        space = bool(prev_char) and not prev_char.isspace() and e < len(text) and not text[e].isspace()
-        if space:
-            out.append(" ")
-            length += 1
-            prev_char = " "
-        found.append((m, pos))
-        spans.append((s, e, 1 if space else 0))
-        last = e
-    if not found:
-        return text, [], []
-    out.append(text[last:])
-    return "".join(out), found, spans
-
-
-def _map_pos(pos: int, spans: list[tuple[int, int, int]]) -> int:
-    """Map a position in a text to the text after removing ``spans`` (sorted, disjoint)."""
-    shift = 0
-    for s, e, repl in spans:
-        if e <= pos:
-            shift += (e - s) - repl
-        elif s < pos:
-            return s - shift
+    stack: list[list[int]] = []  # [chunk index, text length, prompt offset, 1 if a tag was removed inside]
+    tags: list[_Tag] = []
+    formed: list[str] = []
+    last = 0  # prompt[last:] is not yet in out
+    for m in _ANGLE_RE.finditer(prompt):
+        i = m.start()
+        if prompt[i] == "<":
+            if i > last:
+                out.append(prompt[last:i])
+                length += i - last
+                last = i
+            if _OPEN_TAG_RE.match(prompt, i):
+                stack.append([len(out), length, i, 0])
+            else:
+                stack.clear()
+            continue
+        if not stack:
+            continue  # a plain ">"
+        chunk, start_len, offset, removed_inside = stack.pop()
+        if removed_inside:
+            formed.append("".join(out[chunk:]) + prompt[last : i + 1])
         else:
-            break
-    return pos - shift
-
-
-def _strip_all(prompt: str) -> tuple[str, list[_Tag]]:
-    text, found, spans = _strip_pass(prompt)
-    tags = [_Tag(m.group(), m.group(1), pos, False) for m, pos in found]
-    while spans:
-        text, found, spans = _strip_pass(text)
-        tags = [_Tag(t.raw, t.body, _map_pos(t.pos, spans), t.nested) for t in tags]
-        tags.extend(_Tag(m.group(), m.group(1), pos, True) for m, pos in found)
-    return text, tags
+            tags.append(_Tag(prompt[offset : i + 1], start_len))
+        # a tag written inside this one sat where this one was
+        k = len(tags) - 1
+        while k >= 0 and tags[k].pos > start_len:
+            tags[k] = _Tag(tags[k].raw, start_len)
+            k -= 1
+        del out[chunk:]
+        length = start_len
+        last = i + 1
+        prev = out[-1][-1] if out else ""
+        nxt = prompt[last] if last < len(prompt) else ""
+        if prev and nxt and not prev.isspace() and not nxt.isspace():
+            out.append(" ")  # keep the words on each side apart
+            length += 1
+        if stack:
+            stack[-1][3] = 1
+    if last < len(prompt):
+        out.append(prompt[last:])
+    return "".join(out), tags, formed
 
 
 def strip_lora_tags(prompt: str) -> str:
@@ -739,21 +744,31 @@ def resolve(
     if max_loras < 0:
         raise ValueError("max_loras must be >= 0")
     family = base_model_family(tool_base_model)
+    tool_desc = (
+        f"this {_short(tool_base_model, 30)} tool"
+        if tool_base_model.strip()
+        else "a tool without a base model"
+    )
     warnings: list[str] = []
+    seen: set[str] = set()
+    suppressed = 0
 
-    def warn(message: str) -> None:
-        if message not in warnings:
+    def warn(message: str, *, always: bool = False) -> None:
+        nonlocal suppressed
+        if message in seen:
+            return
+        seen.add(message)
+        if len(warnings) < MAX_WARNINGS or always:
             warnings.append(message)
+        else:
+            suppressed += 1
 
-    text, tags = _strip_all(prompt)
+    text, tags, formed = _strip_all(prompt)
     claims: dict[str, _Claim] = {}
     tag_order = 0
     for tag in tags:
-        if tag.nested:
-            warn(f"removed {_short(tag.raw)!r}: a LoRA tag formed by removing another tag is not honoured")
-            continue
         try:
-            spec = _parse_tag(tag.body)
+            spec = _parse_tag(tag.raw[6:-1])
         except _BadTag as exc:
             warn(f"removed malformed LoRA tag {_short(tag.raw)!r}: {exc}")
             continue
@@ -763,7 +778,7 @@ def resolve(
                 bases = ", ".join(sorted({lora.base_model for lora in reachable}))
                 warn(
                     f"removed {_short(tag.raw)!r}: LoRA {reachable[0].slug!r} is for {bases}, "
-                    f"not for this {tool_base_model} tool"
+                    f"not for {tool_desc}"
                 )
             else:
                 warn(f"removed {_short(tag.raw)!r}: unknown or inaccessible LoRA {_short(spec.name)!r}")
@@ -800,6 +815,11 @@ def resolve(
         claims[lora.slug] = _Claim(tag.pos, applied, True, tag_order)
         tag_order += 1
 
+    if formed:
+        warn(
+            f"removed {len(formed)} LoRA tag(s) formed by removing other tags, such as "
+            f"{_short(formed[0])!r}; such tags are not honoured"
+        )
     unclosed = _OPEN_TAG_RE.search(text)
     if unclosed is not None:
         snippet = text[unclosed.start() : unclosed.start() + 40]
@@ -849,7 +869,9 @@ def resolve(
     kept, dropped = live[:max_loras], live[max_loras:]
     if dropped:
         names = ", ".join(repr(c.applied.slug) for c in dropped if c.applied is not None)
-        warn(f"at most {max_loras} LoRAs per job; dropped {names}")
+        warn(f"at most {max_loras} LoRAs per job; dropped {names}", always=True)
     kept.sort(key=lambda c: (c.pos, not c.from_tag, c.order))
     loras = tuple(c.applied for c in kept if c.applied is not None)
+    if suppressed:
+        warnings.append(f"{suppressed} more warning(s) not shown")
     return Resolution(prompt=text, loras=loras, warnings=tuple(warnings))

@@ -135,6 +135,8 @@ class LocalProvider:
                 spec.server_url,
                 "--comfyui",
                 f"http://127.0.0.1:{port}",
+                "--comfy-dir",
+                str(comfy_dir),
             ],
             stdout=open(folder / "worker.log", "ab"),  # noqa: SIM115
             stderr=subprocess.STDOUT,

@@ -31,6 +31,7 @@ from swarmstation.comfy.client import (
     ComfyValidationError,
     ProgressEvent,
 )
+from swarmstation.worker.models import ModelFetcher, ModelFetchError
 
 log = logging.getLogger("swarmstation.worker")
 
@@ -220,6 +221,8 @@ class Worker:
         t0 = time.monotonic()
         try:
             await self._report(job, "started", {})
+            fetched = await self._fetch_models(assignment.get("required_models", []))
+            t_models = time.monotonic()
             workflow = await self._stage_inputs(assignment)
             t_inputs = time.monotonic()
             last_sent = 0.0
@@ -250,7 +253,9 @@ class Worker:
             output_ids = await self._upload_outputs(job, result.outputs)
             t_done = time.monotonic()
             timings = {
-                "inputs_seconds": round(t_inputs - t0, 4),
+                "model_fetch_seconds": round(t_models - t0, 4),
+                "models_downloaded": fetched,
+                "inputs_seconds": round(t_inputs - t_models, 4),
                 "run_seconds": round(t_run - t_inputs, 4),
                 "upload_seconds": round(t_done - t_run, 4),
             }
@@ -266,8 +271,17 @@ class Worker:
             await self._fail(job, f"ComfyUI rejected the workflow: {exc}", retryable=False)
         except ComfyExecutionError as exc:
             await self._fail(job, f"ComfyUI failed: {exc}", retryable=False)
+        except ModelFetchError as exc:
+            await self._fail(job, str(exc), retryable=True)
         except (ComfyUnavailable, ComfyError, httpx.HTTPError, OSError) as exc:
             await self._fail(job, f"{type(exc).__name__}: {exc}", retryable=True)
+
+    async def _fetch_models(self, models: list[dict[str, Any]]) -> int:
+        if self.config.comfy_dir is None:
+            return 0  # no access to ComfyUI's folders: it must already hold the models
+        if not hasattr(self, "fetcher"):
+            self.fetcher = ModelFetcher(self.config.comfy_dir, self.http)
+        return await self.fetcher.ensure(models)
 
     async def _interrupt(self) -> None:
         try:
