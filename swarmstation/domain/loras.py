@@ -70,8 +70,10 @@ The text for the encoder is the prompt with every complete tag (``<lora:...>`` /
 without ``<`` or ``>`` inside) removed and *nothing else changed*. A tag that sits between two
 non-space characters is replaced by one space so the words on each side stay apart; any other tag
 leaves no trace. If removing tags forms a new tag (``"<lora:" + "<lora:x>" + "y>"``), that one is
-removed too, with a warning, and never honoured; this repeats until no tag is left. An unclosed
-``<lora:`` stays in the text with a warning.
+removed too, with a warning, and never honoured; this repeats until no tag is left (computed in one
+linear pass, so a 10,000-character prompt of nested tags costs milliseconds). An unclosed
+``<lora:`` stays in the text with a warning. Other extra-network kinds (``<hypernet:...>``) are
+ordinary text.
 
 Idempotence
 ===========
@@ -88,7 +90,9 @@ and options. Then:
    trigger takes it.)
 
 Bad input never raises: unknown names, malformed tags, non-numeric or out-of-range weights become
-warnings. Only a prompt longer than ``max_prompt_chars`` raises :class:`PromptTooLong`.
+warnings (identical ones once; at most :data:`MAX_WARNINGS`, then one line saying how many more,
+except that the ``max_loras`` warning is always kept). Only a prompt longer than
+``max_prompt_chars`` raises :class:`PromptTooLong`.
 """
 
 from __future__ import annotations
@@ -413,8 +417,8 @@ def _choose(loras: tuple[LoraInfo, ...]) -> _Candidates:
 class TriggerMatcher:
     """An index of the LoRAs one user may use: trigger phrases and tag names.
 
-    Build it once per version of the trigger map (building 10,000 LoRAs takes tens of
-    milliseconds); :func:`resolve` only reads it, so one matcher serves any number of concurrent
+    Build it once per version of the trigger map (10,000 LoRAs with 30,000 triggers take about
+    0.3 s on a small machine); :func:`resolve` only reads it, so one matcher serves any number of concurrent
     resolutions. For per-user maps, build the public map once and :meth:`overlay` the user's own
     and shared LoRAs on it (cheap: only the overlay is indexed).
 

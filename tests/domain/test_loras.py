@@ -451,7 +451,8 @@ def test_tag_formed_by_removing_a_tag_is_removed_not_honoured() -> None:
     r = run("<lora:<lora:x:0.5>y:1> z", make_lora("x"), make_lora("y"))
     assert slugs(r) == ["x"] and r.prompt == " z"
     assert r.warnings == (
-        "removed 1 LoRA tag(s) formed by removing other tags, such as '<lora: y:1>'; such tags are not honoured",
+        "removed 1 LoRA tag(s) formed by removing other tags, such as '<lora: y:1>'; "
+        "such tags are not honoured",
     )
     assert strip_lora_tags("<lora:<lora:x:0.5>y:1> z") == " z"
 
@@ -671,7 +672,7 @@ def prompts(draw: st.DrawFn) -> str:
 
 
 _BASES = st.sampled_from(["SDXL", "SD1.5", "FLUX", "Pony", "other"])
-_PROPS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_PROPS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _words_without_tags(text: str) -> list[str]:
@@ -770,7 +771,7 @@ def test_property_arbitrary_text_never_raises(text: str) -> None:
         assert _TAG_RE.search(r.prompt) is None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(alphabet=st.characters(max_codepoint=127), max_size=80))
 def test_property_ascii_fast_path_tokenises_like_the_unicode_path(text: str) -> None:
     assert _ASCII_PAIR_RE.findall(text) == _PAIR_RE.findall(text)
@@ -830,7 +831,7 @@ _TAGGY = st.lists(
 ).map("".join)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.one_of(_TAGGY, prompts()))
 def test_property_tag_removal_is_repeated_innermost_removal(prompt: str) -> None:
     text, tags, formed = _strip_all(prompt)
