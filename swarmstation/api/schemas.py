@@ -157,6 +157,12 @@ class RegisterIn(Strict):
     version: str = Field(default="", max_length=50)
 
 
+class BootstrapReport(Strict):
+    stage: str = Field(min_length=1, max_length=50, description="e.g. install, comfyui, worker")
+    ok: bool
+    message: str = Field(default="", max_length=4000)
+
+
 class RegisterOut(BaseModel):
     instance_id: str
     heartbeat_seconds: float

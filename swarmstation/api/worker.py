@@ -16,6 +16,7 @@ from sqlalchemy import select
 from swarmstation.api.deps import DB, CurrentInstance, InstanceIdentity, State
 from swarmstation.api.schemas import (
     Assignment,
+    BootstrapReport,
     CompleteIn,
     FailIn,
     HeartbeatIn,
@@ -70,6 +71,21 @@ def register(body: RegisterIn, s: DB, me: CurrentInstance, state: State, ready: 
         heartbeat_seconds=min(5.0, state.settings.heartbeat_timeout_seconds / 3),
         lease_seconds=state.settings.lease_seconds,
     )
+
+
+@router.post("/bootstrap", status_code=204)
+def bootstrap(body: BootstrapReport, s: DB, me: CurrentInstance, state: State) -> None:
+    """The instance's bootstrap script reports its stages; a failed stage makes the instance
+    UNHEALTHY at once (it is then destroyed and replaced) instead of waiting for the
+    provisioning timeout."""
+    inst = _instance(s, me)
+    now = state.clock()
+    inst.info = {**inst.info, "bootstrap": {"stage": body.stage, "ok": body.ok, "message": body.message[:500]}}
+    if not body.ok and inst.state != InstanceState.UNHEALTHY:
+        reason = f"bootstrap failed at {body.stage}: {body.message[:300]}"
+        set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, now)
+    elif body.ok and inst.state == InstanceState.PROVISIONING:
+        set_instance_state(s, inst, InstanceState.INITIALIZING, f"bootstrap: {body.stage}", now)
 
 
 @router.post("/heartbeat", response_model=HeartbeatOut)

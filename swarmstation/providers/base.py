@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from swarmstation.domain.offers import OfferFilters
+
 
 class ProviderError(Exception):
     pass
@@ -18,13 +20,25 @@ class LaunchSpec:
     worker_token: str  # secret: never logged
     preload_models: tuple[tuple[str, str], ...] = ()  # (folder, name)
     env: dict[str, str] = field(default_factory=dict)
+    # For rented machines: what to run, and on what.
+    image: str = ""
+    onstart: str = ""  # the bootstrap script (providers/bootstrap.py); carries no secrets
+    filters: OfferFilters = field(default_factory=OfferFilters)
+
+    @property
+    def label(self) -> str:
+        """Unique per instance, so that a create whose answer was lost can be found by label."""
+        return f"swarmstation-{self.instance_id}"
 
 
 @dataclass(frozen=True)
 class ProviderInstance:
     provider_id: str
     instance_id: str  # our id, from the label the provider keeps
-    running: bool
+    running: bool  # False once the provider says it exited / is gone for good
+    price_per_hour: float | None = None
+    gpu_name: str | None = None
+    status: str = ""  # the provider's own word for its state
 
 
 class ComputeProvider(Protocol):
