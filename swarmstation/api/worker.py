@@ -80,7 +80,10 @@ def bootstrap(body: BootstrapReport, s: DB, me: CurrentInstance, state: State) -
     provisioning timeout."""
     inst = _instance(s, me)
     now = state.clock()
-    inst.info = {**inst.info, "bootstrap": {"stage": body.stage, "ok": body.ok, "message": body.message[:500]}}
+    inst.info = {
+        **inst.info,
+        "bootstrap": {"stage": body.stage, "ok": body.ok, "message": body.message[:500]},
+    }
     if not body.ok and inst.state != InstanceState.UNHEALTHY:
         reason = f"bootstrap failed at {body.stage}: {body.message[:300]}"
         set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, now)
