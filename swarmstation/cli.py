@@ -667,6 +667,18 @@ def bench(
     _print_json(result)
 
 
+@app.command("bench-loras")
+def bench_loras(
+    prompts: Annotated[int, typer.Option("--prompts", min=1, max=100_000)] = 200,
+    loras: Annotated[int, typer.Option("--loras", min=1, max=1_000_000)] = 10_000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """LoRA resolution time per 200-word prompt against a large synthetic registry (prints JSON)."""
+    from swarmstation.lora_bench import run_lora_bench
+
+    _print_json(run_lora_bench(prompts=prompts, loras=loras, seed=seed))
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()

@@ -46,14 +46,15 @@ def _secret(settings: Settings) -> bytes:
     return path.read_text().strip().encode()
 
 
-def default_provider(settings: Settings) -> ComputeProvider | None:
+def default_providers(settings: Settings) -> dict[str, ComputeProvider]:
+    providers: dict[str, ComputeProvider] = {}
     if settings.provider == "local":
-        return LocalProvider(
+        providers["local"] = LocalProvider(
             settings.data_dir / "instances",
             emulator_step_seconds=settings.emulator_step_seconds,
             emulator_model_load_seconds=settings.emulator_model_load_seconds,
         )
-    return None
+    return providers
 
 
 class ControlPlane:
@@ -76,8 +77,11 @@ def build(
     settings: Settings,
     *,
     provider: ComputeProvider | str | None = "default",
+    providers: dict[str, ComputeProvider] | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> ControlPlane:
+    """`provider="default"` takes the providers the settings name; None runs without any;
+    `providers` names several explicitly."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.sqlalchemy_url)
     migrate(engine)
@@ -88,9 +92,15 @@ def build(
         seed_tools(s, now)
         admin_key = ensure_admin(s, settings, now)
 
-    chosen: ComputeProvider | None = default_provider(settings) if provider == "default" else provider  # type: ignore[assignment]
+    if providers is None:
+        if provider == "default":
+            providers = default_providers(settings)
+        elif isinstance(provider, str) or provider is None:
+            providers = {}
+        else:
+            providers = {provider.name: provider}
     notifier = Notifier()
-    pools = PoolController(settings, sessions, chosen, clock)
+    pools = PoolController(settings, sessions, providers, clock)
     loops = ControlLoops(
         settings, sessions, notifier, LeaderLock(engine, settings.data_dir / "leader.lock"), pools, clock
     )

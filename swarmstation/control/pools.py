@@ -1,19 +1,27 @@
 """The pool loop: keep each pool at the size the scaling policy asks for, and sweep what died.
 
-One tick: (1) reconcile the provider's list with the database — instances whose processes are
-gone become UNHEALTHY, instances the database does not know are destroyed; (2) destroy UNHEALTHY
-instances and DRAINING ones that have finished their jobs; (3) ask `plan_scaling` for each pool
-and launch or drain. Provider calls happen outside database transactions: a row is written
-before a launch, so a crash between the two leaves a PROVISIONING row that the provisioning
-timeout sweeps, never an instance we do not know about.
+One tick, for each compute provider: (1) reconcile the provider's list with the database —
+instances whose processes exited or that the provider lost become UNHEALTHY (their jobs are
+requeued by the scheduler), instances found by label whose provider id was never recorded (a
+crash between create and commit) are adopted, instances the database does not know are
+destroyed once they have been seen for `orphan_grace_seconds`; (2) destroy UNHEALTHY instances
+and DRAINING ones that have finished their jobs, then mark them TERMINATED; (3) ask
+`plan_scaling` for each pool and launch or drain.
+
+Provider calls happen outside database transactions. A row is written before a launch, so a
+crash between the two leaves a PROVISIONING row that the provisioning timeout sweeps, never an
+instance we cannot name.
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
+import time
 import uuid
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,7 +30,8 @@ from swarmstation.auth import WORKER_TOKEN_PREFIX, hash_secret, new_secret
 from swarmstation.config import Settings
 from swarmstation.control.instances import set_instance_state
 from swarmstation.control.jobs import active_job_count
-from swarmstation.domain.scaling import Drain, InstanceView, Launch, PoolConfig, plan_scaling
+from swarmstation.domain.offers import OfferFilters
+from swarmstation.domain.scaling import Drain, InstanceView, Launch, PoolConfig, PoolSnapshot, plan_scaling
 from swarmstation.domain.states import LIVE_INSTANCE_STATES, InstanceState, JobState
 from swarmstation.domain.tools import tool_from_dict
 from swarmstation.domain.workflow import required_models
@@ -31,6 +40,8 @@ from swarmstation.store.db import transaction
 from swarmstation.store.models import Instance, InstanceTransition, Job, Pool, Tool
 
 log = logging.getLogger(__name__)
+
+OnstartRenderer = Callable[[Pool], str]
 
 
 def pool_config(pool: Pool) -> PoolConfig:
@@ -41,12 +52,29 @@ def pool_config(pool: Pool) -> PoolConfig:
         scale_up_queue_threshold=pool.scale_up_queue_threshold,
         idle_minutes=pool.idle_minutes,
         slots_per_instance=pool.slots_per_instance,
+        target_wait_seconds=pool.target_wait_seconds,
+        max_spend_per_hour=pool.max_spend_per_hour,
+        max_lifetime_hours=pool.max_lifetime_hours,
+        scale_cooldown_seconds=pool.scale_cooldown_seconds,
     )
 
 
+def offer_filters(pool: Pool) -> OfferFilters:
+    known = set(OfferFilters.__dataclass_fields__)
+    values: dict[str, Any] = {}
+    for k, v in (pool.gpu_filters or {}).items():
+        if k in known:
+            values[k] = tuple(v) if isinstance(v, list) else v
+    return OfferFilters(**values)
+
+
 def preload_models(s: Session, pool: str) -> tuple[tuple[str, str], ...]:
-    """The models of every tool the pool serves."""
+    """The pool's preload list plus the models of every tool the pool serves."""
     wanted: set[tuple[str, str]] = set()
+    row = s.get(Pool, pool)
+    for m in (row.preload_models if row is not None else None) or []:
+        if isinstance(m, dict) and m.get("folder") and m.get("name"):
+            wanted.add((str(m["folder"]), str(m["name"])))
     for tool in s.scalars(select(Tool).where(Tool.pool == pool)):
         try:
             graph = tool_from_dict(tool.spec).workflow
@@ -56,90 +84,141 @@ def preload_models(s: Session, pool: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(wanted))
 
 
+def _expected_job_seconds(s: Session, pool: str) -> float:
+    runs = [
+        float(t.get("run_seconds", 0.0))
+        for t in s.scalars(
+            select(Job.timings)
+            .where(Job.pool == pool, Job.state == JobState.COMPLETED)
+            .order_by(Job.finished_at.desc())
+            .limit(50)
+        )
+        if isinstance(t, dict) and t.get("run_seconds")
+    ]
+    return statistics.median(runs) if runs else 30.0
+
+
 class PoolController:
     def __init__(
         self,
         settings: Settings,
         sessions: sessionmaker[Session],
-        provider: ComputeProvider | None,
+        providers: Mapping[str, ComputeProvider],
         clock: Callable[[], datetime],
+        onstart: OnstartRenderer | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
-        self.provider = provider
+        self.providers = dict(providers)
         self.clock = clock
+        self.onstart = onstart
+        self.monotonic = monotonic
+        self._orphans_seen: dict[tuple[str, str], float] = {}
+
+    @property
+    def provider(self) -> ComputeProvider | None:
+        """The first provider (what `up` runs with)."""
+        return next(iter(self.providers.values()), None)
 
     def tick(self) -> None:
-        if self.provider is None:
-            return
-        self.reconcile()
-        self.destroy_finished()
-        self.scale()
+        for provider in self.providers.values():
+            try:
+                self.reconcile(provider)
+            except ProviderError as exc:
+                log.warning("cannot list %s instances: %s", provider.name, exc)
+                continue
+            self.destroy_finished(provider)
+            self.scale(provider)
 
-    def reconcile(self) -> None:
-        assert self.provider is not None
-        seen = self.provider.list()
+    # -- (1) reconcile ------------------------------------------------------------------------
+    def reconcile(self, provider: ComputeProvider) -> None:
+        seen = provider.list()
         now = self.clock()
+        orphans: list[str] = []
         with transaction(self.sessions) as s:
-            rows = {
-                i.provider_instance_id: i
-                for i in s.scalars(select(Instance).where(Instance.provider == self.provider.name))
-            }
-            orphans: list[str] = []
+            rows = list(s.scalars(select(Instance).where(Instance.provider == provider.name)))
+            by_provider_id = {i.provider_instance_id: i for i in rows if i.provider_instance_id}
+            by_id = {i.id: i for i in rows}
+            listed: set[str] = set()
             for p in seen:
-                inst = rows.get(p.provider_id)
+                inst = by_provider_id.get(p.provider_id)
+                if (
+                    inst is None
+                    and p.instance_id in by_id
+                    and by_id[p.instance_id].provider_instance_id is None
+                ):
+                    inst = by_id[p.instance_id]  # created, but the answer or the commit was lost: adopt
+                    inst.provider_instance_id = p.provider_id
+                    log.warning("adopted instance %s (%s) found by its label", inst.id, p.provider_id)
                 if inst is None or inst.state == InstanceState.TERMINATED:
                     orphans.append(p.provider_id)
-                elif not p.running and InstanceState(inst.state) != InstanceState.UNHEALTHY:
-                    set_instance_state(s, inst, InstanceState.UNHEALTHY, "its processes exited", now)
-            listed = {p.provider_id for p in seen}
-            for pid, inst in rows.items():
+                    continue
+                listed.add(p.provider_id)
+                if p.price_per_hour is not None:
+                    inst.price_per_hour = p.price_per_hour
+                if p.gpu_name:
+                    inst.gpu_name = p.gpu_name
+                if not p.running and InstanceState(inst.state) not in (InstanceState.UNHEALTHY,):
+                    why = f"the provider reports it {p.status}" if p.status else "its processes exited"
+                    set_instance_state(s, inst, InstanceState.UNHEALTHY, why, now)
+            for inst in rows:
                 state = InstanceState(inst.state)
                 if (
-                    pid is not None
-                    and pid not in listed
+                    inst.provider_instance_id is not None
+                    and inst.provider_instance_id not in listed
                     and state in LIVE_INSTANCE_STATES | {InstanceState.DRAINING}
                 ):
                     set_instance_state(s, inst, InstanceState.UNHEALTHY, "the provider lost it", now)
+        current = {(provider.name, pid) for pid in orphans}
+        for key in list(self._orphans_seen):
+            if key[0] == provider.name and key not in current:
+                del self._orphans_seen[key]
         for pid in orphans:
-            log.warning("destroying orphan instance %s", pid)
-            self._destroy(pid)
+            first = self._orphans_seen.setdefault((provider.name, pid), self.monotonic())
+            if self.monotonic() - first >= self.settings.orphan_grace_seconds:
+                log.warning("destroying orphan instance %s at %s", pid, provider.name)
+                if self._destroy(provider, pid):
+                    self._orphans_seen.pop((provider.name, pid), None)
 
-    def _destroy(self, provider_id: str) -> bool:
-        assert self.provider is not None
+    def _destroy(self, provider: ComputeProvider, provider_id: str) -> bool:
         try:
-            self.provider.destroy(provider_id)
+            provider.destroy(provider_id)
             return True
         except ProviderError as exc:
             log.error("could not destroy %s: %s", provider_id, exc)
             return False
 
-    def destroy_finished(self) -> None:
+    # -- (2) destroy --------------------------------------------------------------------------
+    def destroy_finished(self, provider: ComputeProvider) -> None:
         with transaction(self.sessions) as s:
             doomed = [
                 (i.id, i.provider_instance_id, i.state)
                 for i in s.scalars(
                     select(Instance).where(
-                        Instance.state.in_([InstanceState.UNHEALTHY, InstanceState.DRAINING])
+                        Instance.provider == provider.name,
+                        Instance.state.in_([InstanceState.UNHEALTHY, InstanceState.DRAINING]),
                     )
                 )
                 if i.state == InstanceState.UNHEALTHY or active_job_count(s, i.id) == 0
             ]
         for instance_id, provider_id, state in doomed:
-            if provider_id is not None and not self._destroy(provider_id):
+            if provider_id is not None and not self._destroy(provider, provider_id):
                 continue
             with transaction(self.sessions) as s:
                 inst = s.get(Instance, instance_id)
                 if inst is not None and inst.state == state:
-                    reason = "unhealthy, destroyed" if state == InstanceState.UNHEALTHY else "drained"
+                    reason = (
+                        "unhealthy, destroyed" if state == InstanceState.UNHEALTHY else "drained, destroyed"
+                    )
                     set_instance_state(s, inst, InstanceState.TERMINATED, reason, self.clock())
 
-    def scale(self) -> None:
-        assert self.provider is not None
+    # -- (3) scale ----------------------------------------------------------------------------
+    def scale(self, provider: ComputeProvider) -> None:
         now = self.clock()
         launches: list[LaunchSpec] = []
         with transaction(self.sessions) as s:
-            for pool in s.scalars(select(Pool).where(Pool.provider == self.provider.name)):
+            for pool in s.scalars(select(Pool).where(Pool.provider == provider.name)):
                 instances = list(
                     s.scalars(
                         select(Instance).where(
@@ -149,7 +228,14 @@ class PoolController:
                     )
                 )
                 views = [
-                    InstanceView(i.id, InstanceState(i.state), active_job_count(s, i.id), i.idle_since)
+                    InstanceView(
+                        i.id,
+                        InstanceState(i.state),
+                        active_job_count(s, i.id),
+                        i.idle_since,
+                        i.created_at,
+                        i.price_per_hour,
+                    )
                     for i in instances
                 ]
                 queued = (
@@ -160,15 +246,24 @@ class PoolController:
                     )
                     or 0
                 )
-                for action in plan_scaling(pool_config(pool), views, queued, now=now):
+                prices = [i.price_per_hour for i in instances if i.price_per_hour is not None]
+                cap = offer_filters(pool).max_price_per_hour
+                snapshot = PoolSnapshot(
+                    queued_jobs=queued,
+                    expected_job_seconds=_expected_job_seconds(s, pool.name),
+                    new_instance_price=cap if cap is not None else (max(prices) if prices else 0.0),
+                    last_scale_up_at=pool.last_scale_up_at,
+                )
+                for action in plan_scaling(pool_config(pool), views, snapshot, now=now):
                     if isinstance(action, Launch):
                         launches.append(self._new_instance(s, pool, action.reason, now))
+                        pool.last_scale_up_at = now
                     elif isinstance(action, Drain):
                         inst = s.get(Instance, action.instance_id)
                         if inst is not None:
                             set_instance_state(s, inst, InstanceState.DRAINING, action.reason, now)
         for spec in launches:
-            self._launch(spec)
+            self._launch(provider, spec)
 
     def _new_instance(self, s: Session, pool: Pool, reason: str, now: datetime) -> LaunchSpec:
         token = new_secret(WORKER_TOKEN_PREFIX)
@@ -201,19 +296,20 @@ class PoolController:
             server_url=self.settings.base_url,
             worker_token=token,
             preload_models=preload_models(s, pool.name),
+            image=pool.image,
+            onstart=self.onstart(pool) if self.onstart is not None else "",
+            filters=offer_filters(pool),
         )
 
-    def _launch(self, spec: LaunchSpec) -> None:
-        assert self.provider is not None
+    def _launch(self, provider: ComputeProvider, spec: LaunchSpec) -> None:
         try:
-            provider_id = self.provider.launch(spec)
+            provider_id = provider.launch(spec)
         except (ProviderError, OSError) as exc:
             with transaction(self.sessions) as s:
                 inst = s.get(Instance, spec.instance_id)
                 if inst is not None:
-                    set_instance_state(
-                        s, inst, InstanceState.UNHEALTHY, f"launch failed: {exc}", self.clock()
-                    )
+                    reason = f"launch failed: {exc}"
+                    set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, self.clock())
             return
         with transaction(self.sessions) as s:
             inst = s.get(Instance, spec.instance_id)
@@ -222,23 +318,28 @@ class PoolController:
         log.info("launched instance %s in pool %s", spec.instance_id, spec.pool)
 
     def shutdown(self) -> None:
-        """Stop every instance this provider runs for us (used when `up` exits)."""
-        if self.provider is None:
-            return
+        """Stop every instance the providers run for us (used when `up` exits)."""
         now = self.clock()
-        for p in self.provider.list():
-            self._destroy(p.provider_id)
-        with transaction(self.sessions) as s:
-            for inst in s.scalars(select(Instance).where(Instance.provider == self.provider.name)):
-                state = InstanceState(inst.state)
-                if state == InstanceState.TERMINATED:
-                    continue
-                if state in {
-                    InstanceState.IDLE,
-                    InstanceState.BUSY,
-                    InstanceState.INITIALIZING,
-                    InstanceState.PROVISIONING,
-                }:
-                    set_instance_state(s, inst, InstanceState.UNHEALTHY, "control plane shut down", now)
-                if InstanceState(inst.state) in {InstanceState.UNHEALTHY, InstanceState.DRAINING}:
+        for provider in self.providers.values():
+            try:
+                for p in provider.list():
+                    self._destroy(provider, p.provider_id)
+            except ProviderError as exc:
+                log.error("cannot list %s instances at shutdown: %s", provider.name, exc)
+                continue
+            with transaction(self.sessions) as s:
+                for inst in s.scalars(select(Instance).where(Instance.provider == provider.name)):
+                    state = InstanceState(inst.state)
+                    if state == InstanceState.TERMINATED:
+                        continue
+                    if state in LIVE_INSTANCE_STATES:
+                        set_instance_state(s, inst, InstanceState.UNHEALTHY, "control plane shut down", now)
                     set_instance_state(s, inst, InstanceState.TERMINATED, "control plane shut down", now)
+
+
+def provisioning_deadlines(s: Session, default_seconds: float, now: datetime) -> dict[str, datetime]:
+    """Per pool: instances created before this time and still not ready are unhealthy."""
+    return {
+        p.name: now - timedelta(seconds=p.provisioning_timeout_seconds or default_seconds)
+        for p in s.scalars(select(Pool))
+    }

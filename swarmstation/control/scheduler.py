@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from swarmstation.config import Settings
 from swarmstation.control import jobs as jobs_ops
 from swarmstation.control.instances import set_instance_state
+from swarmstation.control.pools import provisioning_deadlines
 from swarmstation.domain.scheduling import (
     Fail,
     InstanceSlot,
@@ -49,7 +50,8 @@ class PassResult:
 def check_instance_health(s: Session, settings: Settings, now: datetime) -> list[str]:
     """Instances that stopped heartbeating, or never came up, become UNHEALTHY."""
     heartbeat_deadline = now - timedelta(seconds=settings.heartbeat_timeout_seconds)
-    provisioning_deadline = now - timedelta(seconds=settings.provisioning_timeout_seconds)
+    default_deadline = now - timedelta(seconds=settings.provisioning_timeout_seconds)
+    deadlines = provisioning_deadlines(s, settings.provisioning_timeout_seconds, now)
     changed: list[str] = []
     rows = s.scalars(
         select(Instance).where(
@@ -65,12 +67,13 @@ def check_instance_health(s: Session, settings: Settings, now: datetime) -> list
         )
     )
     for inst in rows:
-        if inst.last_heartbeat_at is None:
-            if inst.created_at < provisioning_deadline:
-                reason = f"not ready within {settings.provisioning_timeout_seconds:g}s of launch"
+        if inst.last_heartbeat_at is None or inst.state == InstanceState.PROVISIONING:
+            deadline = deadlines.get(inst.pool, default_deadline)
+            if inst.ready_at is None and inst.created_at < deadline:
+                reason = f"not ready within {(now - deadline).total_seconds():g}s of launch"
                 set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, now)
                 changed.append(inst.id)
-        elif inst.last_heartbeat_at < heartbeat_deadline:
+        elif inst.last_heartbeat_at is not None and inst.last_heartbeat_at < heartbeat_deadline:
             reason = f"no heartbeat for {settings.heartbeat_timeout_seconds:g}s"
             set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, now)
             changed.append(inst.id)

@@ -67,13 +67,14 @@ Selection rules
 Encoder text
 ============
 The text for the encoder is the prompt with every complete tag (``<lora:...>`` / ``<lyco:...>``
-without ``<`` or ``>`` inside) removed and *nothing else changed*. A tag that sits between two
-non-space characters is replaced by one space so the words on each side stay apart; any other tag
-leaves no trace. If removing tags forms a new tag (``"<lora:" + "<lora:x>" + "y>"``), that one is
-removed too, with a warning, and never honoured; this repeats until no tag is left (computed in one
-linear pass, so a 10,000-character prompt of nested tags costs milliseconds). An unclosed
-``<lora:`` stays in the text with a warning. Other extra-network kinds (``<hypernet:...>``) are
-ordinary text.
+without ``<`` or ``>`` inside) removed and *nothing else changed*. If removing tags forms a new tag
+(``"<lora:" + "<lora:x>" + "y>"``), that one is removed too, with a warning, and never honoured;
+this repeats until no tag is left (computed in one linear pass, so a 10,000-character prompt of
+nested tags costs milliseconds). Each maximal stretch of removed text becomes one space when it
+sits between two non-space characters, so that the words on each side stay apart
+(``"cat<lora:x>dog"`` gives ``"cat dog"``, ``"a<lora:x><lora:y>b"`` gives ``"a b"``), and leaves no
+trace otherwise (``"a <lora:x> b"`` gives ``"a  b"``). An unclosed ``<lora:`` stays in the text
+with a warning. Other extra-network kinds (``<hypernet:...>``) are ordinary text.
 
 Idempotence
 ===========
@@ -418,9 +419,9 @@ class TriggerMatcher:
     """An index of the LoRAs one user may use: trigger phrases and tag names.
 
     Build it once per version of the trigger map (10,000 LoRAs with 30,000 triggers take about
-    0.3 s on a small machine); :func:`resolve` only reads it, so one matcher serves any number of concurrent
-    resolutions. For per-user maps, build the public map once and :meth:`overlay` the user's own
-    and shared LoRAs on it (cheap: only the overlay is indexed).
+    0.3 s on a small machine); :func:`resolve` only reads it, so one matcher serves any number of
+    concurrent resolutions. For per-user maps, build the public map once and :meth:`overlay` the
+    user's own and shared LoRAs on it (cheap: only the overlay is indexed).
 
     Duplicate slugs: within one build the first wins; in an overlay the overlay's entry replaces
     the base's (so an owner's public LoRA can be re-added with ``access="own"``).
@@ -593,24 +594,38 @@ def _strip_all(prompt: str) -> tuple[str, list[_Tag], list[str]]:
     """Remove tags as if removing every innermost tag again and again until none is left.
 
     Returns ``(encoder text, the tags written in the prompt with their positions in the encoder
-    text, the tags that only formed when other tags were removed)``. One linear pass over the
-    ``<`` and ``>`` characters with a stack of open ``<lora:`` tags: a ``>`` closes the innermost
-    open tag; a ``<`` that opens no tag can never be removed, so no tag open before it can close.
+    text, the tags that only formed when other tags were removed)``. Each maximal stretch of removed
+    text becomes one space when it sits between two non-space characters, nothing otherwise.
+
+    One linear pass over the ``<`` and ``>`` characters with a stack of open ``<lora:`` tags: a
+    ``>`` closes the innermost open tag; a ``<`` that opens no tag is never removed, so no tag
+    opened before it can close.
     """
     if "<" not in prompt:
         return prompt, [], []
     out: list[str] = []  # chunks of the encoder text; never an empty one
     length = 0
+    cut = False  # removed text ends where out ends
     stack: list[list[int]] = []  # [chunk index, text length, prompt offset, 1 if a tag was removed inside]
     tags: list[_Tag] = []
     formed: list[str] = []
     last = 0  # prompt[last:] is not yet in out
+
+    def emit(chunk: str) -> None:
+        nonlocal length, cut
+        if cut:
+            cut = False
+            if out and not out[-1][-1].isspace() and not chunk[0].isspace():
+                out.append(" ")  # keep the words on each side apart
+                length += 1
+        out.append(chunk)
+        length += len(chunk)
+
     for m in _ANGLE_RE.finditer(prompt):
         i = m.start()
         if prompt[i] == "<":
             if i > last:
-                out.append(prompt[last:i])
-                length += i - last
+                emit(prompt[last:i])
                 last = i
             if _OPEN_TAG_RE.match(prompt, i):
                 stack.append([len(out), length, i, 0])
@@ -624,23 +639,18 @@ def _strip_all(prompt: str) -> tuple[str, list[_Tag], list[str]]:
             formed.append("".join(out[chunk:]) + prompt[last : i + 1])
         else:
             tags.append(_Tag(prompt[offset : i + 1], start_len))
-        # a tag written inside this one sat where this one was
         k = len(tags) - 1
-        while k >= 0 and tags[k].pos > start_len:
+        while k >= 0 and tags[k].pos > start_len:  # a tag written inside this one sat where it was
             tags[k] = _Tag(tags[k].raw, start_len)
             k -= 1
         del out[chunk:]
         length = start_len
+        cut = True
         last = i + 1
-        prev = out[-1][-1] if out else ""
-        nxt = prompt[last] if last < len(prompt) else ""
-        if prev and nxt and not prev.isspace() and not nxt.isspace():
-            out.append(" ")  # keep the words on each side apart
-            length += 1
         if stack:
             stack[-1][3] = 1
     if last < len(prompt):
-        out.append(prompt[last:])
+        emit(prompt[last:])
     return "".join(out), tags, formed
 
 
@@ -690,7 +700,7 @@ def _parse_tag(body: str) -> _TagSpec:
             key, _, value = part.partition("=")
             key = key.strip().casefold()
             if key not in ("te", "unet", "dyn"):
-                raise _BadTag(f"unknown argument {key!r} (use te=, unet= or dyn=)")
+                raise _BadTag(f"unknown argument {_short(key, 20)!r} (use te=, unet= or dyn=)")
             if key in named:
                 raise _BadTag(f"{key}= is given twice")
             named[key] = value.strip()

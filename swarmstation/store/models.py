@@ -86,6 +86,17 @@ class Pool(Base):
     idle_minutes: Mapped[float] = mapped_column(Float)
     slots_per_instance: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime]
+    # What to rent and run (providers that rent machines); OfferFilters as a dict.
+    gpu_filters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    image: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    startup_script: Mapped[str] = mapped_column(Text, default="", server_default="")
+    preload_models: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    max_spend_per_hour: Mapped[float | None] = mapped_column(Float)
+    provisioning_timeout_seconds: Mapped[float | None] = mapped_column(Float)
+    max_lifetime_hours: Mapped[float | None] = mapped_column(Float)
+    target_wait_seconds: Mapped[float] = mapped_column(Float, default=60.0, server_default="60")
+    scale_cooldown_seconds: Mapped[float] = mapped_column(Float, default=30.0, server_default="30")
+    last_scale_up_at: Mapped[datetime | None]
 
 
 class Instance(Base):
@@ -105,6 +116,8 @@ class Instance(Base):
     idle_since: Mapped[datetime | None]
     terminated_at: Mapped[datetime | None]
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # last heartbeat's report
+    price_per_hour: Mapped[float | None] = mapped_column(Float)
+    gpu_name: Mapped[str | None] = mapped_column(String(100))
 
 
 class InstanceTransition(Base):

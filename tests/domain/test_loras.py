@@ -451,7 +451,7 @@ def test_tag_formed_by_removing_a_tag_is_removed_not_honoured() -> None:
     r = run("<lora:<lora:x:0.5>y:1> z", make_lora("x"), make_lora("y"))
     assert slugs(r) == ["x"] and r.prompt == " z"
     assert r.warnings == (
-        "removed 1 LoRA tag(s) formed by removing other tags, such as '<lora: y:1>'; "
+        "removed 1 LoRA tag(s) formed by removing other tags, such as '<lora:y:1>'; "
         "such tags are not honoured",
     )
     assert strip_lora_tags("<lora:<lora:x:0.5>y:1> z") == " z"
@@ -781,46 +781,60 @@ def test_property_ascii_fast_path_tokenises_like_the_unicode_path(text: str) -> 
 
 
 def _reference_strip(prompt: str) -> tuple[str, list[tuple[str, int]], int]:
-    """The definition, executed literally: remove every innermost tag (one space between two
-    non-space neighbours), again and again; track where the tags written in the prompt were."""
-
-    def one_pass(text: str) -> tuple[str, list[tuple[str, int]], list[tuple[int, int, int]]]:
-        out, found, spans, last, length, prev = [], [], [], 0, 0, ""
-        for m in _TAG_RE.finditer(text):
-            s, e = m.span()
-            if s > last:
-                out.append(text[last:s])
-                length += s - last
-                prev = text[s - 1]
-            space = bool(prev) and not prev.isspace() and e < len(text) and not text[e].isspace()
-            found.append((m.group(), length))
-            if space:
-                out.append(" ")
-                length += 1
-                prev = " "
-            spans.append((s, e, int(space)))
-            last = e
-        out.append(text[last:])
-        return "".join(out), found, spans
-
-    def map_pos(pos: int, spans: list[tuple[int, int, int]]) -> int:
-        shift = 0
-        for s, e, repl in spans:
-            if e <= pos:
-                shift += (e - s) - repl
-            elif s < pos:
-                return s - shift
-            else:
-                break
-        return pos - shift
-
-    text, tags, spans = one_pass(prompt)
+    """The definition, executed literally: replace every innermost tag by a marker, again and
+    again until no tag is left; then each run of markers becomes one space between two non-space
+    characters and nothing elsewhere. Each tag gets its own marker (private-use characters, which
+    the generated prompts never contain), so that we can tell where the written tags ended up."""
+    written: list[str] = []
+    parent: dict[str, str] = {}  # marker -> marker of the formed tag that swallowed it
     formed = 0
-    while spans:
-        text, found, spans = one_pass(text)
-        tags = [(raw, map_pos(pos, spans)) for raw, pos in tags]
-        formed += len(found)
-    return text, tags, formed
+    text = prompt
+    first = True
+    while True:
+        pieces, last, found = [], 0, False
+        for m in _TAG_RE.finditer(text):
+            found = True
+            if first:
+                marker = chr(0xE000 + len(written))
+                written.append(m.group())
+            else:
+                marker = chr(0xF0000 + formed)
+                formed += 1
+                for inner in m.group():
+                    if 0xE000 <= ord(inner) < 0xF8FF or ord(inner) >= 0xF0000:
+                        parent[inner] = marker
+            pieces += [text[last : m.start()], marker]
+            last = m.end()
+        if not found:
+            break
+        text = "".join([*pieces, text[last:]])
+        first = False
+
+    def is_marker(c: str) -> bool:
+        return 0xE000 <= ord(c) < 0xF8FF or ord(c) >= 0xF0000
+
+    out: list[str] = []
+    where: dict[str, int] = {}
+    i = 0
+    while i < len(text):
+        if not is_marker(text[i]):
+            out.append(text[i])
+            i += 1
+            continue
+        j = i
+        while j < len(text) and is_marker(text[j]):
+            where[text[j]] = len(out)
+            j += 1
+        if out and j < len(text) and not out[-1].isspace() and not text[j].isspace():
+            out.append(" ")
+        i = j
+    positions = []
+    for k, raw in enumerate(written):
+        marker = chr(0xE000 + k)
+        while marker not in where:
+            marker = parent[marker]
+        positions.append((raw, where[marker]))
+    return "".join(out), positions, formed
 
 
 _TAGGY = st.lists(
