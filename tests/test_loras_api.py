@@ -250,3 +250,21 @@ def test_list_search_and_filter(api, admin, alice, civitai, hf) -> None:  # type
     assert slugs("?q=neon") == {"Neon Glow v1.0"}
     assert api.get("/v1/loras?limit=0", headers=alice).status_code == 422
     assert api.get("/v1/loras/nope", headers=alice).status_code == 404
+
+
+def test_tool_that_takes_no_loras_gets_tags_removed(api, admin, alice, civitai) -> None:  # type: ignore[no-untyped-def]
+    slug = _import(api, alice, f"{civitai.url}/models/101")["slug"]
+    _approve(api, admin, slug)
+    tool = api.get("/v1/tools/sdxl-txt2img", headers=admin).json()
+    body = {k: tool[k] for k in ("name", "description", "category", "base_model", "workflow", "inputs")}
+    r = api.post(
+        "/v1/admin/tools", headers=admin, json={**body, "slug": "sdxl-plain", "accepts_loras": False}
+    )
+    assert r.status_code == 201, r.text
+    job = api.post(
+        "/v1/jobs",
+        headers=alice,
+        json={"tool": "sdxl-plain", "inputs": {"prompt": f"<lora:{slug}:0.8> a dsny castle"}},
+    ).json()
+    assert job["applied_loras"] == [] and job["inputs"]["prompt"].split() == ["a", "dsny", "castle"]
+    assert job["warnings"] and not any(m["folder"] == "loras" for m in job["required_models"])
