@@ -23,10 +23,12 @@ app = typer.Typer(
 )
 tools_app = typer.Typer(no_args_is_help=True, help="List, show, add and remove tools")
 users_app = typer.Typer(no_args_is_help=True, help="Users and API keys (admin)")
+pool_app = typer.Typer(no_args_is_help=True, help="Pools of instances (admin): list, show, add, set, remove")
 loras_app = typer.Typer(no_args_is_help=True, help="The LoRA registry: list, import, approve, grant, resolve")
 app.add_typer(tools_app, name="tools")
 app.add_typer(users_app, name="users")
 app.add_typer(loras_app, name="loras")
+app.add_typer(pool_app, name="pool")
 
 console = Console()
 err = Console(stderr=True)
@@ -470,6 +472,112 @@ def users_list(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = N
         return
     for u in users:
         console.print(f"{u['id']}  {u['name']:<20} {u['role']}")
+
+
+# -- pools ---------------------------------------------------------------------------------------
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        help="KEY=VALUE, VALUE as JSON or text, e.g. max_instances=4 or "
+        'gpu_filters=\'{"gpu_names": ["RTX 4090"], "max_price_per_hour": 0.6}\'',
+    ),
+]
+
+
+def _pool_table(pools: list[dict[str, Any]]) -> Table:
+    table = Table()
+    for col in ("pool", "provider", "min", "max", "instances", "queued", "spend cap $/h", "image"):
+        table.add_column(col)
+    for p in pools:
+        counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(p["instances"].items()) if k != "TERMINATED")
+        table.add_row(
+            p["name"],
+            p["provider"],
+            str(p["min_instances"]),
+            str(p["max_instances"]),
+            counts or "none",
+            str(p["queued"]),
+            str(p["max_spend_per_hour"] or "-"),
+            p["image"] or "-",
+        )
+    return table
+
+
+@pool_app.command("list")
+def pool_list(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """List pools."""
+    data = _call(url, api_key, "GET", "/v1/admin/pools")
+    _print_json(data) if as_json else console.print(_pool_table(data))
+
+
+@pool_app.command("show")
+def pool_show(name: str, as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """Show a pool's settings."""
+    data = _call(url, api_key, "GET", f"/v1/admin/pools/{name}")
+    if as_json:
+        _print_json(data)
+        return
+    for key, value in data.items():
+        console.print(f"{key:<30} {value}")
+
+
+@pool_app.command("add")
+def pool_add(
+    name: str, settings: SetOpt = None, as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None
+) -> None:
+    """Create a pool."""
+    data = _call(
+        url, api_key, "POST", "/v1/admin/pools", json={"name": name, **_parse_inputs(settings or [])}
+    )
+    _print_json(data) if as_json else console.print(f"created pool {data['name']}")
+
+
+@pool_app.command("set")
+def pool_set(
+    name: str, settings: SetOpt = None, as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None
+) -> None:
+    """Change a pool's settings."""
+    if not settings:
+        fail("nothing to change: pass --set KEY=VALUE")
+    data = _call(url, api_key, "PATCH", f"/v1/admin/pools/{name}", json=_parse_inputs(settings))
+    _print_json(data) if as_json else console.print(f"updated pool {name}")
+
+
+@pool_app.command("remove")
+def pool_remove(name: str, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """Remove a pool with no instances and no tools."""
+    _call(url, api_key, "DELETE", f"/v1/admin/pools/{name}")
+    console.print(f"removed pool {name}")
+
+
+@app.command()
+def costs(
+    by: Annotated[str, typer.Option("--by", help="pool, instance, user, day or tool")] = "pool",
+    since: Annotated[str | None, typer.Option("--since", help="ISO time with zone")] = None,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """What the pool costs, by pool, instance, user, day or tool (admin)."""
+    params = {"group_by": by, **({"since": since} if since else {})}
+    data = _call(url, api_key, "GET", "/v1/admin/costs", params=params)
+    if as_json:
+        _print_json(data)
+        return
+    table = Table(title=f"costs by {by} (USD)")
+    for col in ("key", "cost", "GPU seconds", "jobs"):
+        table.add_column(col)
+    for r in data["rows"]:
+        table.add_row(r["key"], f"{r['cost']:.4f}", f"{r['gpu_seconds']:.1f}", str(r["jobs"]))
+    console.print(table)
+    console.print(
+        f"billed {data['billed']:.4f} = attributed to jobs {data['attributed']:.4f} "
+        f"+ idle instances {data['unattributed']:.4f}"
+    )
+    for note in data["notes"]:
+        console.print(f"[yellow]note:[/yellow] {note}")
 
 
 # -- loras ---------------------------------------------------------------------------------------

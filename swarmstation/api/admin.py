@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -24,6 +26,7 @@ from swarmstation.api.schemas import (
 from swarmstation.api.views import tool_detail
 from swarmstation.auth import display_prefix
 from swarmstation.control.bootstrap import add_key, create_user_with_key, tool_row
+from swarmstation.control.costs import cost_report
 from swarmstation.control.instances import transitions
 from swarmstation.control.jobs import active_job_count
 from swarmstation.domain.states import InstanceState, JobState
@@ -159,11 +162,6 @@ def _pools(s: DB) -> list[PoolOut]:
     ]
 
 
-@router.get("/pools", response_model=list[PoolOut])
-def list_pools(s: DB, _: AdminUser) -> list[PoolOut]:
-    return _pools(s)
-
-
 def queue_counts(s: DB) -> QueueOut:
     by_state = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
     return QueueOut(**{st.value.lower(): by_state.get(st.value, 0) for st in JobState})
@@ -175,4 +173,50 @@ def status(s: DB, _: AdminUser, include_terminated: Annotated[bool, Query()] = F
         pools=_pools(s),
         instances=list_instances(s, _, include_terminated),
         queue=queue_counts(s),
+    )
+
+
+class CostRowOut(BaseModel):
+    key: str
+    cost: float
+    gpu_seconds: float
+    jobs: int
+
+
+class CostsOut(BaseModel):
+    group_by: str
+    currency: str = "USD"
+    billed: float = Field(description="What the providers charge for these instances")
+    attributed: float = Field(description="The part carried by jobs (GPU time plus their share of idle time)")
+    unattributed: float = Field(description="Instances that ran no job")
+    instances: int
+    jobs: int
+    rows: list[CostRowOut]
+    notes: list[str]
+
+
+@router.get("/costs", response_model=CostsOut)
+def costs(
+    s: DB,
+    _: AdminUser,
+    state: State,
+    group_by: Annotated[Literal["pool", "instance", "user", "day", "tool"], Query()] = "pool",
+    since: datetime | None = None,
+) -> CostsOut:
+    """Costs by pool, instance, user, day or tool. Job costs add up to the instance bills."""
+    if since is not None and since.tzinfo is None:
+        raise HTTPException(422, "since: give a time zone, e.g. 2026-11-01T00:00:00Z")
+    report = cost_report(s, group_by=group_by, now=state.clock(), since=since)
+    return CostsOut(
+        group_by=report.group_by,
+        billed=round(report.billed, 6),
+        attributed=round(report.attributed, 6),
+        unattributed=round(report.unattributed, 6),
+        instances=report.instances,
+        jobs=report.jobs,
+        rows=[
+            CostRowOut(key=r.key, cost=round(r.cost, 6), gpu_seconds=round(r.gpu_seconds, 3), jobs=r.jobs)
+            for r in report.rows
+        ],
+        notes=report.notes,
     )

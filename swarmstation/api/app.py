@@ -19,6 +19,7 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 
 from swarmstation.api import admin, loras, objects, public, worker
+from swarmstation.api import pools as pools_api
 from swarmstation.api.deps import AppState
 from swarmstation.api.errors import install_error_handlers
 from swarmstation.api.metrics import make_registry, render
@@ -140,6 +141,7 @@ def build(
     app.include_router(public.router)
     app.include_router(admin.router)
     app.include_router(loras.router)
+    app.include_router(pools_api.router)
     app.include_router(worker.router)
     app.include_router(objects.router)
     registry = make_registry(state)

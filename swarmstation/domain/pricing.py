@@ -66,13 +66,16 @@ def bill(
     mine = [r for r in runs if r.instance_id == instance.instance_id]
     busy = {r.job_id: _seconds(r.started_at, min(r.finished_at, end)) for r in mine}
     busy_total = sum(busy.values())
-    overhead = max(0.0, cost - busy_total * rate)
+    # Jobs that ran at the same time on a multi-slot instance share its time: when their GPU
+    # seconds add up to more than the bill, each carries its share of the bill and no overhead.
+    scale = min(1.0, cost / (busy_total * rate)) if busy_total > 0 and rate > 0 else 1.0
+    overhead = max(0.0, cost - busy_total * rate * scale)
     jobs = [
         JobCost(
             job_id=r.job_id,
             instance_id=instance.instance_id,
             gpu_seconds=busy[r.job_id],
-            gpu_cost=busy[r.job_id] * rate,
+            gpu_cost=busy[r.job_id] * rate * scale,
             overhead_cost=overhead * busy[r.job_id] / busy_total if busy_total > 0 else 0.0,
         )
         for r in sorted(mine, key=lambda r: (r.started_at, r.job_id))

@@ -1,0 +1,201 @@
+"""Pools over HTTP (admin): create, change, list, remove."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field, model_validator
+from sqlalchemy import func, select
+
+from swarmstation.api.deps import DB, AdminUser, State
+from swarmstation.api.schemas import Strict
+from swarmstation.domain.states import LIVE_INSTANCE_STATES, InstanceState, JobState
+from swarmstation.domain.workflow import MODEL_FOLDERS, WorkflowError, normalise_model_name
+from swarmstation.store.models import Instance, Job, Pool, Tool
+
+router = APIRouter(prefix="/v1/admin/pools", tags=["admin"])
+
+PoolName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+
+
+class GpuFilters(Strict):
+    gpu_names: list[Annotated[str, Field(min_length=1, max_length=60)]] = Field(
+        default_factory=list, max_length=30
+    )
+    min_vram_gb: float = Field(0.0, ge=0, le=2000)
+    max_price_per_hour: float | None = Field(None, gt=0, le=1000)
+    min_reliability: float = Field(0.0, ge=0, le=1)
+    verified_only: bool = True
+    min_cuda: float | None = Field(None, ge=0, le=99)
+    excluded_regions: list[Annotated[str, Field(min_length=1, max_length=60)]] = Field(default_factory=list)
+    num_gpus: int = Field(1, ge=1, le=16)
+    disk_gb: float = Field(40.0, ge=5, le=10_000)
+
+
+class ModelRefIn(Strict):
+    folder: str = Field(min_length=1, max_length=50)
+    name: str = Field(min_length=1, max_length=255)
+
+
+class PoolSettings(Strict):
+    provider: Literal["local", "vastai", "none"] | None = None
+    min_instances: int | None = Field(None, ge=0, le=1000)
+    max_instances: int | None = Field(None, ge=0, le=1000)
+    scale_up_queue_threshold: int | None = Field(None, ge=1, le=100_000)
+    idle_minutes: float | None = Field(None, ge=0, le=10_000)
+    slots_per_instance: int | None = Field(None, ge=1, le=64)
+    gpu_filters: GpuFilters | None = None
+    image: str | None = Field(None, max_length=300)
+    startup_script: str | None = Field(None, max_length=20_000)
+    preload_models: list[ModelRefIn] | None = Field(None, max_length=500)
+    max_spend_per_hour: float | None = Field(None, gt=0, le=100_000)
+    provisioning_timeout_seconds: float | None = Field(None, ge=30, le=86_400)
+    max_lifetime_hours: float | None = Field(None, gt=0, le=10_000)
+    target_wait_seconds: float | None = Field(None, ge=1, le=86_400)
+    scale_cooldown_seconds: float | None = Field(None, ge=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _check(self) -> PoolSettings:
+        if (
+            self.min_instances is not None
+            and self.max_instances is not None
+            and self.min_instances > self.max_instances
+        ):
+            raise ValueError("min_instances must not exceed max_instances")
+        for m in self.preload_models or []:
+            if m.folder not in MODEL_FOLDERS:
+                raise ValueError(f"preload_models: unknown folder {m.folder!r}")
+            try:
+                normalise_model_name(m.name)
+            except WorkflowError as exc:
+                raise ValueError(f"preload_models: {exc}") from exc
+        return self
+
+
+class PoolCreate(PoolSettings):
+    name: PoolName
+
+
+class PoolDetail(BaseModel):
+    name: str
+    provider: str
+    min_instances: int
+    max_instances: int
+    scale_up_queue_threshold: int
+    idle_minutes: float
+    slots_per_instance: int
+    gpu_filters: dict[str, Any]
+    image: str
+    startup_script: str
+    preload_models: list[dict[str, Any]]
+    max_spend_per_hour: float | None
+    provisioning_timeout_seconds: float | None
+    max_lifetime_hours: float | None
+    target_wait_seconds: float
+    scale_cooldown_seconds: float
+    last_scale_up_at: datetime | None
+    created_at: datetime
+    instances: dict[str, int]
+    queued: int
+
+
+def pool_detail(s: DB, pool: Pool) -> PoolDetail:
+    counts = dict(
+        s.execute(
+            select(Instance.state, func.count()).where(Instance.pool == pool.name).group_by(Instance.state)
+        ).all()
+    )
+    queued = s.scalar(
+        select(func.count()).select_from(Job).where(Job.pool == pool.name, Job.state == JobState.QUEUED)
+    )
+    return PoolDetail(
+        **{k: getattr(pool, k) for k in PoolDetail.model_fields if k not in ("instances", "queued")},
+        instances=counts,
+        queued=queued or 0,
+    )
+
+
+def _apply(pool: Pool, body: PoolSettings) -> None:
+    for key, value in body.model_dump(exclude_unset=True, exclude={"name"}).items():
+        if key == "gpu_filters":
+            value = GpuFilters.model_validate(value).model_dump() if value is not None else {}
+        if key == "preload_models" and value is None:
+            value = []
+        setattr(pool, key, value)
+    if pool.min_instances > pool.max_instances:
+        raise HTTPException(422, "min_instances must not exceed max_instances")
+    if pool.provider == "vastai" and not pool.image:
+        raise HTTPException(422, "image: a vastai pool needs the image its instances run")
+
+
+@router.get("", response_model=list[PoolDetail])
+def list_pools(s: DB, _: AdminUser) -> list[PoolDetail]:
+    return [pool_detail(s, p) for p in s.scalars(select(Pool).order_by(Pool.name))]
+
+
+@router.get("/{name}", response_model=PoolDetail)
+def get_pool(name: str, s: DB, _: AdminUser) -> PoolDetail:
+    pool = s.get(Pool, name)
+    if pool is None:
+        raise HTTPException(404, f"unknown pool '{name}'")
+    return pool_detail(s, pool)
+
+
+@router.post("", response_model=PoolDetail, status_code=201)
+def create_pool(body: PoolCreate, s: DB, _: AdminUser, state: State) -> PoolDetail:
+    if s.get(Pool, body.name) is not None:
+        raise HTTPException(409, f"pool '{body.name}' exists")
+    pool = Pool(
+        name=body.name,
+        provider=body.provider or "none",
+        min_instances=0,
+        max_instances=1,
+        scale_up_queue_threshold=1,
+        idle_minutes=10.0,
+        slots_per_instance=1,
+        created_at=state.clock(),
+        gpu_filters={},
+        image="",
+        startup_script="",
+        preload_models=[],
+        target_wait_seconds=60.0,
+        scale_cooldown_seconds=30.0,
+    )
+    _apply(pool, body)
+    s.add(pool)
+    s.flush()
+    return pool_detail(s, pool)
+
+
+@router.patch("/{name}", response_model=PoolDetail)
+def update_pool(name: str, body: PoolSettings, s: DB, _: AdminUser) -> PoolDetail:
+    pool = s.get(Pool, name)
+    if pool is None:
+        raise HTTPException(404, f"unknown pool '{name}'")
+    _apply(pool, body)
+    return pool_detail(s, pool)
+
+
+@router.delete("/{name}", status_code=204)
+def delete_pool(name: str, s: DB, _: AdminUser) -> None:
+    pool = s.get(Pool, name)
+    if pool is None:
+        raise HTTPException(404, f"unknown pool '{name}'")
+    if name == "default":
+        raise HTTPException(409, "the default pool cannot be removed")
+    live = s.scalar(
+        select(func.count())
+        .select_from(Instance)
+        .where(
+            Instance.pool == name,
+            Instance.state.in_([st.value for st in LIVE_INSTANCE_STATES | {InstanceState.DRAINING}]),
+        )
+    )
+    if live:
+        raise HTTPException(409, f"pool '{name}' still has {live} instances; set max_instances to 0 and wait")
+    tools = list(s.scalars(select(Tool.slug).where(Tool.pool == name)))
+    if tools:
+        raise HTTPException(409, f"tools still use pool '{name}': {', '.join(tools)}")
+    s.delete(pool)
