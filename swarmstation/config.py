@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +55,12 @@ class Settings(BaseSettings):
 
     secret_key: str | None = Field(
         None, repr=False, description="Signs object URLs; generated into data_dir when unset"
+    )
+
+    # what rented instances run (the bootstrap script, providers/bootstrap.py)
+    worker_install_spec: str = Field("swarmstation", description="pip spec of swarmstation on instances")
+    worker_comfyui_mode: Literal["install", "existing", "emulator"] = Field(
+        "install", description="install ComfyUI on a stock CUDA image, use the image's, or the emulator"
     )
 
     # LoRAs

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -31,9 +32,11 @@ from swarmstation.control.notify import Notifier
 from swarmstation.control.pools import PoolController
 from swarmstation.objectstore.local import LocalObjectStore
 from swarmstation.providers.base import ComputeProvider
+from swarmstation.providers.bootstrap import render_onstart
 from swarmstation.providers.local import LocalProvider
+from swarmstation.providers.vastai import VastAIProvider
 from swarmstation.store.db import make_engine, make_sessionmaker, migrate, ping, transaction
-from swarmstation.store.models import utcnow
+from swarmstation.store.models import Pool, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,11 @@ def _secret(settings: Settings) -> bytes:
 
 
 def default_providers(settings: Settings) -> dict[str, ComputeProvider]:
+    """`local` when the settings ask for it; `vastai` whenever VASTAI_API_KEY is set (pools say
+    which provider runs them)."""
     providers: dict[str, ComputeProvider] = {}
+    if os.environ.get("VASTAI_API_KEY"):
+        providers["vastai"] = VastAIProvider.from_env()
     if settings.provider == "local":
         providers["local"] = LocalProvider(
             settings.data_dir / "instances",
@@ -101,7 +108,15 @@ def build(
         else:
             providers = {provider.name: provider}
     notifier = Notifier()
-    pools = PoolController(settings, sessions, providers, clock)
+
+    def onstart(pool: Pool) -> str:
+        script = render_onstart(
+            swarmstation_spec=settings.worker_install_spec, comfyui_mode=settings.worker_comfyui_mode
+        )
+        # The pool's own startup script runs first (extra packages, custom nodes, mounts).
+        return f"{pool.startup_script.rstrip()}\n{script}" if pool.startup_script.strip() else script
+
+    pools = PoolController(settings, sessions, providers, clock, onstart=onstart)
     loops = ControlLoops(
         settings, sessions, notifier, LeaderLock(engine, settings.data_dir / "leader.lock"), pools, clock
     )
