@@ -2,11 +2,34 @@
 
 Pure: the provider client searches, this module filters and ranks, the client tries the offers
 in order (an offer taken between search and create → the next one).
+
+Units follow Vast.ai (protocol reference §2.3): `gpu_ram` is reported in MB and, like Vast's own
+CLI, we convert with 1000 MB = 1 GB, so a 24 GB card that reports 24564 MB passes
+`min_vram_gb=24` both in the server-side query and in `accept`. `geolocation` looks like
+`"California, US"`; its last comma-separated part is the country code.
+
+Ranking (`rank_offers`): among accepted offers, higher `score` first, where
+
+    score = dlperf / price_per_hour * reliability ** RELIABILITY_EXPONENT
+
+that is, deep-learning performance per dollar per hour, discounted by the chance that the host
+fails us (exponent 4: reliability 0.99 → 0.96, 0.95 → 0.81, 0.90 → 0.66, so a flaky host
+must be much cheaper to win). Offers that report no `dlperf` (missing or 0) cannot be compared on
+performance and come after all that do, ranked by `reliability ** 4 / price_per_hour`. Ties are
+broken by lower price, then higher reliability, then lower offer id, so the order never depends
+on the order of the input.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+MB_PER_GB = 1000.0
+RELIABILITY_EXPONENT = 4
+DEFAULT_SEARCH_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -22,3 +45,198 @@ class OfferFilters:
     excluded_regions: tuple[str, ...] = ()  # country codes or region names to avoid
     num_gpus: int = 1
     disk_gb: float = 40.0
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One rentable machine configuration, as parsed from a Vast.ai offer."""
+
+    id: int  # the offer id (what create takes)
+    gpu_name: str
+    num_gpus: int
+    gpu_ram_gb: float  # per GPU
+    price_per_hour: float  # dph_total: GPU + storage for the requested disk
+    reliability: float  # 0..1 (reliability2 when reported)
+    verified: bool
+    cuda_max_good: float | None = None
+    geolocation: str = ""  # e.g. "California, US"
+    inet_down: float = 0.0
+    dlperf: float = 0.0  # 0 = not reported
+    gpu_frac: float = 1.0  # < 1 is a fraction of a GPU
+    machine_id: int | None = None
+    rentable: bool = True
+    rented: bool = False
+
+    @property
+    def region(self) -> str:
+        """The country code: the last comma-separated part of `geolocation` ("" when unknown)."""
+        return self.geolocation.rsplit(",", 1)[-1].strip()
+
+    @property
+    def dlperf_per_dollar(self) -> float:
+        return self.dlperf / self.price_per_hour if self.dlperf > 0 else 0.0
+
+
+# -- parsing ---------------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        result = float(value)
+    elif isinstance(value, str):
+        try:
+            result = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return result if math.isfinite(result) else None
+
+
+def _integer(value: Any) -> int | None:
+    number = _number(value)
+    if number is None or number != int(number):
+        return None
+    return int(number)
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _flag(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    return None
+
+
+def offer_from_json(d: Mapping[str, Any]) -> Offer | None:
+    """An `Offer` from one element of Vast's `{"offers": [...]}`; None when it is unusable
+    (no integer id, no GPU name, no positive price). Other missing or odd fields get defaults."""
+    if not isinstance(d, Mapping):
+        return None
+    offer_id = _integer(d.get("id"))
+    gpu_name = _text(d.get("gpu_name"))
+    price = _number(d.get("dph_total"))
+    if offer_id is None or not gpu_name or price is None or price <= 0:
+        return None
+    reliability = _number(d.get("reliability2"))
+    if reliability is None:
+        reliability = _number(d.get("reliability"))
+    verified = _flag(d.get("verified"))
+    if verified is None:
+        verified = _text(d.get("verification")).lower() == "verified"
+    num_gpus = _integer(d.get("num_gpus"))
+    gpu_ram_mb = _number(d.get("gpu_ram"))
+    gpu_frac = _number(d.get("gpu_frac"))
+    rentable = _flag(d.get("rentable"))
+    rented = _flag(d.get("rented"))
+    return Offer(
+        id=offer_id,
+        gpu_name=" ".join(gpu_name.split()),
+        num_gpus=num_gpus if num_gpus is not None and num_gpus > 0 else 1,
+        gpu_ram_gb=max(gpu_ram_mb or 0.0, 0.0) / MB_PER_GB,
+        price_per_hour=price,
+        reliability=min(max(reliability or 0.0, 0.0), 1.0),
+        verified=verified,
+        cuda_max_good=_number(d.get("cuda_max_good")),
+        geolocation=_text(d.get("geolocation")),
+        inet_down=max(_number(d.get("inet_down")) or 0.0, 0.0),
+        dlperf=max(_number(d.get("dlperf")) or 0.0, 0.0),
+        gpu_frac=gpu_frac if gpu_frac is not None and gpu_frac > 0 else 1.0,
+        machine_id=_integer(d.get("machine_id")),
+        rentable=True if rentable is None else rentable,
+        rented=False if rented is None else rented,
+    )
+
+
+# -- selection -------------------------------------------------------------------------------------
+
+
+def normalise_gpu_name(name: str) -> str:
+    """Vast spells GPU names with spaces ("RTX 4090"); accept "rtx_4090" and stray whitespace."""
+    return " ".join(name.replace("_", " ").split()).lower()
+
+
+def _region_excluded(offer: Offer, excluded: Iterable[str]) -> bool:
+    parts = {part.strip().lower() for part in offer.geolocation.split(",") if part.strip()}
+    whole = offer.geolocation.strip().lower()
+    for region in excluded:
+        key = region.strip().lower()
+        if key and (key in parts or key == whole):
+            return True
+    return False
+
+
+def accept(offer: Offer, filters: OfferFilters) -> bool:
+    """Whether the offer meets every requirement of the pool (the same ones `search_query` asks
+    the server for, checked again because servers and caches are not to be trusted)."""
+    if filters.gpu_names and normalise_gpu_name(offer.gpu_name) not in {
+        normalise_gpu_name(name) for name in filters.gpu_names
+    }:
+        return False
+    if offer.gpu_ram_gb < filters.min_vram_gb:
+        return False
+    if filters.max_price_per_hour is not None and offer.price_per_hour > filters.max_price_per_hour:
+        return False
+    if offer.reliability < filters.min_reliability:
+        return False
+    if filters.verified_only and not offer.verified:
+        return False
+    if filters.min_cuda is not None and (offer.cuda_max_good or 0.0) < filters.min_cuda:
+        return False
+    if filters.excluded_regions and _region_excluded(offer, filters.excluded_regions):
+        return False
+    if offer.num_gpus != filters.num_gpus:
+        return False
+    return offer.gpu_frac >= 1.0 and offer.rentable and not offer.rented
+
+
+def _score(offer: Offer) -> float:
+    value = offer.dlperf if offer.dlperf > 0 else 1.0
+    return value / offer.price_per_hour * offer.reliability**RELIABILITY_EXPONENT
+
+
+def rank_offers(offers: Iterable[Offer], filters: OfferFilters) -> list[Offer]:
+    """The accepted offers, best first (see the module docstring for the formula)."""
+    accepted = [offer for offer in offers if accept(offer, filters)]
+    return sorted(
+        accepted,
+        key=lambda o: (o.dlperf <= 0, -_score(o), o.price_per_hour, -o.reliability, o.id),
+    )
+
+
+def search_query(filters: OfferFilters, *, limit: int = DEFAULT_SEARCH_LIMIT) -> dict[str, Any]:
+    """The body of Vast's `POST /api/v0/bundles/` for a pool's filters (on-demand rentals).
+
+    Regions are not sent (Vast's `geolocation` values are free text); `accept` drops them."""
+    query: dict[str, Any] = {
+        "rentable": {"eq": True},
+        "rented": {"eq": False},
+        "external": {"eq": False},
+        "num_gpus": {"eq": filters.num_gpus},
+        "gpu_frac": {"gte": 1.0},
+    }
+    if filters.verified_only:
+        query["verified"] = {"eq": True}
+    if filters.gpu_names:
+        query["gpu_name"] = {"in": [" ".join(name.replace("_", " ").split()) for name in filters.gpu_names]}
+    if filters.min_vram_gb > 0:
+        query["gpu_ram"] = {"gte": round(filters.min_vram_gb * MB_PER_GB, 3)}
+    if filters.max_price_per_hour is not None:
+        query["dph_total"] = {"lte": filters.max_price_per_hour}
+    if filters.min_reliability > 0:
+        query["reliability"] = {"gte": filters.min_reliability}
+    if filters.min_cuda is not None:
+        query["cuda_max_good"] = {"gte": filters.min_cuda}
+    query["type"] = "on-demand"
+    query["order"] = [["dph_total", "asc"]]
+    query["limit"] = limit
+    query["allocated_storage"] = filters.disk_gb
+    return query
