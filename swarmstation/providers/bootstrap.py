@@ -1,0 +1,248 @@
+"""The bootstrap that makes a rented machine a worker: a bash script run as the instance's onstart.
+
+`render_onstart()` returns the script. It runs three stages and reports each one to the control plane
+(`POST /worker/v1/bootstrap`, so that a failed stage makes the instance UNHEALTHY at once instead of
+after the provisioning timeout):
+
+- `install`: a venv (with the image's site packages, so its CUDA torch stays the one in use), the
+  swarmstation worker, and in `install` mode ComfyUI at a pinned ref with its requirements. Every pip
+  call runs under constraints that pin the torch builds already installed, so no requirement can
+  swap the image's CUDA torch for another build. `SWARMSTATION_SKIP_INSTALL=1` skips the stage
+  (prebuilt images, tests).
+- `comfyui`: ComfyUI (`main.py`, or the ComfyUI emulator in `emulator` mode) on 127.0.0.1, then a
+  wait for `GET /system_stats`.
+- `worker`: `swarmstation worker`, supervised: a crashed worker is restarted with backoff; ComfyUI
+  too. A worker that exits 0 was stopped by the control plane, and the script ends.
+
+The control plane's URL and the instance's token come from the environment
+(`SWARMSTATION_SERVER_URL`, `SWARMSTATION_WORKER_TOKEN`, which the provider sets); the script text
+carries no secret and never prints the token. `SWARMSTATION_BIN` may name an existing swarmstation
+command (`/path/to/swarmstation` or `python -m swarmstation.cli`).
+
+Vast suggests a short onstart; `compact_onstart()` gives the one-line gzip+base64 form when the
+script is long.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import shlex
+from typing import Literal
+
+ComfyMode = Literal["install", "existing", "emulator"]
+MODES: tuple[str, ...] = ("install", "existing", "emulator")
+ONSTART_MAX_BYTES = 4000  # Vast refuses an onstart over about 4 KB (4048 characters)
+
+_BODY = r"""
+VENV=$HOME_DIR/venv LISTEN=${SWARMSTATION_COMFYUI_LISTEN:-127.0.0.1} STAGE=setup
+COMFY_ARGS=${SWARMSTATION_COMFYUI_ARGS:-} COMFY_TIMEOUT=${SWARMSTATION_COMFYUI_TIMEOUT:-600}
+
+log() { printf '%s bootstrap: %s\n' "$(date -u +%T)" "$*"; }
+
+http() {  # URL [JSON]: GET, or POST with the token (never traced, never in an argv)
+  local x=${-//[^x]/} rc=0
+  set +x
+  if ! command -v curl >/dev/null; then
+    "$PYTHON" -c 'import os, sys, urllib.request as u
+h = {"Content-Type": "application/json"}
+if len(sys.argv) > 2: h["Authorization"] = "Bearer " + os.environ["SWARMSTATION_WORKER_TOKEN"]
+u.urlopen(u.Request(sys.argv[1], sys.argv[2].encode() if len(sys.argv) > 2 else None, h), timeout=20)' "$@" || rc=$?
+  elif [ $# = 1 ]; then
+    curl -fs --max-time 5 -o /dev/null "$1" || rc=$?
+  else
+    printf 'header = "Authorization: Bearer %s"\n' "$SWARMSTATION_WORKER_TOKEN" |
+      curl -fsS --max-time 20 -K - -H 'Content-Type: application/json' -d "$2" -o /dev/null "$1" || rc=$?
+  fi
+  [ -z "$x" ] || set -x
+  return $rc
+}
+
+report() {  # STAGE OK MESSAGE
+  local i body
+  body=$("$PYTHON" -c 'import json, sys; print(json.dumps(dict(stage=sys.argv[1], ok=sys.argv[2] == "true",
+    message=sys.argv[3][:3500])))' "$@")
+  log "stage $1: ok=$2: ${3%%$'\n'*}"
+  for i in 1 2 3 4; do http "${SWARMSTATION_SERVER_URL%/}/worker/v1/bootstrap" "$body" && return; sleep $i; done
+  log "could not report stage $1"
+}
+
+fail() {
+  trap - ERR
+  report "$STAGE" false "$1"$'\n'"$(tail -n 15 "$LOG" | cut -c1-200)"
+  exit 1
+}
+
+install() {
+  local pins=$HOME_DIR/torch-constraints.txt
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+    fail "$("$PYTHON" -V 2>&1) is too old: swarmstation needs Python >= 3.11"
+  mkdir -p "$HOME_DIR"
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv --system-site-packages "$VENV"
+  # pin the image's CUDA torch so that no requirement can swap it for another build
+  "$VENV/bin/python" -c 'import importlib.metadata as m
+for d in "torch", "torchvision", "torchaudio":
+    try: print(d + "==" + m.version(d))
+    except m.PackageNotFoundError: pass' >"$pins"
+  log "pinned: $(tr '\n' ' ' <"$pins")"
+  if [ "$MODE" = install ]; then
+    if [ -f "$COMFY_DIR/main.py" ]; then :
+    elif command -v git >/dev/null; then
+      git clone -q --depth 1 --branch "$COMFY_REF" "$COMFY_REPO" "$COMFY_DIR"
+    else
+      mkdir -p "$COMFY_DIR"
+      "$PYTHON" -c 'import sys, urllib.request as u; u.urlretrieve(*sys.argv[1:])' \
+        "$COMFY_REPO/archive/$COMFY_REF.tar.gz" "$HOME_DIR/comfyui.tgz"
+      tar -xzf "$HOME_DIR/comfyui.tgz" -C "$COMFY_DIR" --strip-components=1
+    fi
+    "$VENV/bin/python" -m pip install $PIP_ARGS -c "$pins" -r "$COMFY_DIR/requirements.txt" requests
+  fi
+  "$VENV/bin/python" -m pip install $PIP_ARGS -c "$pins" "$SPEC"
+}
+
+start_comfyui() {  # no token for ComfyUI: custom nodes are third-party code
+  if [ "$MODE" = emulator ]; then
+    mkdir -p "$COMFY_DIR"/{models,input,output,temp}
+    (unset SWARMSTATION_WORKER_TOKEN; exec "${SS[@]}" comfy-emulator --host "$LISTEN" --port "$PORT" \
+      --base-dir "$COMFY_DIR") &
+  else
+    local py=$PYTHON
+    if [ -x "$VENV/bin/python" ]; then py=$VENV/bin/python; fi
+    (unset SWARMSTATION_WORKER_TOKEN; cd "$COMFY_DIR"; exec "$py" main.py --listen "$LISTEN" \
+      --port "$PORT" --disable-auto-launch $COMFY_ARGS) &
+  fi
+  COMFY_PID=$!
+  log "ComfyUI ($MODE) starting, pid $COMFY_PID"
+  local deadline=$((SECONDS + COMFY_TIMEOUT)) rc
+  until http "http://127.0.0.1:$PORT/system_stats" 2>/dev/null; do
+    if ! kill -0 $COMFY_PID 2>/dev/null; then
+      wait $COMFY_PID && rc=0 || rc=$?
+      fail "ComfyUI exited (code $rc) before it answered /system_stats"
+    fi
+    [ $SECONDS -lt $deadline ] || fail "ComfyUI did not answer /system_stats within ${COMFY_TIMEOUT}s"
+    sleep 1
+  done
+}
+
+start_worker() {
+  "${SS[@]}" worker --server "$SWARMSTATION_SERVER_URL" --comfyui "http://127.0.0.1:$PORT" \
+    --comfy-dir "$COMFY_DIR" &
+  WORKER_PID=$! WORKER_STARTED=$SECONDS
+  log "worker started, pid $WORKER_PID"
+}
+
+main() {
+  LOG=${SWARMSTATION_BOOTSTRAP_LOG:-/var/log/swarmstation-bootstrap.log}
+  { mkdir -p "$(dirname "$LOG")" && touch "$LOG"; } 2>/dev/null || LOG=${HOME:-/tmp}/swarmstation-bootstrap.log
+  exec > >(tee -a "$LOG") 2>&1
+  if [ -z "${SWARMSTATION_SERVER_URL:-}" ] || [ -z "${SWARMSTATION_WORKER_TOKEN:-}" ]; then
+    log "SWARMSTATION_SERVER_URL and SWARMSTATION_WORKER_TOKEN must be set"; exit 2
+  fi
+  export SWARMSTATION_WORKER_TOKEN
+  trap 'fail "exit code $? at line $LINENO: $BASH_COMMAND"' ERR
+  trap 'kill ${WORKER_PID:-} ${COMFY_PID:-} 2>/dev/null || true' EXIT
+  trap 'exit 143' TERM INT
+  log "mode $MODE, ComfyUI dir $COMFY_DIR, port $PORT, log $LOG"
+
+  STAGE=install
+  if [ "${SWARMSTATION_SKIP_INSTALL:-}" = 1 ]; then
+    report install true "skipped (SWARMSTATION_SKIP_INSTALL=1)"
+  else
+    install
+    report install true "installed $SPEC (mode $MODE, ComfyUI $COMFY_REF)"
+  fi
+
+  STAGE=comfyui
+  if [ -n "${SWARMSTATION_BIN:-}" ]; then read -r -a SS <<<"$SWARMSTATION_BIN"
+  elif [ -x "$VENV/bin/swarmstation" ]; then SS=("$VENV/bin/swarmstation")
+  else SS=(swarmstation); fi
+  command -v "${SS[0]}" >/dev/null || fail "no swarmstation command '${SS[0]}' (install it, or set SWARMSTATION_BIN)"
+  [ "$MODE" = emulator ] || [ -f "$COMFY_DIR/main.py" ] || fail "no ComfyUI in $COMFY_DIR (no main.py)"
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then fail "port $PORT is already in use"; fi
+  start_comfyui
+  local public=VAST_TCP_PORT_$PORT
+  report comfyui true "ComfyUI answers on 127.0.0.1:$PORT (public ${PUBLIC_IPADDR:-?}:${!public:-?})"
+
+  STAGE=worker
+  report worker true "starting the worker"
+  start_worker
+  local rc quick=0  # supervise: restart what exits; 5 quick worker crashes in a row fail
+  while sleep 2; do
+    if ! kill -0 $COMFY_PID 2>/dev/null; then
+      STAGE=comfyui; log "ComfyUI exited; restarting it"; start_comfyui; STAGE=worker
+    fi
+    if ! kill -0 $WORKER_PID 2>/dev/null; then
+      wait $WORKER_PID && rc=0 || rc=$?
+      if [ $rc = 0 ]; then log "the control plane stopped this instance"; return; fi
+      if [ $((SECONDS - WORKER_STARTED)) -lt 60 ]; then quick=$((quick + 1)); else quick=1; fi
+      [ $quick -lt 5 ] || fail "the worker crashed $quick times in a row (exit code $rc)"
+      log "the worker exited with code $rc; restarting it in $((2 ** quick))s"
+      sleep $((2 ** quick))
+      true
+    fi
+  done
+}
+
+main </dev/null  # children must not read the rest of a script piped into bash
+"""
+
+
+def render_onstart(
+    *,
+    swarmstation_spec: str = "swarmstation",
+    comfyui_mode: ComfyMode = "install",
+    comfyui_dir: str = "/workspace/ComfyUI",
+    comfyui_ref: str = "v0.3.64",
+    port: int = 8188,
+    python: str = "python3",
+    extra_pip_args: str = "",
+) -> str:
+    """The bootstrap script (bash) for one instance; it holds no secret.
+
+    `comfyui_mode`: `install` fetches ComfyUI at `comfyui_ref` into `comfyui_dir` and installs its
+    requirements; `existing` runs the ComfyUI already in `comfyui_dir` (a prebuilt image);
+    `emulator` runs swarmstation's ComfyUI emulator there instead (tests, CPU machines).
+    `swarmstation_spec` is what `pip install` gets (a version, a wheel URL, a git URL);
+    `extra_pip_args` is added to every pip install (e.g. `--index-url ...`).
+    """
+    if comfyui_mode not in MODES:
+        raise ValueError(f"comfyui_mode must be one of {', '.join(MODES)}, not {comfyui_mode!r}")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be 1..65535, not {port}")
+    for name, value in (
+        ("swarmstation_spec", swarmstation_spec),
+        ("comfyui_dir", comfyui_dir),
+        ("comfyui_ref", comfyui_ref),
+        ("python", python),
+    ):
+        if not value.strip() or "\n" in value:
+            raise ValueError(f"{name} must be one non-empty line")
+    if "\n" in extra_pip_args:
+        raise ValueError("extra_pip_args must be one line")
+    q = shlex.quote
+    header = f"""#!/usr/bin/env bash
+# swarmstation bootstrap, {comfyui_mode} mode (swarmstation/providers/bootstrap.py says more)
+set -Eeuo pipefail
+MODE={q(comfyui_mode)} SPEC={q(swarmstation_spec)} PIP_ARGS={q(extra_pip_args)} PYTHON={q(python)}
+COMFY_DIR={q(comfyui_dir)} COMFY_REF={q(comfyui_ref)} PORT={int(port)}
+COMFY_REPO=${{SWARMSTATION_COMFYUI_REPO:-https://github.com/comfyanonymous/ComfyUI}}
+HOME_DIR=${{SWARMSTATION_HOME:-/opt/swarmstation}}
+"""
+    return header + _BODY
+
+
+def compress_onstart(script: str) -> str:
+    """The script as one line, `echo <base64 gzip> | base64 -d | gunzip | bash`."""
+    payload = base64.b64encode(gzip.compress(script.encode(), mtime=0)).decode("ascii")
+    return f"echo {payload} | base64 -d | gunzip | bash"
+
+
+def compact_onstart(script: str, max_bytes: int = ONSTART_MAX_BYTES) -> str:
+    """What to send as a provider's onstart: the script itself when short, else compressed; a
+    ValueError when even that is too long, rather than a create call that the provider refuses."""
+    if len(script.encode()) <= max_bytes:
+        return script
+    line = compress_onstart(script)
+    if len(line) > max_bytes:
+        raise ValueError(f"the onstart script is {len(line)} bytes even compressed (at most {max_bytes})")
+    return line
