@@ -183,7 +183,10 @@ def comfy_emulator(
 ) -> None:
     """Run the ComfyUI emulator: the real ComfyUI API, with Pillow instead of a GPU."""
     from swarmstation.comfy.emulator import EmulatorConfig, run_emulator
+    from swarmstation.providers.local import parse_preload_env, write_placeholder_models
 
+    # An emulated instance "has" the pool's preload models: placeholder files, since it loads none.
+    write_placeholder_models(base_dir, parse_preload_env(os.environ.get("SWARMSTATION_PRELOAD_MODELS", "[]")))
     run_emulator(
         host,
         port,

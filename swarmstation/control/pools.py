@@ -36,6 +36,7 @@ from swarmstation.domain.states import LIVE_INSTANCE_STATES, InstanceState, JobS
 from swarmstation.domain.tools import tool_from_dict
 from swarmstation.domain.workflow import required_models
 from swarmstation.providers.base import ComputeProvider, LaunchSpec, ProviderError
+from swarmstation.providers.local import preload_env
 from swarmstation.store.db import transaction
 from swarmstation.store.models import Instance, InstanceTransition, Job, Pool, Tool
 
@@ -290,12 +291,14 @@ class PoolController:
                 at=now,
             )
         )
+        models = preload_models(s, pool.name)
         return LaunchSpec(
             instance_id=inst.id,
             pool=pool.name,
             server_url=self.settings.base_url,
             worker_token=token,
-            preload_models=preload_models(s, pool.name),
+            preload_models=models,
+            env={"SWARMSTATION_PRELOAD_MODELS": preload_env(models)},
             image=pool.image,
             onstart=self.onstart(pool) if self.onstart is not None else "",
             filters=offer_filters(pool),

@@ -1,26 +1,33 @@
 """The bootstrap that makes a rented machine a worker: a bash script run as the instance's onstart.
 
 `render_onstart()` returns the script. It runs three stages and reports each one to the control plane
-(`POST /worker/v1/bootstrap`, so that a failed stage makes the instance UNHEALTHY at once instead of
-after the provisioning timeout):
+(`POST /worker/v1/bootstrap`; a failed stage makes the instance UNHEALTHY at once instead of after
+the provisioning timeout, with the stage, the error and the log's last lines as the reason):
 
-- `install`: a venv (with the image's site packages, so its CUDA torch stays the one in use), the
-  swarmstation worker, and in `install` mode ComfyUI at a pinned ref with its requirements. Every pip
-  call runs under constraints that pin the torch builds already installed, so no requirement can
-  swap the image's CUDA torch for another build. `SWARMSTATION_SKIP_INSTALL=1` skips the stage
+- `install`: a venv over the image's site packages (so its CUDA torch stays the one in use) with
+  the swarmstation worker, and in `install` mode ComfyUI at a pinned ref with its requirements.
+  Every pip call runs under constraints that pin the torch builds the image already has, so no
+  requirement can swap them for other builds. `SWARMSTATION_SKIP_INSTALL=1` skips the stage
   (prebuilt images, tests).
-- `comfyui`: ComfyUI (`main.py`, or the ComfyUI emulator in `emulator` mode) on 127.0.0.1, then a
-  wait for `GET /system_stats`.
-- `worker`: `swarmstation worker`, supervised: a crashed worker is restarted with backoff; ComfyUI
-  too. A worker that exits 0 was stopped by the control plane, and the script ends.
+- `comfyui`: ComfyUI (`main.py --listen 127.0.0.1 --port P --disable-auto-launch`, or the ComfyUI
+  emulator in `emulator` mode), without the worker token in its environment, then a wait for
+  `GET /system_stats`; a ComfyUI that exits first, a timeout or a port already taken fail the stage.
+- `worker`: `swarmstation worker`, supervised: a worker that crashes is restarted with backoff (five
+  quick crashes in a row fail the stage), and so is ComfyUI. A worker that exits 0 was stopped by
+  the control plane, and the script ends. SIGTERM stops both children.
 
-The control plane's URL and the instance's token come from the environment
-(`SWARMSTATION_SERVER_URL`, `SWARMSTATION_WORKER_TOKEN`, which the provider sets); the script text
-carries no secret and never prints the token. `SWARMSTATION_BIN` may name an existing swarmstation
-command (`/path/to/swarmstation` or `python -m swarmstation.cli`).
+Environment: `SWARMSTATION_SERVER_URL` and `SWARMSTATION_WORKER_TOKEN` (required; the provider sets
+them, the script text carries no secret and never prints the token, which reaches curl on stdin,
+not in its arguments); optional `SWARMSTATION_SKIP_INSTALL=1`, `SWARMSTATION_BIN` (an existing
+swarmstation command: `/path/to/swarmstation` or `python -m swarmstation.cli`), `SWARMSTATION_HOME`
+(venv folder, default /opt/swarmstation), `SWARMSTATION_BOOTSTRAP_LOG` (default
+/var/log/swarmstation-bootstrap.log, else ~/swarmstation-bootstrap.log),
+`SWARMSTATION_COMFYUI_LISTEN`, `SWARMSTATION_COMFYUI_ARGS` (more ComfyUI flags),
+`SWARMSTATION_COMFYUI_TIMEOUT` (seconds, default 600), `SWARMSTATION_COMFYUI_REPO`. On Vast,
+`PUBLIC_IPADDR` and `VAST_TCP_PORT_<port>` go into the comfyui stage's report.
 
-Vast suggests a short onstart; `compact_onstart()` gives the one-line gzip+base64 form when the
-script is long.
+Vast wants a short onstart: `compact_onstart()` gives the one-line gzip+base64 form
+(`compress_onstart()`) when the script is long.
 """
 
 from __future__ import annotations
@@ -31,8 +38,8 @@ import shlex
 from typing import Literal
 
 ComfyMode = Literal["install", "existing", "emulator"]
-MODES: tuple[str, ...] = ("install", "existing", "emulator")
-ONSTART_MAX_BYTES = 4000  # Vast refuses an onstart over about 4 KB (4048 characters)
+MODES: tuple[ComfyMode, ...] = ("install", "existing", "emulator")
+ONSTART_MAX_BYTES = 4000  # Vast is reported to refuse an onstart over 4048 characters
 
 _BODY = r"""
 VENV=$HOME_DIR/venv LISTEN=${SWARMSTATION_COMFYUI_LISTEN:-127.0.0.1} STAGE=setup
@@ -47,7 +54,8 @@ http() {  # URL [JSON]: GET, or POST with the token (never traced, never in an a
     "$PYTHON" -c 'import os, sys, urllib.request as u
 h = {"Content-Type": "application/json"}
 if len(sys.argv) > 2: h["Authorization"] = "Bearer " + os.environ["SWARMSTATION_WORKER_TOKEN"]
-u.urlopen(u.Request(sys.argv[1], sys.argv[2].encode() if len(sys.argv) > 2 else None, h), timeout=20)' "$@" || rc=$?
+u.urlopen(u.Request(sys.argv[1], sys.argv[2].encode() if len(sys.argv) > 2 else None, h), timeout=20)
+' "$@" || rc=$?
   elif [ $# = 1 ]; then
     curl -fs --max-time 5 -o /dev/null "$1" || rc=$?
   else
@@ -63,7 +71,10 @@ report() {  # STAGE OK MESSAGE
   body=$("$PYTHON" -c 'import json, sys; print(json.dumps(dict(stage=sys.argv[1], ok=sys.argv[2] == "true",
     message=sys.argv[3][:3500])))' "$@")
   log "stage $1: ok=$2: ${3%%$'\n'*}"
-  for i in 1 2 3 4; do http "${SWARMSTATION_SERVER_URL%/}/worker/v1/bootstrap" "$body" && return; sleep $i; done
+  for i in 1 2 3 4; do
+    http "${SWARMSTATION_SERVER_URL%/}/worker/v1/bootstrap" "$body" && return
+    sleep $i
+  done
   log "could not report stage $1"
 }
 
@@ -133,7 +144,7 @@ start_worker() {
 
 main() {
   LOG=${SWARMSTATION_BOOTSTRAP_LOG:-/var/log/swarmstation-bootstrap.log}
-  { mkdir -p "$(dirname "$LOG")" && touch "$LOG"; } 2>/dev/null || LOG=${HOME:-/tmp}/swarmstation-bootstrap.log
+  { mkdir -p "$(dirname "$LOG")" && touch "$LOG"; } 2>/dev/null || LOG=~/swarmstation-bootstrap.log
   exec > >(tee -a "$LOG") 2>&1
   if [ -z "${SWARMSTATION_SERVER_URL:-}" ] || [ -z "${SWARMSTATION_WORKER_TOKEN:-}" ]; then
     log "SWARMSTATION_SERVER_URL and SWARMSTATION_WORKER_TOKEN must be set"; exit 2
@@ -156,7 +167,7 @@ main() {
   if [ -n "${SWARMSTATION_BIN:-}" ]; then read -r -a SS <<<"$SWARMSTATION_BIN"
   elif [ -x "$VENV/bin/swarmstation" ]; then SS=("$VENV/bin/swarmstation")
   else SS=(swarmstation); fi
-  command -v "${SS[0]}" >/dev/null || fail "no swarmstation command '${SS[0]}' (install it, or set SWARMSTATION_BIN)"
+  command -v "${SS[0]}" >/dev/null || fail "no swarmstation command '${SS[0]}' (set SWARMSTATION_BIN?)"
   [ "$MODE" = emulator ] || [ -f "$COMFY_DIR/main.py" ] || fail "no ComfyUI in $COMFY_DIR (no main.py)"
   if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then fail "port $PORT is already in use"; fi
   start_comfyui
@@ -178,7 +189,7 @@ main() {
       [ $quick -lt 5 ] || fail "the worker crashed $quick times in a row (exit code $rc)"
       log "the worker exited with code $rc; restarting it in $((2 ** quick))s"
       sleep $((2 ** quick))
-      true
+      start_worker
     fi
   done
 }

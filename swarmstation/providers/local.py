@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,33 @@ from swarmstation.domain.workflow import normalise_model_name
 from swarmstation.providers.base import LaunchSpec, ProviderError, ProviderInstance
 
 PLACEHOLDER_WEIGHTS = b"swarmstation emulator placeholder weights\n"
+
+
+def write_placeholder_models(comfy_dir: Path, models: Iterable[tuple[str, str]]) -> None:
+    """Placeholder weight files for an emulated ComfyUI, which checks that files exist but loads
+    nothing. Never used with a real ComfyUI."""
+    for model_folder, model_name in models:
+        target = comfy_dir / "models" / normalise_model_name(model_folder) / normalise_model_name(model_name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            target.write_bytes(PLACEHOLDER_WEIGHTS)
+
+
+def preload_env(models: Iterable[tuple[str, str]]) -> str:
+    """The preload list as the instance environment carries it (SWARMSTATION_PRELOAD_MODELS)."""
+    return json.dumps([{"folder": f, "name": n} for f, n in models])
+
+
+def parse_preload_env(value: str) -> list[tuple[str, str]]:
+    try:
+        items = json.loads(value)
+    except ValueError:
+        return []
+    return [
+        (str(i["folder"]), str(i["name"]))
+        for i in items
+        if isinstance(items, list) and isinstance(i, dict) and i.get("folder") and i.get("name")
+    ]
 
 
 def free_port() -> int:
@@ -96,11 +124,7 @@ class LocalProvider:
         comfy_dir = folder / "comfyui"
         for name in ("input", "output", "temp"):
             (comfy_dir / name).mkdir(parents=True, exist_ok=True)
-        for model_folder, model_name in spec.preload_models:
-            target = comfy_dir / "models" / model_folder / normalise_model_name(model_name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not target.exists():
-                target.write_bytes(PLACEHOLDER_WEIGHTS)
+        write_placeholder_models(comfy_dir, spec.preload_models)
         port = free_port()
         env = {**os.environ, **spec.env}
         emulator = subprocess.Popen(

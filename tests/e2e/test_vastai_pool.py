@@ -1,0 +1,175 @@
+"""End to end on a fake VastAI whose "rented machines" run the real bootstrap script as local
+processes (worker + ComfyUI emulator): a burst scales a pool 0 → max → back to min, every job
+completes, and nothing is left running that the database does not know; then two control
+planes on one PostgreSQL at once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import BIN, Up, make_up, wait_for
+from tests.fakes.vastai import FakeVastAI, make_offer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeVastAI]:
+    offers = [make_offer(i, dph_total=0.30 + i / 100) for i in range(1, 8)]
+    env = {"SWARMSTATION_SKIP_INSTALL": "1", "SWARMSTATION_BIN": str(BIN)}
+    with FakeVastAI(
+        offers=offers,
+        run_onstart=True,
+        consume_offers=True,
+        provision_seconds=0.3,
+        load_seconds=0.3,
+        onstart_env=env,
+    ) as f:
+        yield f
+
+
+def vast_env(fake: FakeVastAI) -> dict[str, object]:
+    return {
+        "provider": "none",
+        "worker_comfyui_mode": "emulator",
+        "control_interval_seconds": 0.5,
+        "heartbeat_timeout_seconds": 6,
+        "orphan_grace_seconds": 5,
+        "lease_seconds": 20,
+    }
+
+
+def start(up: Up, fake: FakeVastAI) -> None:
+    up.env.update({"VASTAI_API_KEY": fake.api_key, "VASTAI_BASE_URL": fake.url})
+    up.start()
+
+
+def setup_pool(up: Up, *, max_instances: int, idle_minutes: float) -> None:
+    http = up.client()
+    pool = {
+        "name": "gpu",
+        "provider": "vastai",
+        "image": "nvidia/cuda:12.4.1-runtime-ubuntu22.04",
+        "min_instances": 0,
+        "max_instances": max_instances,
+        "idle_minutes": idle_minutes,
+        "target_wait_seconds": 5,
+        "scale_cooldown_seconds": 1,
+        "gpu_filters": {"max_price_per_hour": 1.0},
+    }
+    r = http.post("/v1/admin/pools", json=pool)
+    assert r.status_code == 201, r.text
+    tool = http.get("/v1/tools/sd15-txt2img").json()
+    body = {k: tool[k] for k in ("name", "description", "category", "base_model", "workflow", "inputs")}
+    r = http.post("/v1/admin/tools", json={**body, "slug": "gpu-sd15", "pool": "gpu"})
+    assert r.status_code == 201, r.text
+
+
+def live_instances(up: Up) -> list[dict[str, Any]]:
+    return [i for i in up.client().get("/v1/admin/instances").json() if i["pool"] == "gpu"]
+
+
+def no_strays(up: Up, fake: FakeVastAI) -> bool:
+    known = {i["provider_instance_id"] for i in live_instances(up)}
+    return {str(i["id"]) for i in fake.instances()} <= known
+
+
+def submit_burst(up: Up, n: int) -> list[str]:
+    http = up.client()
+    return [
+        http.post(
+            "/v1/jobs",
+            json={"tool": "gpu-sd15", "inputs": {"prompt": f"p{k}", "steps": 2, "width": 64, "height": 64}},
+        ).json()["id"]
+        for k in range(n)
+    ]
+
+
+def all_finished(up: Up, ids: list[str]) -> list[dict[str, Any]] | None:
+    http = up.client()
+    jobs = [http.get(f"/v1/jobs/{i}").json() for i in ids]
+    return jobs if all(j["state"] in ("COMPLETED", "FAILED") for j in jobs) else None
+
+
+def test_burst_scales_zero_to_max_and_back(up_factory, fake: FakeVastAI) -> None:  # type: ignore[no-untyped-def]
+    up: Up = up_factory(**vast_env(fake))
+    start(up, fake)
+    try:
+        setup_pool(up, max_instances=3, idle_minutes=0.1)
+        fake.fail("create", 429, times=2, body="text")  # a rate-limit storm on the way up
+        fake.fail("search", 500, times=1)
+        ids = submit_burst(up, 50)
+        peak = 0
+
+        def finished() -> list[dict[str, Any]] | None:
+            nonlocal peak
+            peak = max(peak, len([i for i in live_instances(up) if i["state"] != "TERMINATED"]))
+            return all_finished(up, ids)
+
+        jobs = wait_for(finished, 240, "all 50 jobs", interval=1.0)
+        assert [j["state"] for j in jobs] == ["COMPLETED"] * 50, [j["error"] for j in jobs if j["error"]]
+        assert peak == 3
+        assert len({j["instance_id"] for j in jobs}) >= 2
+        # Idle past the timeout: drained and destroyed, back to the minimum of 0.
+        wait_for(lambda: live_instances(up) == [] and fake.instances() == [], 120, "scale back to zero")
+        costs = up.client().get("/v1/admin/costs?group_by=pool").json()
+        assert costs["billed"] > 0 and costs["attributed"] > 0
+        assert abs(costs["attributed"] + costs["unattributed"] - costs["billed"]) < 1e-6
+        status = json.loads(up.cli("status", "--json", "--all").stdout)
+        assert all(i["state"] == "TERMINATED" for i in status["instances"] if i["pool"] == "gpu")
+    except Exception:
+        print(up.dump_logs())
+        raise
+
+
+def test_instance_vanishing_mid_job(up_factory, fake: FakeVastAI) -> None:  # type: ignore[no-untyped-def]
+    up: Up = up_factory(**vast_env(fake))
+    start(up, fake)
+    try:
+        setup_pool(up, max_instances=2, idle_minutes=5)
+        http = up.client()
+        job = http.post(
+            "/v1/jobs",
+            json={"tool": "gpu-sd15", "inputs": {"prompt": "slow", "steps": 120, "width": 64, "height": 64}},
+        ).json()
+        running = wait_for(
+            lambda: (j := http.get(f"/v1/jobs/{job['id']}").json())["state"] == "RUNNING" and j,
+            120,
+            "the job to run",
+        )
+        victim = next(i for i in live_instances(up) if i["id"] == running["instance_id"])
+        fake.vanish(int(victim["provider_instance_id"]))
+        done = wait_for(lambda: all_finished(up, [job["id"]]), 180, "the job to finish elsewhere")[0]
+        assert done["state"] == "COMPLETED" and done["instance_id"] != victim["id"] and done["attempt"] == 2
+        wait_for(lambda: no_strays(up, fake), 30, "no unknown instances")
+    except Exception:
+        print(up.dump_logs())
+        raise
+
+
+@pytest.mark.postgres
+def test_two_control_planes_on_one_postgres(up_factory, fake: FakeVastAI, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    if not database_url.startswith("postgresql"):
+        pytest.skip("this one is about PostgreSQL")
+    a: Up = up_factory(**vast_env(fake), database_url=database_url, secret_key="shared-secret-for-both")
+    b: Up = make_up(
+        a.folder, **vast_env(fake), database_url=database_url, secret_key="shared-secret-for-both"
+    )
+    start(a, fake)
+    start(b, fake)
+    try:
+        setup_pool(a, max_instances=2, idle_minutes=0.1)
+        ids = submit_burst(a, 10) + submit_burst(b, 10)
+        jobs = wait_for(lambda: all_finished(a, ids), 240, "all jobs", interval=1.0)
+        assert [j["state"] for j in jobs] == ["COMPLETED"] * 20
+        assert len(fake.create_bodies) <= 2 + 1  # one leader launched; no duplicate pools of machines
+        wait_for(lambda: live_instances(a) == [] and fake.instances() == [], 120, "scale back to zero")
+    except Exception:
+        print(a.dump_logs())
+        raise
+    finally:
+        b.cleanup()
