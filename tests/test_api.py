@@ -319,3 +319,53 @@ def test_events_stream_replays_and_ends(api: TestClient, alice: dict[str, str]) 
     assert body.index('"state": "QUEUED"') < body.index('"state": "CANCELLED"')
     assert "event: state" in body
     assert api.post(f"/v1/jobs/{job['id']}/cancel", headers=alice).status_code == 409
+
+
+def test_worker_whose_comfyui_stopped_answering_is_marked_unhealthy(
+    api: TestClient, plane: ControlPlane, clock: FakeClock
+) -> None:
+    with transaction(plane.state.sessions) as s:
+        inst, token = add_instance(s, clock())
+        inst_id = inst.id
+    w = {"Authorization": f"Bearer {token}"}
+    assert api.post("/worker/v1/heartbeat", headers=w, json={"comfyui_ok": False}).status_code == 200
+    clock.advance(plane.state.settings.heartbeat_timeout_seconds / 2)
+    assert (
+        api.post("/worker/v1/heartbeat", headers=w, json={"comfyui_ok": True}).status_code == 200
+    )  # it came back
+    assert api.post("/worker/v1/heartbeat", headers=w, json={"comfyui_ok": False}).status_code == 200
+    clock.advance(plane.state.settings.heartbeat_timeout_seconds + 1)
+    r = api.post("/worker/v1/heartbeat", headers=w, json={"comfyui_ok": False})
+    assert r.status_code == 410 and "ComfyUI" in r.json()["detail"]
+    status = api.get(
+        f"/v1/admin/instances/{inst_id}", headers={"Authorization": f"Bearer {plane.admin_key}"}
+    ).json()
+    assert status["state"] == "UNHEALTHY"
+
+
+def test_bootstrap_failure_marks_instance_unhealthy(
+    api: TestClient, plane: ControlPlane, clock: FakeClock
+) -> None:
+    from swarmstation.domain.states import InstanceState
+
+    with transaction(plane.state.sessions) as s:
+        inst, token = add_instance(s, clock(), state=InstanceState.PROVISIONING)
+        inst_id = inst.id
+    w = {"Authorization": f"Bearer {token}"}
+    assert (
+        api.post("/worker/v1/bootstrap", headers=w, json={"stage": "install", "ok": True}).status_code == 204
+    )
+    r = api.post(
+        "/worker/v1/bootstrap", headers=w, json={"stage": "comfyui", "ok": False, "message": "port taken"}
+    )
+    assert r.status_code == 204
+    status = api.get(
+        f"/v1/admin/instances/{inst_id}", headers={"Authorization": f"Bearer {plane.admin_key}"}
+    ).json()
+    assert (
+        status["state"] == "UNHEALTHY" and status["state_reason"] == "bootstrap failed at comfyui: port taken"
+    )
+    assert [t["to_state"] for t in status["transitions"]] == ["INITIALIZING", "UNHEALTHY"]
+    assert (
+        api.post("/worker/v1/bootstrap", headers=w, json={"stage": "x" * 51, "ok": True}).status_code == 422
+    )

@@ -179,6 +179,7 @@ class HeartbeatIn(Strict):
     disk_free_bytes: int | None = None
     models: list[str] = Field(default_factory=list, max_length=10_000)
     loaded_checkpoint: str | None = Field(default=None, max_length=300)
+    comfyui_ok: bool = True
 
 
 class HeartbeatOut(BaseModel):

@@ -8,6 +8,7 @@ import mimetypes
 import posixpath
 import time
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response
@@ -98,12 +99,27 @@ def heartbeat(body: HeartbeatIn, s: DB, me: CurrentInstance, state: State) -> He
     if inst.state == InstanceState.UNHEALTHY:
         raise HTTPException(410, "this instance was declared unhealthy and is being replaced")
     inst.last_heartbeat_at = now
+    down_since = inst.info.get("comfyui_down_since")
+    if body.comfyui_ok:
+        down_since = None
+    elif down_since is None:
+        down_since = now.isoformat()
     inst.info = {
         **inst.info,
         "disk_free_bytes": body.disk_free_bytes,
         "models": body.models,
         "loaded_checkpoint": body.loaded_checkpoint,
+        "comfyui_down_since": down_since,
     }
+    if (
+        down_since is not None
+        and (now - datetime.fromisoformat(down_since)).total_seconds()
+        >= state.settings.heartbeat_timeout_seconds
+    ):
+        reason = f"ComfyUI has not answered for {state.settings.heartbeat_timeout_seconds:g}s"
+        set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, now)
+        s.commit()
+        raise HTTPException(410, reason)
     cancel: list[str] = []
     stale: list[str] = []
     for ref in body.running:

@@ -103,6 +103,7 @@ class Worker:
     draining: bool = False
     stopped: bool = False
     heartbeat_seconds: float = 5.0
+    ready: bool = False  # ComfyUI answered once; before that it is still starting
     jobs_done: int = 0
 
     async def run(self) -> None:
@@ -125,6 +126,7 @@ class Worker:
                 try:
                     await comfy.wait_until_ready(self.config.comfy_ready_timeout)
                     reg = await self._register(ready=True)
+                    self.ready = True
                     log.info("registered as instance %s", reg["instance_id"])
                     await self._job_loop()
                 finally:
@@ -158,12 +160,22 @@ class Worker:
         )
         return free, models[:10_000]
 
+    async def _comfyui_ok(self) -> bool:
+        """Probe ComfyUI; a worker whose ComfyUI died must not keep taking jobs."""
+        try:
+            async with asyncio.timeout(5.0):
+                await self.comfy.system_stats()
+            return True
+        except (ComfyError, TimeoutError, OSError, httpx.HTTPError):
+            return False
+
     async def heartbeat_once(self) -> None:
         free, models = await asyncio.to_thread(self._inventory)
         body = {
             "running": [{"job_id": j.job_id, "lease_token": j.lease_token} for j in self.running.values()],
             "disk_free_bytes": free,
             "models": models,
+            "comfyui_ok": await self._comfyui_ok() if self.ready else True,
         }
         resp = await self.cp.call("POST", "/worker/v1/heartbeat", json=body)
         data = resp.json()
