@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         "install", description="install ComfyUI on a stock CUDA image, use the image's, or the emulator"
     )
 
+    # model catalog
+    model_url_hosts: list[str] = Field(
+        default_factory=lambda: ["huggingface.co", "hf.co", "civitai.com"],
+        description="Hosts a model may be registered from by URL",
+    )
+    max_model_bytes: int = Field(64 * 1024**3, ge=1, description="Largest model upload")
+
     # LoRAs
     max_loras_per_job: int = Field(8, ge=0, le=32)
     lora_max_bytes: int = Field(4 * 1024**3, ge=1, description="Largest LoRA file staged on approval")

@@ -19,7 +19,7 @@ from pathlib import Path
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 
-from swarmstation.api import admin, loras, objects, public, worker
+from swarmstation.api import admin, loras, models, objects, public, worker
 from swarmstation.api import pools as pools_api
 from swarmstation.api.deps import AppState
 from swarmstation.api.errors import install_error_handlers
@@ -32,7 +32,7 @@ from swarmstation.control.notify import Notifier
 from swarmstation.control.pools import PoolController
 from swarmstation.objectstore.local import LocalObjectStore
 from swarmstation.providers.base import ComputeProvider
-from swarmstation.providers.bootstrap import render_onstart
+from swarmstation.providers.bootstrap import compact_onstart, render_onstart
 from swarmstation.providers.local import LocalProvider
 from swarmstation.providers.vastai import VastAIProvider
 from swarmstation.store.db import make_engine, make_sessionmaker, migrate, ping, transaction
@@ -110,11 +110,13 @@ def build(
     notifier = Notifier()
 
     def onstart(pool: Pool) -> str:
+        # The pool's own startup script runs as its own reported stage, without the token.
         script = render_onstart(
-            swarmstation_spec=settings.worker_install_spec, comfyui_mode=settings.worker_comfyui_mode
+            swarmstation_spec=settings.worker_install_spec,
+            comfyui_mode=settings.worker_comfyui_mode,
+            startup_script=pool.startup_script,
         )
-        # The pool's own startup script runs first (extra packages, custom nodes, mounts).
-        return f"{pool.startup_script.rstrip()}\n{script}" if pool.startup_script.strip() else script
+        return compact_onstart(script)  # Vast refuses long onstart scripts
 
     pools = PoolController(settings, sessions, providers, clock, onstart=onstart)
     loops = ControlLoops(
@@ -157,6 +159,7 @@ def build(
     app.include_router(admin.router)
     app.include_router(loras.router)
     app.include_router(pools_api.router)
+    app.include_router(models.router)
     app.include_router(worker.router)
     app.include_router(objects.router)
     registry = make_registry(state)

@@ -13,6 +13,7 @@ from swarmstation.api.deps import DB, AdminUser, State
 from swarmstation.api.schemas import Strict
 from swarmstation.domain.states import LIVE_INSTANCE_STATES, InstanceState, JobState
 from swarmstation.domain.workflow import MODEL_FOLDERS, WorkflowError, normalise_model_name
+from swarmstation.providers.bootstrap import compact_onstart, render_onstart
 from swarmstation.store.models import Instance, Job, Pool, Tool
 
 router = APIRouter(prefix="/v1/admin/pools", tags=["admin"])
@@ -128,6 +129,10 @@ def _apply(pool: Pool, body: PoolSettings) -> None:
         raise HTTPException(422, "min_instances must not exceed max_instances")
     if pool.provider == "vastai" and not pool.image:
         raise HTTPException(422, "image: a vastai pool needs the image its instances run")
+    try:
+        compact_onstart(render_onstart(startup_script=pool.startup_script))
+    except ValueError as exc:
+        raise HTTPException(422, f"startup_script: {exc}") from exc
 
 
 @router.get("", response_model=list[PoolDetail])

@@ -20,6 +20,7 @@ from swarmstation.api.deps import DB, CurrentUser, State
 from swarmstation.api.schemas import JobCreate, JobList, JobOut, ToolDetail, ToolSummary, UploadOut
 from swarmstation.api.views import job_out, tool_detail, tool_summary
 from swarmstation.control import jobs as jobs_ops
+from swarmstation.control.models import model_sources
 from swarmstation.domain.lora_graph import LoraGraphError, apply_loras
 from swarmstation.domain.loras import PromptTooLong, Resolution, TriggerMatcher, resolve
 from swarmstation.domain.states import TERMINAL_JOB_STATES, JobState
@@ -126,11 +127,7 @@ def create_job(body: JobCreate, s: DB, user: CurrentUser, state: State) -> JobOu
         i.name: [[b.node_id, b.input_name] for b in i.bindings] for i in spec.inputs if i.type == "image"
     }
     images = _resolve_images(s, user, bound.input_images, image_bindings)
-    sources = {
-        ("loras", r.file_name): {"key": r.object_key, "sha256": r.file_sha256, "size": r.file_size}
-        for r in rows.values()
-        if r.object_key
-    }
+    sources = model_sources(s, [(m.folder, m.name) for m in bound.required_models])
     job = jobs_ops.submit_job(
         s,
         user_id=user.id,

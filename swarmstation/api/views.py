@@ -29,7 +29,9 @@ def job_out(s: Session, job: Job) -> JobOut:
         max_attempts=job.max_attempts,
         progress=job.progress,
         inputs=job.inputs,
-        required_models=[{k: v for k, v in m.items() if k != "key"} for m in job.required_models],
+        required_models=[
+            {k: v for k, v in m.items() if k not in ("key", "source_url")} for m in job.required_models
+        ],
         applied_loras=job.applied_loras,
         warnings=job.warnings,
         instance_id=job.instance_id,

@@ -34,8 +34,9 @@ from swarmstation.api.schemas import (
 )
 from swarmstation.control import jobs as jobs_ops
 from swarmstation.control.instances import set_instance_state
+from swarmstation.control.models import model_sources
 from swarmstation.domain.states import InstanceState, JobState
-from swarmstation.store.models import Instance, Job, Output
+from swarmstation.store.models import Instance, Job, Output, Pool
 
 router = APIRouter(prefix="/worker/v1", tags=["worker"])
 
@@ -90,6 +91,24 @@ def bootstrap(body: BootstrapReport, s: DB, me: CurrentInstance, state: State) -
         set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, now)
     elif body.ok and inst.state == InstanceState.PROVISIONING:
         set_instance_state(s, inst, InstanceState.INITIALIZING, f"bootstrap: {body.stage}", now)
+
+
+@router.get("/preload", response_model=list[ModelOut])
+def preload(s: DB, me: CurrentInstance, state: State) -> list[ModelOut]:
+    """The models this instance's pool preloads, with where to fetch each (models the catalog
+    cannot supply are listed without a URL)."""
+    inst = _instance(s, me)
+    pool = s.get(Pool, inst.pool)
+    wanted = [(str(m["folder"]), str(m["name"])) for m in (pool.preload_models if pool else []) or []]
+    sources = model_sources(s, wanted)
+    result = []
+    for folder, name in wanted:
+        src = sources.get((folder, name), {})
+        url = state.store.presign_get(src["key"], _URL_SECONDS) if src.get("key") else src.get("source_url")
+        result.append(
+            ModelOut(folder=folder, name=name, url=url, sha256=src.get("sha256"), size=src.get("size"))
+        )
+    return result
 
 
 @router.post("/heartbeat", response_model=HeartbeatOut)
@@ -169,7 +188,9 @@ def _assignment_for(state: State, instance_id: str) -> Assignment | bool | None:
                 ModelOut(
                     folder=m["folder"],
                     name=m["name"],
-                    url=state.store.presign_get(m["key"], _URL_SECONDS) if m.get("key") else None,
+                    url=state.store.presign_get(m["key"], _URL_SECONDS)
+                    if m.get("key")
+                    else m.get("source_url"),
                     sha256=m.get("sha256"),
                     size=m.get("size"),
                 )

@@ -9,6 +9,7 @@ the provisioning timeout, with the stage, the error and the log's last lines as 
   Every pip call runs under constraints that pin the torch builds the image already has, so no
   requirement can swap them for other builds. `SWARMSTATION_SKIP_INSTALL=1` skips the stage
   (prebuilt images, tests).
+- `startup` (only with a `startup_script`, the pool's own): run with bash; a non-zero exit fails it.
 - `comfyui`: ComfyUI (`main.py --listen 127.0.0.1 --port P --disable-auto-launch`, or the ComfyUI
   emulator in `emulator` mode), without the worker token in its environment, then a wait for
   `GET /system_stats`; a ComfyUI that exits first, a timeout or a port already taken fail the stage.
@@ -22,7 +23,9 @@ not in its arguments); optional `SWARMSTATION_SKIP_INSTALL=1`, `SWARMSTATION_BIN
 swarmstation command: `/path/to/swarmstation` or `python -m swarmstation.cli`), `SWARMSTATION_HOME`
 (venv folder, default /opt/swarmstation), `SWARMSTATION_BOOTSTRAP_LOG` (default
 /var/log/swarmstation-bootstrap.log, else ~/swarmstation-bootstrap.log),
-`SWARMSTATION_COMFYUI_LISTEN`, `SWARMSTATION_COMFYUI_ARGS` (more ComfyUI flags),
+`SWARMSTATION_COMFYUI_DIR` and `SWARMSTATION_COMFYUI_PORT` (over the rendered values: several
+"machines" on one host, as in tests), `SWARMSTATION_COMFYUI_LISTEN`, `SWARMSTATION_COMFYUI_ARGS`
+(more ComfyUI flags),
 `SWARMSTATION_COMFYUI_TIMEOUT` (seconds, default 600), `SWARMSTATION_COMFYUI_REPO`. On Vast,
 `PUBLIC_IPADDR` and `VAST_TCP_PORT_<port>` go into the comfyui stage's report.
 
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import re
 import shlex
 from typing import Literal
 
@@ -71,8 +75,9 @@ report() {  # STAGE OK MESSAGE
   body=$("$PYTHON" -c 'import json, sys; print(json.dumps(dict(stage=sys.argv[1], ok=sys.argv[2] == "true",
     message=sys.argv[3][:3500])))' "$@")
   log "stage $1: ok=$2: ${3%%$'\n'*}"
+  # `return 0`: in the ERR trap a bare `return` passes the failed status on, and set -e exits with it
   for i in 1 2 3 4; do
-    http "${SWARMSTATION_SERVER_URL%/}/worker/v1/bootstrap" "$body" && return
+    http "${SWARMSTATION_SERVER_URL%/}/worker/v1/bootstrap" "$body" && return 0
     sleep $i
   done
   log "could not report stage $1"
@@ -163,6 +168,12 @@ main() {
     report install true "installed $SPEC (mode $MODE, ComfyUI $COMFY_REF)"
   fi
 
+  if [ -n "$STARTUP" ]; then  # the pool's own script: extra packages, custom nodes, mounts
+    STAGE=startup
+    (unset SWARMSTATION_WORKER_TOKEN; export COMFYUI_DIR=$COMFY_DIR; exec bash -c "$STARTUP")
+    report startup true "the pool's startup script ran"
+  fi
+
   STAGE=comfyui
   if [ -n "${SWARMSTATION_BIN:-}" ]; then read -r -a SS <<<"$SWARMSTATION_BIN"
   elif [ -x "$VENV/bin/swarmstation" ]; then SS=("$VENV/bin/swarmstation")
@@ -184,7 +195,7 @@ main() {
     fi
     if ! kill -0 $WORKER_PID 2>/dev/null; then
       wait $WORKER_PID && rc=0 || rc=$?
-      if [ $rc = 0 ]; then log "the control plane stopped this instance"; return; fi
+      if [ $rc = 0 ]; then log "the control plane stopped this instance"; return 0; fi
       if [ $((SECONDS - WORKER_STARTED)) -lt 60 ]; then quick=$((quick + 1)); else quick=1; fi
       [ $quick -lt 5 ] || fail "the worker crashed $quick times in a row (exit code $rc)"
       log "the worker exited with code $rc; restarting it in $((2 ** quick))s"
@@ -198,6 +209,15 @@ main </dev/null  # children must not read the rest of a script piped into bash
 """
 
 
+def _without_comments(body: str) -> str:
+    """The comments stay readable here and are left out of the script: Vast's limit is tight."""
+    kept = (re.sub(r"  # .*$", "", line) for line in body.splitlines() if not line.lstrip().startswith("#"))
+    return "\n".join(kept) + "\n"
+
+
+_SCRIPT_BODY = _without_comments(_BODY)
+
+
 def render_onstart(
     *,
     swarmstation_spec: str = "swarmstation",
@@ -207,6 +227,7 @@ def render_onstart(
     port: int = 8188,
     python: str = "python3",
     extra_pip_args: str = "",
+    startup_script: str = "",
 ) -> str:
     """The bootstrap script (bash) for one instance; it holds no secret.
 
@@ -215,6 +236,8 @@ def render_onstart(
     `emulator` runs swarmstation's ComfyUI emulator there instead (tests, CPU machines).
     `swarmstation_spec` is what `pip install` gets (a version, a wheel URL, a git URL);
     `extra_pip_args` is added to every pip install (e.g. `--index-url ...`).
+    `startup_script` (a pool's own, e.g. custom nodes) runs with bash after the install stage as a
+    stage of its own, `startup`, with `COMFYUI_DIR` set and without the worker token.
     """
     if comfyui_mode not in MODES:
         raise ValueError(f"comfyui_mode must be one of {', '.join(MODES)}, not {comfyui_mode!r}")
@@ -235,11 +258,12 @@ def render_onstart(
 # swarmstation bootstrap, {comfyui_mode} mode (swarmstation/providers/bootstrap.py says more)
 set -Eeuo pipefail
 MODE={q(comfyui_mode)} SPEC={q(swarmstation_spec)} PIP_ARGS={q(extra_pip_args)} PYTHON={q(python)}
-COMFY_DIR={q(comfyui_dir)} COMFY_REF={q(comfyui_ref)} PORT={int(port)}
+COMFY_DIR=${{SWARMSTATION_COMFYUI_DIR:-{q(comfyui_dir)}}} PORT=${{SWARMSTATION_COMFYUI_PORT:-{int(port)}}}
+COMFY_REF={q(comfyui_ref)}
 COMFY_REPO=${{SWARMSTATION_COMFYUI_REPO:-https://github.com/comfyanonymous/ComfyUI}}
-HOME_DIR=${{SWARMSTATION_HOME:-/opt/swarmstation}}
+HOME_DIR=${{SWARMSTATION_HOME:-/opt/swarmstation}} STARTUP={q(startup_script)}
 """
-    return header + _BODY
+    return header + _SCRIPT_BODY
 
 
 def compress_onstart(script: str) -> str:

@@ -244,6 +244,26 @@ class LoraGrant(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class Model(Base):
+    """A model file instances may need: where ComfyUI looks for it, and where to fetch it."""
+
+    __tablename__ = "models"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(30))  # checkpoint, lora, vae, unet, clip, upscale, ...
+    folder: Mapped[str] = mapped_column(String(50))  # ComfyUI folder key
+    name: Mapped[str] = mapped_column(String(255))  # relative file name inside the folder
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    source_kind: Mapped[str] = mapped_column(String(10))  # object | url
+    object_key: Mapped[str | None] = mapped_column(String(300))
+    url: Mapped[str | None] = mapped_column(Text)
+    base_model: Mapped[str] = mapped_column(String(40), default="other")
+    created_by: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (Index("ux_models_folder_name", "folder", "name", unique=True),)
+
+
 class Meta(Base):
     """Small facts about this database, e.g. that the bundled tools were seeded once."""
 

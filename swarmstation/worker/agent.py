@@ -127,6 +127,7 @@ class Worker:
                     await comfy.wait_until_ready(self.config.comfy_ready_timeout)
                     reg = await self._register(ready=True)
                     self.ready = True
+                    await self._preload()
                     log.info("registered as instance %s", reg["instance_id"])
                     await self._job_loop()
                 finally:
@@ -287,6 +288,19 @@ class Worker:
             await self._fail(job, str(exc), retryable=True)
         except (ComfyUnavailable, ComfyError, httpx.HTTPError, OSError) as exc:
             await self._fail(job, f"{type(exc).__name__}: {exc}", retryable=True)
+
+    async def _preload(self) -> None:
+        """Fetch the pool's preload models before taking jobs (failures are logged, not fatal:
+        jobs fetch what they miss)."""
+        if self.config.comfy_dir is None:
+            return
+        try:
+            models = (await self.cp.call("GET", "/worker/v1/preload")).json()
+            fetched = await self._fetch_models(models)
+            if fetched:
+                log.info("preloaded %d models", fetched)
+        except (ModelFetchError, httpx.HTTPError, ConnectionError) as exc:
+            log.warning("preload failed: %s", exc)
 
     async def _fetch_models(self, models: list[dict[str, Any]]) -> int:
         if self.config.comfy_dir is None:

@@ -551,6 +551,18 @@ class FakeVastAI:
         env.update(self.onstart_env)
         env.update({k: str(v) for k, v in body_env.items() if not k.startswith("-")})
         env.update({f"VAST_TCP_PORT_{port}": str(host) for port, host in inst.host_ports.items()})
+        # Each real container has its own network namespace and filesystem; on one host the fake
+        # stands them in with the bootstrap's overrides: ComfyUI on the mapped port itself, and
+        # a folder of the instance's own.
+        if 8188 in inst.host_ports:
+            env["SWARMSTATION_COMFYUI_PORT"] = str(inst.host_ports[8188])
+        env.update(
+            {
+                "SWARMSTATION_COMFYUI_DIR": str(folder / "ComfyUI"),
+                "SWARMSTATION_HOME": str(folder / "home"),
+                "SWARMSTATION_BOOTSTRAP_LOG": str(folder / "bootstrap.log"),
+            }
+        )
         env.update(
             {
                 "PUBLIC_IPADDR": "127.0.0.1",
