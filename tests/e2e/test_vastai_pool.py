@@ -117,7 +117,8 @@ def test_burst_scales_zero_to_max_and_back(up_factory, fake: FakeVastAI) -> None
         jobs = wait_for(finished, 240, "all 50 jobs", interval=1.0)
         assert [j["state"] for j in jobs] == ["COMPLETED"] * 50, [j["error"] for j in jobs if j["error"]]
         assert peak == 3
-        assert len(urls) >= 3  # each rented machine ran its own ComfyUI        assert len({j["instance_id"] for j in jobs}) >= 2
+        assert len(urls) >= 3  # each rented machine ran its own ComfyUI
+        assert len({j["instance_id"] for j in jobs}) >= 2
         # Idle past the timeout: drained and destroyed, back to the minimum of 0.
         wait_for(lambda: live_instances(up) == [] and fake.instances() == [], 120, "scale back to zero")
         costs = up.client().get("/v1/admin/costs?group_by=pool").json()
