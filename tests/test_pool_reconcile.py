@@ -177,3 +177,21 @@ def test_provider_storms_do_not_leave_strays(plane, fake, clock) -> None:  # typ
     assert known_provider_ids(plane) == live_at_fake(
         fake
     )  # the lost answer was found by label, not rented twice
+
+
+def test_instance_never_ready_is_replaced_on_another_machine(plane, fake, clock) -> None:  # type: ignore[no-untyped-def]
+    with transaction(plane.state.sessions) as s:
+        s.get(Pool, "gpu").min_instances = 1
+    plane.pools.tick()
+    first = fake.create_bodies[-1]
+    plane.pools.tick()  # learns the host (machine) of the new instance
+    clock.advance(plane.state.settings.provisioning_timeout_seconds + 1)
+    with transaction(plane.state.sessions) as s:
+        scheduler_pass(s, plane.state.settings, clock())
+        stuck = s.scalars(select(Instance)).one()
+        assert stuck.state == InstanceState.UNHEALTHY and "not ready" in stuck.state_reason
+    plane.pools.tick()  # destroyed, and a replacement rented elsewhere
+    creates = [c.path for c in fake.calls if c.endpoint == "create"]
+    assert creates[0].endswith("/asks/1/") and not creates[-1].endswith("/asks/1/")
+    assert first["label"] != fake.create_bodies[-1]["label"]
+    assert known_provider_ids(plane) == live_at_fake(fake)

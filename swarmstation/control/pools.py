@@ -160,6 +160,8 @@ class PoolController:
                     inst.price_per_hour = p.price_per_hour
                 if p.gpu_name:
                     inst.gpu_name = p.gpu_name
+                if p.host and inst.info.get("host") != p.host:
+                    inst.info = {**inst.info, "host": p.host}
                 if not p.running and InstanceState(inst.state) not in (InstanceState.UNHEALTHY,):
                     why = f"the provider reports it {p.status}" if p.status else "its processes exited"
                     set_instance_state(s, inst, InstanceState.UNHEALTHY, why, now)
@@ -292,6 +294,19 @@ class PoolController:
             )
         )
         models = preload_models(s, pool.name)
+        since = now - timedelta(hours=1)
+        failed_hosts = frozenset(
+            str(i.info["host"])
+            for i in s.scalars(
+                select(Instance).where(
+                    Instance.pool == pool.name,
+                    Instance.ready_at.is_(None),
+                    Instance.created_at >= since,
+                    Instance.state.in_([InstanceState.UNHEALTHY, InstanceState.TERMINATED]),
+                )
+            )
+            if i.info.get("host")
+        )
         return LaunchSpec(
             instance_id=inst.id,
             pool=pool.name,
@@ -302,6 +317,7 @@ class PoolController:
             image=pool.image,
             onstart=self.onstart(pool) if self.onstart is not None else "",
             filters=offer_filters(pool),
+            avoid_hosts=failed_hosts,
         )
 
     def _launch(self, provider: ComputeProvider, spec: LaunchSpec) -> None:

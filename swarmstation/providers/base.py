@@ -24,6 +24,7 @@ class LaunchSpec:
     image: str = ""
     onstart: str = ""  # the bootstrap script (providers/bootstrap.py); carries no secrets
     filters: OfferFilters = field(default_factory=OfferFilters)
+    avoid_hosts: frozenset[str] = frozenset()  # machines whose instances recently never came up
 
     @property
     def label(self) -> str:
@@ -39,6 +40,7 @@ class ProviderInstance:
     price_per_hour: float | None = None
     gpu_name: str | None = None
     status: str = ""  # the provider's own word for its state
+    host: str | None = None  # the physical machine, for avoiding hosts that failed us
 
 
 class ComputeProvider(Protocol):

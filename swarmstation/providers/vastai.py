@@ -341,6 +341,7 @@ def instance_from_json(instance: Mapping[str, Any]) -> ProviderInstance | None:
         price_per_hour=_price(instance.get("dph_total")),
         gpu_name=gpu.strip() if isinstance(gpu, str) and gpu.strip() else None,
         status=status,
+        host=str(instance["machine_id"]).strip() if instance.get("machine_id") is not None else None,
     )
 
 
@@ -522,6 +523,13 @@ class VastAIProvider:
         offers = self.search_offers(spec.filters)
         if not offers:
             raise ProviderError(f"no Vast.ai offer matches pool {spec.pool!r}'s filters ({spec.filters})")
+        # Machines where an instance of ours recently never became ready: try the others first.
+        fresh = [o for o in offers if o.machine_id is None or str(o.machine_id) not in spec.avoid_hosts]
+        if not fresh:
+            raise ProviderError(
+                f"every matching Vast.ai offer is on a machine that recently failed ({len(offers)})"
+            )
+        offers = fresh
         failures: builtins.list[str] = []
         for offer in offers[: self.max_offers]:
             try:
