@@ -109,6 +109,20 @@ def test_cli_reports_bad_input_without_traceback(up_factory) -> None:  # type: i
     assert r.returncode == 1 and "cannot read" in r.stderr
     r = up.cli("status", "--api-key", "ss_wrong")
     assert r.returncode == 1 and "401" in r.stderr
+    r = up.cli("pool", "add", "small", "--set", "min_instances=5", "--set", "max_instances=1")
+    assert r.returncode == 1 and "min_instances" in r.stderr and "Traceback" not in r.stderr
+    r = up.cli(
+        "pool", "add", "small", "--set", "max_instances=3", "--set", 'gpu_filters={"gpu_names": ["RTX 4090"]}'
+    )
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(up.cli("pool", "show", "small", "--json").stdout)
+    assert shown["gpu_filters"]["gpu_names"] == ["RTX 4090"] and shown["max_instances"] == 3
+    assert up.cli("pool", "set", "small", "--set", "max_instances=0").returncode == 0
+    assert up.cli("pool", "remove", "small").returncode == 0
+    r = up.cli("costs", "--by", "day")
+    assert r.returncode == 0 and "billed" in r.stdout
+    r = up.cli("costs", "--by", "planet")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
 
 
 def test_worker_killed_mid_job_completes_elsewhere(up_factory) -> None:  # type: ignore[no-untyped-def]
