@@ -23,12 +23,16 @@ app = typer.Typer(
 )
 tools_app = typer.Typer(no_args_is_help=True, help="List, show, add and remove tools")
 users_app = typer.Typer(no_args_is_help=True, help="Users and API keys (admin)")
+models_app = typer.Typer(
+    no_args_is_help=True, help="The model catalog (admin): list, upload, register a URL, remove"
+)
 pool_app = typer.Typer(no_args_is_help=True, help="Pools of instances (admin): list, show, add, set, remove")
 loras_app = typer.Typer(no_args_is_help=True, help="The LoRA registry: list, import, approve, grant, resolve")
 app.add_typer(tools_app, name="tools")
 app.add_typer(users_app, name="users")
 app.add_typer(loras_app, name="loras")
 app.add_typer(pool_app, name="pool")
+app.add_typer(models_app, name="models")
 
 console = Console()
 err = Console(stderr=True)
@@ -475,6 +479,121 @@ def users_list(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = N
         return
     for u in users:
         console.print(f"{u['id']}  {u['name']:<20} {u['role']}")
+
+
+# -- models ---------------------------------------------------------------------------------------
+@models_app.command("list")
+def models_list(
+    folder: Annotated[str | None, typer.Option("--folder")] = None,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """List the model catalog."""
+    data = _call(url, api_key, "GET", "/v1/admin/models", params={"folder": folder} if folder else {})
+    if as_json:
+        _print_json(data)
+        return
+    table = Table()
+    for col in ("id", "folder/name", "kind", "size", "source", "base"):
+        table.add_column(col)
+    for m in data:
+        table.add_row(
+            m["id"][:8],
+            f"{m['folder']}/{m['name']}",
+            m["kind"],
+            str(m["size"] or "?"),
+            m["source_kind"] if m["source_kind"] == "object" else (m["url"] or "")[:40],
+            m["base_model"],
+        )
+    console.print(table)
+
+
+@models_app.command("upload")
+def models_upload(
+    file: Annotated[Path, typer.Argument(help="The model file")],
+    folder: Annotated[str, typer.Option("--folder", help="ComfyUI folder: checkpoints, loras, vae, ...")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Name inside the folder (default: the file name)")
+    ] = None,
+    kind: Annotated[str, typer.Option("--kind")] = "other",
+    base_model: Annotated[str, typer.Option("--base-model")] = "other",
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Upload a model file into the object store, with a progress bar."""
+    if not file.is_file():
+        fail(f"no such file: {file}")
+    total = file.stat().st_size
+    target = name or file.name
+
+    def chunks(bar: Progress, task: Any) -> Any:
+        with file.open("rb") as fh:
+            while block := fh.read(1024 * 1024):
+                bar.advance(task, len(block))
+                yield block
+
+    with _client(url, api_key) as client:
+        client.http.timeout = httpx.Timeout(30.0, write=3600.0, read=3600.0)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>5.1f}%"),
+            TimeElapsedColumn(),
+            console=err,
+            disable=as_json,
+        ) as bar:
+            task = bar.add_task(f"uploading {file.name}", total=total)
+            try:
+                data = client.request(
+                    "PUT",
+                    f"/v1/admin/models/upload/{folder}/{target}",
+                    params={"kind": kind, "base_model": base_model},
+                    content=chunks(bar, task),
+                    headers={"Content-Length": str(total)},
+                ).json()
+            except ClientError as exc:
+                fail(str(exc))
+    _print_json(data) if as_json else console.print(
+        f"uploaded {folder}/{data['name']} sha256 {data['sha256']}"
+    )
+
+
+@models_app.command("add-url")
+def models_add_url(
+    source: Annotated[str, typer.Argument(help="https URL on an allowed host (Hugging Face, Civitai, ...)")],
+    folder: Annotated[str, typer.Option("--folder")],
+    name: Annotated[str, typer.Option("--name")],
+    kind: Annotated[str, typer.Option("--kind")] = "other",
+    sha256: Annotated[str | None, typer.Option("--sha256")] = None,
+    size: Annotated[int | None, typer.Option("--size")] = None,
+    base_model: Annotated[str, typer.Option("--base-model")] = "other",
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Register a model that workers fetch from a public URL."""
+    body: dict[str, Any] = {
+        "folder": folder,
+        "name": name,
+        "kind": kind,
+        "url": source,
+        "base_model": base_model,
+    }
+    if sha256:
+        body["sha256"] = sha256
+    if size:
+        body["size"] = size
+    data = _call(url, api_key, "POST", "/v1/admin/models", json=body)
+    _print_json(data) if as_json else console.print(f"registered {folder}/{data['name']}")
+
+
+@models_app.command("remove")
+def models_remove(model_id: str, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """Remove a model from the catalog (and its file from the object store)."""
+    _call(url, api_key, "DELETE", f"/v1/admin/models/{model_id}")
+    console.print(f"removed model {model_id}")
 
 
 # -- pools ---------------------------------------------------------------------------------------
