@@ -23,7 +23,7 @@ from swarmstation.api.schemas import (
     UserCreated,
     UserOut,
 )
-from swarmstation.api.views import tool_detail
+from swarmstation.api.views import hit_rates, tool_detail
 from swarmstation.auth import display_prefix
 from swarmstation.control.bootstrap import add_key, create_user_with_key, tool_row
 from swarmstation.control.costs import cost_report
@@ -102,7 +102,10 @@ def create_key(user_id: str, s: DB, _: AdminUser, state: State) -> KeyCreated:
 
 
 def instance_out(s: DB, inst: Instance, *, with_transitions: bool = False) -> InstanceOut:
+    rate, byte_rate = hit_rates(inst.info)
     return InstanceOut(
+        cache_hit_rate=rate,
+        cache_byte_hit_rate=byte_rate,
         id=inst.id,
         pool=inst.pool,
         provider=inst.provider,

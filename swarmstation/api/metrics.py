@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from swarmstation.api.deps import AppState
+from swarmstation.api.views import hit_rates
 from swarmstation.domain.states import InstanceState, JobState
 from swarmstation.store.models import Instance, Job
 
@@ -24,6 +26,10 @@ class StateCollector(Collector):
             instances = s.execute(
                 select(Instance.pool, Instance.state, func.count()).group_by(Instance.pool, Instance.state)
             ).all()
+            caches = [
+                (i.id, i.info)
+                for i in s.scalars(select(Instance).where(Instance.state != InstanceState.TERMINATED))
+            ]
         g = GaugeMetricFamily("swarmstation_jobs", "Jobs by state", labels=["state"])
         for st in JobState:
             g.add_metric([st.value], jobs.get(st.value, 0))
@@ -37,13 +43,45 @@ class StateCollector(Collector):
             for ist in InstanceState:
                 gi.add_metric([pool, ist.value], seen.get((pool, ist.value), 0))
         yield gi
+        hit = GaugeMetricFamily(
+            "swarmstation_instance_cache_hit_ratio",
+            "Model requests served from cache",
+            labels=["instance", "unit"],
+        )
+        for instance_id, info in caches:
+            rate, byte_rate = hit_rates(info)
+            if rate is not None:
+                hit.add_metric([instance_id, "requests"], rate)
+            if byte_rate is not None:
+                hit.add_metric([instance_id, "bytes"], byte_rate)
+        yield hit
         passes = GaugeMetricFamily("swarmstation_scheduler_passes", "Scheduler passes run by this replica")
         passes.add_metric([], self.state.loops.passes)
         yield passes
 
 
+# Per job, observed when a job completes on this replica.
+_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+JOB_REGISTRY = CollectorRegistry()
+JOB_SECONDS = Histogram(
+    "swarmstation_job_seconds",
+    "Where a completed job's time went: queue wait, model fetch, run",
+    ["phase"],
+    buckets=_BUCKETS,
+    registry=JOB_REGISTRY,
+)
+_PHASES = {"queue_wait": "queue_wait_seconds", "model_fetch": "model_fetch_seconds", "run": "run_seconds"}
+
+
+def observe_job(timings: dict[str, Any]) -> None:
+    for phase, key in _PHASES.items():
+        value = timings.get(key)
+        if isinstance(value, int | float):
+            JOB_SECONDS.labels(phase).observe(float(value))
+
+
 def render(state: AppState, registry: CollectorRegistry) -> bytes:
-    return generate_latest(registry)
+    return generate_latest(registry) + generate_latest(JOB_REGISTRY)
 
 
 def make_registry(state: AppState) -> CollectorRegistry:

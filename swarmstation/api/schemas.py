@@ -121,6 +121,8 @@ class InstanceOut(BaseModel):
     last_heartbeat_at: datetime | None
     terminated_at: datetime | None
     active_jobs: int
+    cache_hit_rate: float | None = Field(None, description="Model requests served from the instance's cache")
+    cache_byte_hit_rate: float | None = Field(None, description="Model bytes served from the cache")
     info: dict[str, Any]
     transitions: list[TransitionOut] | None = None
 
@@ -180,6 +182,7 @@ class HeartbeatIn(Strict):
     models: list[str] = Field(default_factory=list, max_length=10_000)
     loaded_checkpoint: str | None = Field(default=None, max_length=300)
     comfyui_ok: bool = True
+    cache: dict[str, float] = Field(default_factory=dict, max_length=20)  # hits, misses, bytes_hit, ...
 
 
 class HeartbeatOut(BaseModel):

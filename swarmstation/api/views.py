@@ -13,6 +13,17 @@ from swarmstation.domain.workflow import required_models
 from swarmstation.store.models import Job, Output, Tool
 
 
+def hit_rates(info: dict[str, Any]) -> tuple[float | None, float | None]:
+    """An instance's cache hit rate in requests and in bytes, from its heartbeat's counters."""
+    cache = info.get("cache") or {}
+    hits, misses = float(cache.get("hits", 0)), float(cache.get("misses", 0))
+    bhit, bmiss = float(cache.get("bytes_hit", 0)), float(cache.get("bytes_downloaded", 0))
+    return (
+        hits / (hits + misses) if hits + misses else None,
+        bhit / (bhit + bmiss) if bhit + bmiss else None,
+    )
+
+
 def output_url(job_id: str, output_id: str) -> str:
     return f"/v1/jobs/{job_id}/outputs/{output_id}"
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy import select
 
 from swarmstation.api.deps import DB, CurrentInstance, InstanceIdentity, State
+from swarmstation.api.metrics import observe_job
 from swarmstation.api.schemas import (
     Assignment,
     BootstrapReport,
@@ -129,6 +130,7 @@ def heartbeat(body: HeartbeatIn, s: DB, me: CurrentInstance, state: State) -> He
         "models": body.models,
         "loaded_checkpoint": body.loaded_checkpoint,
         "comfyui_down_since": down_since,
+        "cache": body.cache,
     }
     if (
         down_since is not None
@@ -304,6 +306,7 @@ def complete(job_id: str, body: CompleteIn, s: DB, me: CurrentInstance, state: S
     s.flush()
     jobs_ops.complete_job(s, job, timings=body.timings, now=state.clock())
     s.commit()
+    observe_job(job.timings)
     state.notifier.wake(f"job:{job_id}")
     state.loops.poke()
 

@@ -166,7 +166,17 @@ def complete_job(s: Session, job: Job, *, timings: dict[str, Any], now: datetime
     job.finished_at = now
     job.progress = 1.0
     job.lease_expires_at = None
-    job.timings = {**job.timings, **timings}
+    started = job.started_at or job.assigned_at or now
+    # Queue wait counts from the last time the job entered the queue (a requeue starts it again).
+    job.timings = {
+        **job.timings,
+        **timings,
+        "queue_wait_seconds": round(max(0.0, ((job.assigned_at or now) - job.queued_at).total_seconds()), 4),
+        "total_seconds": round((now - job.created_at).total_seconds(), 4),
+        "assigned_to_start_seconds": round(
+            max(0.0, (started - (job.assigned_at or started)).total_seconds()), 4
+        ),
+    }
     _move(s, job, JobState.COMPLETED, now, outputs=[o.id for o in outputs])
     s.flush()
     _release_instance(s, job, now)
