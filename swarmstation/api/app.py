@@ -30,7 +30,9 @@ from swarmstation.control.leader import LeaderLock
 from swarmstation.control.loops import ControlLoops
 from swarmstation.control.notify import Notifier
 from swarmstation.control.pools import PoolController
+from swarmstation.objectstore.base import ObjectStore
 from swarmstation.objectstore.local import LocalObjectStore
+from swarmstation.objectstore.s3 import S3ObjectStore
 from swarmstation.providers.base import ComputeProvider
 from swarmstation.providers.bootstrap import compact_onstart, render_onstart
 from swarmstation.providers.local import LocalProvider
@@ -122,8 +124,12 @@ def build(
     loops = ControlLoops(
         settings, sessions, notifier, LeaderLock(engine, settings.data_dir / "leader.lock"), pools, clock
     )
-    store = LocalObjectStore(
-        settings.data_dir / "objects", base_url=settings.base_url, secret=_secret(settings)
+    store: ObjectStore = (
+        S3ObjectStore.from_env()
+        if os.environ.get("SWARMSTATION_S3_BUCKET")
+        else LocalObjectStore(
+            settings.data_dir / "objects", base_url=settings.base_url, secret=_secret(settings)
+        )
     )
     state = AppState(
         settings=settings,

@@ -19,7 +19,7 @@ from swarmstation.control.loops import ControlLoops
 from swarmstation.control.loras import MatcherCache
 from swarmstation.control.notify import Notifier
 from swarmstation.domain.states import InstanceState
-from swarmstation.objectstore.local import LocalObjectStore
+from swarmstation.objectstore.base import ObjectStore
 from swarmstation.store.models import ApiKey, Instance, User
 
 
@@ -61,7 +61,7 @@ class AppState:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    store: LocalObjectStore
+    store: ObjectStore
     notifier: Notifier
     loops: ControlLoops
     clock: Callable[[], datetime]

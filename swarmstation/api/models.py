@@ -19,6 +19,7 @@ from sqlalchemy import select
 from swarmstation.api.deps import DB, AdminUser, State
 from swarmstation.api.schemas import Strict
 from swarmstation.domain.workflow import MODEL_FOLDERS, WorkflowError, normalise_model_name
+from swarmstation.objectstore.base import scratch_dir
 from swarmstation.store.models import Model
 
 router = APIRouter(prefix="/v1/admin/models", tags=["admin"])
@@ -144,7 +145,7 @@ async def upload(
     limit = state.settings.max_model_bytes
     digest = hashlib.sha256()
     size = 0
-    fd, tmp_name = tempfile.mkstemp(dir=state.store.root, prefix=".model-upload-")
+    fd, tmp_name = tempfile.mkstemp(dir=scratch_dir(state.store), prefix=".model-upload-")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:

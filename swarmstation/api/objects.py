@@ -9,14 +9,21 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 
 from swarmstation.api.deps import State
+from swarmstation.objectstore.local import LocalObjectStore
 
 router = APIRouter(tags=["objects"], include_in_schema=False)
 
 MAX_OBJECT_BYTES = 4 * 1024**3
 
 
+def _local(state: State) -> LocalObjectStore:
+    if not isinstance(state.store, LocalObjectStore):
+        raise HTTPException(404, "objects are served by the S3 store, not here")
+    return state.store
+
+
 def _check(state: State, method: str, key: str, expires: int, signature: str) -> None:
-    if not state.store.verify(method, key, expires, signature):
+    if not _local(state).verify(method, key, expires, signature):
         raise HTTPException(403, "invalid or expired signature")
 
 
@@ -25,7 +32,7 @@ def get_object(
     key: str, state: State, expires: Annotated[int, Query()], signature: Annotated[str, Query(max_length=64)]
 ) -> FileResponse:
     _check(state, "GET", key, expires, signature)
-    path = state.store.path(key)
+    path = _local(state).path(key)
     if not path.is_file():
         raise HTTPException(404, "no such object")
     return FileResponse(path)

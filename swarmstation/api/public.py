@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy import select
 
@@ -26,6 +26,7 @@ from swarmstation.domain.loras import PromptTooLong, Resolution, TriggerMatcher,
 from swarmstation.domain.states import TERMINAL_JOB_STATES, JobState
 from swarmstation.domain.tools import ToolInputError, ToolSpec, bind_inputs, tool_from_dict
 from swarmstation.domain.workflow import required_models
+from swarmstation.objectstore.local import LocalObjectStore
 from swarmstation.store.models import Job, JobEvent, Lora, Output, Tool, Upload, User
 
 router = APIRouter(prefix="/v1", tags=["public"])
@@ -197,12 +198,16 @@ def cancel_job(job_id: str, s: DB, user: CurrentUser, state: State) -> JobOut:
     return out
 
 
-@router.get("/jobs/{job_id}/outputs/{output_id}")
-def download_output(job_id: str, output_id: str, s: DB, user: CurrentUser, state: State) -> FileResponse:
+@router.get("/jobs/{job_id}/outputs/{output_id}", response_model=None)
+def download_output(
+    job_id: str, output_id: str, s: DB, user: CurrentUser, state: State
+) -> FileResponse | RedirectResponse:
     _own_job(s, job_id, user)
     out = s.get(Output, output_id)
     if out is None or out.job_id != job_id or not out.uploaded:
         raise HTTPException(404, f"output {output_id} not found")
+    if not isinstance(state.store, LocalObjectStore):  # S3/R2: the client fetches it from there
+        return RedirectResponse(state.store.presign_get(out.key, 600), status_code=307)
     path = state.store.path(out.key)
     if not path.is_file():
         raise HTTPException(404, f"output {output_id} is missing from the object store")

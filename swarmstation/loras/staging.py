@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from swarmstation.objectstore.local import LocalObjectStore
+from swarmstation.objectstore.base import ObjectStore, scratch_dir
 
 CHUNK = 1024 * 1024
 
@@ -38,7 +38,7 @@ def object_key_for(sha256: str) -> str:
 
 def stage_file(
     url: str,
-    store: LocalObjectStore,
+    store: ObjectStore,
     *,
     expected_sha256: str | None,
     max_bytes: int,
@@ -48,7 +48,7 @@ def stage_file(
 ) -> StagedFile:
     digest = hashlib.sha256()
     size = 0
-    fd, tmp_name = tempfile.mkstemp(dir=store.root, prefix=".staging-")
+    fd, tmp_name = tempfile.mkstemp(dir=scratch_dir(store), prefix=".staging-")
     tmp = Path(tmp_name)
     try:
         with (

@@ -48,3 +48,10 @@ class ObjectStore(Protocol):
     def presign_get(self, key: str, expires_seconds: int) -> str: ...
 
     def presign_put(self, key: str, expires_seconds: int) -> str: ...
+
+
+def scratch_dir(store: ObjectStore) -> Path | None:
+    """Where to put temporary files that will be moved into `store` (same filesystem for the
+    local store, so the move is a rename); None → the system's temporary folder."""
+    root = getattr(store, "root", None)
+    return root if isinstance(root, Path) else None

@@ -1,0 +1,107 @@
+"""The control plane on S3 (a real moto server): uploads, models and outputs live in the bucket
+and clients and workers are sent there with presigned URLs."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from moto import server as moto_server
+
+from swarmstation.api.app import ControlPlane, build
+from swarmstation.config import Settings
+from swarmstation.control.scheduler import scheduler_pass
+from swarmstation.objectstore.s3 import S3ObjectStore
+from swarmstation.store.db import transaction
+from tests.conftest import FakeClock
+from tests.helpers import add_instance, add_user
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def plane(
+    tmp_path: Path, clock: FakeClock, endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ControlPlane]:
+    bucket = f"ss-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b"
+    ).create_bucket(Bucket=bucket)
+    for key, value in {
+        "BUCKET": bucket,
+        "ENDPOINT_URL": endpoint,
+        "REGION": "us-east-1",
+        "ACCESS_KEY_ID": "a",
+        "SECRET_ACCESS_KEY": "b",
+        "PREFIX": "swarm",
+    }.items():
+        monkeypatch.setenv(f"SWARMSTATION_S3_{key}", value)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        provider="none",
+        scheduler_interval_seconds=60,
+        control_interval_seconds=60,
+    )
+    cp = build(settings, provider=None, clock=clock)
+    yield cp
+    cp.state.engine.dispose()
+
+
+def test_models_and_outputs_live_in_the_bucket(plane: ControlPlane, clock: FakeClock) -> None:
+    store: Any = plane.state.store
+    assert isinstance(store, S3ObjectStore)
+    admin = {"Authorization": f"Bearer {plane.admin_key}"}
+    with TestClient(plane.app) as api:
+        data = b"checkpoint bytes" * 500
+        r = api.put(
+            "/v1/admin/models/upload/checkpoints/v1-5-pruned-emaonly.safetensors", headers=admin, content=data
+        )
+        assert r.status_code == 201, r.text
+        with transaction(plane.state.sessions) as s:
+            _, key = add_user(s, clock(), "erin")
+            _, token = add_instance(s, clock())
+        user = {"Authorization": f"Bearer {key}"}
+        job = api.post(
+            "/v1/jobs", headers=user, json={"tool": "sd15-txt2img", "inputs": {"prompt": "x"}}
+        ).json()
+        with transaction(plane.state.sessions) as s:
+            scheduler_pass(s, plane.state.settings, clock())
+        w = {"Authorization": f"Bearer {token}"}
+        assignment = api.get("/worker/v1/jobs/next", headers=w, params={"wait": 0}).json()
+        model = next(m for m in assignment["required_models"] if m["folder"] == "checkpoints")
+        fetched = httpx.get(model["url"])  # a presigned S3 URL, straight to the bucket
+        assert fetched.status_code == 200 and hashlib.sha256(fetched.content).hexdigest() == model["sha256"]
+        lease = {"lease_token": assignment["lease_token"]}
+        assert api.post(f"/worker/v1/jobs/{job['id']}/started", headers=w, json=lease).status_code == 204
+        uploads = api.post(
+            f"/worker/v1/jobs/{job['id']}/outputs",
+            headers=w,
+            json={**lease, "files": [{"filename": "out.png", "size": 3}]},
+        ).json()["uploads"]
+        assert httpx.put(uploads[0]["upload_url"], content=b"png").status_code == 200
+        r = api.post(
+            f"/worker/v1/jobs/{job['id']}/complete",
+            headers=w,
+            json={**lease, "outputs": [uploads[0]["output_id"]]},
+        )
+        assert r.status_code == 204, r.text
+        done = api.get(f"/v1/jobs/{job['id']}", headers=user).json()
+        r = api.get(done["outputs"][0]["url"], headers=user, follow_redirects=False)
+        assert r.status_code == 307 and httpx.get(r.headers["location"]).content == b"png"
+        assert api.get("/objects/anything?expires=1&signature=x").status_code == 404
