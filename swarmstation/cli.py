@@ -161,7 +161,16 @@ def worker(
         ),
     ] = None,
     comfy_dir: Annotated[
-        Path | None, typer.Option("--comfy-dir", help="ComfyUI folder, for model inventory")
+        Path | None, typer.Option("--comfy-dir", help="ComfyUI folder: models are fetched into it")
+    ] = None,
+    cache_budget_gb: Annotated[
+        float | None,
+        typer.Option(
+            "--cache-budget-gb",
+            envvar="SWARMSTATION_CACHE_BUDGET_GB",
+            min=0.000001,
+            help="Disk budget for cached models; the least recently used idle ones are evicted",
+        ),
     ] = None,
     log_level: LogOpt = "info",
 ) -> None:
@@ -172,7 +181,16 @@ def worker(
         fail("a worker token is needed: --token or SWARMSTATION_WORKER_TOKEN")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # request lines would carry presigned URLs
-    run_worker(WorkerConfig(server_url=server, token=token, comfyui_url=comfyui, comfy_dir=comfy_dir))
+    budget = int(cache_budget_gb * 1024**3) if cache_budget_gb else None
+    run_worker(
+        WorkerConfig(
+            server_url=server,
+            token=token,
+            comfyui_url=comfyui,
+            comfy_dir=comfy_dir,
+            cache_budget_bytes=budget,
+        )
+    )
 
 
 @app.command("comfy-emulator")

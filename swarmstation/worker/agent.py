@@ -31,7 +31,7 @@ from swarmstation.comfy.client import (
     ComfyValidationError,
     ProgressEvent,
 )
-from swarmstation.worker.models import ModelFetcher, ModelFetchError
+from swarmstation.worker.cache import FetchReport, ModelCache, ModelFetchError
 
 log = logging.getLogger("swarmstation.worker")
 
@@ -49,7 +49,8 @@ class WorkerConfig:
     server_url: str
     token: str
     comfyui_url: str
-    comfy_dir: Path | None = None  # for disk and model inventory in heartbeats
+    comfy_dir: Path | None = None  # ComfyUI's folder: models are fetched into it
+    cache_budget_bytes: int | None = None  # disk budget for models; None = the disk
     poll_wait: float = 20.0
     comfy_ready_timeout: float = 600.0
     retry_for: float = 600.0  # how long to keep retrying a report while the control plane is away
@@ -104,6 +105,8 @@ class Worker:
     stopped: bool = False
     heartbeat_seconds: float = 5.0
     ready: bool = False  # ComfyUI answered once; before that it is still starting
+    cache: ModelCache | None = None
+    loaded_checkpoint: str | None = None
     jobs_done: int = 0
 
     async def run(self) -> None:
@@ -117,6 +120,11 @@ class Worker:
             ComfyClient(self.config.comfyui_url) as comfy,
         ):
             self.cp = ControlPlaneClient(http, self.config.retry_for)
+            if self.config.comfy_dir is not None:
+                self.cache = ModelCache(
+                    self.config.comfy_dir, http, budget_bytes=self.config.cache_budget_bytes
+                )
+                await asyncio.to_thread(self.cache.rescan)
             self.comfy = comfy
             self.http = http
             try:
@@ -149,17 +157,20 @@ class Worker:
 
     # -- heartbeats ----------------------------------------------------------------------------
     def _inventory(self) -> tuple[int | None, list[str]]:
+        """Free disk and the models on it, for the control plane's routing (after a control-plane
+        restart its view of every cache is rebuilt from these)."""
         root = self.config.comfy_dir
-        if root is None:
+        if root is None or self.cache is None:
             return None, []
         free = shutil.disk_usage(root).free if root.exists() else None
-        models_dir = root / "models"
-        models = (
-            sorted(str(p.relative_to(models_dir)) for p in models_dir.rglob("*") if p.is_file())
-            if models_dir.exists()
-            else []
-        )
-        return free, models[:10_000]
+        return free, [str(m["key"]) for m in self.cache.inventory()][:10_000]
+
+    def _cache_counters(self) -> dict[str, float]:
+        if self.cache is None:
+            return {}
+        st = self.cache.stats()
+        keys = ("hits", "misses", "bytes_hit", "bytes_downloaded", "evictions", "bytes_cached")
+        return {k: float(st[k]) for k in keys if isinstance(st.get(k), int | float)}
 
     async def _comfyui_ok(self) -> bool:
         """Probe ComfyUI; a worker whose ComfyUI died must not keep taking jobs."""
@@ -177,6 +188,8 @@ class Worker:
             "disk_free_bytes": free,
             "models": models,
             "comfyui_ok": await self._comfyui_ok() if self.ready else True,
+            "loaded_checkpoint": self.loaded_checkpoint,
+            "cache": self._cache_counters(),
         }
         resp = await self.cp.call("POST", "/worker/v1/heartbeat", json=body)
         data = resp.json()
@@ -234,7 +247,8 @@ class Worker:
         t0 = time.monotonic()
         try:
             await self._report(job, "started", {})
-            fetched = await self._fetch_models(assignment.get("required_models", []))
+            required = assignment.get("required_models", [])
+            report = await self._ensure_models(required)
             t_models = time.monotonic()
             workflow = await self._stage_inputs(assignment)
             t_inputs = time.monotonic()
@@ -261,13 +275,20 @@ class Worker:
                     },
                 )
 
-            result = await self.comfy.run(workflow, on_progress=on_progress, prompt_id=None)
+            try:
+                result = await self.comfy.run(workflow, on_progress=on_progress, prompt_id=None)
+            finally:
+                if self.cache is not None:
+                    self.cache.release(required)  # in use until ComfyUI is done with them
+            self.loaded_checkpoint = checkpoint_of(workflow) or self.loaded_checkpoint
             t_run = time.monotonic()
             output_ids = await self._upload_outputs(job, result.outputs)
             t_done = time.monotonic()
             timings = {
                 "model_fetch_seconds": round(t_models - t0, 4),
-                "models_downloaded": fetched,
+                "models_downloaded": report.downloaded if report else 0,
+                "model_bytes_downloaded": report.bytes_downloaded if report else 0,
+                "model_cache_hits": report.hits if report else 0,
                 "inputs_seconds": round(t_inputs - t_models, 4),
                 "run_seconds": round(t_run - t_inputs, 4),
                 "upload_seconds": round(t_done - t_run, 4),
@@ -296,18 +317,17 @@ class Worker:
             return
         try:
             models = (await self.cp.call("GET", "/worker/v1/preload")).json()
-            fetched = await self._fetch_models(models)
-            if fetched:
-                log.info("preloaded %d models", fetched)
+            if self.cache is not None and models:
+                report = await self.cache.preload(models)
+                log.info("preloaded %d models (%d downloaded)", len(models), report.downloaded)
         except (ModelFetchError, httpx.HTTPError, ConnectionError) as exc:
             log.warning("preload failed: %s", exc)
 
-    async def _fetch_models(self, models: list[dict[str, Any]]) -> int:
-        if self.config.comfy_dir is None:
-            return 0  # no access to ComfyUI's folders: it must already hold the models
-        if not hasattr(self, "fetcher"):
-            self.fetcher = ModelFetcher(self.config.comfy_dir, self.http)
-        return await self.fetcher.ensure(models)
+    async def _ensure_models(self, models: list[dict[str, Any]]) -> FetchReport | None:
+        """Download what ComfyUI lacks and hold the job's models in use (the caller releases)."""
+        if self.cache is None:
+            return None  # no access to ComfyUI's folders: it must already hold the models
+        return await self.cache.ensure(models)
 
     async def _interrupt(self) -> None:
         try:
@@ -354,6 +374,21 @@ class Worker:
             resp = await self.http.put(upload["upload_url"], content=blob)
             resp.raise_for_status()
         return [u["output_id"] for u in uploads]
+
+
+_LOADER_INPUTS = {
+    "CheckpointLoaderSimple": ("checkpoints", "ckpt_name"),
+    "UNETLoader": ("diffusion_models", "unet_name"),
+}
+
+
+def checkpoint_of(workflow: dict[str, Any]) -> str | None:
+    """The checkpoint (or diffusion model) a workflow loads, as a cache key."""
+    for node in workflow.values():
+        spec = _LOADER_INPUTS.get(node.get("class_type", "")) if isinstance(node, dict) else None
+        if spec is not None and isinstance(node.get("inputs", {}).get(spec[1]), str):
+            return f"{spec[0]}/{node['inputs'][spec[1]]}"
+    return None
 
 
 def run_worker(config: WorkerConfig) -> None:
