@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     orphan_grace_seconds: float = Field(120.0, ge=0, description="Unknown provider instances live this long")
     max_attempts: int = Field(3, ge=1)
     scheduler_interval_seconds: float = Field(0.5, gt=0)
+    routing: Literal["cache", "fifo"] = Field(
+        "cache", description="cache-aware routing, or first-in first-out"
+    )
+    routing_max_delay_seconds: float = Field(
+        30.0, ge=0, description="Longest wait for a busy instance with the models"
+    )
+    routing_aging_seconds: float = Field(300.0, ge=0, description="After this long a job takes any instance")
+    checkpoint_load_seconds: float = Field(5.0, ge=0, description="Expected time to load another checkpoint")
     control_interval_seconds: float = Field(2.0, gt=0)
 
     # limits on user input

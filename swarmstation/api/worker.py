@@ -36,6 +36,7 @@ from swarmstation.api.schemas import (
 from swarmstation.control import jobs as jobs_ops
 from swarmstation.control.instances import set_instance_state
 from swarmstation.control.models import model_sources
+from swarmstation.control.routing import measured_rate
 from swarmstation.domain.states import InstanceState, JobState
 from swarmstation.store.models import Instance, Job, Output, Pool
 
@@ -305,6 +306,15 @@ def complete(job_id: str, body: CompleteIn, s: DB, me: CurrentInstance, state: S
         out.uploaded = True
     s.flush()
     jobs_ops.complete_job(s, job, timings=body.timings, now=state.clock())
+    inst = s.get(Instance, me.id)
+    if inst is not None:
+        rate = measured_rate(
+            inst.info.get("download_bps"),
+            float(body.timings.get("model_bytes_downloaded", 0.0)),
+            float(body.timings.get("model_fetch_seconds", 0.0)),
+        )
+        if rate is not None:
+            inst.info = {**inst.info, "download_bps": rate}
     s.commit()
     observe_job(job.timings)
     state.notifier.wake(f"job:{job_id}")

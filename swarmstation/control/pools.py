@@ -85,7 +85,7 @@ def preload_models(s: Session, pool: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(wanted))
 
 
-def _expected_job_seconds(s: Session, pool: str) -> float:
+def expected_job_seconds(s: Session, pool: str) -> float:
     runs = [
         float(t.get("run_seconds", 0.0))
         for t in s.scalars(
@@ -253,7 +253,7 @@ class PoolController:
                 cap = offer_filters(pool).max_price_per_hour
                 snapshot = PoolSnapshot(
                     queued_jobs=queued,
-                    expected_job_seconds=_expected_job_seconds(s, pool.name),
+                    expected_job_seconds=expected_job_seconds(s, pool.name),
                     new_instance_price=cap if cap is not None else (max(prices) if prices else 0.0),
                     last_scale_up_at=pool.last_scale_up_at,
                 )

@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session
 from swarmstation.config import Settings
 from swarmstation.control import jobs as jobs_ops
 from swarmstation.control.instances import set_instance_state
-from swarmstation.control.pools import provisioning_deadlines
+from swarmstation.control.pools import expected_job_seconds, provisioning_deadlines
+from swarmstation.control.routing import routable_instance, routable_job, routing_config
+from swarmstation.domain.routing import plan_routes
 from swarmstation.domain.scheduling import (
     Fail,
     InstanceSlot,
@@ -115,7 +117,7 @@ def assign_queued(s: Session, settings: Settings, now: datetime, result: PassRes
     )
     if not queued_rows:
         return
-    capacity = {p.name: p.slots_per_instance for p in s.scalars(select(Pool))}
+    pools = {p.name: p for p in s.scalars(select(Pool))}
     instances = {
         i.id: i
         for i in s.scalars(
@@ -124,24 +126,44 @@ def assign_queued(s: Session, settings: Settings, now: datetime, result: PassRes
     }
     if not instances:
         return
-    active: dict[str, int] = dict.fromkeys(instances, 0)
-    for instance_id in s.scalars(
-        select(Job.instance_id).where(
+    running: dict[str, list[Job]] = {i: [] for i in instances}
+    for job in s.scalars(
+        select(Job).where(
             Job.state.in_([st.value for st in LEASED_JOB_STATES]), Job.instance_id.in_(list(instances))
         )
     ):
-        if instance_id is not None:
-            active[instance_id] += 1
-    slots = [InstanceSlot(i.id, i.pool, capacity.get(i.pool, 1), active[i.id]) for i in instances.values()]
-    queued = [QueuedJob(j.id, j.pool, j.queued_at) for j in queued_rows]
+        if job.instance_id is not None:
+            running[job.instance_id].append(job)
+    expected = {name: expected_job_seconds(s, name) for name in {j.pool for j in queued_rows}}
     by_id = {j.id: j for j in queued_rows}
-    for action in plan_assignments(queued, slots):
-        job = by_id[action.job_id]
-        jobs_ops.assign_job(
-            s, job, instances[action.instance_id], lease_seconds=settings.lease_seconds, now=now
-        )
+    if settings.routing == "fifo":
+        slots = [
+            InstanceSlot(
+                i.id, i.pool, pools[i.pool].slots_per_instance if i.pool in pools else 1, len(running[i.id])
+            )
+            for i in instances.values()
+        ]
+        queued = [QueuedJob(j.id, j.pool, j.queued_at) for j in queued_rows]
+        plan: list[tuple[str, str]] = [(a.job_id, a.instance_id) for a in plan_assignments(queued, slots)]
+    else:
+        jobs = [routable_job(j, expected.get(j.pool, 30.0)) for j in queued_rows]
+        fleet = [
+            routable_instance(
+                i,
+                capacity=pools[i.pool].slots_per_instance if i.pool in pools else 1,
+                running=running[i.id],
+                expected_run_seconds=expected.get(i.pool, 30.0),
+                settings=settings,
+            )
+            for i in instances.values()
+        ]
+        routes = plan_routes(jobs, fleet, now=now.timestamp(), config=routing_config(settings))
+        plan = [(a.job_id, a.instance_id) for a in routes]
+    for job_id, instance_id in plan:
+        job = by_id[job_id]
+        jobs_ops.assign_job(s, job, instances[instance_id], lease_seconds=settings.lease_seconds, now=now)
         result.changed_jobs.add(job.id)
-        result.woken_instances.add(action.instance_id)
+        result.woken_instances.add(instance_id)
 
 
 def scheduler_pass(s: Session, settings: Settings, now: datetime, *, sweep: bool = True) -> PassResult:
