@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from swarmstation.api.app import ControlPlane, build
 from swarmstation.config import Settings
 from swarmstation.control.scheduler import scheduler_pass
 from swarmstation.store.db import transaction
+from swarmstation.store.models import Job
 from tests.conftest import FakeClock
 from tests.helpers import add_instance, add_user
 
@@ -127,3 +129,41 @@ def test_job_models_come_with_a_source(
     model = next(m for m in assignment["required_models"] if m["folder"] == "checkpoints")
     got = api.get(model["url"].removeprefix(plane.state.settings.base_url))
     assert got.status_code == 200 and got.content == data
+
+
+def test_popular_models_are_prefetched_onto_idle_instances(
+    api: TestClient, plane: ControlPlane, clock: FakeClock, admin: dict[str, str]
+) -> None:
+    r = api.put(
+        "/v1/admin/models/upload/checkpoints/sd_xl_base_1.0.safetensors", headers=admin, content=b"m" * 64
+    )
+    assert r.status_code == 201
+    with transaction(plane.state.sessions) as s:
+        _, key = add_user(s, clock(), "finn")
+    user = {"Authorization": f"Bearer {key}"}
+    for _ in range(3):
+        assert (
+            api.post(
+                "/v1/jobs", headers=user, json={"tool": "sdxl-txt2img", "inputs": {"prompt": "x"}}
+            ).status_code
+            == 201
+        )
+    with transaction(plane.state.sessions) as s:
+        _, token = add_instance(s, clock())
+    with transaction(plane.state.sessions) as s:
+        for job in s.scalars(select(Job)):
+            job.state = "CANCELLED"  # demand is remembered from recent jobs; the instance stays idle
+        scheduler_pass(s, plane.state.settings, clock())
+    hb = api.post("/worker/v1/heartbeat", headers={"Authorization": f"Bearer {token}"}, json={}).json()
+    keys = [f"{m['folder']}/{m['name']}" for m in hb["prefetch"]]
+    assert keys == ["checkpoints/sd_xl_base_1.0.safetensors"] and hb["prefetch"][0]["url"]
+    # Once the instance reports the model, it is no longer asked to fetch it.
+    api.post(
+        "/worker/v1/heartbeat",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"models": ["checkpoints/sd_xl_base_1.0.safetensors"]},
+    )
+    with transaction(plane.state.sessions) as s:
+        scheduler_pass(s, plane.state.settings, clock())
+    hb = api.post("/worker/v1/heartbeat", headers={"Authorization": f"Bearer {token}"}, json={}).json()
+    assert hb["prefetch"] == []

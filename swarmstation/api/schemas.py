@@ -189,6 +189,7 @@ class HeartbeatOut(BaseModel):
     drain: bool
     cancel: list[str]
     stale: list[str]
+    prefetch: list[ModelOut] = Field(default_factory=list, description="Popular models to fetch while idle")
 
 
 class InputImageOut(BaseModel):

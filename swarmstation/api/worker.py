@@ -95,13 +95,9 @@ def bootstrap(body: BootstrapReport, s: DB, me: CurrentInstance, state: State) -
         set_instance_state(s, inst, InstanceState.INITIALIZING, f"bootstrap: {body.stage}", now)
 
 
-@router.get("/preload", response_model=list[ModelOut])
-def preload(s: DB, me: CurrentInstance, state: State) -> list[ModelOut]:
-    """The models this instance's pool preloads, with where to fetch each (models the catalog
-    cannot supply are listed without a URL)."""
-    inst = _instance(s, me)
-    pool = s.get(Pool, inst.pool)
-    wanted = [(str(m["folder"]), str(m["name"])) for m in (pool.preload_models if pool else []) or []]
+def _with_urls(s: DB, state: State, wanted: list[tuple[str, str]]) -> list[ModelOut]:
+    """Where a worker can fetch each model: presigned for the object store, else its public URL;
+    no URL when neither the catalog nor the LoRA registry has it."""
     sources = model_sources(s, wanted)
     result = []
     for folder, name in wanted:
@@ -111,6 +107,16 @@ def preload(s: DB, me: CurrentInstance, state: State) -> list[ModelOut]:
             ModelOut(folder=folder, name=name, url=url, sha256=src.get("sha256"), size=src.get("size"))
         )
     return result
+
+
+@router.get("/preload", response_model=list[ModelOut])
+def preload(s: DB, me: CurrentInstance, state: State) -> list[ModelOut]:
+    """The models this instance's pool preloads, with where to fetch each."""
+    inst = _instance(s, me)
+    pool = s.get(Pool, inst.pool)
+    return _with_urls(
+        s, state, [(str(m["folder"]), str(m["name"])) for m in (pool.preload_models if pool else []) or []]
+    )
 
 
 @router.post("/heartbeat", response_model=HeartbeatOut)
@@ -155,7 +161,18 @@ def heartbeat(body: HeartbeatIn, s: DB, me: CurrentInstance, state: State) -> He
             stale.append(ref.job_id)
             continue
         jobs_ops.renew_lease(held, lease_seconds=state.settings.lease_seconds, now=now)
-    return HeartbeatOut(drain=inst.state == InstanceState.DRAINING, cancel=cancel, stale=stale)
+    prefetch = [
+        m
+        for m in _with_urls(
+            s,
+            state,
+            [(k.split("/", 1)[0], k.split("/", 1)[1]) for k in inst.info.get("prefetch") or [] if "/" in k],
+        )
+        if m.url
+    ]
+    return HeartbeatOut(
+        drain=inst.state == InstanceState.DRAINING, cancel=cancel, stale=stale, prefetch=prefetch
+    )
 
 
 def _assignment_for(state: State, instance_id: str) -> Assignment | bool | None:

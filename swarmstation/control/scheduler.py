@@ -18,7 +18,7 @@ from swarmstation.control import jobs as jobs_ops
 from swarmstation.control.instances import set_instance_state
 from swarmstation.control.pools import expected_job_seconds, provisioning_deadlines
 from swarmstation.control.routing import routable_instance, routable_job, routing_config
-from swarmstation.domain.routing import plan_routes
+from swarmstation.domain.routing import plan_prefetch, plan_routes
 from swarmstation.domain.scheduling import (
     Fail,
     InstanceSlot,
@@ -166,6 +166,39 @@ def assign_queued(s: Session, settings: Settings, now: datetime, result: PassRes
         result.woken_instances.add(instance_id)
 
 
+def plan_prefetches(s: Session, settings: Settings, now: datetime) -> None:
+    """Popular models onto idle instances that lack them; the instance learns of it in the
+    answer to its next heartbeat. Demand: the queued jobs plus the last 200 submitted."""
+    if settings.routing != "cache":
+        return
+    recent = list(s.scalars(select(Job).order_by(Job.created_at.desc()).limit(200)))
+    if not recent:
+        return
+    instances = list(s.scalars(select(Instance).where(Instance.state == InstanceState.IDLE)))
+    if not instances:
+        return
+    pools = {p.name: p for p in s.scalars(select(Pool))}
+    expected = 30.0
+    fleet = [
+        routable_instance(
+            i,
+            capacity=pools[i.pool].slots_per_instance if i.pool in pools else 1,
+            running=[],
+            expected_run_seconds=expected,
+            settings=settings,
+        )
+        for i in instances
+    ]
+    jobs = [routable_job(j, expected) for j in recent]
+    wanted: dict[str, list[str]] = {}
+    for action in plan_prefetch(jobs, fleet, now=now.timestamp(), config=routing_config(settings)):
+        wanted.setdefault(action.instance_id, []).append(action.model_key)
+    for inst in instances:
+        keys = wanted.get(inst.id, [])
+        if keys != inst.info.get("prefetch", []):
+            inst.info = {**inst.info, "prefetch": keys}
+
+
 def scheduler_pass(s: Session, settings: Settings, now: datetime, *, sweep: bool = True) -> PassResult:
     """`sweep=False` only assigns: the passes triggered by each submitted or finished job skip the
     health and lease checks, which the periodic pass runs."""
@@ -174,4 +207,6 @@ def scheduler_pass(s: Session, settings: Settings, now: datetime, *, sweep: bool
         check_instance_health(s, settings, now)
         expire_leases(s, now, result)
     assign_queued(s, settings, now, result)
+    if sweep:
+        plan_prefetches(s, settings, now)
     return result

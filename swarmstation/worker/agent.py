@@ -107,6 +107,7 @@ class Worker:
     ready: bool = False  # ComfyUI answered once; before that it is still starting
     cache: ModelCache | None = None
     loaded_checkpoint: str | None = None
+    _prefetching: asyncio.Task[None] | None = None
     jobs_done: int = 0
 
     async def run(self) -> None:
@@ -194,6 +195,9 @@ class Worker:
         resp = await self.cp.call("POST", "/worker/v1/heartbeat", json=body)
         data = resp.json()
         self.draining = bool(data.get("drain"))
+        prefetch = [m for m in data.get("prefetch", []) if m.get("url")]
+        if prefetch and self.cache is not None and not self.running and self._prefetching is None:
+            self._prefetching = asyncio.create_task(self._prefetch(prefetch))
         for job_id in [*data.get("cancel", []), *data.get("stale", [])]:
             job = self.running.get(job_id)
             if job is not None and job.task is not None:
@@ -322,6 +326,18 @@ class Worker:
                 log.info("preloaded %d models (%d downloaded)", len(models), report.downloaded)
         except (ModelFetchError, httpx.HTTPError, ConnectionError) as exc:
             log.warning("preload failed: %s", exc)
+
+    async def _prefetch(self, models: list[dict[str, Any]]) -> None:
+        """Fetch popular models while idle; they are evictable like any other."""
+        assert self.cache is not None
+        try:
+            async with self.cache.using(models) as report:
+                if report.downloaded:
+                    log.info("prefetched %d models", report.downloaded)
+        except (ModelFetchError, httpx.HTTPError, OSError) as exc:
+            log.warning("prefetch failed: %s", exc)
+        finally:
+            self._prefetching = None
 
     async def _ensure_models(self, models: list[dict[str, Any]]) -> FetchReport | None:
         """Download what ComfyUI lacks and hold the job's models in use (the caller releases)."""
