@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from swarmstation.client import Client, ClientError
+from swarmstation.sim.cli import sim_app
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="swarmstation: generative AI on your own GPU pool"
@@ -33,6 +34,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(loras_app, name="loras")
 app.add_typer(pool_app, name="pool")
 app.add_typer(models_app, name="models")
+app.add_typer(sim_app, name="simulate", help="Discrete-event simulation of the pool against the alternatives")
 
 console = Console()
 err = Console(stderr=True)

@@ -1,0 +1,670 @@
+"""A discrete-event simulator of a GPU pool on a virtual clock, driving the real domain policies.
+
+The pool policies call the same pure functions as the control plane: routing
+(``domain.routing.plan_routes``, ``route_ignoring_caches``, ``plan_prefetch``), scaling
+(``domain.scaling.plan_scaling``), cache eviction (``domain.cache.plan_eviction``) and billing
+(``domain.pricing.bill``). Virtual seconds are mapped to datetimes from
+:data:`EPOCH` where a policy takes datetimes.
+
+Model
+-----
+* Marketplace (:class:`Marketplace`): each launch draws a price, a provisioning delay (log-normal
+  minutes), whether it never becomes ready (then it is destroyed at the provisioning timeout and the
+  autoscaler replaces it), a lifetime after which it dies (exponential), a download bandwidth and a
+  checkpoint load speed. The n-th launch draws the same figures under every policy (common random
+  numbers), so policies differ by their decisions, not by luck.
+* An instance runs one job at a time: it downloads the job's missing models (after any prefetch in
+  progress), evicting with ``plan_eviction`` under its disk budget, loads the checkpoint when another
+  one is loaded, then runs for the trace's run time.
+* Control loops: a scheduler pass every ``scheduler_interval_s`` (routing), a pool pass every
+  ``pool_interval_s`` (scaling, prefetch, sampling of the time series).
+* A job that loses its instance returns to the queue with its original arrival time.
+
+Policies: ``ours``, ``ours-no-cache-affinity``, ``no-warm-pool`` (event-driven here),
+``managed`` and ``oracle`` (closed form, see :func:`simulate_managed` and :func:`simulate_oracle`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import statistics
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from swarmstation.domain.cache import CachedModel, plan_eviction
+from swarmstation.domain.pricing import BilledInstance, JobRun, bill
+from swarmstation.domain.routing import (
+    RoutableInstance,
+    RoutableJob,
+    RoutingConfig,
+    plan_prefetch,
+    plan_routes,
+    route_ignoring_caches,
+)
+from swarmstation.domain.scaling import Drain, InstanceView, Launch, PoolConfig, PoolSnapshot, plan_scaling
+from swarmstation.domain.states import InstanceState
+from swarmstation.sim.trace import Trace, TraceJob
+
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+POOL = "sim"
+POLICIES = ("ours", "ours-no-cache-affinity", "no-warm-pool", "managed", "oracle")
+Progress = Callable[[float], None]
+
+
+def at(seconds: float) -> datetime:
+    return EPOCH + timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True)
+class Marketplace:
+    """A GPU marketplace such as VastAI. Prices: seed-roadmap.md §2, RTX 4090 ~$0.30/hour."""
+
+    price_per_hour: float = 0.30
+    price_spread: tuple[float, float] = (0.9, 1.2)  # an offer costs price_per_hour x U(lo, hi)
+    provision_median_s: float = 150.0
+    provision_sigma: float = 0.5
+    never_ready_prob: float = 0.07
+    provision_timeout_s: float = 900.0
+    mean_lifetime_hours: float = 48.0
+    bandwidth_median: float = 100e6  # bytes/s
+    bandwidth_sigma: float = 0.6
+    load_bytes_per_second: float = 1.5e9  # checkpoint from disk into VRAM
+    load_base_s: float = 2.0
+    load_spread: tuple[float, float] = (0.7, 1.3)  # per-instance disk speed factor
+    disk_budget_bytes: int = 80 * 10**9
+
+    @property
+    def cheapest_per_hour(self) -> float:
+        return self.price_per_hour * self.price_spread[0]
+
+
+@dataclass(frozen=True)
+class ManagedService:
+    """A per-second managed service priced like ComfyUI Deploy (seed-roadmap.md §2: A10G ~$1.21/hour
+    plus a $100/month platform fee; prior-system.md lists A10G at $0.000337/s). Keep-warm and
+    cold-start figures are assumptions (Modal-style containers), not from the references."""
+
+    gpu_price_per_second: float = 0.000337
+    platform_fee_per_month: float = 100.0
+    keep_warm_s: float = 60.0
+    cold_start_median_s: float = 45.0
+    cold_start_sigma: float = 0.4
+    run_speed_factor: float = 1.0  # A10G vs RTX 4090; 1.0 favours the managed service
+
+
+def default_pool() -> PoolConfig:
+    return PoolConfig(
+        name=POOL,
+        min_instances=0,
+        max_instances=60,
+        scale_up_queue_threshold=1,
+        idle_minutes=10.0,
+        target_wait_seconds=30.0,
+    )
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    pool: PoolConfig = field(default_factory=default_pool)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    market: Marketplace = field(default_factory=Marketplace)
+    managed: ManagedService = field(default_factory=ManagedService)
+    scheduler_interval_s: float = 2.0
+    pool_interval_s: float = 15.0
+    recent_window_s: float = 1800.0  # demand window for prefetch
+    sample_interval_s: float = 60.0
+
+
+@dataclass
+class PolicyResult:
+    policy: str
+    jobs: int
+    completed: int
+    cost: float
+    waits: list[float]  # queued -> run start, per completed job (trace order)
+    cold_starts: int = 0
+    cache_hits: int = 0
+    cache_lookups: int = 0
+    run_seconds: float = 0.0
+    instance_seconds: float = 0.0
+    launches: int = 0
+    never_ready: int = 0
+    deaths: int = 0
+    requeued: int = 0
+    downloaded_bytes: int = 0
+    unattributed_cost: float = 0.0
+    first_ready_at: float | None = None
+    waits_after_first_start: list[float] = field(default_factory=list)
+    series: list[tuple[float, int, int]] = field(default_factory=list)  # (t, queued, live instances)
+    sim_seconds: float = 0.0
+    notes: str = ""
+
+
+@dataclass(eq=False, slots=True)
+class _Job:
+    tj: TraceJob
+    rj: RoutableJob
+    attempts: int = 0
+    start: float | None = None
+    end: float | None = None
+    instance: _Instance | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Instance:
+    iid: str
+    created: float
+    price: float
+    bw: float
+    load_rate: float
+    state: InstanceState = InstanceState.PROVISIONING
+    ended: float | None = None
+    cache: dict[str, list[float]] = field(default_factory=dict)  # key -> [size, last_used]
+    frozen: frozenset[str] | None = None
+    loaded: str | None = None
+    job: _Job | None = None
+    busy_until: float | None = None
+    idle_since: float | None = None
+    dl_free_at: float = 0.0
+    dedicated: _Job | None = None
+    runs: list[tuple[str, float, float]] = field(default_factory=list)
+    jobs_run: int = 0
+
+    def cached(self) -> frozenset[str]:
+        if self.frozen is None:
+            self.frozen = frozenset(self.cache)
+        return self.frozen
+
+
+_ARRIVE, _SCHED, _POOL, _READY, _TIMEOUT, _DIE, _DONE, _SAMPLE = range(8)
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    k = (len(sorted_values) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def tool_medians(trace: Trace) -> dict[str, float]:
+    runs: dict[str, list[float]] = {}
+    for j in trace.jobs:
+        runs.setdefault(j.tool, []).append(j.run_seconds)
+    return {k: statistics.median(v) for k, v in runs.items()}
+
+
+class PoolSimulation:
+    """One run of one event-driven policy (``ours``, ``ours-no-cache-affinity``, ``no-warm-pool``)."""
+
+    def __init__(
+        self, trace: Trace, policy: str, config: SimConfig, *, seed: int = 0, progress: Progress | None = None
+    ) -> None:
+        if policy not in ("ours", "ours-no-cache-affinity", "no-warm-pool"):
+            raise ValueError(f"not an event-driven policy: {policy}")
+        self.trace = trace
+        self.policy = policy
+        self.cfg = config
+        self.seed = seed
+        self.progress = progress
+        self.now = 0.0
+        self.events: list[tuple[float, int, int, object]] = []
+        self.seq = 0
+        self.instances: dict[str, _Instance] = {}
+        self.live: dict[str, _Instance] = {}
+        self.queue: dict[str, _Job] = {}
+        self.recent: deque[tuple[float, RoutableJob]] = deque()
+        self.launches = 0
+        self.done = 0
+        self.last_scale_up: float | None = None
+        medians = tool_medians(trace)
+        self.expected_job_s = statistics.fmean(medians.values()) if medians else 30.0
+        self.jobs = [
+            _Job(
+                tj,
+                RoutableJob(tj.job_id, POOL, tj.t, tj.models, tj.checkpoint, medians.get(tj.tool, 30.0)),
+            )
+            for tj in trace.jobs
+        ]
+        m = config.market
+        self.routing_load_s = m.load_base_s + 7e9 / m.load_bytes_per_second
+        self.res = PolicyResult(policy, len(self.jobs), 0, 0.0, [])
+
+    # -- events --------------------------------------------------------------------------------
+
+    def push(self, t: float, kind: int, obj: object = None) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (t, self.seq, kind, obj))
+
+    def run(self) -> PolicyResult:
+        for job in self.jobs:
+            self.push(job.tj.t, _ARRIVE, job)
+        if self.policy != "no-warm-pool":
+            self.push(0.0, _POOL)
+            self.push(self.cfg.scheduler_interval_s, _SCHED)
+        self.push(0.0, _SAMPLE)
+        horizon = self.trace.duration
+        total = len(self.jobs)
+        hard_stop = horizon + 7 * 86400.0
+        next_report = 0.0
+        handlers = {
+            _ARRIVE: self.on_arrive,
+            _SCHED: self.on_sched,
+            _POOL: self.on_pool,
+            _READY: self.on_ready,
+            _TIMEOUT: self.on_timeout,
+            _DIE: self.on_die,
+            _DONE: self.on_done,
+            _SAMPLE: self.on_sample,
+        }
+        stop = horizon
+        while self.events:
+            t, _, kind, obj = heapq.heappop(self.events)
+            if t >= horizon and self.done >= total and self._settled():
+                stop = max(horizon, self.now)
+                break
+            if t > hard_stop:
+                stop = hard_stop
+                break
+            self.now = t
+            handlers[kind](obj)
+            if self.progress is not None and t >= next_report:
+                next_report = t + 3600.0
+                self.progress(min(1.0, t / horizon) if horizon else 1.0)
+        else:
+            stop = max(horizon, self.now)
+        return self.finish(stop)
+
+    def _settled(self) -> bool:
+        """Nothing left that costs money beyond the pool's minimum."""
+        if self.policy == "no-warm-pool":
+            return not self.live
+        return len(self.live) <= self.cfg.pool.min_instances
+
+    def on_arrive(self, job: object) -> None:
+        assert isinstance(job, _Job)
+        self.recent.append((job.tj.t, job.rj))
+        if self.policy == "no-warm-pool":
+            self.launch(dedicated=job)
+        self.queue[job.tj.job_id] = job
+
+    def on_sample(self, _: object) -> None:
+        self.res.series.append((self.now, len(self.queue), len(self.live)))
+        self.push(self.now + self.cfg.sample_interval_s, _SAMPLE)
+
+    # -- instances -----------------------------------------------------------------------------
+
+    def launch(self, dedicated: _Job | None = None) -> _Instance:
+        n = self.launches
+        self.launches += 1
+        r = random.Random(f"{self.seed}:launch:{n}")
+        m = self.cfg.market
+        inst = _Instance(
+            iid=f"i{n:05d}",
+            created=self.now,
+            price=m.price_per_hour * r.uniform(*m.price_spread),
+            bw=min(1e9, max(10e6, r.lognormvariate(math.log(m.bandwidth_median), m.bandwidth_sigma))),
+            load_rate=m.load_bytes_per_second * r.uniform(*m.load_spread),
+            dedicated=dedicated,
+        )
+        never = r.random() < m.never_ready_prob
+        delay = r.lognormvariate(math.log(m.provision_median_s), m.provision_sigma)
+        life = r.expovariate(1.0 / (m.mean_lifetime_hours * 3600.0))
+        self.instances[inst.iid] = inst
+        self.live[inst.iid] = inst
+        if never or delay >= m.provision_timeout_s:
+            self.push(self.now + m.provision_timeout_s, _TIMEOUT, inst)
+        else:
+            self.push(self.now + delay, _READY, inst)
+            self.push(self.now + delay + life, _DIE, inst)
+        return inst
+
+    def terminate(self, inst: _Instance) -> None:
+        inst.state = InstanceState.TERMINATED
+        inst.ended = self.now
+        self.live.pop(inst.iid, None)
+
+    def on_ready(self, inst: object) -> None:
+        assert isinstance(inst, _Instance)
+        if inst.state != InstanceState.PROVISIONING:
+            return
+        inst.state = InstanceState.IDLE
+        inst.idle_since = self.now
+        inst.dl_free_at = self.now
+        if self.res.first_ready_at is None:
+            self.res.first_ready_at = self.now
+        if inst.dedicated is not None:
+            self.start_job(inst.dedicated, inst)
+
+    def on_timeout(self, inst: object) -> None:
+        assert isinstance(inst, _Instance)
+        if inst.state != InstanceState.PROVISIONING:
+            return
+        self.res.never_ready += 1
+        self.terminate(inst)
+        if inst.dedicated is not None:  # no-warm-pool: try another instance for the job
+            inst.dedicated.attempts += 1
+            self.launch(dedicated=inst.dedicated)
+
+    def on_die(self, inst: object) -> None:
+        assert isinstance(inst, _Instance)
+        if inst.state == InstanceState.TERMINATED:
+            return
+        self.res.deaths += 1
+        job = inst.job
+        self.terminate(inst)
+        if job is not None:
+            self.res.requeued += 1
+            job.attempts += 1
+            job.start = None
+            job.instance = None
+            if self.policy == "no-warm-pool":
+                self.launch(dedicated=job)
+            self.queue[job.tj.job_id] = job
+            self.queue = dict(sorted(self.queue.items(), key=lambda kv: (kv[1].tj.t, kv[0])))
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def _make_room(self, inst: _Instance, size: int, keep: set[str]) -> None:
+        cached = [CachedModel(key, int(v[0]), v[1], in_use=key in keep) for key, v in inst.cache.items()]
+        evict = plan_eviction(cached, budget_bytes=self.cfg.market.disk_budget_bytes, incoming_bytes=size)
+        for key in evict or ():
+            del inst.cache[key]
+            if inst.loaded == key:
+                inst.loaded = None
+        inst.frozen = None
+
+    def _download(self, inst: _Instance, key: str, size: int, keep: set[str]) -> float:
+        self._make_room(inst, size, keep)
+        inst.cache[key] = [float(size), self.now]
+        inst.frozen = None
+        self.res.downloaded_bytes += size
+        return size / inst.bw
+
+    def start_job(self, job: _Job, inst: _Instance) -> None:
+        del self.queue[job.tj.job_id]
+        tj = job.tj
+        inst.job = job
+        inst.state = InstanceState.BUSY
+        inst.idle_since = None
+        job.instance = inst
+        keep = {m.key for m in tj.models}
+        t = max(self.now, inst.dl_free_at)
+        cold = inst.jobs_run == 0
+        for m in tj.models:
+            self.res.cache_lookups += 1
+            entry = inst.cache.get(m.key)
+            if entry is not None or inst.loaded == m.key:
+                self.res.cache_hits += 1
+                if entry is not None:
+                    entry[1] = self.now
+            else:
+                t += self._download(inst, m.key, m.size, keep)
+                if m.key == tj.checkpoint:
+                    cold = True
+        inst.dl_free_at = t
+        if tj.checkpoint is not None and inst.loaded != tj.checkpoint:
+            size = next((m.size for m in tj.models if m.key == tj.checkpoint), 0)
+            t += self.cfg.market.load_base_s + size / inst.load_rate
+            inst.loaded = tj.checkpoint
+        if cold:
+            self.res.cold_starts += 1
+        inst.jobs_run += 1
+        job.start = t
+        end = t + tj.run_seconds
+        inst.busy_until = end
+        self.push(end, _DONE, (inst, job, job.attempts))
+
+    def on_done(self, payload: object) -> None:
+        assert isinstance(payload, tuple)
+        inst, job, attempt = payload
+        if inst.job is not job or job.attempts != attempt or inst.state == InstanceState.TERMINATED:
+            return
+        job.end = self.now
+        assert job.start is not None
+        inst.runs.append((job.tj.job_id, job.start, self.now))
+        inst.job = None
+        inst.busy_until = None
+        inst.state = InstanceState.IDLE
+        inst.idle_since = self.now
+        self.done += 1
+        if inst.dedicated is not None:
+            self.terminate(inst)
+
+    # -- control loops -------------------------------------------------------------------------
+
+    def _routable(self, inst: _Instance) -> RoutableInstance:
+        busy = inst.job is not None
+        until = inst.busy_until if busy else (inst.dl_free_at if inst.dl_free_at > self.now else None)
+        return RoutableInstance(
+            inst.iid,
+            POOL,
+            0 if busy else 1,
+            until,
+            inst.cached(),
+            inst.loaded,
+            inst.bw,
+            self.routing_load_s,
+        )
+
+    def _ready(self) -> list[_Instance]:
+        return [i for i in self.live.values() if i.state in (InstanceState.IDLE, InstanceState.BUSY)]
+
+    def on_sched(self, _: object) -> None:
+        self.push(self.now + self.cfg.scheduler_interval_s, _SCHED)
+        if not self.queue:
+            return
+        ready = self._ready()
+        if not any(i.job is None for i in ready):
+            return
+        views = [self._routable(i) for i in ready]
+        jobs = [j.rj for j in self.queue.values()]
+        route = plan_routes if self.policy == "ours" else route_ignoring_caches
+        for a in route(jobs, views, now=self.now, config=self.cfg.routing):
+            self.start_job(self.queue[a.job_id], self.instances[a.instance_id])
+
+    def on_pool(self, _: object) -> None:
+        self.push(self.now + self.cfg.pool_interval_s, _POOL)
+        pool = self.cfg.pool
+        views = [
+            InstanceView(
+                i.iid,
+                i.state,
+                1 if i.job is not None else 0,
+                at(i.idle_since) if i.idle_since is not None else None,
+                at(i.created),
+                i.price,
+            )
+            for i in self.live.values()
+        ]
+        snapshot = PoolSnapshot(
+            queued_jobs=len(self.queue),
+            expected_job_seconds=self.expected_job_s,
+            new_instance_price=self.cfg.market.price_per_hour,
+            last_scale_up_at=at(self.last_scale_up) if self.last_scale_up is not None else None,
+        )
+        for action in plan_scaling(pool, views, snapshot, now=at(self.now)):
+            if isinstance(action, Launch):
+                self.launch()
+                self.last_scale_up = self.now
+            elif isinstance(action, Drain):
+                inst = self.live.get(action.instance_id)
+                if inst is not None and inst.job is None:
+                    self.terminate(inst)  # an idle instance drains at once
+        if self.policy == "ours":
+            self.prefetch()
+
+    def prefetch(self) -> None:
+        cutoff = self.now - self.cfg.recent_window_s
+        while self.recent and self.recent[0][0] < cutoff:
+            self.recent.popleft()
+        if not self.recent:
+            return
+        ready = [i for i in self._ready() if i.job is None]
+        if not ready:
+            return
+        demand = [rj for _, rj in self.recent]
+        sizes = {m.key: m.size for rj in demand for m in rj.required}
+        views = [self._routable(i) for i in ready]
+        for p in plan_prefetch(demand, views, now=self.now, config=self.cfg.routing):
+            inst = self.instances[p.instance_id]
+            if p.model_key in inst.cache or inst.job is not None:
+                continue
+            start = max(self.now, inst.dl_free_at)
+            inst.dl_free_at = start + self._download(inst, p.model_key, sizes[p.model_key], set())
+
+    # -- results -------------------------------------------------------------------------------
+
+    def finish(self, stop: float) -> PolicyResult:
+        res = self.res
+        res.sim_seconds = stop
+        res.launches = self.launches
+        end = at(stop)
+        for inst in self.instances.values():
+            runs = [JobRun(jid, inst.iid, at(s), at(e)) for jid, s, e in inst.runs]
+            ended = at(inst.ended) if inst.ended is not None else None
+            ib, _ = bill(BilledInstance(inst.iid, inst.price, at(inst.created), ended), runs, now=end)
+            res.cost += ib.cost
+            res.unattributed_cost += ib.unattributed
+            res.instance_seconds += ib.seconds
+            res.run_seconds += ib.busy_seconds
+        first = res.first_ready_at
+        for job in self.jobs:
+            if job.start is None or job.end is None:
+                continue
+            res.completed += 1
+            wait = job.start - job.tj.t
+            res.waits.append(wait)
+            if first is not None and job.tj.t >= first:
+                res.waits_after_first_start.append(wait)
+        return res
+
+
+def simulate_managed(trace: Trace, config: SimConfig, *, seed: int = 0) -> PolicyResult:
+    """A per-second managed service: containers start cold after ``keep_warm_s`` idle, are billed
+    for cold start + run + kept-warm idle time at the GPU's per-second price, plus the platform fee
+    prorated over the trace's duration. Concurrency is unbounded (a new container per waiting job)."""
+    ms = config.managed
+    r = random.Random(f"{seed}:managed")
+    res = PolicyResult("managed", len(trace.jobs), 0, 0.0, [])
+    free: list[float] = []  # free_at of containers that may still be warm
+    billed = 0.0
+    first_ready: float | None = None
+    waits: list[tuple[float, float]] = []
+    for tj in trace.jobs:
+        t = tj.t
+        warm = [f for f in free if f <= t and t - f <= ms.keep_warm_s]
+        expired = [f for f in free if f <= t and t - f > ms.keep_warm_s]
+        billed += ms.keep_warm_s * len(expired)
+        free = [f for f in free if not (f <= t and t - f > ms.keep_warm_s)]
+        run = tj.run_seconds * ms.run_speed_factor
+        if warm:
+            f = max(warm)
+            free.remove(f)
+            billed += t - f
+            start = t
+        else:
+            cold = r.lognormvariate(math.log(ms.cold_start_median_s), ms.cold_start_sigma)
+            res.cold_starts += 1
+            billed += cold
+            start = t + cold
+            if first_ready is None:
+                first_ready = start
+        billed += run
+        res.run_seconds += run
+        free.append(start + run)
+        waits.append((t, start - t))
+    billed += ms.keep_warm_s * len(free)
+    duration = trace.duration
+    res.instance_seconds = billed
+    res.cost = billed * ms.gpu_price_per_second + ms.platform_fee_per_month * duration / (30 * 86400.0)
+    res.completed = len(trace.jobs)
+    res.waits = [w for _, w in waits]
+    res.waits_after_first_start = [w for t, w in waits if first_ready is not None and t >= first_ready]
+    res.first_ready_at = first_ready
+    res.sim_seconds = duration
+    res.notes = "closed form; ComfyUI Deploy pricing (seed-roadmap.md §2), assumed keep-warm and cold start"
+    return res
+
+
+def simulate_oracle(trace: Trace, config: SimConfig) -> PolicyResult:
+    """The lower bound: every job starts on arrival and only its run seconds are paid, at the
+    cheapest marketplace rate."""
+    run = sum(j.run_seconds for j in trace.jobs)
+    rate = config.market.cheapest_per_hour / 3600.0
+    res = PolicyResult("oracle", len(trace.jobs), len(trace.jobs), run * rate, [0.0] * len(trace.jobs))
+    res.run_seconds = run
+    res.instance_seconds = run
+    res.waits_after_first_start = list(res.waits)
+    res.sim_seconds = trace.duration
+    return res
+
+
+def simulate(
+    trace: Trace,
+    policy: str,
+    config: SimConfig | None = None,
+    *,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> PolicyResult:
+    config = config or SimConfig()
+    if policy == "managed":
+        return simulate_managed(trace, config, seed=seed)
+    if policy == "oracle":
+        return simulate_oracle(trace, config)
+    return PoolSimulation(trace, policy, config, seed=seed, progress=progress).run()
+
+
+def simulate_all(
+    trace: Trace,
+    config: SimConfig | None = None,
+    *,
+    policies: Sequence[str] = POLICIES,
+    seed: int = 0,
+    progress: Callable[[str, float], None] | None = None,
+) -> dict[str, PolicyResult]:
+    """Every policy over the same trace, with the same marketplace draws."""
+    config = config or SimConfig()
+    out: dict[str, PolicyResult] = {}
+    for name in policies:
+        cb: Progress | None = None
+        if progress is not None:
+            report = progress
+
+            def cb(frac: float, _name: str = name, _report: Callable[[str, float], None] = report) -> None:
+                _report(_name, frac)
+
+        out[name] = simulate(trace, name, config, seed=seed, progress=cb)
+        if progress is not None:
+            progress(name, 1.0)
+    return out
+
+
+def with_knobs(
+    config: SimConfig,
+    *,
+    idle_minutes: float | None = None,
+    min_instances: int | None = None,
+    target_wait_seconds: float | None = None,
+    max_delay_seconds: float | None = None,
+) -> SimConfig:
+    pool = config.pool
+    if idle_minutes is not None:
+        pool = replace(pool, idle_minutes=idle_minutes)
+    if min_instances is not None:
+        pool = replace(pool, min_instances=min_instances)
+    if target_wait_seconds is not None:
+        pool = replace(pool, target_wait_seconds=target_wait_seconds)
+    routing = config.routing
+    if max_delay_seconds is not None:
+        routing = replace(routing, max_delay_seconds=max_delay_seconds)
+    return replace(config, pool=pool, routing=routing)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return _percentile(sorted(values), q)

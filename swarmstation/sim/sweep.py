@@ -1,0 +1,127 @@
+"""A sweep over the pool's main knobs: the cheapest setting of ``ours`` that meets a p95-wait target.
+
+Knobs: idle timeout (``PoolConfig.idle_minutes``), ``min_instances``, the scale-up rule
+(``scale_up_queue_threshold`` and ``target_wait_seconds``) and delay scheduling
+(``RoutingConfig.max_delay_seconds``). Every point runs the ``ours`` policy over the same trace and
+marketplace draws; the recommendation is the lowest cost whose p95 wait is at most the target
+(ties: lower p95), or, when no point meets it, the lowest p95.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from swarmstation.sim.engine import SimConfig, percentile, simulate, with_knobs
+from swarmstation.sim.trace import Trace
+
+DEFAULT_GRID: dict[str, Sequence[float]] = {
+    "idle_minutes": (3.0, 10.0, 30.0),
+    "min_instances": (0, 1),
+    "scale_up_queue_threshold": (1, 3),
+    "target_wait_seconds": (30.0, 120.0),
+    "max_delay_seconds": (0.0, 30.0),
+}
+QUICK_GRID: dict[str, Sequence[float]] = {
+    "idle_minutes": (3.0, 10.0),
+    "min_instances": (0, 1),
+    "scale_up_queue_threshold": (1, 3),
+    "target_wait_seconds": (30.0,),
+    "max_delay_seconds": (30.0,),
+}
+
+
+@dataclass
+class SweepPoint:
+    knobs: dict[str, float]
+    cost: float
+    cost_per_1000: float
+    wait_p95_s: float
+    wait_p95_after_first_start_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.knobs,
+            "cost_usd": round(self.cost, 4),
+            "cost_per_1000_images": round(self.cost_per_1000, 4),
+            "wait_p95_s": round(self.wait_p95_s, 2),
+            "wait_p95_after_first_start_s": round(self.wait_p95_after_first_start_s, 2),
+        }
+
+
+@dataclass
+class SweepResult:
+    target_p95_s: float
+    points: list[SweepPoint] = field(default_factory=list)
+    best: SweepPoint | None = None
+    met: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target_p95_s": self.target_p95_s,
+            "met": self.met,
+            "recommended": self.best.as_dict() if self.best else None,
+            "points": [p.as_dict() for p in self.points],
+        }
+
+
+def apply(config: SimConfig, knobs: dict[str, float]) -> SimConfig:
+    cfg = with_knobs(
+        config,
+        idle_minutes=knobs.get("idle_minutes"),
+        min_instances=int(knobs["min_instances"]) if "min_instances" in knobs else None,
+        target_wait_seconds=knobs.get("target_wait_seconds"),
+        max_delay_seconds=knobs.get("max_delay_seconds"),
+    )
+    if "scale_up_queue_threshold" in knobs:
+        cfg = replace(
+            cfg, pool=replace(cfg.pool, scale_up_queue_threshold=int(knobs["scale_up_queue_threshold"]))
+        )
+    return cfg
+
+
+def sweep(
+    trace: Trace,
+    *,
+    target_p95_s: float = 60.0,
+    grid: dict[str, Sequence[float]] | None = None,
+    config: SimConfig | None = None,
+    seed: int = 0,
+    after_first_start: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> SweepResult:
+    """Run ``ours`` at every grid point. ``after_first_start``: judge p95 without the jobs that
+    arrived before the first instance was ever ready (the first start from zero)."""
+    grid = grid or DEFAULT_GRID
+    base = config or SimConfig()
+    names = list(grid)
+    combos = list(itertools.product(*(grid[n] for n in names)))
+    result = SweepResult(target_p95_s)
+    n = max(1, len(trace.jobs))
+    for i, values in enumerate(combos):
+        knobs = dict(zip(names, values, strict=True))
+        r = simulate(trace, "ours", apply(base, knobs), seed=seed)
+        result.points.append(
+            SweepPoint(
+                knobs,
+                r.cost,
+                1000 * r.cost / n,
+                percentile(r.waits, 0.95),
+                percentile(r.waits_after_first_start, 0.95),
+            )
+        )
+        if progress is not None:
+            progress(i + 1, len(combos))
+
+    def p95(p: SweepPoint) -> float:
+        return p.wait_p95_after_first_start_s if after_first_start else p.wait_p95_s
+
+    ok = [p for p in result.points if p95(p) <= target_p95_s]
+    if ok:
+        result.best = min(ok, key=lambda p: (p.cost, p95(p)))
+        result.met = True
+    elif result.points:
+        result.best = min(result.points, key=lambda p: (p95(p), p.cost))
+    return result
