@@ -28,9 +28,8 @@ The policy (:func:`plan_routes`)
 Jobs are taken oldest first (``queued_at``, then ``job_id``). For each job, the candidates are
 the instances of its pool with a free slot, plus the *busy* instances of its pool (no free slot,
 known ``busy_until``) that hold the job's anchor model (its largest model, normally the
-checkpoint). The job goes to the free instance with the smallest estimate (ties: the smallest
-``instance_id`` within the first group that reaches it; the result is deterministic and does not
-depend on the order of the inputs).
+checkpoint). The job goes to the free instance with the smallest estimate, ties to the smallest
+``instance_id``. The plan is deterministic and does not depend on the order of the inputs.
 
 *Delay scheduling.* When a busy holder's estimate is strictly smaller than every free
 instance's and at most ``max_delay_seconds``, the job is not assigned: it stays queued and waits
@@ -53,25 +52,29 @@ waits for this job's expected end), so a multi-slot instance is costed correctly
 Complexity
 ----------
 With ``J`` queued jobs, ``N`` instances, ``F`` free instances of a pool and ``A`` assignments:
-``O(N log N + J log J)`` to index the snapshot and order the queue (the sort is linear on input
-that is already in queue order, as the control plane reads it). The job loop stops as soon as
-every pool is out of free slots, and skips a job of an exhausted pool in ``O(1)``, so only the
-assigned and deferred jobs are costed. Costing one job never scans all instances:
+``O(N log N + J log J)`` to index the snapshot and order the queue (sorting on one float key,
+linear on input already in queue order, as the control plane reads it). The job loop stops as
+soon as every pool is out of free slots and skips a job of an exhausted pool in ``O(1)``, so only
+the assigned and deferred jobs are costed. Costing one job never scans all instances; it searches,
+in this order, keeping the best free estimate ``f`` and the best busy one ``b``:
 
-* free instances with its checkpoint loaded (index by loaded checkpoint), exactly;
-* free holders of its anchor model (index by model key, built lazily per key in ``O(F)``, sorted
-  by checkpoint-load time), pruned by the bound ``min wait + load``;
-* the other free instances in order of download speed, stopping once
-  ``min wait + anchor bytes / rate + min load`` reaches the best estimate so far (typically after
-  a handful: a cold checkpoint download dominates);
-* busy holders of its anchor from a heap by expected end (built lazily per key in ``O(N)`` over the
-  pool's busy instances), popped only while their wait alone is below the best free estimate and
-  ``max_delay_seconds``.
+1. free instances with its checkpoint loaded (index by loaded checkpoint), exactly;
+2. busy holders of its anchor, from a heap per model key ordered by the earliest start they allow
+   (end of work, plus the checkpoint load when another one is loaded), popped only while that bound
+   is below ``f``, below ``b`` and within ``max_delay_seconds``. Heaps are built lazily per key over
+   the pool's busy instances whose work ends within ``max_delay_seconds`` (the others can never be
+   waited for), ``O(N)`` per key; a changed instance gets fresh entries, outdated ones are dropped;
+3. free holders of its anchor (index by model key, built lazily per key in ``O(F)``), in order of
+   checkpoint-load time, while ``min wait + load`` is below ``f`` and at most ``b``;
+4. the other free instances in order of download speed, while
+   ``min wait + anchor bytes / rate + min load`` is below ``f`` and at most ``b`` (typically a
+   handful: a cold checkpoint download dominates).
 
-Each estimate costs ``O(models of the job)``. The work is proportional to the assigned and deferred
-jobs times the candidates that survive the bounds, not to ``jobs x instances``;
-``swarmstation.routing_bench`` measures it (target: at most 100 µs per assignment with 1,000
-instances and 10,000 queued jobs).
+Every instance left out has a lower bound that the chosen one meets, so the plan equals the
+brute-force policy (a property test checks it against one). Each estimate costs ``O(models of the
+job)``. The work is proportional to the assigned and deferred jobs times the candidates that
+survive the bounds, not to ``jobs x instances``; ``swarmstation.routing_bench`` measures it
+(target: at most 100 µs per assignment with 1,000 instances and 10,000 queued jobs).
 
 Prefetch (:func:`plan_prefetch`) and a cache-blind baseline (:func:`route_ignoring_caches`) are
 described on the functions.
@@ -85,6 +88,7 @@ from bisect import insort
 from collections.abc import Iterable, Iterator, Sequence, Set
 from dataclasses import dataclass, field
 from operator import attrgetter
+from typing import cast
 
 __all__ = [
     "Assign",
@@ -211,24 +215,26 @@ _Needs = tuple[tuple[tuple[str, int], ...], str | None, int]
 
 def _needs(job: RoutableJob) -> _Needs:
     required = job.required
-    if not required:
+    n = len(required)
+    if n == 0:
         return (), None, 0
-    if len(required) == 1:
+    if n == 1:
         m = required[0]
-        size = max(0, m.size)
+        size = m.size if m.size > 0 else 0
         return ((m.key, size),), m.key, size
-    sizes: dict[str, int] = {}
-    for m in required:
-        size = max(0, m.size)
-        if sizes.get(m.key, -1) < size:
-            sizes[m.key] = size
+    models = [(m.key, m.size if m.size > 0 else 0) for m in required]
+    if len({key for key, _ in models}) < n:  # a model listed twice: keep its largest size
+        sizes: dict[str, int] = {}
+        for key, size in models:
+            if sizes.get(key, -1) < size:
+                sizes[key] = size
+        models = list(sizes.items())
     ckpt = job.checkpoint
-    anchor = ""
-    anchor_size = -1
-    for key, size in sizes.items():
+    anchor, anchor_size = models[0]
+    for key, size in models:
         if size > anchor_size or (size == anchor_size and key == ckpt):
             anchor, anchor_size = key, size
-    return tuple(sizes.items()), anchor, anchor_size
+    return tuple(models), anchor, anchor_size
 
 
 def _rate(inst: RoutableInstance, config: RoutingConfig) -> float:
@@ -279,8 +285,12 @@ class _Pool:
     busy: list[int] = field(default_factory=list)
     # model key -> heap of (earliest possible start, position, version) over busy holders: the
     # expected end of their work, plus their checkpoint load when another checkpoint is loaded. Built
-    # lazily; a change to an instance pushes fresh entries and outdated versions are dropped at the top.
+    # lazily. A change to an instance bumps its version; it only moves its start later, except in the
+    # heap of its new checkpoint (and of models it did not hold), where it gets a fresh entry at once.
+    # An outdated entry that reaches the top is dropped when a fresh one exists (`fresh`: the version
+    # of the entry last pushed per (key, position)), and otherwise pushed again with the current value.
     busy_heaps: dict[str, list[tuple[float, int, int]]] = field(default_factory=dict)
+    fresh: dict[tuple[str, int], int] = field(default_factory=dict)
     min_wait: float = _INF
     min_inv_rate: float = _INF
     min_load: float = _INF
@@ -291,7 +301,6 @@ class _Planner:
 
     def __init__(self, instances: Sequence[RoutableInstance], now: float, config: RoutingConfig) -> None:
         self.now = now
-        self.config = config
         ordered = sorted(instances, key=_INSTANCE_ORDER)
         self.ids = [i.instance_id for i in ordered]
         self.free = [max(0, i.free_slots) for i in ordered]
@@ -300,44 +309,48 @@ class _Planner:
         self.load = [max(0.0, i.checkpoint_load_seconds) for i in ordered]
         # absolute time at which the instance can start new work (inf: unknown)
         self.ready_at: list[float] = []
-        self.cached: list[Set[str]] = []
+        self.cached: list[Set[str]] = [i.cached for i in ordered]
         self.owned: list[bool] = [False] * len(ordered)
         self.version: list[int] = [0] * len(ordered)
         self.pools: dict[str, _Pool] = {}
         overrun = now + config.overrun_wait_seconds
         # a busy instance whose work ends later than this is never waited for in this plan (the plan
         # only moves ends later), so the busy indexes leave it out
-        self.horizon = now + config.max_delay_seconds
+        self.horizon = horizon = now + config.max_delay_seconds
+        ready_at, cached, pools = self.ready_at, self.cached, self.pools
         for pos, inst in enumerate(ordered):
-            cached: Set[str] = inst.cached
             loaded = inst.loaded_checkpoint
-            if loaded is not None and loaded not in cached:
-                cached = cached | {loaded}
-            self.cached.append(cached)
+            if loaded is not None and loaded not in inst.cached:
+                cached[pos] = inst.cached | {loaded}
             until = inst.busy_until
-            pool = self.pools.get(inst.pool)
+            pool = pools.get(inst.pool)
             if pool is None:
-                pool = self.pools[inst.pool] = _Pool()
-            if self.free[pos] > 0:
+                pool = pools[inst.pool] = _Pool()
+            free = self.free[pos]
+            if free > 0:
                 at = until if until is not None and until > now else now
-                self.ready_at.append(at)
-                pool.free_slots += self.free[pos]
-                pool.by_rate.append((self.inv_rate[pos], pos))
+                ready_at.append(at)
+                pool.free_slots += free
+                inv_rate = self.inv_rate[pos]
+                pool.by_rate.append((inv_rate, pos))
                 if loaded is not None:
                     pool.loaded_free.setdefault(loaded, []).append(pos)
-                pool.min_wait = min(pool.min_wait, at - now)
-                pool.min_inv_rate = min(pool.min_inv_rate, self.inv_rate[pos])
-                pool.min_load = min(pool.min_load, self.load[pos])
+                if at - now < pool.min_wait:
+                    pool.min_wait = at - now
+                if inv_rate < pool.min_inv_rate:
+                    pool.min_inv_rate = inv_rate
+                if self.load[pos] < pool.min_load:
+                    pool.min_load = self.load[pos]
             elif until is None:
-                self.ready_at.append(_INF)
+                ready_at.append(_INF)
             else:
                 at = until if until > now else overrun
-                self.ready_at.append(at)
-                if at <= self.horizon:
+                ready_at.append(at)
+                if at <= horizon:
                     pool.busy.append(pos)
-        for pool in self.pools.values():
+        for pool in pools.values():
             pool.by_rate.sort()
-        self.free_total = sum(p.free_slots for p in self.pools.values())
+        self.free_total = sum(p.free_slots for p in pools.values())
 
     # -- costs ---------------------------------------------------------------------------------
 
@@ -384,13 +397,16 @@ class _Planner:
             pool.busy_heaps[key] = heap
         return heap
 
-    def _push_busy(self, pool: _Pool, pos: int) -> None:
-        """Index the instance's current state in every busy heap built so far of a model it holds."""
+    def _push_busy(self, pool: _Pool, pos: int, keys: Iterable[str]) -> None:
+        """Record a change to the instance: fresh entries in the built busy heaps of ``keys``."""
         self.version[pos] += 1
         version = self.version[pos]
-        heaps = pool.busy_heaps
-        for key in heaps.keys() & self.cached[pos]:
-            heapq.heappush(heaps[key], (self._priority(pos, key), pos, version))
+        heaps, fresh = pool.busy_heaps, pool.fresh
+        for key in keys:
+            heap = heaps.get(key)
+            if heap is not None:
+                heapq.heappush(heap, (self._priority(pos, key), pos, version))
+                fresh[key, pos] = version
 
     def best_loaded(self, pool: _Pool, needs: _Needs, ckpt: str | None) -> tuple[float, int]:
         """The smallest estimate over the free instances with the job's checkpoint loaded."""
@@ -441,12 +457,12 @@ class _Planner:
         load_floor = pool.min_load if has_ckpt else 0.0
 
         # 2. holders of the anchor (without the checkpoint loaded): cost >= wait + load
-        if floor + load_floor < best and floor + load_floor <= rival:
+        if floor + load_floor <= best and floor + load_floor <= rival:
             hold = self._holders_free(pool, anchor)
             dead = 0
             for load_s, pos in hold:
                 bound = floor + load_s if has_ckpt else floor
-                if bound >= best or bound > rival:
+                if bound > best or bound > rival:
                     break
                 if free[pos] <= 0:
                     dead += 1
@@ -454,14 +470,14 @@ class _Planner:
                 if has_ckpt and loaded[pos] == ckpt:
                     continue
                 c = self.cost(pos, models, ckpt)
-                if c < best:
+                if c < best or (c == best and pos < best_pos):
                     best, best_pos = c, pos
             if dead * 4 > len(hold):
                 hold[:] = [e for e in hold if free[e[1]] > 0]
 
         # 3. the others, fastest download first: cost >= wait + anchor / rate + load
         base = floor + load_floor
-        if base + anchor_size * pool.min_inv_rate >= best or base + anchor_size * pool.min_inv_rate > rival:
+        if base + anchor_size * pool.min_inv_rate > min(best, rival):
             return best, best_pos
         by_rate = pool.by_rate
         cached = self.cached
@@ -474,12 +490,12 @@ class _Planner:
             inv_rate, pos = by_rate[i]
             i += 1
             bound = base + anchor_size * inv_rate
-            if bound >= best or bound > rival:
+            if bound > best or bound > rival:
                 break
             if free[pos] <= 0 or anchor in cached[pos] or (has_ckpt and loaded[pos] == ckpt):
                 continue
             c = self.cost(pos, models, ckpt)
-            if c < best:
+            if c < best or (c == best and pos < best_pos):
                 best, best_pos = c, pos
         return best, best_pos
 
@@ -492,12 +508,13 @@ class _Planner:
         if anchor is None or not pool.busy:
             return _INF, -1
         heap = self._busy_heap(pool, anchor)
-        version, now = self.version, self.now
+        version, fresh, now = self.version, pool.fresh, self.now
         best, best_pos = _INF, -1
         if ckpt != anchor:
             # the heap's order bounds only jobs whose checkpoint is the anchor: cost every holder
-            for _, pos, ver in heap:
-                if ver == version[pos] and self.ready_at[pos] - now < min(beat, best):
+            for pos in {pos for _, pos, _ in heap}:
+                wait = self.ready_at[pos] - now
+                if wait < beat and wait <= best:
                     c = self.cost(pos, models, ckpt)
                     if c < best or (c == best and pos < best_pos):
                         best, best_pos = c, pos
@@ -505,15 +522,20 @@ class _Planner:
         popped: list[tuple[float, int, int]] = []
         while heap:
             prio, pos, ver = heap[0]
-            if ver != version[pos]:
-                heapq.heappop(heap)
+            current = version[pos]
+            if ver != current:
+                if fresh.get((anchor, pos)) == current:
+                    heapq.heappop(heap)
+                else:
+                    heapq.heapreplace(heap, (self._priority(pos, anchor), pos, current))
+                    fresh[anchor, pos] = current
                 continue
             bound = prio - now  # a lower bound of the estimate on this and every later instance
-            if bound >= beat or bound >= best or bound > max_delay:
+            if bound >= beat or bound > best or bound > max_delay:
                 break
             popped.append(heapq.heappop(heap))
             c = self.cost(pos, models, ckpt)
-            if c < best:
+            if c < best or (c == best and pos < best_pos):
                 best, best_pos = c, pos
         for entry in popped:
             heapq.heappush(heap, entry)
@@ -521,19 +543,20 @@ class _Planner:
 
     # -- plan changes --------------------------------------------------------------------------
 
-    def _take(self, pool: _Pool, pos: int, needs: _Needs, ckpt: str | None, ends_at: float) -> list[str]:
+    def _take(self, pos: int, needs: _Needs, ckpt: str | None, ends_at: float) -> list[str]:
         """Record that the instance runs this job until ``ends_at``; returns the newly cached keys."""
         cached = self.cached[pos]
         new = [key for key, _ in needs[0] if key not in cached]
         if ckpt is not None and ckpt not in cached and ckpt not in new:
             new.append(ckpt)
         if new:
-            if not self.owned[pos]:
-                cached = set(cached)
-                self.cached[pos] = cached
+            if self.owned[pos]:
+                mutable = cast(set[str], cached)
+            else:  # copy on first write: the snapshot's frozenset stays untouched
+                mutable = set(cached)
+                self.cached[pos] = mutable
                 self.owned[pos] = True
-            assert isinstance(cached, set)
-            cached.update(new)
+            mutable.update(new)
         if ckpt is not None:
             self.loaded[pos] = ckpt
         self.ready_at[pos] = ends_at
@@ -542,7 +565,7 @@ class _Planner:
     def assign(self, pool: _Pool, pos: int, needs: _Needs, job: RoutableJob, start: float) -> None:
         ckpt = job.checkpoint
         was_loaded = self.loaded[pos]
-        new = self._take(pool, pos, needs, ckpt, self.now + start + max(0.0, job.expected_run_seconds))
+        new = self._take(pos, needs, ckpt, self.now + start + max(0.0, job.expected_run_seconds))
         self.free[pos] -= 1
         pool.free_slots -= 1
         self.free_total -= 1
@@ -555,11 +578,12 @@ class _Planner:
                 insort(pool.loaded_free.setdefault(ckpt, []), pos)
         elif self.ready_at[pos] <= self.horizon:  # now a busy instance that later jobs may wait for
             pool.busy.append(pos)
-            self._push_busy(pool, pos)
+            self._push_busy(pool, pos, pool.busy_heaps.keys() & self.cached[pos])
 
     def reserve(self, pool: _Pool, pos: int, needs: _Needs, job: RoutableJob, start: float) -> None:
-        self._take(pool, pos, needs, job.checkpoint, self.now + start + max(0.0, job.expected_run_seconds))
-        self._push_busy(pool, pos)
+        new = self._take(pos, needs, job.checkpoint, self.now + start + max(0.0, job.expected_run_seconds))
+        ckpt = job.checkpoint
+        self._push_busy(pool, pos, new if ckpt is None or ckpt in new else [*new, ckpt])
 
     def explain(self, pos: int, needs: _Needs, ckpt: str | None, start: float, aged: float | None) -> str:
         cached = self.cached[pos]
@@ -638,6 +662,8 @@ def plan_routes(
         best, pos = planner.best_rest(pool, needs, ckpt, best, pos, rival)
         if rival_pos >= 0 and rival < best:
             planner.reserve(pool, rival_pos, needs, job, rival)
+            continue
+        if pos < 0:  # not reached: a pool with a free slot always yields a candidate
             continue
         reason = planner.explain(pos, needs, ckpt, best, waited if aged else None)
         actions.append(Assign(job.job_id, planner.ids[pos], best, reason))
