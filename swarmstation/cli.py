@@ -929,6 +929,19 @@ def bench_loras(
     _print_json(run_lora_bench(prompts=prompts, loras=loras, seed=seed))
 
 
+@app.command("bench-routing")
+def bench_routing(
+    instances: Annotated[int, typer.Option("--instances", min=1, max=100_000)] = 1000,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, max=1_000_000)] = 10_000,
+    free_fraction: Annotated[float, typer.Option("--free-fraction", min=0.0, max=1.0)] = 0.15,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Routing cost per assignment with many instances and a long queue (prints JSON)."""
+    from swarmstation.routing_bench import run_routing_bench
+
+    _print_json(run_routing_bench(instances=instances, jobs=jobs, seed=seed, free_fraction=free_fraction))
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()
