@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -67,3 +68,33 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         heartbeat_timeout_seconds=20,
         max_attempts=2,
     )
+
+
+# -- an in-process control plane -----------------------------------------------------------------
+# Modules set `PLANE_SETTINGS = {...}` for their own settings; the loops run slowly so that tests
+# drive scheduler passes themselves.
+@pytest.fixture
+def plane(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[Any]:
+    from swarmstation.api.app import build
+
+    overrides = {
+        "scheduler_interval_seconds": 60,
+        "control_interval_seconds": 60,
+        **getattr(request.module, "PLANE_SETTINGS", {}),
+    }
+    cp = build(Settings(data_dir=tmp_path / "data", provider="none", **overrides), provider=None, clock=clock)
+    yield cp
+    cp.state.engine.dispose()
+
+
+@pytest.fixture
+def api(plane: Any) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    with TestClient(plane.app) as client:
+        yield client
+
+
+@pytest.fixture
+def admin(plane: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {plane.admin_key}"}

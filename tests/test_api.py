@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,34 +11,14 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import func, select
 
-from swarmstation.api.app import ControlPlane, build
-from swarmstation.config import Settings
+from swarmstation.api.app import ControlPlane
 from swarmstation.control.scheduler import scheduler_pass
 from swarmstation.store.db import transaction
 from swarmstation.store.models import Job, Output
 from tests.conftest import FakeClock
 from tests.helpers import add_instance, add_user
 
-
-@pytest.fixture
-def plane(tmp_path: Path, clock: FakeClock) -> Iterator[ControlPlane]:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        provider="none",
-        max_prompt_chars=500,
-        max_upload_bytes=50_000,
-        scheduler_interval_seconds=60,
-        control_interval_seconds=60,
-    )
-    cp = build(settings, provider=None, clock=clock)
-    yield cp
-    cp.state.engine.dispose()
-
-
-@pytest.fixture
-def api(plane: ControlPlane) -> Iterator[TestClient]:
-    with TestClient(plane.app) as client:
-        yield client
+PLANE_SETTINGS = {"max_prompt_chars": 500, "max_upload_bytes": 50_000}
 
 
 @pytest.fixture
@@ -55,12 +33,6 @@ def bob(plane: ControlPlane, clock: FakeClock) -> dict[str, str]:
     with transaction(plane.state.sessions) as s:
         _, key = add_user(s, clock(), "bob")
     return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def admin(plane: ControlPlane) -> dict[str, str]:
-    assert plane.admin_key
-    return {"Authorization": f"Bearer {plane.admin_key}"}
 
 
 def job_count(plane: ControlPlane) -> int:

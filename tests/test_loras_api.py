@@ -65,21 +65,10 @@ def plane(tmp_path: Path, clock: FakeClock, civitai: FakeHubs, hf: FakeHubs) -> 
     cp.state.engine.dispose()
 
 
-@pytest.fixture
-def api(plane: ControlPlane) -> Iterator[TestClient]:
-    with TestClient(plane.app) as client:
-        yield client
-
-
 def _user(plane: ControlPlane, clock: FakeClock, name: str) -> dict[str, str]:
     with transaction(plane.state.sessions) as s:
         _, key = add_user(s, clock(), name)
     return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def admin(plane: ControlPlane) -> dict[str, str]:
-    return {"Authorization": f"Bearer {plane.admin_key}"}
 
 
 @pytest.fixture

@@ -3,45 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from swarmstation.api.app import ControlPlane, build
-from swarmstation.config import Settings
+from swarmstation.api.app import ControlPlane
 from swarmstation.control.scheduler import scheduler_pass
 from swarmstation.store.db import transaction
 from swarmstation.store.models import Job
 from tests.conftest import FakeClock
 from tests.helpers import add_instance, add_user
 
-
-@pytest.fixture
-def plane(tmp_path: Path, clock: FakeClock) -> Iterator[ControlPlane]:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        provider="none",
-        scheduler_interval_seconds=60,
-        control_interval_seconds=60,
-        max_model_bytes=1_000_000,
-    )
-    cp = build(settings, provider=None, clock=clock)
-    yield cp
-    cp.state.engine.dispose()
-
-
-@pytest.fixture
-def api(plane: ControlPlane) -> Iterator[TestClient]:
-    with TestClient(plane.app) as client:
-        yield client
-
-
-@pytest.fixture
-def admin(plane: ControlPlane) -> dict[str, str]:
-    return {"Authorization": f"Bearer {plane.admin_key}"}
+PLANE_SETTINGS = {"max_model_bytes": 1_000_000}
 
 
 def test_upload_hashes_and_stores(api: TestClient, plane: ControlPlane, admin: dict[str, str]) -> None:

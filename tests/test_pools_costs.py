@@ -2,43 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from swarmstation.api.app import ControlPlane, build
-from swarmstation.config import Settings
+from swarmstation.api.app import ControlPlane
 from swarmstation.control.leader import LeaderLock
 from swarmstation.store.db import transaction
 from tests.conftest import FakeClock
 from tests.helpers import add_instance, add_user, submit
-
-
-@pytest.fixture
-def plane(tmp_path: Path, clock: FakeClock) -> Iterator[ControlPlane]:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        provider="none",
-        scheduler_interval_seconds=60,
-        control_interval_seconds=60,
-    )
-    cp = build(settings, provider=None, clock=clock)
-    yield cp
-    cp.state.engine.dispose()
-
-
-@pytest.fixture
-def api(plane: ControlPlane) -> Iterator[TestClient]:
-    with TestClient(plane.app) as client:
-        yield client
-
-
-@pytest.fixture
-def admin(plane: ControlPlane) -> dict[str, str]:
-    return {"Authorization": f"Bearer {plane.admin_key}"}
 
 
 def test_pool_crud_and_validation(api: TestClient, admin: dict[str, str]) -> None:
