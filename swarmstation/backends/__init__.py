@@ -1,0 +1,1 @@
+"""Execution backends other than the self-hosted pool (ComfyUI Deploy first)."""
