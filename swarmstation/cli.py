@@ -455,6 +455,45 @@ def tools_add(
     _print_json(tool) if as_json else console.print(f"added tool [bold]{tool['slug']}[/bold]")
 
 
+@tools_app.command("split")
+def tools_split(
+    slug: str,
+    comfydeploy: Annotated[
+        int, typer.Option("--comfydeploy", min=0, max=100, help="Percent of jobs to ComfyUI Deploy")
+    ],
+    deployment: Annotated[
+        str | None, typer.Option("--deployment", help="ComfyUI Deploy deployment id")
+    ] = None,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Send a share of a tool's jobs to ComfyUI Deploy (admin); the rest run on the pool."""
+    body: dict[str, Any] = {"comfydeploy_percent": comfydeploy}
+    if deployment:
+        body["deployment_id"] = deployment
+    data = _call(url, api_key, "PUT", f"/v1/admin/tools/{slug}/split", json=body)
+    console.print(
+        f"{slug}: {data['comfydeploy_percent']}% to ComfyUI Deploy ({data['deployment_id'] or '-'}), "
+        f"{100 - data['comfydeploy_percent']}% to the pool"
+    )
+
+
+@app.command("comfydeploy")
+def comfydeploy_list(
+    what: Annotated[str, typer.Argument(help="deployments or machines")] = "deployments",
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """List ComfyUI Deploy deployments (each can serve a tool through a split) or machines."""
+    data = _call(url, api_key, "GET", f"/v1/admin/comfydeploy/{what}")
+    if as_json:
+        _print_json(data)
+        return
+    for item in data:
+        console.print("  ".join(f"{k}={v}" for k, v in item.items() if v is not None))
+
+
 @tools_app.command("remove")
 def tools_remove(slug: str, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
     """Remove a tool (admin)."""

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     )
     max_model_bytes: int = Field(64 * 1024**3, ge=1, description="Largest model upload")
 
+    # ComfyUI Deploy as a second backend (enabled by COMFY_DEPLOY_API_KEY)
+    comfydeploy_price_per_second: float = Field(
+        0.000337, ge=0, description="What ComfyUI Deploy charges per GPU second (A10G), for cost reports"
+    )
+    comfydeploy_poll_seconds: float = Field(15.0, gt=0, description="Poll a run whose webhook is this late")
+
     # LoRAs
     max_loras_per_job: int = Field(8, ge=0, le=32)
     lora_max_bytes: int = Field(4 * 1024**3, ge=1, description="Largest LoRA file staged on approval")

@@ -203,7 +203,7 @@ def costs(
     s: DB,
     _: AdminUser,
     state: State,
-    group_by: Annotated[Literal["pool", "instance", "user", "day", "tool"], Query()] = "pool",
+    group_by: Annotated[Literal["pool", "instance", "user", "day", "tool", "backend"], Query()] = "pool",
     since: datetime | None = None,
 ) -> CostsOut:
     """Costs by pool, instance, user, day or tool. Job costs add up to the instance bills."""

@@ -19,13 +19,15 @@ from pathlib import Path
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 
-from swarmstation.api import admin, loras, models, objects, public, worker
+from swarmstation.api import admin, comfydeploy, loras, models, objects, public, worker
 from swarmstation.api import pools as pools_api
 from swarmstation.api.deps import AppState
 from swarmstation.api.errors import install_error_handlers
 from swarmstation.api.metrics import make_registry, render
+from swarmstation.backends.comfydeploy import ComfyDeployClient
 from swarmstation.config import Settings
 from swarmstation.control.bootstrap import ensure_admin, ensure_default_pool, seed_tools, write_secret_file
+from swarmstation.control.comfydeploy import ComfyDeployDispatcher
 from swarmstation.control.leader import LeaderLock
 from swarmstation.control.loops import ControlLoops
 from swarmstation.control.notify import Notifier
@@ -131,6 +133,8 @@ def build(
             settings.data_dir / "objects", base_url=settings.base_url, secret=_secret(settings)
         )
     )
+    secret = _secret(settings)
+    deploy_client = ComfyDeployClient() if os.environ.get("COMFY_DEPLOY_API_KEY") else None
     state = AppState(
         settings=settings,
         engine=engine,
@@ -139,7 +143,20 @@ def build(
         notifier=notifier,
         loops=loops,
         clock=clock,
+        webhook_key=secret,
+        comfydeploy=deploy_client,
     )
+    if deploy_client is not None:
+        dispatcher = ComfyDeployDispatcher(
+            settings,
+            sessions,
+            deploy_client,
+            store,
+            secret,
+            clock,
+            on_change=lambda j: notifier.wake(f"job:{j}"),
+        )
+        loops.extra.append(("comfydeploy", settings.scheduler_interval_seconds, dispatcher.tick))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -166,6 +183,7 @@ def build(
     app.include_router(loras.router)
     app.include_router(pools_api.router)
     app.include_router(models.router)
+    app.include_router(comfydeploy.router)
     app.include_router(worker.router)
     app.include_router(objects.router)
     registry = make_registry(state)

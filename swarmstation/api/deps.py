@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from swarmstation.auth import hash_secret
+from swarmstation.backends.comfydeploy import ComfyDeployClient
 from swarmstation.config import Settings
 from swarmstation.control.loops import ControlLoops
 from swarmstation.control.loras import MatcherCache
@@ -65,6 +66,8 @@ class AppState:
     notifier: Notifier
     loops: ControlLoops
     clock: Callable[[], datetime]
+    webhook_key: bytes = b""
+    comfydeploy: ComfyDeployClient | None = None
     user_cache: TtlCache = field(default_factory=lambda: TtlCache(ttl=5.0))
     instance_cache: TtlCache = field(default_factory=lambda: TtlCache(ttl=3600.0))
     matchers: MatcherCache = field(default_factory=MatcherCache)

@@ -21,6 +21,7 @@ from swarmstation.api.schemas import JobCreate, JobList, JobOut, ToolDetail, Too
 from swarmstation.api.views import job_out, tool_detail, tool_summary
 from swarmstation.control import jobs as jobs_ops
 from swarmstation.control.models import model_sources
+from swarmstation.domain.backends import choose_backend
 from swarmstation.domain.lora_graph import LoraGraphError, apply_loras
 from swarmstation.domain.loras import PromptTooLong, Resolution, TriggerMatcher, resolve
 from swarmstation.domain.states import TERMINAL_JOB_STATES, JobState
@@ -140,6 +141,7 @@ def create_job(body: JobCreate, s: DB, user: CurrentUser, state: State) -> JobOu
         now=state.clock(),
         model_sources=sources,
     )
+    job.backend = choose_backend(job.id, tool.comfydeploy_percent if tool.comfydeploy_deployment_id else 0)
     if resolution is not None:
         job.warnings = list(resolution.warnings)
         job.applied_loras = [

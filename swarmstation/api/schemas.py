@@ -30,6 +30,7 @@ class JobOut(BaseModel):
     id: str
     tool: str
     state: str
+    backend: str = Field(description="pool (our instances) or comfydeploy")
     attempt: int
     max_attempts: int
     progress: float

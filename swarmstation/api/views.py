@@ -36,6 +36,7 @@ def job_out(s: Session, job: Job) -> JobOut:
         id=job.id,
         tool=job.tool_slug,
         state=job.state,
+        backend=job.backend,
         attempt=job.attempt,
         max_attempts=job.max_attempts,
         progress=job.progress,

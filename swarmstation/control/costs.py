@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from swarmstation.domain.pricing import BilledInstance, JobRun, bill
 from swarmstation.store.models import Instance, Job
 
-GroupBy = Literal["pool", "instance", "user", "day", "tool"]
+GroupBy = Literal["pool", "instance", "user", "day", "tool", "backend"]
 
 
 @dataclass
@@ -34,6 +34,10 @@ class CostReport:
     instances: int
     jobs: int
     notes: list[str] = field(default_factory=list)
+
+
+def _key(group_by: GroupBy, **keys: str) -> str:
+    return keys[group_by]
 
 
 def cost_report(s: Session, *, group_by: GroupBy, now: datetime, since: datetime | None = None) -> CostReport:
@@ -70,31 +74,60 @@ def cost_report(s: Session, *, group_by: GroupBy, now: datetime, since: datetime
         billed += instance_bill.cost
         unattributed += instance_bill.unattributed
         if instance_bill.unattributed:
-            key = {
-                "pool": inst.pool,
-                "instance": inst.id,
-                "user": "(idle, no jobs)",
-                "day": inst.created_at.date().isoformat(),
-                "tool": "(idle, no jobs)",
-            }[group_by]
+            key = _key(
+                group_by,
+                pool=inst.pool,
+                instance=inst.id,
+                user="(idle, no jobs)",
+                day=inst.created_at.date().isoformat(),
+                tool="(idle, no jobs)",
+                backend="pool",
+            )
             row = rows[key]
             row.key, row.cost = key, row.cost + instance_bill.unattributed
         for jc in job_costs:
             job = by_id[jc.job_id]
             assert job.finished_at is not None
-            key = {
-                "pool": inst.pool,
-                "instance": inst.id,
-                "user": job.user_id,
-                "day": job.finished_at.date().isoformat(),
-                "tool": job.tool_slug,
-            }[group_by]
+            key = _key(
+                group_by,
+                pool=inst.pool,
+                instance=inst.id,
+                user=job.user_id,
+                day=job.finished_at.date().isoformat(),
+                tool=job.tool_slug,
+                backend="pool",
+            )
             row = rows[key]
             row.key = key
             row.cost += jc.total
             row.gpu_seconds += jc.gpu_seconds
             row.jobs += 1
             attributed += jc.total
+    # Jobs run by ComfyUI Deploy carry their own cost: GPU seconds at its per-second rate.
+    external = select(Job).where(Job.backend == "comfydeploy", Job.finished_at.is_not(None))
+    if since is not None:
+        external = external.where(Job.finished_at >= since)
+    external_jobs = 0
+    for job in s.scalars(external):
+        cost = float((job.timings or {}).get("cost_usd", 0.0))
+        assert job.finished_at is not None
+        key = _key(
+            group_by,
+            pool="comfydeploy",
+            instance="comfydeploy",
+            user=job.user_id,
+            day=job.finished_at.date().isoformat(),
+            tool=job.tool_slug,
+            backend="comfydeploy",
+        )
+        row = rows[key]
+        row.key = key
+        row.cost += cost
+        row.gpu_seconds += float((job.timings or {}).get("run_seconds", 0.0))
+        row.jobs += 1
+        billed += cost
+        attributed += cost
+        external_jobs += 1
     notes = [f"{unpriced} instances have no known price (counted at $0/h)"] if unpriced else []
     return CostReport(
         group_by=group_by,
@@ -103,6 +136,6 @@ def cost_report(s: Session, *, group_by: GroupBy, now: datetime, since: datetime
         attributed=attributed,
         unattributed=unattributed,
         instances=len(instances),
-        jobs=len(jobs),
+        jobs=len(jobs) + external_jobs,
         notes=notes,
     )

@@ -39,6 +39,8 @@ class ControlLoops:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.passes = 0
+        # Other leader-only work, each on its own cadence: (name, interval seconds, function).
+        self.extra: list[tuple[str, float, Callable[[], None]]] = []
 
     def poke(self) -> None:
         """Ask for a scheduler pass soon; safe from any thread."""
@@ -50,6 +52,10 @@ class ControlLoops:
         self._tasks = [
             asyncio.create_task(self._scheduler_loop(), name="scheduler"),
             asyncio.create_task(self._pool_loop(), name="pools"),
+            *(
+                asyncio.create_task(self._every(name, interval, fn), name=name)
+                for name, interval, fn in self.extra
+            ),
         ]
 
     async def stop(self) -> None:
@@ -93,6 +99,15 @@ class ControlLoops:
                 self.notifier.wake(f"instance:{instance_id}")
             for job_id in result.changed_jobs:
                 self.notifier.wake(f"job:{job_id}")
+
+    async def _every(self, name: str, interval: float, fn: Callable[[], None]) -> None:
+        while True:
+            try:
+                if await asyncio.to_thread(self.leader.try_acquire):
+                    await asyncio.to_thread(fn)
+            except Exception:
+                log.exception("%s failed", name)
+            await asyncio.sleep(interval)
 
     async def _pool_loop(self) -> None:
         while True:

@@ -245,7 +245,7 @@ class PoolController:
                     s.scalar(
                         select(func.count())
                         .select_from(Job)
-                        .where(Job.pool == pool.name, Job.state == JobState.QUEUED)
+                        .where(Job.pool == pool.name, Job.state == JobState.QUEUED, Job.backend == "pool")
                     )
                     or 0
                 )

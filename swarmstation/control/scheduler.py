@@ -86,7 +86,7 @@ def expire_leases(s: Session, now: datetime, result: PassResult) -> None:
     rows = s.execute(
         select(Job, Instance.state)
         .outerjoin(Instance, Instance.id == Job.instance_id)
-        .where(Job.state.in_([st.value for st in LEASED_JOB_STATES]))
+        .where(Job.state.in_([st.value for st in LEASED_JOB_STATES]), Job.backend == "pool")
     ).all()
     by_id = {job.id: job for job, _ in rows}
     leases = [
@@ -112,7 +112,10 @@ def expire_leases(s: Session, now: datetime, result: PassResult) -> None:
 def assign_queued(s: Session, settings: Settings, now: datetime, result: PassResult) -> None:
     queued_rows = list(
         s.scalars(
-            select(Job).where(Job.state == JobState.QUEUED).order_by(Job.queued_at, Job.id).limit(_MAX_BATCH)
+            select(Job)
+            .where(Job.state == JobState.QUEUED, Job.backend == "pool")
+            .order_by(Job.queued_at, Job.id)
+            .limit(_MAX_BATCH)
         )
     )
     if not queued_rows:

@@ -74,6 +74,9 @@ class Tool(Base):
     builtin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # Traffic split: this share of the tool's jobs runs on ComfyUI Deploy (the rest on the pool).
+    comfydeploy_deployment_id: Mapped[str | None] = mapped_column(String(100))
+    comfydeploy_percent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Pool(Base):
@@ -157,6 +160,11 @@ class Job(Base):
     # LoRAs applied by trigger resolution or tags: [{slug, lora_id, owner_id, strength_model, ...}]
     applied_loras: Mapped[list[Any]] = mapped_column(JSON, default=list)
     warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # Which execution backend runs it: "pool" (our instances) or "comfydeploy" (the managed service).
+    backend: Mapped[str] = mapped_column(String(20), default="pool", server_default="pool")
+    external_run_id: Mapped[str | None] = mapped_column(String(100), index=True)
+    # the last run update from the external backend
+    external: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
 
     __table_args__ = (Index("ix_jobs_state_queued_at", "state", "queued_at"),)
 

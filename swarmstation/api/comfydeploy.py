@@ -1,0 +1,107 @@
+"""ComfyUI Deploy over HTTP: its webhook, the per-tool traffic split, deployments and machines."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from swarmstation.api.deps import DB, AdminUser, State
+from swarmstation.api.schemas import Strict
+from swarmstation.backends.comfydeploy import (
+    ComfyDeployError,
+    WebhookError,
+    parse_webhook,
+    verify_webhook_secret,
+)
+from swarmstation.control.comfydeploy import apply_update
+from swarmstation.domain.tools import tool_from_dict
+from swarmstation.store.models import Job, Tool
+
+router = APIRouter(tags=["comfydeploy"])
+
+
+@router.post("/v1/webhooks/comfydeploy", include_in_schema=False)
+async def webhook(
+    request: Request,
+    state: State,
+    job: Annotated[str, Query(max_length=36)],
+    secret: Annotated[str, Query(max_length=128)],
+) -> dict[str, Any]:
+    """ComfyUI Deploy calls this for each run update. The per-job secret in the URL authenticates
+    it; duplicated and out-of-order deliveries change nothing."""
+    if not verify_webhook_secret(job, secret, state.webhook_key):
+        raise HTTPException(403, "bad webhook secret")
+    body = await request.body()
+    try:
+        update = parse_webhook(body)
+    except WebhookError as exc:
+        raise HTTPException(400, f"unreadable webhook: {exc}") from exc
+    client = state.comfydeploy
+    if client is None:
+        raise HTTPException(409, "ComfyUI Deploy is not configured here")
+
+    def apply() -> bool:
+        with state.sessions() as s, s.begin():
+            row = s.get(Job, job)
+            if row is None:
+                raise HTTPException(404, f"job {job} not found")
+            if row.external_run_id != update.run_id:
+                raise HTTPException(409, f"run {update.run_id} is not job {job}'s run")
+            return apply_update(
+                s, row, update, client=client, store=state.store, settings=state.settings, now=state.clock()
+            )
+
+    from starlette.concurrency import run_in_threadpool
+
+    changed = await run_in_threadpool(apply)
+    state.notifier.wake(f"job:{job}")
+    return {"ok": True, "changed": changed}
+
+
+class SplitIn(Strict):
+    comfydeploy_percent: int = Field(
+        ge=0, le=100, description="Share of the tool's jobs run on ComfyUI Deploy"
+    )
+    deployment_id: str | None = Field(None, min_length=1, max_length=100)
+
+
+class SplitOut(BaseModel):
+    tool: str
+    comfydeploy_percent: int
+    deployment_id: str | None
+
+
+@router.put("/v1/admin/tools/{slug}/split", response_model=SplitOut, tags=["admin"])
+def set_split(slug: str, body: SplitIn, s: DB, _: AdminUser, state: State) -> SplitOut:
+    """Change, at run time, the share of a tool's jobs that ComfyUI Deploy runs. Sticky per job:
+    a job keeps the backend it got when it was submitted."""
+    tool = s.get(Tool, slug)
+    if tool is None:
+        raise HTTPException(404, f"unknown tool '{slug}'")
+    deployment = body.deployment_id if body.deployment_id is not None else tool.comfydeploy_deployment_id
+    if body.comfydeploy_percent > 0:
+        if state.comfydeploy is None:
+            raise HTTPException(422, "ComfyUI Deploy is not configured: set COMFY_DEPLOY_API_KEY")
+        if not deployment:
+            raise HTTPException(422, "deployment_id: needed to send jobs to ComfyUI Deploy")
+        if any(i.type == "image" for i in tool_from_dict(tool.spec).inputs):
+            raise HTTPException(422, f"tool '{slug}' takes input images, which cannot be sent to ComfyUI Deploy yet")
+    tool.comfydeploy_percent = body.comfydeploy_percent
+    tool.comfydeploy_deployment_id = deployment
+    return SplitOut(tool=slug, comfydeploy_percent=tool.comfydeploy_percent, deployment_id=deployment)
+
+
+@router.get("/v1/admin/comfydeploy/{what}", tags=["admin"])
+def listing(what: str, _: AdminUser, state: State) -> list[dict[str, Any]]:
+    """ComfyUI Deploy's deployments (each can serve a tool through a split) or machines."""
+    if what not in ("deployments", "machines"):
+        raise HTTPException(404, "deployments or machines")
+    if state.comfydeploy is None:
+        raise HTTPException(409, "ComfyUI Deploy is not configured: set COMFY_DEPLOY_API_KEY")
+    try:
+        items = state.comfydeploy.deployments() if what == "deployments" else state.comfydeploy.machines()
+    except ComfyDeployError as exc:
+        raise HTTPException(502, f"ComfyUI Deploy: {exc}") from exc
+    return [{k: v for k, v in vars(i).items() if k != "raw"} for i in items]
