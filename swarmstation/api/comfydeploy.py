@@ -87,7 +87,9 @@ def set_split(slug: str, body: SplitIn, s: DB, _: AdminUser, state: State) -> Sp
         if not deployment:
             raise HTTPException(422, "deployment_id: needed to send jobs to ComfyUI Deploy")
         if any(i.type == "image" for i in tool_from_dict(tool.spec).inputs):
-            raise HTTPException(422, f"tool '{slug}' takes input images, which cannot be sent to ComfyUI Deploy yet")
+            raise HTTPException(
+                422, f"tool '{slug}' takes input images, which cannot be sent to ComfyUI Deploy yet"
+            )
     tool.comfydeploy_percent = body.comfydeploy_percent
     tool.comfydeploy_deployment_id = deployment
     return SplitOut(tool=slug, comfydeploy_percent=tool.comfydeploy_percent, deployment_id=deployment)
