@@ -341,3 +341,19 @@ def test_bootstrap_failure_marks_instance_unhealthy(
     assert (
         api.post("/worker/v1/bootstrap", headers=w, json={"stage": "x" * 51, "ok": True}).status_code == 422
     )
+
+
+def test_split_needs_comfydeploy_configured(api: TestClient, admin: dict[str, str]) -> None:
+    r = api.put(
+        "/v1/admin/tools/sd15-txt2img/split",
+        headers=admin,
+        json={"comfydeploy_percent": 10, "deployment_id": "d"},
+    )
+    assert r.status_code == 422 and "COMFY_DEPLOY_API_KEY" in r.json()["detail"]
+    assert (
+        api.put("/v1/admin/tools/nope/split", headers=admin, json={"comfydeploy_percent": 0}).status_code
+        == 404
+    )
+    assert api.get("/v1/admin/comfydeploy/deployments", headers=admin).status_code == 409
+    r = api.post("/v1/webhooks/comfydeploy", params={"job": "x", "secret": "y"}, content=b"{}")
+    assert r.status_code == 403
