@@ -494,6 +494,22 @@ def comfydeploy_list(
         console.print("  ".join(f"{k}={v}" for k, v in item.items() if v is not None))
 
 
+@tools_app.command("from-deployment")
+def tools_from_deployment(
+    deployment: Annotated[str, typer.Argument(help="ComfyUI Deploy deployment id")],
+    slug: Annotated[str, typer.Option("--slug", help="The new tool's slug")],
+    like: Annotated[str, typer.Option("--like", help="A tool with the same inputs and base model")],
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Offer a ComfyUI Deploy deployment as a tool (admin): every job of it runs there."""
+    body: dict[str, Any] = {"slug": slug, "like": like, **({"name": name} if name else {})}
+    data = _call(url, api_key, "POST", f"/v1/admin/comfydeploy/deployments/{deployment}/tool", json=body)
+    _print_json(data) if as_json else console.print(f"added tool [bold]{data['slug']}[/bold] on {deployment}")
+
+
 @tools_app.command("remove")
 def tools_remove(slug: str, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
     """Remove a tool (admin)."""

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 
 from swarmstation.api.deps import DB, AdminUser, State
-from swarmstation.api.schemas import Strict
+from swarmstation.api.schemas import Strict, ToolDetail
+from swarmstation.api.views import tool_detail
 from swarmstation.backends.comfydeploy import (
     ComfyDeployError,
     WebhookError,
     parse_webhook,
     verify_webhook_secret,
 )
+from swarmstation.control.bootstrap import tool_row
 from swarmstation.control.comfydeploy import apply_update
 from swarmstation.domain.tools import tool_from_dict
 from swarmstation.store.models import Job, Tool
@@ -96,8 +100,8 @@ def set_split(slug: str, body: SplitIn, s: DB, _: AdminUser, state: State) -> Sp
 
 
 @router.get("/v1/admin/comfydeploy/{what}", tags=["admin"])
-def listing(what: str, _: AdminUser, state: State) -> list[dict[str, Any]]:
-    """ComfyUI Deploy's deployments (each can serve a tool through a split) or machines."""
+def listing(what: str, s: DB, _: AdminUser, state: State) -> list[dict[str, Any]]:
+    """ComfyUI Deploy's deployments, with the tools they serve, or its machines."""
     if what not in ("deployments", "machines"):
         raise HTTPException(404, "deployments or machines")
     if state.comfydeploy is None:
@@ -106,4 +110,61 @@ def listing(what: str, _: AdminUser, state: State) -> list[dict[str, Any]]:
         items = state.comfydeploy.deployments() if what == "deployments" else state.comfydeploy.machines()
     except ComfyDeployError as exc:
         raise HTTPException(502, f"ComfyUI Deploy: {exc}") from exc
-    return [{k: v for k, v in vars(i).items() if k != "raw"} for i in items]
+    rows = [{k: v for k, v in vars(i).items() if k != "raw"} for i in items]
+    if what == "deployments":
+        served: dict[str, list[str]] = {}
+        for tool in s.scalars(select(Tool).where(Tool.comfydeploy_deployment_id.is_not(None))):
+            if tool.comfydeploy_percent > 0 and tool.comfydeploy_deployment_id:
+                served.setdefault(tool.comfydeploy_deployment_id, []).append(tool.slug)
+        for row in rows:
+            row["tools"] = sorted(served.get(str(row["id"]), []))
+    return rows
+
+
+class DeploymentToolIn(Strict):
+    slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")
+    like: str = Field(min_length=1, max_length=63, description="A tool with the same inputs and base model")
+    name: str | None = Field(None, min_length=1, max_length=200)
+
+
+@router.post(
+    "/v1/admin/comfydeploy/deployments/{deployment_id}/tool",
+    response_model=ToolDetail,
+    status_code=201,
+    tags=["admin"],
+)
+def deployment_as_tool(
+    deployment_id: str, body: DeploymentToolIn, s: DB, _: AdminUser, state: State
+) -> ToolDetail:
+    """Offer a ComfyUI Deploy deployment as a tool of its own: the inputs, base model and graph of
+    an existing tool (`like`), with every job sent to the deployment."""
+    if state.comfydeploy is None:
+        raise HTTPException(409, "ComfyUI Deploy is not configured: set COMFY_DEPLOY_API_KEY")
+    try:
+        deployments = {d.id: d for d in state.comfydeploy.deployments()}
+    except ComfyDeployError as exc:
+        raise HTTPException(502, f"ComfyUI Deploy: {exc}") from exc
+    if deployment_id not in deployments:
+        raise HTTPException(404, f"ComfyUI Deploy has no deployment '{deployment_id}'")
+    model = s.get(Tool, body.like)
+    if model is None:
+        raise HTTPException(404, f"unknown tool '{body.like}'")
+    if s.get(Tool, body.slug) is not None:
+        raise HTTPException(409, f"tool '{body.slug}' exists")
+    spec = tool_from_dict(model.spec)
+    if any(i.type == "image" for i in spec.inputs):
+        raise HTTPException(
+            422, f"tool '{body.like}' takes input images, which cannot be sent to ComfyUI Deploy yet"
+        )
+    name = body.name or f"{deployments[deployment_id].name} (ComfyUI Deploy)"
+    spec = replace(
+        spec,
+        slug=body.slug,
+        name=name,
+        description=f"Runs on the ComfyUI Deploy deployment {deployments[deployment_id].name}.",
+    )
+    row = tool_row(spec, builtin=False, now=state.clock())
+    row.comfydeploy_deployment_id, row.comfydeploy_percent = deployment_id, 100
+    s.add(row)
+    s.flush()
+    return tool_detail(row)

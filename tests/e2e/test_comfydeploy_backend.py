@@ -88,6 +88,15 @@ def test_jobs_run_on_comfydeploy_like_on_the_pool(up_factory, fake: FakeComfyDep
         failed = wait_for(lambda: finished(http, doomed), 30, "a failed run")[0]
         assert failed["state"] == "FAILED" and "CUDA out of memory" in failed["error"]
         fake.fail_message = None
+        # A deployment offered as a tool of its own: listed with the tools, and run there.
+        r = up.cli("tools", "from-deployment", "dep-flux", "--slug", "flux-managed", "--like", "sd15-txt2img")
+        assert r.returncode == 0, r.stderr
+        assert "flux-managed" in {t["slug"] for t in json.loads(up.cli("tools", "list", "--json").stdout)}
+        listed = json.loads(up.cli("comfydeploy", "deployments", "--json").stdout)
+        assert "flux-managed" in listed[0]["tools"]
+        managed = submit(http, 1, tool="flux-managed")
+        ran = wait_for(lambda: finished(http, managed), 30, "the deployment's tool")[0]
+        assert ran["state"] == "COMPLETED" and ran["backend"] == "comfydeploy"
         # A forged webhook is refused.
         r = httpx.post(
             f"{up.url}/v1/webhooks/comfydeploy",
