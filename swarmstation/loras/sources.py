@@ -151,16 +151,22 @@ def _pick_civitai_file(files: list[dict[str, Any]]) -> dict[str, Any]:
     return (primary or safetensors or models)[0]
 
 
-class CivitaiClient:
-    def __init__(
-        self, base_url: str = "https://civitai.com", token: str | None = None, timeout: float = 30
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
+class _SourceClient:
+    """A read-only JSON API with an optional bearer token (never logged)."""
+
+    default_base_url = ""
+
+    def __init__(self, base_url: str | None = None, token: str | None = None, timeout: float = 30) -> None:
+        self.base_url = (base_url or self.default_base_url).rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(headers=headers, timeout=timeout, follow_redirects=True)
 
     def close(self) -> None:
         self.http.close()
+
+
+class CivitaiClient(_SourceClient):
+    default_base_url = "https://civitai.com"
 
     def fetch(self, ref: SourceRef) -> ImportedLora:
         model: dict[str, Any] | None = None
@@ -228,16 +234,8 @@ class CivitaiClient:
 _HF_BASE_TAG = re.compile(r"^base_model:(?:finetune:|adapter:)?(.+)$")
 
 
-class HuggingFaceClient:
-    def __init__(
-        self, base_url: str = "https://huggingface.co", token: str | None = None, timeout: float = 30
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(headers=headers, timeout=timeout, follow_redirects=True)
-
-    def close(self) -> None:
-        self.http.close()
+class HuggingFaceClient(_SourceClient):
+    default_base_url = "https://huggingface.co"
 
     def fetch(self, ref: SourceRef) -> ImportedLora:
         assert ref.repo is not None

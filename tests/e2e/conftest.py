@@ -145,3 +145,12 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):  # ty
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_idle(http: httpx.Client, count: int, timeout: float = 90) -> None:
+    """Until `count` instances are IDLE."""
+    wait_for(
+        lambda: sum(i["state"] == "IDLE" for i in http.get("/v1/admin/instances").json()) == count,
+        timeout,
+        f"{count} idle instances",
+    )

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Up, make_up, wait_for
+from tests.e2e.conftest import Up, make_up, wait_for, wait_idle
 from tests.fakes.model_hubs import FakeHubs, lora_bytes
 
 pytestmark = pytest.mark.slow
@@ -36,9 +36,7 @@ def run_trace(up: Up, hubs: FakeHubs, trace: list[int]) -> list[dict[str, Any]]:
         imported = json.loads(up.cli("loras", "import", f"{hubs.url}/models/{500 + k}", "--json").stdout)
         assert up.cli("loras", "approve", imported["slug"]).returncode == 0
         slugs.append(imported["slug"])
-    wait_for(
-        lambda: sum(i["state"] == "IDLE" for i in http.get("/v1/admin/instances").json()) == 3, 90, "3 idle"
-    )
+    wait_idle(http, 3)
     jobs: list[dict[str, Any]] = []
     for start in range(0, len(trace), BATCH):
         ids = [

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from swarmstation.client import Client
-from tests.e2e.conftest import Up, wait_for
+from tests.e2e.conftest import Up, wait_for, wait_idle
 
 pytestmark = pytest.mark.slow
 
@@ -137,11 +137,7 @@ def test_worker_killed_mid_job_completes_elsewhere(up_factory) -> None:  # type:
     up.start()
     try:
         http = up.client()
-        wait_for(
-            lambda: sum(i["state"] == "IDLE" for i in http.get("/v1/admin/instances").json()) == 2,
-            90,
-            "two idle instances",
-        )
+        wait_idle(http, 2)
         job = http.post(
             "/v1/jobs", json={"tool": "sd15-txt2img", "inputs": {"prompt": "fox", "steps": 30}}
         ).json()
@@ -190,11 +186,7 @@ def test_control_plane_restart_while_jobs_run(up_factory) -> None:  # type: igno
     up.start()
     try:
         http = up.client()
-        wait_for(
-            lambda: sum(i["state"] == "IDLE" for i in http.get("/v1/admin/instances").json()) == 2,
-            90,
-            "two idle instances",
-        )
+        wait_idle(http, 2)
         ids = [
             http.post(
                 "/v1/jobs", json={"tool": "sd15-txt2img", "inputs": {"prompt": f"p{n}", "steps": 15}}
