@@ -132,15 +132,20 @@ class Worker:
                 first = await self._register(ready=False)
                 self.heartbeat_seconds = float(first.get("heartbeat_seconds", 5.0))
                 heartbeat = asyncio.create_task(self._heartbeat_loop())
+                preload: asyncio.Task[None] | None = None
                 try:
                     await comfy.wait_until_ready(self.config.comfy_ready_timeout)
                     reg = await self._register(ready=True)
                     self.ready = True
-                    await self._preload()
+                    # preload in the background: a job that needs a model being preloaded shares
+                    # its download (ModelCache fetches each model once), the others start at once
+                    preload = asyncio.create_task(self._preload())
                     log.info("registered as instance %s", reg["instance_id"])
                     await self._job_loop()
                 finally:
                     heartbeat.cancel()
+                    if preload is not None:
+                        preload.cancel()
             except InstanceStopped as exc:
                 log.info("stopping: %s", exc)
             finally:
@@ -315,8 +320,8 @@ class Worker:
             await self._fail(job, f"{type(exc).__name__}: {exc}", retryable=True)
 
     async def _preload(self) -> None:
-        """Fetch the pool's preload models before taking jobs (failures are logged, not fatal:
-        jobs fetch what they miss)."""
+        """Fetch the pool's preload models, in the background while jobs are taken (failures are
+        logged, not fatal: jobs fetch what they miss)."""
         if self.config.comfy_dir is None:
             return
         try:
@@ -324,7 +329,9 @@ class Worker:
             if self.cache is not None and models:
                 report = await self.cache.preload(models)
                 log.info("preloaded %d models (%d downloaded)", len(models), report.downloaded)
-        except (ModelFetchError, httpx.HTTPError, ConnectionError) as exc:
+        # OSError (disk full, ...) too, as in _prefetch: nothing awaits this task, so an error
+        # that escaped would go unreported
+        except (ModelFetchError, httpx.HTTPError, OSError) as exc:
             log.warning("preload failed: %s", exc)
 
     async def _prefetch(self, models: list[dict[str, Any]]) -> None:
