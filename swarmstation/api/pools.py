@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field, model_validator
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 
 from swarmstation.api.deps import DB, AdminUser, State
 from swarmstation.api.schemas import Strict
@@ -56,6 +56,9 @@ class PoolSettings(Strict):
     max_lifetime_hours: float | None = Field(None, gt=0, le=10_000)
     target_wait_seconds: float | None = Field(None, ge=1, le=86_400)
     scale_cooldown_seconds: float | None = Field(None, ge=0, le=86_400)
+    # null turns it off (idle instances are drained after idle_minutes only)
+    target_utilisation: float | None = Field(None, gt=0, le=1)
+    utilisation_grace_seconds: float | None = Field(None, ge=0, le=86_400)
 
     @model_validator(mode="after")
     def _check(self) -> PoolSettings:
@@ -96,6 +99,8 @@ class PoolDetail(BaseModel):
     max_lifetime_hours: float | None
     target_wait_seconds: float
     scale_cooldown_seconds: float
+    target_utilisation: float | None
+    utilisation_grace_seconds: float
     last_scale_up_at: datetime | None
     created_at: datetime
     instances: dict[str, int]
@@ -124,6 +129,10 @@ def _apply(pool: Pool, body: PoolSettings) -> None:
             value = GpuFilters.model_validate(value).model_dump() if value is not None else {}
         if key == "preload_models" and value is None:
             value = []
+        # null means "off" only where the column allows it (e.g. target_utilisation); elsewhere it
+        # would fail at the database as a 500
+        if value is None and not inspect(Pool).columns[key].nullable:
+            raise HTTPException(422, f"{key}: must not be null")
         setattr(pool, key, value)
     if pool.min_instances > pool.max_instances:
         raise HTTPException(422, "min_instances must not exceed max_instances")
@@ -167,6 +176,8 @@ def create_pool(body: PoolCreate, s: DB, _: AdminUser, state: State) -> PoolDeta
         preload_models=[],
         target_wait_seconds=60.0,
         scale_cooldown_seconds=30.0,
+        target_utilisation=None,
+        utilisation_grace_seconds=60.0,
     )
     _apply(pool, body)
     s.add(pool)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from swarmstation.auth import WORKER_TOKEN_PREFIX, hash_secret, new_secret
@@ -32,7 +32,7 @@ from swarmstation.control.instances import set_instance_state
 from swarmstation.control.jobs import active_job_count
 from swarmstation.domain.offers import OfferFilters
 from swarmstation.domain.scaling import Drain, InstanceView, Launch, PoolConfig, PoolSnapshot, plan_scaling
-from swarmstation.domain.states import LIVE_INSTANCE_STATES, InstanceState, JobState
+from swarmstation.domain.states import LEASED_JOB_STATES, LIVE_INSTANCE_STATES, InstanceState, JobState
 from swarmstation.domain.tools import tool_from_dict
 from swarmstation.domain.workflow import required_models
 from swarmstation.providers.base import ComputeProvider, LaunchSpec, ProviderError
@@ -57,6 +57,8 @@ def pool_config(pool: Pool) -> PoolConfig:
         max_spend_per_hour=pool.max_spend_per_hour,
         max_lifetime_hours=pool.max_lifetime_hours,
         scale_cooldown_seconds=pool.scale_cooldown_seconds,
+        target_utilisation=pool.target_utilisation,
+        utilisation_grace_seconds=pool.utilisation_grace_seconds,
     )
 
 
@@ -97,6 +99,40 @@ def expected_job_seconds(s: Session, pool: str) -> float:
         if isinstance(t, dict) and t.get("run_seconds")
     ]
     return statistics.median(runs) if runs else 30.0
+
+
+def busy_slots_recent(s: Session, pool: str, now: datetime, window_seconds: float = 600.0) -> float:
+    """The mean number of busy job slots in the pool over the last `window_seconds`.
+
+    A job holds a slot from its assignment to an instance (the scheduler counts it against the
+    instance from then on) until it finishes, or until now while it is still leased. Only the jobs
+    whose interval overlaps the window are read. A requeued job keeps its old `assigned_at` but has
+    no instance and no lease, so it does not count until it is assigned again (its earlier attempt's
+    time is then lost: a slight underestimate, on the side of keeping instances)."""
+    if window_seconds <= 0:
+        return 0.0
+    start = now - timedelta(seconds=window_seconds)
+    rows = s.execute(
+        select(Job.assigned_at, Job.finished_at).where(
+            Job.pool == pool,
+            Job.backend == "pool",
+            Job.instance_id.is_not(None),
+            Job.assigned_at.is_not(None),
+            Job.assigned_at < now,
+            or_(
+                Job.finished_at > start,
+                and_(Job.finished_at.is_(None), Job.state.in_([st.value for st in LEASED_JOB_STATES])),
+            ),
+        )
+    )
+    busy = 0.0
+    for assigned_at, finished_at in rows:
+        if assigned_at is None:  # excluded by the query; this tells the type checker
+            continue
+        begin = max(assigned_at, start)
+        end = min(finished_at or now, now)
+        busy += max(0.0, (end - begin).total_seconds())
+    return busy / window_seconds
 
 
 class PoolController:
@@ -256,6 +292,7 @@ class PoolController:
                     expected_job_seconds=expected_job_seconds(s, pool.name),
                     new_instance_price=cap if cap is not None else (max(prices) if prices else 0.0),
                     last_scale_up_at=pool.last_scale_up_at,
+                    busy_slots_recent=busy_slots_recent(s, pool.name, now),
                 )
                 for action in plan_scaling(pool_config(pool), views, snapshot, now=now):
                     if isinstance(action, Launch):

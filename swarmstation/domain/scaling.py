@@ -1,19 +1,32 @@
 """How many instances a pool should have: a pure policy over a snapshot of the pool.
 
-`plan_scaling` returns launch and drain actions; it never terminates an instance, and drains
-only idle ones (a draining instance finishes its jobs before it is destroyed).
+`plan_scaling` returns launch, resume, park and drain actions; it never terminates an instance,
+and drains or parks only idle ones (a draining instance finishes its jobs before it is destroyed).
 
 Scale-up. Keep `min_instances`. Beyond that, estimate how many queued jobs the pool can start
 within `target_wait_seconds`: a ready instance absorbs `slots * target_wait / job_seconds` jobs
 in that window (at least its free slots), an instance still starting absorbs its slots. When
 the queue exceeds that by `scale_up_queue_threshold` or more (the roadmap's queue-depth
-threshold is this rule with a target wait of one job), launch enough instances for the excess,
+threshold is this rule with a target wait of one job), add enough instances for the excess,
 bounded by `max_instances` and by `max_spend_per_hour` (the sum of the live instances' rates
-plus the new ones').
+plus the new ones'). Parked instances are resumed first, most recently parked first (their
+disks hold the models, and a GPU is likelier still free the shorter it was parked); launches
+make up the rest.
 
-Scale-down, with hysteresis. Only when nothing is queued, never within `scale_cooldown_seconds`
-of the last scale-up, and only instances idle for `idle_minutes`, oldest idle first, down to
-`min_instances`.
+Scale-down, with hysteresis. Only when the pool needs no more instances, never within
+`scale_cooldown_seconds` of the last scale-up, only idle instances, longest idle first, down to
+`min_instances`, and keeping as many idle instances as there are queued jobs:
+- every instance idle for `idle_minutes`;
+- with a `target_utilisation`, also the pool's surplus over what recent work needs: the pool
+  keeps `ceil(busy_slots_recent / (slots * target_utilisation))` instances, where
+  `busy_slots_recent` is the mean number of busy slots over the last while (the snapshot's),
+  and drains instances beyond that once they have been idle `utilisation_grace_seconds`. Without
+  it, a pool that routes a steady trickle of jobs over all its instances never lets any of them
+  reach `idle_minutes`, and stays at the size of its last burst.
+An instance leaving this way is parked (stopped with its disk, so it costs storage only and
+resumes in about a minute with its models cached) while fewer than `max_parked` are, and drained
+to be destroyed otherwise. A parked instance is drained after `park_max_hours`, or when more
+than `max_parked` are parked.
 
 Lifetime. An instance older than `max_lifetime_hours` is drained (it finishes its jobs first) and
 no longer counts toward the pool's size, so a replacement is launched at once.
@@ -41,6 +54,10 @@ class PoolConfig:
     max_spend_per_hour: float | None = None
     max_lifetime_hours: float | None = None
     scale_cooldown_seconds: float = 30.0
+    target_utilisation: float | None = None  # 0 < u <= 1; None: drain on idle_minutes only
+    utilisation_grace_seconds: float = 60.0
+    max_parked: int = 0  # stopped instances kept for a quick resume; 0: scale-down destroys
+    park_max_hours: float = 24.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,7 @@ class InstanceView:
     idle_since: datetime | None
     created_at: datetime | None = None
     price_per_hour: float | None = None
+    parked_at: datetime | None = None  # when a STOPPED instance was parked
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,7 @@ class PoolSnapshot:
     expected_job_seconds: float = 30.0  # e.g. the median run time of recent jobs
     new_instance_price: float = 0.0  # what one more instance is expected to cost per hour
     last_scale_up_at: datetime | None = None
+    busy_slots_recent: float | None = None  # mean busy slots over the recent window; None: unknown
 
 
 @dataclass(frozen=True)
@@ -75,15 +94,50 @@ class Drain:
     reason: str
 
 
+@dataclass(frozen=True)
+class Park:
+    """Stop an idle instance at the provider, keeping its disk."""
+
+    instance_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Start a parked instance again."""
+
+    instance_id: str
+    reason: str
+
+
+Action = Launch | Resume | Park | Drain
+
+
 _STARTING = frozenset({InstanceState.PROVISIONING, InstanceState.INITIALIZING})
 _READY = frozenset({InstanceState.IDLE, InstanceState.BUSY})
 
 
 def plan_scaling(
     pool: PoolConfig, instances: Sequence[InstanceView], snapshot: PoolSnapshot, *, now: datetime
-) -> list[Launch | Drain]:
-    actions: list[Launch | Drain] = []
+) -> list[Action]:
+    actions: list[Action] = []
     live = [i for i in instances if i.state in _STARTING | _READY]
+    parked = sorted(
+        (i for i in instances if i.state == InstanceState.STOPPED),
+        key=lambda i: (i.parked_at or now, i.instance_id),
+        reverse=True,
+    )  # most recently parked first
+
+    # parked instances past their time, or beyond max_parked, are destroyed
+    keep_parked: list[InstanceView] = []
+    park_limit = now - timedelta(hours=pool.park_max_hours)
+    for inst in parked:
+        if inst.parked_at is not None and inst.parked_at <= park_limit:
+            actions.append(Drain(inst.instance_id, f"parked for more than {pool.park_max_hours:g}h"))
+        elif len(keep_parked) >= pool.max_parked:
+            actions.append(Drain(inst.instance_id, f"more than {pool.max_parked} parked"))
+        else:
+            keep_parked.append(inst)
 
     if pool.max_lifetime_hours is not None:
         limit = now - timedelta(hours=pool.max_lifetime_hours)
@@ -97,21 +151,33 @@ def plan_scaling(
 
     spend = sum(i.price_per_hour or 0.0 for i in live)
     count = len(live)
+    resumable = list(keep_parked)
 
-    def can_launch() -> bool:
+    def can_add(price: float) -> bool:
         if count >= pool.max_instances:
             return False
         cap = pool.max_spend_per_hour
-        return cap is None or spend + snapshot.new_instance_price <= cap + 1e-9
+        return cap is None or spend + price <= cap + 1e-9
 
-    def launch(reason: str) -> None:
+    def add(reason: str) -> bool:
+        """Resume the most recently parked instance, else launch; False when a cap stops it."""
         nonlocal count, spend
-        actions.append(Launch(pool.name, reason))
+        if resumable:
+            price = resumable[0].price_per_hour or snapshot.new_instance_price
+            if not can_add(price):
+                return False
+            actions.append(Resume(resumable.pop(0).instance_id, reason))
+        else:
+            price = snapshot.new_instance_price
+            if not can_add(price):
+                return False
+            actions.append(Launch(pool.name, reason))
         count += 1
-        spend += snapshot.new_instance_price
+        spend += price
+        return True
 
-    while count < pool.min_instances and can_launch():
-        launch(f"pool below its minimum of {pool.min_instances}")
+    while count < pool.min_instances and add(f"pool below its minimum of {pool.min_instances}"):
+        pass
 
     slots = max(1, pool.slots_per_instance)
     per_ready = max(1.0, slots * pool.target_wait_seconds / max(snapshot.expected_job_seconds, 1e-3))
@@ -121,18 +187,17 @@ def plan_scaling(
             absorb += max(per_ready - inst.active_jobs, float(max(0, slots - inst.active_jobs)))
         else:
             absorb += slots
-    absorb += (count - len(live)) * slots  # launched in this plan
+    absorb += (count - len(live)) * slots  # added in this plan
     excess = snapshot.queued_jobs - absorb
     if excess >= max(1, pool.scale_up_queue_threshold):
-        wanted = math.ceil(excess / per_ready)
-        for _ in range(wanted):
-            if not can_launch():
+        reason = (
+            f"{snapshot.queued_jobs} jobs queued; the pool can start {absorb:.0f} within "
+            f"{pool.target_wait_seconds:g}s"
+        )
+        for _ in range(math.ceil(excess / per_ready)):
+            if not add(reason):
                 break
-            launch(
-                f"{snapshot.queued_jobs} jobs queued; the pool can start {absorb:.0f} within "
-                f"{pool.target_wait_seconds:g}s"
-            )
-    if snapshot.queued_jobs > 0 or any(isinstance(a, Launch) for a in actions):
+    if snapshot.queued_jobs > absorb or count > len(live):
         return actions
 
     if (
@@ -140,19 +205,46 @@ def plan_scaling(
         and (now - snapshot.last_scale_up_at).total_seconds() < pool.scale_cooldown_seconds
     ):
         return actions
-    idle_limit = now - timedelta(minutes=pool.idle_minutes)
     idle = sorted(
         (
             i
             for i in live
-            if i.state == InstanceState.IDLE
-            and i.active_jobs == 0
-            and i.idle_since is not None
-            and i.idle_since <= idle_limit
+            if i.state == InstanceState.IDLE and i.active_jobs == 0 and i.idle_since is not None
         ),
         key=lambda i: (i.idle_since or now, i.instance_id),
     )
-    surplus = len(live) - pool.min_instances
-    for inst in idle[: max(0, surplus)]:
-        actions.append(Drain(inst.instance_id, f"idle for more than {pool.idle_minutes:g} minutes"))
+    # a queued job the pool can absorb (e.g. one waiting a few seconds for the instance that holds
+    # its models) does not stop a scale-down, but as many idle instances as queued jobs stay
+    surplus = min(len(live) - pool.min_instances, len(idle) - snapshot.queued_jobs)
+    idle_limit = now - timedelta(minutes=pool.idle_minutes)
+    leaving = [i for i in idle if i.idle_since is not None and i.idle_since <= idle_limit]
+    util = pool.target_utilisation
+    reason_util = ""
+    if util is not None and util > 0 and snapshot.busy_slots_recent is not None:
+        needed = max(pool.min_instances, math.ceil(snapshot.busy_slots_recent / (slots * util) - 1e-9))
+        over = len(live) - needed - len(leaving)
+        grace_limit = now - timedelta(seconds=pool.utilisation_grace_seconds)
+        for inst in idle:
+            if over <= 0:
+                break
+            if inst in leaving or inst.idle_since is None or inst.idle_since > grace_limit:
+                continue
+            leaving.append(inst)
+            over -= 1
+        reason_util = (
+            f"surplus: recent work keeps {snapshot.busy_slots_recent:.2f} slots busy, "
+            f"{needed} instance(s) at {util:.0%} utilisation"
+        )
+    leaving.sort(key=lambda i: (i.idle_since or now, i.instance_id))
+    # the most recently idle of those leaving are parked (the warmest caches), the rest destroyed
+    leaving = leaving[: max(0, surplus)]
+    park_slots = max(0, pool.max_parked - len(keep_parked))
+    to_park = {i.instance_id for i in leaving[len(leaving) - park_slots :]} if park_slots else set()
+    for inst in leaving:
+        long_idle = inst.idle_since is not None and inst.idle_since <= idle_limit
+        reason = f"idle for more than {pool.idle_minutes:g} minutes" if long_idle else reason_util
+        if inst.instance_id in to_park:
+            actions.append(Park(inst.instance_id, reason))
+        else:
+            actions.append(Drain(inst.instance_id, reason))
     return actions

@@ -26,6 +26,7 @@ class InstanceState(StrEnum):
     IDLE = "IDLE"
     BUSY = "BUSY"
     DRAINING = "DRAINING"
+    STOPPED = "STOPPED"  # parked: stopped at the provider with its disk (and model cache) kept
     UNHEALTHY = "UNHEALTHY"
     TERMINATED = "TERMINATED"
 
@@ -51,11 +52,27 @@ INSTANCE_TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
         {InstanceState.IDLE, InstanceState.UNHEALTHY, InstanceState.DRAINING, InstanceState.TERMINATED}
     ),
     InstanceState.IDLE: frozenset(
-        {InstanceState.BUSY, InstanceState.DRAINING, InstanceState.UNHEALTHY, InstanceState.TERMINATED}
+        {
+            InstanceState.BUSY,
+            InstanceState.DRAINING,
+            InstanceState.STOPPED,
+            InstanceState.UNHEALTHY,
+            InstanceState.TERMINATED,
+        }
     ),
     # BUSY never goes straight to TERMINATED: a busy instance is drained first, or found unhealthy.
     InstanceState.BUSY: frozenset({InstanceState.IDLE, InstanceState.DRAINING, InstanceState.UNHEALTHY}),
     InstanceState.DRAINING: frozenset({InstanceState.TERMINATED, InstanceState.UNHEALTHY}),
+    # A parked instance is resumed (it starts again like a new one: PROVISIONING until its worker
+    # registers), drained to be destroyed, or lost by the provider.
+    InstanceState.STOPPED: frozenset(
+        {
+            InstanceState.PROVISIONING,
+            InstanceState.DRAINING,
+            InstanceState.UNHEALTHY,
+            InstanceState.TERMINATED,
+        }
+    ),
     InstanceState.UNHEALTHY: frozenset({InstanceState.TERMINATED}),
     InstanceState.TERMINATED: frozenset(),
 }

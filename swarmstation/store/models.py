@@ -99,6 +99,9 @@ class Pool(Base):
     max_lifetime_hours: Mapped[float | None] = mapped_column(Float)
     target_wait_seconds: Mapped[float] = mapped_column(Float, default=60.0, server_default="60")
     scale_cooldown_seconds: Mapped[float] = mapped_column(Float, default=30.0, server_default="30")
+    # Drain idle instances beyond what recent work needs at this utilisation (None: idle_minutes only).
+    target_utilisation: Mapped[float | None] = mapped_column(Float, default=None)
+    utilisation_grace_seconds: Mapped[float] = mapped_column(Float, default=60.0, server_default="60")
     last_scale_up_at: Mapped[datetime | None]
 
 
