@@ -63,9 +63,40 @@ def run_cmd(
     save_trace: Annotated[
         Path | None, typer.Option("--save-trace", help="Also write the trace (JSON lines).")
     ] = None,
+    idle_minutes: Annotated[float | None, typer.Option("--idle-minutes", min=0.0)] = None,
+    min_instances: Annotated[int | None, typer.Option("--min-instances", min=0)] = None,
+    scale_up_threshold: Annotated[int | None, typer.Option("--scale-up-threshold", min=1)] = None,
+    target_wait: Annotated[float | None, typer.Option("--target-wait", min=1.0)] = None,
+    max_delay: Annotated[float | None, typer.Option("--max-delay", min=0.0)] = None,
+    target_utilisation: Annotated[
+        float | None,
+        typer.Option(
+            "--target-utilisation", min=0.0, max=1.0, help="Scale down to this utilisation; 0 = off."
+        ),
+    ] = None,
 ) -> None:
-    """Every policy over the same trace; writes a Markdown/JSON table and PNG plots."""
+    """Every policy over the same trace; writes a Markdown/JSON table and PNG plots.
+
+    The pool options set ``ours`` (and its no-cache-affinity twin), e.g. to what ``sweep`` recommends."""
     tr = _load_trace(preset, trace, days, seed)
+    knobs: dict[str, float | None] = {
+        "idle-minutes": idle_minutes,
+        "min-instances": min_instances,
+        "scale-up-threshold": scale_up_threshold,
+        "target-wait": target_wait,
+        "max-delay": max_delay,
+        "target-utilisation": target_utilisation,
+    }
+    config = engine.with_knobs(
+        engine.SimConfig(),
+        idle_minutes=idle_minutes,
+        min_instances=min_instances,
+        target_wait_seconds=target_wait,
+        max_delay_seconds=max_delay,
+        scale_up_queue_threshold=scale_up_threshold,
+        target_utilisation=target_utilisation,
+    )
+    options = "".join(f" --{k} {v:g}" for k, v in knobs.items() if v is not None)
     if save_trace is not None:
         trace_mod.save(tr, save_trace)
     started = time.perf_counter()
@@ -78,7 +109,7 @@ def run_cmd(
         def progress(policy: str, frac: float) -> None:
             bar.update(tasks[policy], completed=frac)
 
-        results = engine.simulate_all(tr, seed=seed, progress=progress)
+        results = engine.simulate_all(tr, config, seed=seed, progress=progress)
     elapsed = time.perf_counter() - started
     label = tr.preset or "trace"
     meta = {
@@ -86,9 +117,12 @@ def run_cmd(
         "jobs": len(tr.jobs),
         "days": tr.days,
         "seed": seed,
-        "command": f"swarmstation simulate run --preset {preset} --days {days:g} --seed {seed} --out {out}"
-        if trace is None
-        else f"swarmstation simulate run --trace {trace} --seed {seed} --out {out}",
+        "command": (
+            f"swarmstation simulate run --preset {preset} --days {days:g} --seed {seed}{options} --out {out}"
+            if trace is None
+            else f"swarmstation simulate run --trace {trace} --seed {seed}{options} --out {out}"
+        ),
+        "pool": engine.asdict_pool(config),
         "wall_seconds": round(elapsed, 2),
     }
     rows = report.table(results)

@@ -8,11 +8,15 @@ The pool policies call the same pure functions as the control plane: routing
 
 Model
 -----
-* Marketplace (:class:`Marketplace`): each launch draws a price, a provisioning delay (log-normal
-  minutes), whether it never becomes ready (then it is destroyed at the provisioning timeout and the
-  autoscaler replaces it), a lifetime after which it dies (exponential), a download bandwidth and a
-  checkpoint load speed. The n-th launch draws the same figures under every policy (common random
-  numbers), so policies differ by their decisions, not by luck.
+* Marketplace (:class:`Marketplace`): each launch draws ``offers_per_launch`` offers (price,
+  reliability, DLPerf) and rents the first that ``domain.offers.rank_offers`` ranks, as the VastAI
+  provider does. It then draws the image pull (``loading``: storage is billed, the GPU is not), the
+  boot until the worker is ready (``running``: the GPU is billed, VastAI bills GPU time from
+  ``running``), whether the instance never becomes ready (stuck in ``loading``, or up but never
+  healthy; either way it is destroyed at the provisioning timeout and the autoscaler replaces it), a
+  lifetime after which it dies (exponential), a download bandwidth and a checkpoint load speed. The
+  n-th launch draws the same figures under every policy (common random numbers), so policies differ
+  by their decisions, not by luck.
 * An instance runs one job at a time: it downloads the job's missing models (after any prefetch in
   progress), evicting with ``plan_eviction`` under its disk budget, loads the checkpoint when another
   one is loaded, then runs for the trace's run time.
@@ -21,7 +25,9 @@ Model
 * A job that loses its instance returns to the queue with its original arrival time.
 
 Policies: ``ours``, ``ours-no-cache-affinity``, ``no-warm-pool`` (event-driven here),
-``managed`` and ``oracle`` (closed form, see :func:`simulate_managed` and :func:`simulate_oracle`).
+``managed`` (closed form, :func:`simulate_managed`) and two lower bounds: ``oracle`` (run seconds
+only, :func:`simulate_oracle`) and ``clairvoyant`` (whole GPUs rented per window with hindsight,
+:func:`simulate_clairvoyant`).
 """
 
 from __future__ import annotations
@@ -36,8 +42,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from swarmstation.domain.cache import CachedModel, plan_eviction
+from swarmstation.domain.offers import Offer, OfferFilters, rank_offers
 from swarmstation.domain.pricing import BilledInstance, JobRun, bill
 from swarmstation.domain.routing import (
+    ModelNeed,
     RoutableInstance,
     RoutableJob,
     RoutingConfig,
@@ -45,13 +53,23 @@ from swarmstation.domain.routing import (
     plan_routes,
     route_ignoring_caches,
 )
-from swarmstation.domain.scaling import Drain, InstanceView, Launch, PoolConfig, PoolSnapshot, plan_scaling
+from swarmstation.domain.scaling import (
+    Drain,
+    InstanceView,
+    Launch,
+    Park,
+    PoolConfig,
+    PoolSnapshot,
+    Resume,
+    plan_scaling,
+)
 from swarmstation.domain.states import InstanceState
 from swarmstation.sim.trace import Trace, TraceJob
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 POOL = "sim"
-POLICIES = ("ours", "ours-no-cache-affinity", "no-warm-pool", "managed", "oracle")
+POLICIES = ("ours", "ours-no-cache-affinity", "no-warm-pool", "managed", "oracle", "clairvoyant")
+BOUNDS = ("oracle", "clairvoyant")  # lower bounds, not policies one could run
 Progress = Callable[[float], None]
 
 
@@ -61,14 +79,29 @@ def at(seconds: float) -> datetime:
 
 @dataclass(frozen=True)
 class Marketplace:
-    """A GPU marketplace such as VastAI. Prices: seed-roadmap.md §2, RTX 4090 ~$0.30/hour."""
+    """A GPU marketplace such as VastAI. Prices: seed-roadmap.md §2, RTX 4090 ~$0.30/hour.
+
+    Billing follows protocols.md §2.5: storage from creation, GPU time from ``running`` (after the
+    image pull). The storage rate is ~$0.15 per GB-month for the disk we ask for."""
 
     price_per_hour: float = 0.30
     price_spread: tuple[float, float] = (0.9, 1.2)  # an offer costs price_per_hour x U(lo, hi)
-    provision_median_s: float = 150.0
+    offers_per_launch: int = 5  # offers seen per launch; the ranked best is rented
+    reliability_range: tuple[float, float] = (0.90, 1.0)
+    pull_median_s: float = 100.0  # created -> running (image pull), GPU not billed
+    boot_median_s: float = 50.0  # running -> worker ready (onstart, ComfyUI start), GPU billed
     provision_sigma: float = 0.5
-    never_ready_prob: float = 0.07
+    never_running_prob: float = 0.04  # stuck in loading: storage billed only
+    never_ready_prob: float = 0.03  # running but never healthy: GPU billed until destroyed
     provision_timeout_s: float = 900.0
+    storage_per_hour: float = 0.016
+    # Resuming a parked (stopped) instance: the container starts again with its disk, so only the
+    # boot is paid. It fails when the GPU was rented out meanwhile, likelier the longer it was
+    # parked (an assumption: protocols.md §2.6 says only that it may fail); the control plane gives
+    # up after resume_timeout_s and launches instead.
+    resume_median_s: float = 45.0
+    resume_fail_per_hour: float = 0.03
+    resume_timeout_s: float = 180.0
     mean_lifetime_hours: float = 48.0
     bandwidth_median: float = 100e6  # bytes/s
     bandwidth_sigma: float = 0.6
@@ -116,6 +149,11 @@ class SimConfig:
     scheduler_interval_s: float = 2.0
     pool_interval_s: float = 15.0
     recent_window_s: float = 1800.0  # demand window for prefetch
+    utilisation_window_s: float = 600.0  # window of PoolSnapshot.busy_slots_recent
+    clairvoyant_window_s: float = 300.0
+    # new instances fetch each tool's default checkpoint as they start, as the control plane's
+    # preload list (the models of every tool the pool serves) makes real workers do
+    preload_tool_models: bool = True
     sample_interval_s: float = 60.0
 
 
@@ -133,6 +171,9 @@ class PolicyResult:
     instance_seconds: float = 0.0
     launches: int = 0
     never_ready: int = 0
+    parks: int = 0
+    resumes: int = 0
+    resume_failures: int = 0
     deaths: int = 0
     requeued: int = 0
     downloaded_bytes: int = 0
@@ -152,6 +193,7 @@ class _Job:
     start: float | None = None
     end: float | None = None
     instance: _Instance | None = None
+    assigned: float = 0.0
 
 
 @dataclass(eq=False, slots=True)
@@ -161,6 +203,12 @@ class _Instance:
     price: float
     bw: float
     load_rate: float
+    running_at: float | None = None  # GPU billing starts here (after the image pull)
+    gpu_since: float | None = None  # start of the GPU billing span now open
+    gpu_spans: list[tuple[float, float]] = field(default_factory=list)
+    parked_at: float | None = None
+    resumes: int = 0
+    lost: bool = False  # its host died while it was parked: a resume fails
     state: InstanceState = InstanceState.PROVISIONING
     ended: float | None = None
     cache: dict[str, list[float]] = field(default_factory=dict)  # key -> [size, last_used]
@@ -180,6 +228,8 @@ class _Instance:
         return self.frozen
 
 
+_SIM_FILTERS = OfferFilters(gpu_names=("RTX 4090",), min_vram_gb=20.0)
+
 _ARRIVE, _SCHED, _POOL, _READY, _TIMEOUT, _DIE, _DONE, _SAMPLE = range(8)
 
 
@@ -196,6 +246,18 @@ def tool_medians(trace: Trace) -> dict[str, float]:
     for j in trace.jobs:
         runs.setdefault(j.tool, []).append(j.run_seconds)
     return {k: statistics.median(v) for k, v in runs.items()}
+
+
+def pool_preload(trace: Trace) -> tuple[tuple[str, int], ...]:
+    """Each tool's default checkpoint: the one most of its jobs use (what its workflow names)."""
+    counts: dict[str, dict[ModelNeed, int]] = {}
+    for j in trace.jobs:
+        for m in j.models:
+            if m.key == j.checkpoint:
+                per_tool = counts.setdefault(j.tool, {})
+                per_tool[m] = per_tool.get(m, 0) + 1
+    chosen = {max(c.items(), key=lambda kv: (kv[1], kv[0].key))[0] for c in counts.values()}
+    return tuple(sorted((m.key, m.size) for m in chosen))
 
 
 class PoolSimulation:
@@ -216,11 +278,13 @@ class PoolSimulation:
         self.seq = 0
         self.instances: dict[str, _Instance] = {}
         self.live: dict[str, _Instance] = {}
+        self.parked: dict[str, _Instance] = {}
         self.queue: dict[str, _Job] = {}
         self.recent: deque[tuple[float, RoutableJob]] = deque()
         self.launches = 0
         self.done = 0
         self.last_scale_up: float | None = None
+        self.busy_log: deque[tuple[float, float]] = deque()  # (assigned, done) of finished jobs
         medians = tool_medians(trace)
         self.expected_job_s = statistics.fmean(medians.values()) if medians else 30.0
         self.jobs = [
@@ -230,6 +294,7 @@ class PoolSimulation:
             )
             for tj in trace.jobs
         ]
+        self.preload = pool_preload(trace) if config.preload_tool_models else ()
         m = config.market
         self.routing_load_s = m.load_base_s + 7e9 / m.load_bytes_per_second
         self.res = PolicyResult(policy, len(self.jobs), 0, 0.0, [])
@@ -303,30 +368,88 @@ class PoolSimulation:
         self.launches += 1
         r = random.Random(f"{self.seed}:launch:{n}")
         m = self.cfg.market
+        offers = [
+            Offer(
+                id=k,
+                gpu_name="RTX 4090",
+                num_gpus=1,
+                gpu_ram_gb=24.0,
+                price_per_hour=m.price_per_hour * r.uniform(*m.price_spread),
+                reliability=r.uniform(*m.reliability_range),
+                verified=True,
+                dlperf=100.0,
+            )
+            for k in range(max(1, m.offers_per_launch))
+        ]
+        offer = rank_offers(offers, _SIM_FILTERS)[0]
+        # an offer's unreliability scales its odds of failing (1.0 at the middle of the range)
+        lo, hi = m.reliability_range
+        odds = (1.0 - offer.reliability) / max(1e-9, 1.0 - (lo + hi) / 2)
         inst = _Instance(
             iid=f"i{n:05d}",
             created=self.now,
-            price=m.price_per_hour * r.uniform(*m.price_spread),
+            price=offer.price_per_hour,
             bw=min(1e9, max(10e6, r.lognormvariate(math.log(m.bandwidth_median), m.bandwidth_sigma))),
             load_rate=m.load_bytes_per_second * r.uniform(*m.load_spread),
             dedicated=dedicated,
         )
-        never = r.random() < m.never_ready_prob
-        delay = r.lognormvariate(math.log(m.provision_median_s), m.provision_sigma)
+        fate = r.random()
+        pull = r.lognormvariate(math.log(m.pull_median_s), m.provision_sigma)
+        boot = r.lognormvariate(math.log(m.boot_median_s), m.provision_sigma)
         life = r.expovariate(1.0 / (m.mean_lifetime_hours * 3600.0))
+        never_running = fate < m.never_running_prob * odds
+        never_ready = not never_running and fate < (m.never_running_prob + m.never_ready_prob) * odds
+        if not never_running and pull < m.provision_timeout_s:
+            inst.running_at = inst.gpu_since = self.now + pull
         self.instances[inst.iid] = inst
         self.live[inst.iid] = inst
-        if never or delay >= m.provision_timeout_s:
+        if never_running or never_ready or pull + boot >= m.provision_timeout_s:
             self.push(self.now + m.provision_timeout_s, _TIMEOUT, inst)
         else:
-            self.push(self.now + delay, _READY, inst)
-            self.push(self.now + delay + life, _DIE, inst)
+            self.push(self.now + pull + boot, _READY, inst)
+            self.push(self.now + pull + boot + life, _DIE, inst)
         return inst
+
+    def _close_gpu_span(self, inst: _Instance) -> None:
+        if inst.gpu_since is not None and self.now > inst.gpu_since:
+            inst.gpu_spans.append((inst.gpu_since, self.now))
+        inst.gpu_since = None
 
     def terminate(self, inst: _Instance) -> None:
         inst.state = InstanceState.TERMINATED
         inst.ended = self.now
+        self._close_gpu_span(inst)
         self.live.pop(inst.iid, None)
+        self.parked.pop(inst.iid, None)
+
+    def park(self, inst: _Instance) -> None:
+        """Stop an idle instance, keeping its disk: storage is billed, the GPU is not."""
+        inst.state = InstanceState.STOPPED
+        inst.parked_at = self.now
+        inst.idle_since = None
+        inst.loaded = None  # VRAM does not survive a stop
+        self._close_gpu_span(inst)
+        self.live.pop(inst.iid, None)
+        self.parked[inst.iid] = inst
+        self.res.parks += 1
+
+    def resume(self, inst: _Instance) -> None:
+        m = self.cfg.market
+        r = random.Random(f"{self.seed}:resume:{inst.iid}:{inst.resumes}")
+        inst.resumes += 1
+        parked_hours = (self.now - (inst.parked_at or self.now)) / 3600.0
+        fails = inst.lost or r.random() < 1.0 - math.exp(-m.resume_fail_per_hour * parked_hours)
+        took = r.lognormvariate(math.log(m.resume_median_s), m.provision_sigma)
+        del self.parked[inst.iid]
+        self.live[inst.iid] = inst
+        inst.state = InstanceState.PROVISIONING
+        inst.parked_at = None
+        self.res.resumes += 1
+        if fails or took >= m.resume_timeout_s:
+            self.push(self.now + m.resume_timeout_s, _TIMEOUT, inst)
+        else:
+            inst.gpu_since = self.now  # running again at once; the boot is billed
+            self.push(self.now + took, _READY, inst)
 
     def on_ready(self, inst: object) -> None:
         assert isinstance(inst, _Instance)
@@ -335,6 +458,10 @@ class PoolSimulation:
         inst.state = InstanceState.IDLE
         inst.idle_since = self.now
         inst.dl_free_at = self.now
+        # the worker fetches the pool's preload models in the background as it starts taking jobs
+        # (worker/agent.py); a job that needs the link waits for those downloads
+        for key, size in self.preload:
+            inst.dl_free_at += self._download(inst, key, size, set())
         if self.res.first_ready_at is None:
             self.res.first_ready_at = self.now
         if inst.dedicated is not None:
@@ -344,7 +471,10 @@ class PoolSimulation:
         assert isinstance(inst, _Instance)
         if inst.state != InstanceState.PROVISIONING:
             return
-        self.res.never_ready += 1
+        if inst.resumes:
+            self.res.resume_failures += 1
+        else:
+            self.res.never_ready += 1
         self.terminate(inst)
         if inst.dedicated is not None:  # no-warm-pool: try another instance for the job
             inst.dedicated.attempts += 1
@@ -353,6 +483,9 @@ class PoolSimulation:
     def on_die(self, inst: object) -> None:
         assert isinstance(inst, _Instance)
         if inst.state == InstanceState.TERMINATED:
+            return
+        if inst.state == InstanceState.STOPPED:
+            inst.lost = True  # found out at the next resume
             return
         self.res.deaths += 1
         job = inst.job
@@ -392,6 +525,7 @@ class PoolSimulation:
         inst.state = InstanceState.BUSY
         inst.idle_since = None
         job.instance = inst
+        job.assigned = self.now
         keep = {m.key for m in tj.models}
         t = max(self.now, inst.dl_free_at)
         cold = inst.jobs_run == 0
@@ -427,6 +561,7 @@ class PoolSimulation:
         job.end = self.now
         assert job.start is not None
         inst.runs.append((job.tj.job_id, job.start, self.now))
+        self.busy_log.append((job.assigned, self.now))
         inst.job = None
         inst.busy_until = None
         inst.state = InstanceState.IDLE
@@ -478,25 +613,44 @@ class PoolSimulation:
                 at(i.idle_since) if i.idle_since is not None else None,
                 at(i.created),
                 i.price,
+                at(i.parked_at) if i.parked_at is not None else None,
             )
-            for i in self.live.values()
+            for i in (*self.live.values(), *self.parked.values())
         ]
         snapshot = PoolSnapshot(
             queued_jobs=len(self.queue),
             expected_job_seconds=self.expected_job_s,
             new_instance_price=self.cfg.market.price_per_hour,
             last_scale_up_at=at(self.last_scale_up) if self.last_scale_up is not None else None,
+            busy_slots_recent=self.busy_slots_recent(),
         )
         for action in plan_scaling(pool, views, snapshot, now=at(self.now)):
             if isinstance(action, Launch):
                 self.launch()
                 self.last_scale_up = self.now
+            elif isinstance(action, Resume):
+                self.resume(self.parked[action.instance_id])
+                self.last_scale_up = self.now
+            elif isinstance(action, Park):
+                if self.live[action.instance_id].job is None:
+                    self.park(self.live[action.instance_id])
             elif isinstance(action, Drain):
-                inst = self.live.get(action.instance_id)
-                if inst is not None and inst.job is None:
-                    self.terminate(inst)  # an idle instance drains at once
+                leaving = self.live.get(action.instance_id) or self.parked.get(action.instance_id)
+                if leaving is not None and leaving.job is None:
+                    self.terminate(leaving)  # an idle or parked instance goes at once
         if self.policy == "ours":
             self.prefetch()
+
+    def busy_slots_recent(self) -> float:
+        """Mean busy slots over the last ``utilisation_window_s`` (from assignment to the end of a job)."""
+        window = self.cfg.utilisation_window_s
+        start = self.now - window
+        log = self.busy_log
+        while log and log[0][1] <= start:
+            log.popleft()
+        busy = sum(min(e, self.now) - max(s, start) for s, e in log)
+        busy += sum(self.now - max(i.job.assigned, start) for i in self.live.values() if i.job is not None)
+        return busy / window
 
     def prefetch(self) -> None:
         cutoff = self.now - self.cfg.recent_window_s
@@ -524,14 +678,24 @@ class PoolSimulation:
         res.sim_seconds = stop
         res.launches = self.launches
         end = at(stop)
+        storage_rate = self.cfg.market.storage_per_hour / 3600.0
         for inst in self.instances.values():
             runs = [JobRun(jid, inst.iid, at(s), at(e)) for jid, s, e in inst.runs]
-            ended = at(inst.ended) if inst.ended is not None else None
-            ib, _ = bill(BilledInstance(inst.iid, inst.price, at(inst.created), ended), runs, now=end)
-            res.cost += ib.cost
-            res.unattributed_cost += ib.unattributed
-            res.instance_seconds += ib.seconds
-            res.run_seconds += ib.busy_seconds
+            ended = inst.ended if inst.ended is not None else stop
+            storage = storage_rate * max(0.0, ended - inst.created)
+            res.cost += storage
+            res.unattributed_cost += storage
+            if inst.gpu_since is not None and ended > inst.gpu_since:
+                inst.gpu_spans.append((inst.gpu_since, ended))
+                inst.gpu_since = None
+            for span_start, span_end in inst.gpu_spans:  # GPU billed while running, not while parked
+                gpu = BilledInstance(inst.iid, inst.price, at(span_start), at(span_end))
+                inside = [r for r in runs if at(span_start) <= r.started_at < at(span_end)]
+                ib, _ = bill(gpu, inside, now=end)
+                res.cost += ib.cost
+                res.unattributed_cost += ib.unattributed
+                res.instance_seconds += ib.seconds
+                res.run_seconds += ib.busy_seconds
         first = res.first_ready_at
         for job in self.jobs:
             if job.start is None or job.end is None:
@@ -604,6 +768,31 @@ def simulate_oracle(trace: Trace, config: SimConfig) -> PolicyResult:
     return res
 
 
+def simulate_clairvoyant(trace: Trace, config: SimConfig) -> PolicyResult:
+    """A lower bound for any pool of whole GPUs: with hindsight, rent for each window of
+    ``clairvoyant_window_s`` exactly as many GPUs as the run seconds that start in it need
+    (``ceil(run seconds / window)``), at the cheapest rate, ready at once, never waiting. Real pools
+    pay more (provisioning, downloads, headroom for bursts); the gap between this and ``oracle`` is
+    what renting whole GPUs for minutes at a time costs on this trace, whatever the policy."""
+    window = config.clairvoyant_window_s
+    per_window: dict[int, float] = {}
+    for j in trace.jobs:
+        k = int(j.t // window)
+        per_window[k] = per_window.get(k, 0.0) + j.run_seconds
+    gpu_seconds = sum(math.ceil(v / window - 1e-9) * window for v in per_window.values())
+    run = sum(j.run_seconds for j in trace.jobs)
+    rate = config.market.cheapest_per_hour / 3600.0
+    res = PolicyResult(
+        "clairvoyant", len(trace.jobs), len(trace.jobs), gpu_seconds * rate, [0.0] * len(trace.jobs)
+    )
+    res.run_seconds = run
+    res.instance_seconds = gpu_seconds
+    res.waits_after_first_start = list(res.waits)
+    res.sim_seconds = trace.duration
+    res.notes = f"bound: whole GPUs per {window:g} s window, with hindsight, cheapest rate"
+    return res
+
+
 def simulate(
     trace: Trace,
     policy: str,
@@ -617,6 +806,8 @@ def simulate(
         return simulate_managed(trace, config, seed=seed)
     if policy == "oracle":
         return simulate_oracle(trace, config)
+    if policy == "clairvoyant":
+        return simulate_clairvoyant(trace, config)
     return PoolSimulation(trace, policy, config, seed=seed, progress=progress).run()
 
 
@@ -652,8 +843,18 @@ def with_knobs(
     min_instances: int | None = None,
     target_wait_seconds: float | None = None,
     max_delay_seconds: float | None = None,
+    scale_up_queue_threshold: int | None = None,
+    target_utilisation: float | None = None,
+    max_parked: int | None = None,
 ) -> SimConfig:
+    """``target_utilisation <= 0`` turns utilisation-based scale-down off."""
     pool = config.pool
+    if max_parked is not None:
+        pool = replace(pool, max_parked=max_parked)
+    if scale_up_queue_threshold is not None:
+        pool = replace(pool, scale_up_queue_threshold=scale_up_queue_threshold)
+    if target_utilisation is not None:
+        pool = replace(pool, target_utilisation=target_utilisation if target_utilisation > 0 else None)
     if idle_minutes is not None:
         pool = replace(pool, idle_minutes=idle_minutes)
     if min_instances is not None:
@@ -664,6 +865,21 @@ def with_knobs(
     if max_delay_seconds is not None:
         routing = replace(routing, max_delay_seconds=max_delay_seconds)
     return replace(config, pool=pool, routing=routing)
+
+
+def asdict_pool(config: SimConfig) -> dict[str, object]:
+    """The pool and routing knobs ``ours`` ran with (for reports)."""
+    pool, routing = config.pool, config.routing
+    return {
+        "idle_minutes": pool.idle_minutes,
+        "min_instances": pool.min_instances,
+        "max_instances": pool.max_instances,
+        "scale_up_queue_threshold": pool.scale_up_queue_threshold,
+        "target_wait_seconds": pool.target_wait_seconds,
+        "target_utilisation": pool.target_utilisation,
+        "max_parked": pool.max_parked,
+        "max_delay_seconds": routing.max_delay_seconds,
+    }
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -1,8 +1,9 @@
 """A sweep over the pool's main knobs: the cheapest setting of ``ours`` that meets a p95-wait target.
 
 Knobs: idle timeout (``PoolConfig.idle_minutes``), ``min_instances``, the scale-up rule
-(``scale_up_queue_threshold`` and ``target_wait_seconds``) and delay scheduling
-(``RoutingConfig.max_delay_seconds``). Every point runs the ``ours`` policy over the same trace and
+(``scale_up_queue_threshold`` and ``target_wait_seconds``), utilisation-based scale-down
+(``target_utilisation``; 0 = off) and delay scheduling (``RoutingConfig.max_delay_seconds``).
+Every point runs the ``ours`` policy over the same trace and
 marketplace draws; the recommendation is the lowest cost whose p95 wait is at most the target
 (ties: lower p95), or, when no point meets it, the lowest p95.
 """
@@ -11,18 +12,19 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from swarmstation.sim.engine import SimConfig, percentile, simulate, with_knobs
 from swarmstation.sim.trace import Trace
 
 DEFAULT_GRID: dict[str, Sequence[float]] = {
-    "idle_minutes": (3.0, 10.0, 30.0),
+    "idle_minutes": (5.0, 10.0, 30.0),
     "min_instances": (0, 1),
     "scale_up_queue_threshold": (1, 3),
     "target_wait_seconds": (30.0, 120.0),
     "max_delay_seconds": (0.0, 30.0),
+    "target_utilisation": (0.0, 0.4),
 }
 QUICK_GRID: dict[str, Sequence[float]] = {
     "idle_minutes": (3.0, 10.0),
@@ -68,18 +70,17 @@ class SweepResult:
 
 
 def apply(config: SimConfig, knobs: dict[str, float]) -> SimConfig:
-    cfg = with_knobs(
+    return with_knobs(
         config,
         idle_minutes=knobs.get("idle_minutes"),
         min_instances=int(knobs["min_instances"]) if "min_instances" in knobs else None,
         target_wait_seconds=knobs.get("target_wait_seconds"),
         max_delay_seconds=knobs.get("max_delay_seconds"),
+        scale_up_queue_threshold=int(knobs["scale_up_queue_threshold"])
+        if "scale_up_queue_threshold" in knobs
+        else None,
+        target_utilisation=knobs.get("target_utilisation"),
     )
-    if "scale_up_queue_threshold" in knobs:
-        cfg = replace(
-            cfg, pool=replace(cfg.pool, scale_up_queue_threshold=int(knobs["scale_up_queue_threshold"]))
-        )
-    return cfg
 
 
 def sweep(

@@ -66,8 +66,11 @@ def _fixed_config() -> E.SimConfig:
     market = E.Marketplace(
         price_per_hour=0.30,
         price_spread=(1.0, 1.0),
-        provision_median_s=101.0,
+        offers_per_launch=1,
+        pull_median_s=61.0,
+        boot_median_s=40.0,
         provision_sigma=0.0,
+        never_running_prob=0.0,
         never_ready_prob=0.0,
         mean_lifetime_hours=1e12,
         bandwidth_median=100e6,
@@ -75,6 +78,7 @@ def _fixed_config() -> E.SimConfig:
         load_bytes_per_second=1.5e9,
         load_base_s=2.0,
         load_spread=(1.0, 1.0),
+        storage_per_hour=0.036,  # 1e-5 $/s
     )
     managed = E.ManagedService(cold_start_median_s=45.0, cold_start_sigma=0.0, keep_warm_s=60.0)
     return E.SimConfig(market=market, managed=managed)
@@ -85,21 +89,49 @@ def test_tiny_scenario_by_hand() -> None:
     tr = T.Trace("tiny", 0, 0.0, [T.TraceJob("j1", 0.0, "t", 10.0, (ckpt,), ckpt.key)])
     cfg = _fixed_config()
     ours = E.simulate(tr, "ours", cfg)
-    # pool pass at 0 launches; ready at 101; scheduler pass at 102; download 10 s; load 2 + 2/3 s
-    start = 102 + 10 + 2 + 1 / 1.5
+    # pool pass at 0 launches; image pulled (running) at 61, ready at 101 and preloading the tool's
+    # checkpoint (10 s); scheduler pass at 102 waits for it; load 2 + 2/3 s
+    start = 101 + 10 + 2 + 1 / 1.5
     assert ours.waits == [pytest.approx(start)]
-    # idle from start + 10; drained at the first pool pass 10 min later (multiples of 15 s): 735 s
-    assert ours.cost == pytest.approx(735 * 0.30 / 3600)
+    # idle from start + 10; drained at the first pool pass 10 min later (multiples of 15 s): 735 s.
+    # GPU billed from running (61 s), storage from creation
+    assert ours.cost == pytest.approx((735 - 61) * 0.30 / 3600 + 735 * 1e-5)
     assert ours.launches == 1 and ours.cold_starts == 1
+    no_preload = E.simulate(tr, "ours", replace(cfg, preload_tool_models=False))
+    assert no_preload.waits == [pytest.approx(102 + 10 + 2 + 1 / 1.5)]  # downloads at the job instead
     managed = E.simulate(tr, "managed", cfg)
     assert managed.waits == [pytest.approx(45.0)]
     assert managed.cost == pytest.approx((45 + 10 + 60) * 0.000337)
     oracle = E.simulate(tr, "oracle", cfg)
     assert oracle.cost == pytest.approx(10 * 0.30 / 3600)
     fresh = E.simulate(tr, "no-warm-pool", cfg)
-    # launched on arrival, ready at 101, runs at once, destroyed after the job
-    assert fresh.waits == [pytest.approx(101 + 10 + 2 + 1 / 1.5)]
-    assert fresh.cost == pytest.approx((101 + 10 + 2 + 1 / 1.5 + 10) * 0.30 / 3600)
+    # launched on arrival, ready at 101, runs once its preload is in, destroyed after the job
+    assert fresh.waits == [pytest.approx(start)]
+    assert fresh.cost == pytest.approx((start + 10 - 61) * 0.30 / 3600 + (start + 10) * 1e-5)
+    bound = E.simulate(tr, "clairvoyant", cfg)
+    assert bound.cost == pytest.approx(300 * 0.30 / 3600)  # one GPU for one 5-minute window
+
+
+def test_clairvoyant_bound_sits_between_oracle_and_the_pool(
+    peak_results: dict[str, E.PolicyResult],
+) -> None:
+    oracle, bound, ours = (peak_results[k].cost for k in ("oracle", "clairvoyant", "ours"))
+    assert oracle < bound < ours
+
+
+def test_offer_ranking_rents_cheaper_than_a_random_offer(peak_trace: T.Trace) -> None:
+    one = E.simulate(
+        peak_trace, "ours", replace(E.SimConfig(), market=E.Marketplace(offers_per_launch=1)), seed=5
+    )
+    five = E.simulate(peak_trace, "ours", E.SimConfig(), seed=5)
+    # the pool rents through domain.offers.rank_offers: seeing five offers per launch buys cheaper GPU time
+    assert five.cost / five.instance_seconds < one.cost / one.instance_seconds
+
+
+def test_utilisation_scale_down_trades_wait_for_cost(peak_trace: T.Trace) -> None:
+    plain = E.simulate(peak_trace, "ours", E.SimConfig(), seed=5)
+    util = E.simulate(peak_trace, "ours", E.with_knobs(E.SimConfig(), target_utilisation=0.5), seed=5)
+    assert util.instance_seconds < plain.instance_seconds
 
 
 def test_report_files(tmp_path, peak_results: dict[str, E.PolicyResult]) -> None:
@@ -121,9 +153,10 @@ def test_report_files(tmp_path, peak_results: dict[str, E.PolicyResult]) -> None
 
 def test_sweep_recommends(peak_trace: T.Trace) -> None:
     small = T.Trace("s", 0, 0.0, peak_trace.jobs[:300])
-    grid = {"idle_minutes": (2.0, 10.0), "min_instances": (0, 1)}
+    grid = {"idle_minutes": (2.0, 10.0), "min_instances": (0, 1), "target_utilisation": (0.0, 0.5)}
     res = S.sweep(small, target_p95_s=1e9, grid=grid)
-    assert len(res.points) == 4 and res.met
+    assert len(res.points) == 8 and res.met
+    assert len({p.cost for p in res.points}) > 4  # every knob, utilisation included, changes the outcome
     assert res.best is not None and res.best.cost == min(p.cost for p in res.points)
 
 
