@@ -154,6 +154,9 @@ def sweep_cmd(
     quick: Annotated[bool, typer.Option("--quick", help="A smaller grid.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write sweep.json here.")] = None,
     as_json: JsonOpt = False,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Parallel processes (default: one per CPU).")
+    ] = None,
 ) -> None:
     """Recommend pool settings: the lowest cost whose p95 wait meets the target."""
     tr = _load_trace(preset, trace, days, seed)
@@ -167,7 +170,9 @@ def sweep_cmd(
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        result = sweep_mod.sweep(tr, target_p95_s=target_p95, grid=grid, seed=seed, progress=progress)
+        result = sweep_mod.sweep(
+            tr, target_p95_s=target_p95, grid=grid, seed=seed, progress=progress, workers=workers
+        )
     payload = {"trace": tr.name, "jobs": len(tr.jobs), "seed": seed, **result.as_dict()}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -146,8 +146,10 @@ class SimConfig:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     market: Marketplace = field(default_factory=Marketplace)
     managed: ManagedService = field(default_factory=ManagedService)
-    scheduler_interval_s: float = 2.0
-    pool_interval_s: float = 15.0
+    scheduler_interval_s: float = 0.5  # Settings.scheduler_interval_seconds
+    pool_interval_s: float = 2.0  # Settings.control_interval_seconds
+    skip_idle_passes: bool = True  # only a speed-up: results are the same either way (tested)
+    prefetch_interval_s: float = 10.0  # workers get prefetch hints with heartbeats every few seconds
     recent_window_s: float = 1800.0  # demand window for prefetch
     utilisation_window_s: float = 600.0  # window of PoolSnapshot.busy_slots_recent
     clairvoyant_window_s: float = 300.0
@@ -211,13 +213,14 @@ class _Instance:
     lost: bool = False  # its host died while it was parked: a resume fails
     state: InstanceState = InstanceState.PROVISIONING
     ended: float | None = None
-    cache: dict[str, list[float]] = field(default_factory=dict)  # key -> [size, last_used]
+    # key -> [size, last_used, download start, ready_at]
+    cache: dict[str, list[float]] = field(default_factory=dict)
     frozen: frozenset[str] | None = None
     loaded: str | None = None
     job: _Job | None = None
     busy_until: float | None = None
     idle_since: float | None = None
-    dl_free_at: float = 0.0
+    bg_free_at: float = 0.0  # when its background downloads (preload, prefetch) are done
     dedicated: _Job | None = None
     runs: list[tuple[str, float, float]] = field(default_factory=list)
     jobs_run: int = 0
@@ -249,15 +252,19 @@ def tool_medians(trace: Trace) -> dict[str, float]:
 
 
 def pool_preload(trace: Trace) -> tuple[tuple[str, int], ...]:
-    """Each tool's default checkpoint: the one most of its jobs use (what its workflow names)."""
+    """Each tool's default checkpoint (the one most of its jobs use: what its workflow names), most
+    demanded first, as the control plane orders a pool's preload list."""
     counts: dict[str, dict[ModelNeed, int]] = {}
     for j in trace.jobs:
         for m in j.models:
             if m.key == j.checkpoint:
                 per_tool = counts.setdefault(j.tool, {})
                 per_tool[m] = per_tool.get(m, 0) + 1
-    chosen = {max(c.items(), key=lambda kv: (kv[1], kv[0].key))[0] for c in counts.values()}
-    return tuple(sorted((m.key, m.size) for m in chosen))
+    demand: dict[ModelNeed, int] = {}
+    for c in counts.values():
+        model, n = max(c.items(), key=lambda kv: (kv[1], kv[0].key))
+        demand[model] = demand.get(model, 0) + n
+    return tuple((m.key, m.size) for m, _ in sorted(demand.items(), key=lambda kv: (-kv[1], kv[0].key)))
 
 
 class PoolSimulation:
@@ -279,6 +286,11 @@ class PoolSimulation:
         self.instances: dict[str, _Instance] = {}
         self.live: dict[str, _Instance] = {}
         self.parked: dict[str, _Instance] = {}
+        self.sched_armed = True
+        self.next_prefetch = 0.0
+        self.pool_armed = True
+        self.pool_wake = 0
+        self.next_prefetch = 0.0
         self.queue: dict[str, _Job] = {}
         self.recent: deque[tuple[float, RoutableJob]] = deque()
         self.launches = 0
@@ -310,7 +322,7 @@ class PoolSimulation:
             self.push(job.tj.t, _ARRIVE, job)
         if self.policy != "no-warm-pool":
             self.push(0.0, _POOL)
-            self.push(self.cfg.scheduler_interval_s, _SCHED)
+            self.sched_armed = False
         self.push(0.0, _SAMPLE)
         horizon = self.trace.duration
         total = len(self.jobs)
@@ -356,6 +368,8 @@ class PoolSimulation:
         if self.policy == "no-warm-pool":
             self.launch(dedicated=job)
         self.queue[job.tj.job_id] = job
+        self.arm_scheduler()
+        self.arm_pool()
 
     def on_sample(self, _: object) -> None:
         self.res.series.append((self.now, len(self.queue), len(self.live)))
@@ -457,11 +471,12 @@ class PoolSimulation:
             return
         inst.state = InstanceState.IDLE
         inst.idle_since = self.now
-        inst.dl_free_at = self.now
+        inst.bg_free_at = self.now
         # the worker fetches the pool's preload models in the background as it starts taking jobs
-        # (worker/agent.py); a job that needs the link waits for those downloads
+        # (worker/agent.py): one after another, sharing the link with a job's own downloads
         for key, size in self.preload:
-            inst.dl_free_at += self._download(inst, key, size, set())
+            if key not in inst.cache:  # a resumed instance still has them on disk
+                self._background_download(inst, key, size)
         if self.res.first_ready_at is None:
             self.res.first_ready_at = self.now
         if inst.dedicated is not None:
@@ -499,11 +514,15 @@ class PoolSimulation:
                 self.launch(dedicated=job)
             self.queue[job.tj.job_id] = job
             self.queue = dict(sorted(self.queue.items(), key=lambda kv: (kv[1].tj.t, kv[0])))
+            self.arm_scheduler()
 
     # -- jobs ----------------------------------------------------------------------------------
 
     def _make_room(self, inst: _Instance, size: int, keep: set[str]) -> None:
-        cached = [CachedModel(key, int(v[0]), v[1], in_use=key in keep) for key, v in inst.cache.items()]
+        cached = [
+            CachedModel(key, int(v[0]), v[1], in_use=key in keep or v[3] > self.now)  # downloading: in use
+            for key, v in inst.cache.items()
+        ]
         evict = plan_eviction(cached, budget_bytes=self.cfg.market.disk_budget_bytes, incoming_bytes=size)
         for key in evict or ():
             del inst.cache[key]
@@ -511,12 +530,24 @@ class PoolSimulation:
                 inst.loaded = None
         inst.frozen = None
 
-    def _download(self, inst: _Instance, key: str, size: int, keep: set[str]) -> float:
+    def _download(
+        self, inst: _Instance, key: str, size: int, keep: set[str], start: float, seconds: float
+    ) -> float:
+        """Put ``key`` on the instance's disk, there from ``start + seconds``; returns that time."""
         self._make_room(inst, size, keep)
-        inst.cache[key] = [float(size), self.now]
+        ready = start + seconds
+        inst.cache[key] = [float(size), self.now, start, ready]
         inst.frozen = None
         self.res.downloaded_bytes += size
-        return size / inst.bw
+        return ready
+
+    def _background_download(self, inst: _Instance, key: str, size: int) -> None:
+        start = max(self.now, inst.bg_free_at)
+        inst.bg_free_at = self._download(inst, key, size, set(), start, size / inst.bw)
+
+    def _job_download_seconds(self, inst: _Instance, size: int, start: float) -> float:
+        """A job's download shares the link (half the bandwidth) while background downloads run."""
+        return size / inst.bw * (2.0 if start < inst.bg_free_at else 1.0)
 
     def start_job(self, job: _Job, inst: _Instance) -> None:
         del self.queue[job.tj.job_id]
@@ -527,20 +558,26 @@ class PoolSimulation:
         job.instance = inst
         job.assigned = self.now
         keep = {m.key for m in tj.models}
-        t = max(self.now, inst.dl_free_at)
+        t = self.now  # the job's own downloads, one after another
+        ready = self.now  # models already on disk or on their way (a download in progress is shared)
         cold = inst.jobs_run == 0
         for m in tj.models:
             self.res.cache_lookups += 1
             entry = inst.cache.get(m.key)
+            if entry is not None and entry[2] > self.now:
+                # queued behind other background downloads, not started: the job fetches it itself
+                del inst.cache[m.key]
+                entry = None
             if entry is not None or inst.loaded == m.key:
                 self.res.cache_hits += 1
                 if entry is not None:
                     entry[1] = self.now
+                    ready = max(ready, entry[3])
             else:
-                t += self._download(inst, m.key, m.size, keep)
+                t = self._download(inst, m.key, m.size, keep, t, self._job_download_seconds(inst, m.size, t))
                 if m.key == tj.checkpoint:
                     cold = True
-        inst.dl_free_at = t
+        t = max(t, ready)
         if tj.checkpoint is not None and inst.loaded != tj.checkpoint:
             size = next((m.size for m in tj.models if m.key == tj.checkpoint), 0)
             t += self.cfg.market.load_base_s + size / inst.load_rate
@@ -574,7 +611,7 @@ class PoolSimulation:
 
     def _routable(self, inst: _Instance) -> RoutableInstance:
         busy = inst.job is not None
-        until = inst.busy_until if busy else (inst.dl_free_at if inst.dl_free_at > self.now else None)
+        until = inst.busy_until if busy else None
         return RoutableInstance(
             inst.iid,
             POOL,
@@ -589,10 +626,19 @@ class PoolSimulation:
     def _ready(self) -> list[_Instance]:
         return [i for i in self.live.values() if i.state in (InstanceState.IDLE, InstanceState.BUSY)]
 
+    def arm_scheduler(self) -> None:
+        """Scheduler passes tick every ``scheduler_interval_s`` while jobs are queued; a pass over an
+        empty queue does nothing, so none is simulated then (same outcome as ticking always)."""
+        if not self.sched_armed and self.policy != "no-warm-pool":
+            self.sched_armed = True
+            tick = self.cfg.scheduler_interval_s
+            self.push((math.floor(self.now / tick) + 1) * tick, _SCHED)
+
     def on_sched(self, _: object) -> None:
-        self.push(self.now + self.cfg.scheduler_interval_s, _SCHED)
         if not self.queue:
+            self.sched_armed = False
             return
+        self.push(self.now + self.cfg.scheduler_interval_s, _SCHED)
         ready = self._ready()
         if not any(i.job is None for i in ready):
             return
@@ -602,9 +648,44 @@ class PoolSimulation:
         for a in route(jobs, views, now=self.now, config=self.cfg.routing):
             self.start_job(self.queue[a.job_id], self.instances[a.instance_id])
 
-    def on_pool(self, _: object) -> None:
-        self.push(self.now + self.cfg.pool_interval_s, _POOL)
+    def _tick_after(self, t: float, tick: float) -> float:
+        return (math.floor(t / tick) + 1) * tick
+
+    def _align_prefetch(self, first_pass: float) -> None:
+        """Prefetch runs on its own grid of times, as if the loop had never slept."""
+        every = self.cfg.prefetch_interval_s
+        self.next_prefetch = max(self.next_prefetch, math.ceil(first_pass / every - 1e-9) * every)
+
+    def arm_pool(self) -> None:
+        """Restart the pool loop's ticks after it slept (see :meth:`on_pool`)."""
+        if not self.pool_armed and self.policy != "no-warm-pool":
+            self.pool_armed = True
+            self.pool_wake += 1  # a pending wake-up is superseded by the ticks
+            first = self._tick_after(self.now, self.cfg.pool_interval_s)
+            self._align_prefetch(first)
+            self.push(first, _POOL)
+
+    def on_pool(self, token: object) -> None:
+        if token is not None and token != self.pool_wake:
+            return  # a wake-up superseded by an arrival
         pool = self.cfg.pool
+        tick = self.cfg.pool_interval_s
+        if self.cfg.skip_idle_passes and not self.live and not self.queue and pool.min_instances == 0:
+            horizon = pool.park_max_hours * 3600.0
+            expiries = [(i.parked_at or 0.0) + horizon for i in self.parked.values()]
+            if not any(e <= self.now for e in expiries):
+                # Nothing runs and nothing waits: every pass until the next arrival (which re-arms
+                # the loop) or the next parked instance's expiry would plan nothing, so the loop
+                # sleeps until then, on the same grid of ticks.
+                self.pool_armed = False
+                if expiries:
+                    self.pool_wake += 1
+                    self.push(self._tick_after(min(expiries) - 1e-9, tick), _POOL, self.pool_wake)
+                return
+        if not self.pool_armed:  # woken for an expiry
+            self.pool_armed = True
+            self._align_prefetch(self.now)
+        self.push(self.now + tick, _POOL)
         views = [
             InstanceView(
                 i.iid,
@@ -638,7 +719,8 @@ class PoolSimulation:
                 leaving = self.live.get(action.instance_id) or self.parked.get(action.instance_id)
                 if leaving is not None and leaving.job is None:
                     self.terminate(leaving)  # an idle or parked instance goes at once
-        if self.policy == "ours":
+        if self.policy == "ours" and self.now >= self.next_prefetch:
+            self.next_prefetch = self.now + self.cfg.prefetch_interval_s
             self.prefetch()
 
     def busy_slots_recent(self) -> float:
@@ -668,8 +750,7 @@ class PoolSimulation:
             inst = self.instances[p.instance_id]
             if p.model_key in inst.cache or inst.job is not None:
                 continue
-            start = max(self.now, inst.dl_free_at)
-            inst.dl_free_at = start + self._download(inst, p.model_key, sizes[p.model_key], set())
+            self._background_download(inst, p.model_key, sizes[p.model_key])
 
     # -- results -------------------------------------------------------------------------------
 

@@ -47,6 +47,9 @@ def metrics(result: PolicyResult, oracle_cost: float | None) -> dict[str, Any]:
         else None,
         "launches": result.launches,
         "never_ready": result.never_ready,
+        "parks": result.parks,
+        "resumes": result.resumes,
+        "resume_failures": result.resume_failures,
         "deaths": result.deaths,
         "requeued": result.requeued,
         "downloaded_gb": round(result.downloaded_bytes / 1e9, 2),
@@ -229,9 +232,8 @@ def evaluate_targets(rows: list[dict[str, Any]], preset: str) -> list[str]:
                 )
             line += (
                 ". What would reach it: more traffic per pool (the whole-GPU overhead shrinks as load "
-                "grows), "
-                "or GPUs that start in seconds instead of minutes (stopped instances resumed with their disk "
-                "cache, which this build does not do yet), so that less headroom is kept for bursts"
+                "grows), or GPUs that start in seconds instead of minutes, so that less idle headroom is "
+                "kept for bursts; `simulate sweep` shows the cost of each p95 target on this trace"
             )
         out.append(line)
     if preset == "prior" and "managed" in by:
@@ -245,14 +247,14 @@ def evaluate_targets(rows: list[dict[str, Any]], preset: str) -> list[str]:
         )
         if not ok:
             line += (
-                f"; why: {why(ours)}. With ~65 jobs a day in bursts separated by hours, a pool that scales "
-                "to zero starts cold for most bursts (an image pull and boot take minutes, then the "
-                "checkpoint download); keeping one GPU warm (min_instances=1) removes most of that wait "
-                "but costs ~$7/day, more than the managed service's fee and seconds. What would reach it: "
-                "stopping idle instances instead of destroying them (VastAI bills a stopped instance for "
-                "its disk only, ~$0.02/h, and it resumes in about a minute with its models on disk; a "
-                "resume can fail when the GPU was rented out meanwhile, so a launch stays the fallback) — "
-                "not built yet"
+                f"; why: {why(ours)}. With ~65 jobs a day in bursts separated by hours, the first jobs of "
+                "most bursts wait for capacity: a parked instance resumes in about a minute "
+                f"({ours['resumes']} resumes, {ours['resume_failures']} failed because the GPU was rented "
+                "out meanwhile, then a fresh launch takes minutes), a pool without parking launches "
+                "afresh (image pull, boot, checkpoint download). Keeping one GPU warm (min_instances=1) "
+                "removes most of that wait but costs ~$6.50/day at ~$0.27/h, more than the managed "
+                "service at this volume. What would reach it: cheaper warm capacity (interruptible "
+                "instances at about half the price, not built) or resumes in seconds"
             )
         out.append(line)
     worse = [

@@ -2,7 +2,8 @@
 
 Knobs: idle timeout (``PoolConfig.idle_minutes``), ``min_instances``, the scale-up rule
 (``scale_up_queue_threshold`` and ``target_wait_seconds``), utilisation-based scale-down
-(``target_utilisation``; 0 = off) and delay scheduling (``RoutingConfig.max_delay_seconds``).
+(``target_utilisation``; 0 = off), parking (``max_parked``) and delay scheduling
+(``RoutingConfig.max_delay_seconds``). Points run in parallel processes (``workers``).
 Every point runs the ``ours`` policy over the same trace and
 marketplace draws; the recommendation is the lowest cost whose p95 wait is at most the target
 (ties: lower p95), or, when no point meets it, the lowest p95.
@@ -11,7 +12,10 @@ marketplace draws; the recommendation is the lowest cost whose p95 wait is at mo
 from __future__ import annotations
 
 import itertools
+import multiprocessing as mp
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,16 +26,14 @@ DEFAULT_GRID: dict[str, Sequence[float]] = {
     "idle_minutes": (5.0, 10.0, 30.0),
     "min_instances": (0, 1),
     "scale_up_queue_threshold": (1, 3),
-    "target_wait_seconds": (30.0, 120.0),
     "max_delay_seconds": (0.0, 30.0),
     "target_utilisation": (0.0, 0.4),
+    "max_parked": (0, 2),
 }
 QUICK_GRID: dict[str, Sequence[float]] = {
-    "idle_minutes": (3.0, 10.0),
+    "idle_minutes": (5.0, 10.0),
     "min_instances": (0, 1),
-    "scale_up_queue_threshold": (1, 3),
-    "target_wait_seconds": (30.0,),
-    "max_delay_seconds": (30.0,),
+    "max_parked": (0, 2),
 }
 
 
@@ -80,6 +82,18 @@ def apply(config: SimConfig, knobs: dict[str, float]) -> SimConfig:
         if "scale_up_queue_threshold" in knobs
         else None,
         target_utilisation=knobs.get("target_utilisation"),
+        max_parked=int(knobs["max_parked"]) if "max_parked" in knobs else None,
+    )
+
+
+def _run_point(trace: Trace, base: SimConfig, knobs: dict[str, float], seed: int) -> SweepPoint:
+    r = simulate(trace, "ours", apply(base, knobs), seed=seed)
+    return SweepPoint(
+        knobs,
+        r.cost,
+        1000 * r.cost / max(1, len(trace.jobs)),
+        percentile(r.waits, 0.95),
+        percentile(r.waits_after_first_start, 0.95),
     )
 
 
@@ -92,29 +106,32 @@ def sweep(
     seed: int = 0,
     after_first_start: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> SweepResult:
     """Run ``ours`` at every grid point. ``after_first_start``: judge p95 without the jobs that
     arrived before the first instance was ever ready (the first start from zero)."""
     grid = grid or DEFAULT_GRID
     base = config or SimConfig()
     names = list(grid)
-    combos = list(itertools.product(*(grid[n] for n in names)))
+    combos = [
+        dict(zip(names, values, strict=True)) for values in itertools.product(*(grid[n] for n in names))
+    ]
     result = SweepResult(target_p95_s)
-    n = max(1, len(trace.jobs))
-    for i, values in enumerate(combos):
-        knobs = dict(zip(names, values, strict=True))
-        r = simulate(trace, "ours", apply(base, knobs), seed=seed)
-        result.points.append(
-            SweepPoint(
-                knobs,
-                r.cost,
-                1000 * r.cost / n,
-                percentile(r.waits, 0.95),
-                percentile(r.waits_after_first_start, 0.95),
-            )
-        )
-        if progress is not None:
-            progress(i + 1, len(combos))
+    points: list[SweepPoint | None] = [None] * len(combos)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(combos)))
+    if workers == 1:
+        for i, knobs in enumerate(combos):
+            points[i] = _run_point(trace, base, knobs, seed)
+            if progress is not None:
+                progress(i + 1, len(combos))
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
+            futures = {pool.submit(_run_point, trace, base, knobs, seed): i for i, knobs in enumerate(combos)}
+            for done, fut in enumerate(as_completed(futures), start=1):
+                points[futures[fut]] = fut.result()
+                if progress is not None:
+                    progress(done, len(combos))
+    result.points = [p for p in points if p is not None]
 
     def p95(p: SweepPoint) -> float:
         return p.wait_p95_after_first_start_s if after_first_start else p.wait_p95_s

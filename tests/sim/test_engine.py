@@ -90,15 +90,15 @@ def test_tiny_scenario_by_hand() -> None:
     cfg = _fixed_config()
     ours = E.simulate(tr, "ours", cfg)
     # pool pass at 0 launches; image pulled (running) at 61, ready at 101 and preloading the tool's
-    # checkpoint (10 s); scheduler pass at 102 waits for it; load 2 + 2/3 s
+    # checkpoint (10 s); the scheduler pass at 101 (every 0.5 s) assigns it to wait for it; load 2 + 2/3 s
     start = 101 + 10 + 2 + 1 / 1.5
     assert ours.waits == [pytest.approx(start)]
-    # idle from start + 10; drained at the first pool pass 10 min later (multiples of 15 s): 735 s.
+    # idle from start + 10; drained at the first pool pass 10 min later (multiples of 2 s): 724 s.
     # GPU billed from running (61 s), storage from creation
-    assert ours.cost == pytest.approx((735 - 61) * 0.30 / 3600 + 735 * 1e-5)
+    assert ours.cost == pytest.approx((724 - 61) * 0.30 / 3600 + 724 * 1e-5)
     assert ours.launches == 1 and ours.cold_starts == 1
     no_preload = E.simulate(tr, "ours", replace(cfg, preload_tool_models=False))
-    assert no_preload.waits == [pytest.approx(102 + 10 + 2 + 1 / 1.5)]  # downloads at the job instead
+    assert no_preload.waits == [pytest.approx(start)]  # the job downloads it itself, as fast
     managed = E.simulate(tr, "managed", cfg)
     assert managed.waits == [pytest.approx(45.0)]
     assert managed.cost == pytest.approx((45 + 10 + 60) * 0.000337)
@@ -132,6 +132,22 @@ def test_utilisation_scale_down_trades_wait_for_cost(peak_trace: T.Trace) -> Non
     plain = E.simulate(peak_trace, "ours", E.SimConfig(), seed=5)
     util = E.simulate(peak_trace, "ours", E.with_knobs(E.SimConfig(), target_utilisation=0.5), seed=5)
     assert util.instance_seconds < plain.instance_seconds
+
+
+def test_sleeping_pool_loop_changes_nothing() -> None:
+    # the engine skips pool passes while nothing runs or waits; it must not change any outcome
+    tr = T.generate("prior", days=3, seed=4)
+    cfg = E.with_knobs(E.SimConfig(), max_parked=2)
+    cfg = replace(cfg, pool=replace(cfg.pool, park_max_hours=2.0))
+    fast = E.simulate(tr, "ours", cfg, seed=4)
+    slow = E.simulate(tr, "ours", replace(cfg, skip_idle_passes=False), seed=4)
+    assert fast.resumes > 0 and fast.parks > 0
+    assert (fast.cost, fast.waits, fast.launches, fast.resumes) == (
+        slow.cost,
+        slow.waits,
+        slow.launches,
+        slow.resumes,
+    )
 
 
 def test_report_files(tmp_path, peak_results: dict[str, E.PolicyResult]) -> None:
