@@ -685,7 +685,7 @@ SetOpt = Annotated[
 
 def _pool_table(pools: list[dict[str, Any]]) -> Table:
     table = Table()
-    for col in ("pool", "provider", "min", "max", "instances", "queued", "spend cap $/h", "image"):
+    for col in ("pool", "provider", "min", "max", "instances", "parked", "queued", "spend cap $/h", "image"):
         table.add_column(col)
     for p in pools:
         counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(p["instances"].items()) if k != "TERMINATED")
@@ -695,6 +695,7 @@ def _pool_table(pools: list[dict[str, Any]]) -> Table:
             str(p["min_instances"]),
             str(p["max_instances"]),
             counts or "none",
+            f"{p.get('parked', 0)}/{p.get('max_parked', 0)}",
             str(p["queued"]),
             str(p["max_spend_per_hour"] or "-"),
             p["image"] or "-",

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(60.0, gt=0, description="A job's lease; the worker renews it")
     heartbeat_timeout_seconds: float = Field(30.0, gt=0, description="Missed heartbeats → UNHEALTHY")
     provisioning_timeout_seconds: float = Field(600.0, gt=0)
+    resume_timeout_seconds: float = Field(
+        240.0, gt=0, description="A resumed (parked) instance not ready within this is destroyed"
+    )
     orphan_grace_seconds: float = Field(120.0, ge=0, description="Unknown provider instances live this long")
     max_attempts: int = Field(3, ge=1)
     scheduler_interval_seconds: float = Field(0.5, gt=0)

@@ -117,6 +117,7 @@ def instance_out(s: DB, inst: Instance, *, with_transitions: bool = False) -> In
         ready_at=inst.ready_at,
         last_heartbeat_at=inst.last_heartbeat_at,
         terminated_at=inst.terminated_at,
+        parked_at=inst.parked_at,
         active_jobs=active_job_count(s, inst.id),
         info=inst.info,
         transitions=[

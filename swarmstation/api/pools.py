@@ -59,6 +59,9 @@ class PoolSettings(Strict):
     # null turns it off (idle instances are drained after idle_minutes only)
     target_utilisation: float | None = Field(None, gt=0, le=1)
     utilisation_grace_seconds: float | None = Field(None, ge=0, le=86_400)
+    # idle instances leaving the pool are stopped with their disk, up to this many (0: destroyed)
+    max_parked: int | None = Field(None, ge=0, le=100)
+    park_max_hours: float | None = Field(None, gt=0, le=720)  # then a parked instance is destroyed
 
     @model_validator(mode="after")
     def _check(self) -> PoolSettings:
@@ -101,9 +104,12 @@ class PoolDetail(BaseModel):
     scale_cooldown_seconds: float
     target_utilisation: float | None
     utilisation_grace_seconds: float
+    max_parked: int
+    park_max_hours: float
     last_scale_up_at: datetime | None
     created_at: datetime
     instances: dict[str, int]
+    parked: int  # instances stopped with their disk, ready to be resumed
     queued: int
 
 
@@ -117,8 +123,11 @@ def pool_detail(s: DB, pool: Pool) -> PoolDetail:
         select(func.count()).select_from(Job).where(Job.pool == pool.name, Job.state == JobState.QUEUED)
     )
     return PoolDetail(
-        **{k: getattr(pool, k) for k in PoolDetail.model_fields if k not in ("instances", "queued")},
+        **{
+            k: getattr(pool, k) for k in PoolDetail.model_fields if k not in ("instances", "parked", "queued")
+        },
         instances=counts,
+        parked=counts.get(InstanceState.STOPPED.value, 0),
         queued=queued or 0,
     )
 
@@ -178,6 +187,8 @@ def create_pool(body: PoolCreate, s: DB, _: AdminUser, state: State) -> PoolDeta
         scale_cooldown_seconds=30.0,
         target_utilisation=None,
         utilisation_grace_seconds=60.0,
+        max_parked=0,
+        park_max_hours=24.0,
     )
     _apply(pool, body)
     s.add(pool)
@@ -201,16 +212,17 @@ def delete_pool(name: str, s: DB, _: AdminUser) -> None:
         raise HTTPException(404, f"unknown pool '{name}'")
     if name == "default":
         raise HTTPException(409, "the default pool cannot be removed")
+    # parked instances still exist at the provider (and cost storage): they count too
+    remaining = LIVE_INSTANCE_STATES | {InstanceState.DRAINING, InstanceState.STOPPED}
     live = s.scalar(
         select(func.count())
         .select_from(Instance)
-        .where(
-            Instance.pool == name,
-            Instance.state.in_([st.value for st in LIVE_INSTANCE_STATES | {InstanceState.DRAINING}]),
-        )
+        .where(Instance.pool == name, Instance.state.in_([st.value for st in remaining]))
     )
     if live:
-        raise HTTPException(409, f"pool '{name}' still has {live} instances; set max_instances to 0 and wait")
+        raise HTTPException(
+            409, f"pool '{name}' still has {live} instances; set max_instances and max_parked to 0 and wait"
+        )
     tools = list(s.scalars(select(Tool.slug).where(Tool.pool == name)))
     if tools:
         raise HTTPException(409, f"tools still use pool '{name}': {', '.join(tools)}")

@@ -121,6 +121,7 @@ class InstanceOut(BaseModel):
     ready_at: datetime | None
     last_heartbeat_at: datetime | None
     terminated_at: datetime | None
+    parked_at: datetime | None = Field(None, description="When it was parked (stopped with its disk)")
     active_jobs: int
     cache_hit_rate: float | None = Field(None, description="Model requests served from the instance's cache")
     cache_byte_hit_rate: float | None = Field(None, description="Model bytes served from the cache")

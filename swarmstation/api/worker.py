@@ -170,8 +170,13 @@ def heartbeat(body: HeartbeatIn, s: DB, me: CurrentInstance, state: State) -> He
         )
         if m.url
     ]
+    # A parked (STOPPED) instance whose container still runs (the stop call is on its way, or was
+    # lost and reconcile sends it again) takes no work meanwhile.
     return HeartbeatOut(
-        drain=inst.state == InstanceState.DRAINING, cancel=cancel, stale=stale, prefetch=prefetch
+        drain=inst.state in (InstanceState.DRAINING, InstanceState.STOPPED),
+        cancel=cancel,
+        stale=stale,
+        prefetch=prefetch,
     )
 
 

@@ -1,8 +1,17 @@
-"""Cost reports: instance bills from their provider rates, shared among jobs (domain/pricing.py)."""
+"""Cost reports: instance bills from their provider rates, shared among jobs (domain/pricing.py).
+
+An instance is billed at its rate while it runs: from its creation to its end, less the time it
+was parked (protocols.md §2.5: a stopped instance bills storage only, which is not counted here).
+Its running spans come from its state history — a parked period runs from the change into STOPPED
+to the next resume (the change into PROVISIONING), so the time a parked instance spends being
+drained counts as parked too — and each span is billed on its own with the jobs that started in
+it, so the job costs still add up to the instance's bill.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -10,8 +19,9 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from swarmstation.domain.pricing import BilledInstance, JobRun, bill
-from swarmstation.store.models import Instance, Job
+from swarmstation.domain.pricing import BilledInstance, JobCost, JobRun, bill
+from swarmstation.domain.states import InstanceState
+from swarmstation.store.models import Instance, InstanceTransition, Job
 
 GroupBy = Literal["pool", "instance", "user", "day", "tool", "backend"]
 
@@ -40,6 +50,57 @@ def _key(group_by: GroupBy, **keys: str) -> str:
     return keys[group_by]
 
 
+Span = tuple[datetime, datetime | None]  # [start, end); end None: still running
+
+
+def running_spans(
+    created_at: datetime, ended_at: datetime | None, changes: Iterable[tuple[datetime, str]]
+) -> list[Span]:
+    """The spans in which an instance ran (was billed for its GPU), from its state changes
+    `(at, to_state)` in order: it runs from creation, stops running when it is parked (into
+    STOPPED) and runs again when it is resumed (into PROVISIONING from there), until `ended_at`."""
+    spans: list[Span] = []
+    start: datetime | None = created_at
+    for at, to_state in changes:
+        if to_state == InstanceState.STOPPED and start is not None:
+            spans.append((start, max(start, at)))
+            start = None
+        elif to_state == InstanceState.PROVISIONING and start is None:
+            start = at
+    if start is not None:
+        spans.append((start, ended_at))
+    return spans or [(created_at, created_at)]
+
+
+@dataclass
+class SpansBill:
+    cost: float
+    unattributed: float
+    jobs: list[JobCost]
+
+
+def bill_spans(
+    instance_id: str, price_per_hour: float, spans: Sequence[Span], runs: Sequence[JobRun], *, now: datetime
+) -> SpansBill:
+    """Bill each running span with the jobs that started in it (a job never runs across a park: only
+    idle instances are parked). The job costs plus the unattributed part add up to the cost."""
+    by_span: list[list[JobRun]] = [[] for _ in spans]
+    for run in runs:
+        # the last span that began at or before the job's start (the first span for a stray earlier one)
+        index = 0
+        for k, (start, _) in enumerate(spans):
+            if start <= run.started_at:
+                index = k
+        by_span[index].append(run)
+    total = SpansBill(0.0, 0.0, [])
+    for (start, end), inside in zip(spans, by_span, strict=True):
+        span_bill, job_costs = bill(BilledInstance(instance_id, price_per_hour, start, end), inside, now=now)
+        total.cost += span_bill.cost
+        total.unattributed += span_bill.unattributed
+        total.jobs.extend(job_costs)
+    return total
+
+
 def cost_report(s: Session, *, group_by: GroupBy, now: datetime, since: datetime | None = None) -> CostReport:
     q = select(Instance)
     if since is not None:
@@ -58,19 +119,32 @@ def cost_report(s: Session, *, group_by: GroupBy, now: datetime, since: datetime
         else []
     )
     by_id = {j.id: j for j in jobs}
+    # the state changes that start and end parked periods, in order, per instance
+    changes: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+    if ids:
+        for t in s.scalars(
+            select(InstanceTransition)
+            .where(
+                InstanceTransition.instance_id.in_(ids),
+                InstanceTransition.to_state.in_([InstanceState.STOPPED, InstanceState.PROVISIONING]),
+            )
+            .order_by(InstanceTransition.id)
+        ):
+            changes[t.instance_id].append((t.at, t.to_state))
     rows: dict[str, CostRow] = defaultdict(lambda: CostRow(key=""))
     billed = attributed = unattributed = 0.0
     unpriced = 0
     for inst in instances:
         if inst.price_per_hour is None:
             unpriced += 1
-        billed_inst = BilledInstance(inst.id, inst.price_per_hour or 0.0, inst.created_at, inst.terminated_at)
         runs = [
             JobRun(j.id, inst.id, j.started_at, j.finished_at)  # type: ignore[arg-type]
             for j in jobs
             if j.instance_id == inst.id
         ]
-        instance_bill, job_costs = bill(billed_inst, runs, now=now)
+        spans = running_spans(inst.created_at, inst.terminated_at, changes.get(inst.id, []))
+        instance_bill = bill_spans(inst.id, inst.price_per_hour or 0.0, spans, runs, now=now)
+        job_costs = instance_bill.jobs
         billed += instance_bill.cost
         unattributed += instance_bill.unattributed
         if instance_bill.unattributed:

@@ -6,11 +6,21 @@ requeued by the scheduler), instances found by label whose provider id was never
 crash between create and commit) are adopted, instances the database does not know are
 destroyed once they have been seen for `orphan_grace_seconds`; (2) destroy UNHEALTHY instances
 and DRAINING ones that have finished their jobs, then mark them TERMINATED; (3) ask
-`plan_scaling` for each pool and launch or drain.
+`plan_scaling` for each pool and launch, resume, park or drain.
+
+Parking. A parked instance is STOPPED here and stopped at the provider with its disk (its model
+cache), so it costs storage only. Resuming it makes it PROVISIONING again (`info["resumed_at"]`)
+and starts it at the provider; its worker registers again with the same token, as a new one does.
+A resume can fail at the provider (the GPU was rented out meanwhile): a failed start call, or no
+ready worker within `resume_timeout_seconds`, makes it UNHEALTHY, it is destroyed, and the policy
+launches instead. Reconcile stops again a STOPPED instance that the provider still runs (a lost
+stop call). A parked instance that the policy drains is destroyed by (2).
 
 Provider calls happen outside database transactions. A row is written before a launch, so a
 crash between the two leaves a PROVISIONING row that the provisioning timeout sweeps, never an
-instance we cannot name.
+instance we cannot name. Likewise the state changes before a stop or a start: a crash in between
+leaves a STOPPED instance still running (reconcile stops it again) or a resumed one still stopped
+(the resume timeout gives it up).
 """
 
 from __future__ import annotations
@@ -31,7 +41,16 @@ from swarmstation.config import Settings
 from swarmstation.control.instances import set_instance_state
 from swarmstation.control.jobs import active_job_count
 from swarmstation.domain.offers import OfferFilters
-from swarmstation.domain.scaling import Drain, InstanceView, Launch, PoolConfig, PoolSnapshot, plan_scaling
+from swarmstation.domain.scaling import (
+    Drain,
+    InstanceView,
+    Launch,
+    Park,
+    PoolConfig,
+    PoolSnapshot,
+    Resume,
+    plan_scaling,
+)
 from swarmstation.domain.states import LEASED_JOB_STATES, LIVE_INSTANCE_STATES, InstanceState, JobState
 from swarmstation.domain.tools import tool_from_dict
 from swarmstation.domain.workflow import required_models
@@ -59,6 +78,8 @@ def pool_config(pool: Pool) -> PoolConfig:
         scale_cooldown_seconds=pool.scale_cooldown_seconds,
         target_utilisation=pool.target_utilisation,
         utilisation_grace_seconds=pool.utilisation_grace_seconds,
+        max_parked=pool.max_parked,
+        park_max_hours=pool.park_max_hours,
     )
 
 
@@ -173,6 +194,7 @@ class PoolController:
         seen = provider.list()
         now = self.clock()
         orphans: list[str] = []
+        restop: list[str] = []
         with transaction(self.sessions) as s:
             rows = list(s.scalars(select(Instance).where(Instance.provider == provider.name)))
             by_provider_id = {i.provider_instance_id: i for i in rows if i.provider_instance_id}
@@ -201,14 +223,20 @@ class PoolController:
                 if not p.running and InstanceState(inst.state) not in (InstanceState.UNHEALTHY,):
                     why = f"the provider reports it {p.status}" if p.status else "its processes exited"
                     set_instance_state(s, inst, InstanceState.UNHEALTHY, why, now)
+                elif inst.state == InstanceState.STOPPED and not p.stopped:
+                    restop.append(p.provider_id)  # parked here, still running there: the stop was lost
             for inst in rows:
                 state = InstanceState(inst.state)
                 if (
                     inst.provider_instance_id is not None
                     and inst.provider_instance_id not in listed
-                    and state in LIVE_INSTANCE_STATES | {InstanceState.DRAINING}
+                    and state in LIVE_INSTANCE_STATES | {InstanceState.DRAINING, InstanceState.STOPPED}
                 ):
                     set_instance_state(s, inst, InstanceState.UNHEALTHY, "the provider lost it", now)
+            self._give_up_resumes(s, rows, now)
+        for pid in restop:
+            log.warning("instance %s at %s is parked but still runs; stopping it again", pid, provider.name)
+            self._stop(provider, pid)
         current = {(provider.name, pid) for pid in orphans}
         for key in list(self._orphans_seen):
             if key[0] == provider.name and key not in current:
@@ -219,6 +247,30 @@ class PoolController:
                 log.warning("destroying orphan instance %s at %s", pid, provider.name)
                 if self._destroy(provider, pid):
                     self._orphans_seen.pop((provider.name, pid), None)
+
+    def _give_up_resumes(self, s: Session, rows: list[Instance], now: datetime) -> None:
+        """A resumed instance whose worker is not ready within `resume_timeout_seconds` is given
+        up (its GPU may have been rented out meanwhile): UNHEALTHY, then destroyed, and the policy
+        launches a new one. A fresh instance has the provisioning timeout instead (scheduler.py)."""
+        timeout = self.settings.resume_timeout_seconds
+        for inst in rows:
+            resumed_at = resumed_at_of(inst)
+            if (
+                resumed_at is not None
+                and inst.state in (InstanceState.PROVISIONING, InstanceState.INITIALIZING)
+                and (now - resumed_at).total_seconds() > timeout
+            ):
+                reason = f"not ready within {timeout:g}s of its resume"
+                set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, now)
+
+    def _stop(self, provider: ComputeProvider, provider_id: str) -> bool:
+        try:
+            provider.stop(provider_id)
+            return True
+        except (ProviderError, OSError) as exc:
+            # reconcile tries again while the provider still lists it running
+            log.error("could not stop %s: %s", provider_id, exc)
+            return False
 
     def _destroy(self, provider: ComputeProvider, provider_id: str) -> bool:
         try:
@@ -256,13 +308,17 @@ class PoolController:
     def scale(self, provider: ComputeProvider) -> None:
         now = self.clock()
         launches: list[LaunchSpec] = []
+        stops: list[str] = []  # provider ids to stop (parked)
+        starts: list[tuple[str, str]] = []  # (instance id, provider id) to start again (resumed)
         with transaction(self.sessions) as s:
             for pool in s.scalars(select(Pool).where(Pool.provider == provider.name)):
                 instances = list(
                     s.scalars(
                         select(Instance).where(
                             Instance.pool == pool.name,
-                            Instance.state.in_([st.value for st in LIVE_INSTANCE_STATES]),
+                            Instance.state.in_(
+                                [st.value for st in LIVE_INSTANCE_STATES | {InstanceState.STOPPED}]
+                            ),
                         )
                     )
                 )
@@ -274,6 +330,7 @@ class PoolController:
                         i.idle_since,
                         i.created_at,
                         i.price_per_hour,
+                        i.parked_at,
                     )
                     for i in instances
                 ]
@@ -298,12 +355,40 @@ class PoolController:
                     if isinstance(action, Launch):
                         launches.append(self._new_instance(s, pool, action.reason, now))
                         pool.last_scale_up_at = now
+                        continue
+                    inst = s.get(Instance, action.instance_id)
+                    if inst is None:
+                        continue
+                    if isinstance(action, Resume):
+                        if resume(s, inst, action.reason, now):
+                            assert inst.provider_instance_id is not None  # resume() checks
+                            starts.append((inst.id, inst.provider_instance_id))
+                            pool.last_scale_up_at = now
+                    elif isinstance(action, Park):
+                        if park(s, inst, action.reason, now):
+                            assert inst.provider_instance_id is not None  # park() checks
+                            stops.append(inst.provider_instance_id)
                     elif isinstance(action, Drain):
-                        inst = s.get(Instance, action.instance_id)
-                        if inst is not None:
-                            set_instance_state(s, inst, InstanceState.DRAINING, action.reason, now)
+                        set_instance_state(s, inst, InstanceState.DRAINING, action.reason, now)
+        for provider_id in stops:
+            if self._stop(provider, provider_id):
+                log.info("parked instance %s at %s", provider_id, provider.name)
+        for instance_id, provider_id in starts:
+            self._start(provider, instance_id, provider_id)
         for spec in launches:
             self._launch(provider, spec)
+
+    def _start(self, provider: ComputeProvider, instance_id: str, provider_id: str) -> None:
+        try:
+            provider.start(provider_id)
+        except (ProviderError, OSError) as exc:
+            with transaction(self.sessions) as s:
+                inst = s.get(Instance, instance_id)
+                if inst is not None and inst.state == InstanceState.PROVISIONING:
+                    reason = f"resume failed: {exc}"
+                    set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, self.clock())
+            return
+        log.info("resumed instance %s (%s at %s)", instance_id, provider_id, provider.name)
 
     def _new_instance(self, s: Session, pool: Pool, reason: str, now: datetime) -> LaunchSpec:
         token = new_secret(WORKER_TOKEN_PREFIX)
@@ -391,6 +476,53 @@ class PoolController:
                     if state in LIVE_INSTANCE_STATES:
                         set_instance_state(s, inst, InstanceState.UNHEALTHY, "control plane shut down", now)
                     set_instance_state(s, inst, InstanceState.TERMINATED, "control plane shut down", now)
+
+
+def park(s: Session, inst: Instance, reason: str, now: datetime) -> bool:
+    """Mark an idle instance parked (the caller then stops it at the provider). False, and nothing
+    changed, when it is no longer idle (a job came in the meantime) or has no provider id yet."""
+    # read it again, locked (PostgreSQL): the scheduler may have given it a job since the snapshot
+    s.refresh(inst, with_for_update=True)
+    if (
+        inst.state != InstanceState.IDLE
+        or inst.provider_instance_id is None
+        or active_job_count(s, inst.id) > 0
+    ):
+        return False
+    set_instance_state(s, inst, InstanceState.STOPPED, f"parked: {reason}", now)
+    inst.parked_at = now
+    inst.idle_since = None
+    inst.comfyui_url = None  # a stopped container serves nothing; the resumed worker tells the new one
+    # what does not survive a stop: the loaded checkpoint (VRAM), a pending prefetch, ComfyUI's health
+    inst.info = {
+        k: v for k, v in inst.info.items() if k not in ("loaded_checkpoint", "prefetch", "comfyui_down_since")
+    }
+    return True
+
+
+def resume(s: Session, inst: Instance, reason: str, now: datetime) -> bool:
+    """Mark a parked instance resuming (the caller then starts it at the provider): PROVISIONING
+    until its worker registers again, as a new instance is."""
+    if inst.state != InstanceState.STOPPED or inst.provider_instance_id is None:
+        return False
+    set_instance_state(s, inst, InstanceState.PROVISIONING, f"resuming: {reason}", now)
+    inst.parked_at = None
+    inst.idle_since = None
+    # its last heartbeat is from before the park: the heartbeat timeout starts again at registration
+    inst.last_heartbeat_at = None
+    inst.info = {**inst.info, "resumed_at": now.isoformat()}
+    return True
+
+
+def resumed_at_of(inst: Instance) -> datetime | None:
+    """When the instance was last resumed from parking, if ever."""
+    value = (inst.info or {}).get("resumed_at")
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def provisioning_deadlines(s: Session, default_seconds: float, now: datetime) -> dict[str, datetime]:

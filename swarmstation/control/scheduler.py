@@ -50,7 +50,12 @@ class PassResult:
 
 
 def check_instance_health(s: Session, settings: Settings, now: datetime) -> list[str]:
-    """Instances that stopped heartbeating, or never came up, become UNHEALTHY."""
+    """Instances that stopped heartbeating, or never came up, become UNHEALTHY.
+
+    Parked instances send no heartbeats: STOPPED ones are not looked at, nor parked ones being
+    drained (DRAINING with `parked_at`, destroyed by the pool loop). A resumed instance is
+    PROVISIONING again but was ready once, so the provisioning deadline does not apply to it; the
+    pool loop's resume timeout does (control/pools.py)."""
     heartbeat_deadline = now - timedelta(seconds=settings.heartbeat_timeout_seconds)
     default_deadline = now - timedelta(seconds=settings.provisioning_timeout_seconds)
     deadlines = provisioning_deadlines(s, settings.provisioning_timeout_seconds, now)
@@ -69,6 +74,8 @@ def check_instance_health(s: Session, settings: Settings, now: datetime) -> list
         )
     )
     for inst in rows:
+        if inst.parked_at is not None:
+            continue
         if inst.last_heartbeat_at is None or inst.state == InstanceState.PROVISIONING:
             deadline = deadlines.get(inst.pool, default_deadline)
             if inst.ready_at is None and inst.created_at < deadline:

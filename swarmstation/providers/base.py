@@ -41,6 +41,9 @@ class ProviderInstance:
     gpu_name: str | None = None
     status: str = ""  # the provider's own word for its state
     host: str | None = None  # the physical machine, for avoiding hosts that failed us
+    # Stopped with its disk kept (parked), or on its way there: it runs nothing but is not lost;
+    # `running` stays True for it.
+    stopped: bool = False
 
 
 class ComputeProvider(Protocol):
@@ -56,4 +59,14 @@ class ComputeProvider(Protocol):
 
     def destroy(self, provider_id: str) -> None:
         """Stop an instance and release it; idempotent."""
+        ...
+
+    def stop(self, provider_id: str) -> None:
+        """Stop an instance but keep its disk (and the models on it); idempotent. It costs storage
+        only until it is started again or destroyed."""
+        ...
+
+    def start(self, provider_id: str) -> None:
+        """Start a stopped instance again, with its disk; its bootstrap runs again. The call may
+        succeed and the instance still never come up (e.g. its GPU was rented out meanwhile)."""
         ...

@@ -1,8 +1,12 @@
 """The `local` provider: each instance is a ComfyUI emulator and a worker agent, as local processes.
 
 Each instance gets a folder `<root>/<instance_id>/` holding the emulator's ComfyUI tree, the two
-processes' logs and `state.json` (pids, ports). The processes run in their own sessions, so a
-control plane that is restarted finds them again through `list()` and can adopt or sweep them.
+processes' logs, `state.json` (pids, ports, what a restart needs; no secret) and `worker.token`
+(mode 0600). The processes run in their own sessions, so a control plane that is restarted finds
+them again through `list()` and can adopt or sweep them.
+
+`stop` ends both processes and keeps the folder, model cache included, as a stopped rented machine
+keeps its disk; `start` runs them again with the same token and environment, on a new port.
 
 Emulated instances have no real weights. Preloading writes small placeholder files under the
 model names so that the emulator's validation, which checks that files exist, passes as it would
@@ -26,6 +30,14 @@ from swarmstation.domain.workflow import normalise_model_name
 from swarmstation.providers.base import LaunchSpec, ProviderError, ProviderInstance
 
 PLACEHOLDER_WEIGHTS = b"swarmstation emulator placeholder weights\n"
+TOKEN_FILE = "worker.token"  # the instance's worker token, for a start after a stop (mode 0600)
+
+
+def _write_private(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    os.chmod(path, 0o600)
 
 
 def write_placeholder_models(comfy_dir: Path, models: Iterable[tuple[str, str]]) -> None:
@@ -125,8 +137,26 @@ class LocalProvider:
         for name in ("input", "output", "temp"):
             (comfy_dir / name).mkdir(parents=True, exist_ok=True)
         write_placeholder_models(comfy_dir, spec.preload_models)
+        # What a restart after a stop needs; the token goes to a file of its own, readable by this
+        # user only, so that state.json (which tools and tests read) carries no secret.
+        _write_private(folder / TOKEN_FILE, spec.worker_token)
+        self._spawn(
+            folder,
+            {
+                "instance_id": spec.instance_id,
+                "pool": spec.pool,
+                "server_url": spec.server_url,
+                "env": spec.env,
+            },
+            spec.worker_token,
+        )
+        return spec.instance_id
+
+    def _spawn(self, folder: Path, state: dict[str, Any], token: str) -> None:
+        """Start the emulator and the worker of an instance (on a fresh port) and record them."""
+        comfy_dir = folder / "comfyui"
         port = free_port()
-        env = {**os.environ, **spec.env}
+        env = {**os.environ, **{str(k): str(v) for k, v in (state.get("env") or {}).items()}}
         emulator = subprocess.Popen(
             [
                 self.python,
@@ -148,7 +178,7 @@ class LocalProvider:
             start_new_session=True,
             env=env,
         )
-        worker_env = {**env, "SWARMSTATION_WORKER_TOKEN": spec.worker_token}
+        worker_env = {**env, "SWARMSTATION_WORKER_TOKEN": token}
         worker = subprocess.Popen(
             [
                 self.python,
@@ -156,7 +186,7 @@ class LocalProvider:
                 "swarmstation.cli",
                 "worker",
                 "--server",
-                spec.server_url,
+                str(state["server_url"]),
                 "--comfyui",
                 f"http://127.0.0.1:{port}",
                 "--comfy-dir",
@@ -169,14 +199,19 @@ class LocalProvider:
             env=worker_env,
         )
         state = {
-            "instance_id": spec.instance_id,
-            "pool": spec.pool,
+            **state,
             "emulator_pid": emulator.pid,
             "worker_pid": worker.pid,
             "comfyui_port": port,
+            "stopped": False,
         }
-        (folder / "state.json").write_text(json.dumps(state))
-        return spec.instance_id
+        self._write_state(folder, state)
+
+    @staticmethod
+    def _write_state(folder: Path, state: dict[str, Any]) -> None:
+        tmp = folder / "state.json.tmp"
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, folder / "state.json")  # list() never reads half a file
 
     def _state(self, provider_id: str) -> dict[str, Any] | None:
         try:
@@ -199,6 +234,13 @@ class LocalProvider:
             state = self._state(folder.name)
             if state is None:
                 continue
+            if state.get("stopped"):
+                found.append(
+                    ProviderInstance(
+                        folder.name, str(state["instance_id"]), True, status="stopped", stopped=True
+                    )
+                )
+                continue
             pids = [int(state["emulator_pid"]), int(state["worker_pid"])]
             found.append(ProviderInstance(folder.name, str(state["instance_id"]), all(map(_alive, pids))))
         return found
@@ -210,3 +252,31 @@ class LocalProvider:
         for key in ("worker_pid", "emulator_pid"):
             _stop_group(int(state[key]), grace=3.0)
         (self._dir(provider_id) / "state.json").unlink(missing_ok=True)
+        (self._dir(provider_id) / TOKEN_FILE).unlink(missing_ok=True)
+
+    def stop(self, provider_id: str) -> None:
+        """Stop the instance's processes and keep its folder: its model cache stays on disk."""
+        state = self._state(provider_id)
+        if state is None:
+            raise ProviderError(f"no local instance {provider_id}")
+        for key in ("worker_pid", "emulator_pid"):
+            _stop_group(int(state[key]), grace=3.0)
+        self._write_state(self._dir(provider_id), {**state, "stopped": True})
+
+    def start(self, provider_id: str) -> None:
+        """Run a stopped instance's processes again, with its token and environment, on a new port."""
+        folder = self._dir(provider_id)
+        state = self._state(provider_id)
+        if state is None:
+            raise ProviderError(f"no local instance {provider_id}")
+        if not state.get("stopped"):
+            return  # running already: idempotent
+        try:
+            token = (folder / TOKEN_FILE).read_text().strip()
+        except OSError as exc:
+            raise ProviderError(f"local instance {provider_id} cannot be started again: no token") from exc
+        if "server_url" not in state:
+            raise ProviderError(
+                f"local instance {provider_id} cannot be started again: launched by an older version"
+            )
+        self._spawn(folder, state, token)

@@ -23,6 +23,12 @@ and "direct" maps the requested ports (`-p 8188:8188`) straight onto the host's 
 than through Vast's proxy. (`runtype="args"` keeps the image's ENTRYPOINT and does not run
 `onstart`; it suits only a prebuilt worker image whose ENTRYPOINT starts everything.)
 
+Stop and start (parking): `PUT /instances/{id}/` with `{"state": "stopped"}` or
+`{"state": "running"}` (§2.6), retried like the other idempotent calls. A stopped instance keeps
+its disk and bills storage only; `list()` shows it with `stopped=True` (and `running=True`: it is
+not lost). A start may be accepted and still never run the container (its GPU was rented out
+meanwhile); the control plane gives such a resume up after its resume timeout.
+
 The API key is sent only as the `Authorization` header; it is never logged, and it is scrubbed
 from every exception message and repr.
 """
@@ -282,6 +288,17 @@ class VastAIClient:
             raise VastAIError(self.redact(f"Vast.ai destroy {instance_id} failed: {code} - {message}"))
         return True
 
+    def set_instance_state(self, instance_id: int, state: str) -> None:
+        """Stop (`"stopped"`, the disk is kept) or start (`"running"`) an instance:
+        `PUT /instances/{id}/ {"state": ...}` (§2.6). Idempotent, so retried like a read."""
+        data = self.request("PUT", f"/api/v0/instances/{instance_id}/", json={"state": state})
+        if isinstance(data, dict) and data.get("success") is False:
+            code, message = data.get("error"), data.get("msg") or data.get("message") or ""
+            raise VastAIError(
+                self.redact(f"Vast.ai set state {state} on {instance_id} failed: {code} - {message}"),
+                code=str(code) if code else None,
+            )
+
 
 # -- instances ---------------------------------------------------------------------------------------
 
@@ -321,15 +338,22 @@ def _status_msg_error(instance: Mapping[str, Any]) -> str | None:
 def instance_from_json(instance: Mapping[str, Any]) -> ProviderInstance | None:
     """Map one Vast instance. `running` is False once it can never run again: `actual_status`
     exited, unknown or offline, or — before it ever ran — a `status_msg` carrying an error (a
-    failed image pull). Provisioning (`null`, created, loading) counts as running."""
+    failed image pull). Provisioning (`null`, created, loading) counts as running.
+
+    `stopped`: `actual_status` stopped, or `intended_status` stopped (a stop on its way). Such an
+    instance keeps its disk and still counts as running (not lost). One meant to stay stopped is
+    not judged by its `status_msg`, which describes its last start; one being started again
+    (intended running) is, so a start that fails with an error shows as a dead instance."""
     raw_id = instance.get("id")
     if isinstance(raw_id, bool) or not isinstance(raw_id, int | str) or not str(raw_id).strip().isdigit():
         return None
     label = str(instance.get("label") or "").strip()
     actual = instance.get("actual_status")
     status = str(actual).strip() if actual else "provisioning"
+    intended = str(instance.get("intended_status") or "").strip()
+    stopped = status == "stopped" or intended == "stopped"
     running = status not in TERMINAL_STATUSES
-    error = _status_msg_error(instance)
+    error = _status_msg_error(instance) if intended != "stopped" else None
     if error and status != "running":
         running = False
         status = f"{status}: {error[:200]}"
@@ -342,6 +366,7 @@ def instance_from_json(instance: Mapping[str, Any]) -> ProviderInstance | None:
         gpu_name=gpu.strip() if isinstance(gpu, str) and gpu.strip() else None,
         status=status,
         host=str(instance["machine_id"]).strip() if instance.get("machine_id") is not None else None,
+        stopped=stopped,
     )
 
 
@@ -579,3 +604,16 @@ class VastAIProvider:
             log.info("Vast.ai instance %s destroyed", instance_id)
         else:
             log.info("Vast.ai instance %s was already gone", instance_id)
+
+    def stop(self, provider_id: str) -> None:
+        """Stop the instance, keeping its disk: storage is billed, the GPU is not (§2.5)."""
+        instance_id = _provider_int(provider_id)
+        self.client.set_instance_state(instance_id, "stopped")
+        log.info("Vast.ai instance %s stopped (disk kept)", instance_id)
+
+    def start(self, provider_id: str) -> None:
+        """Start a stopped instance again. Vast answers at once; the container may still never run
+        (its GPU was rented out meanwhile), which the control plane's resume timeout catches."""
+        instance_id = _provider_int(provider_id)
+        self.client.set_instance_state(instance_id, "running")
+        log.info("Vast.ai instance %s started again", instance_id)

@@ -102,6 +102,9 @@ class Pool(Base):
     # Drain idle instances beyond what recent work needs at this utilisation (None: idle_minutes only).
     target_utilisation: Mapped[float | None] = mapped_column(Float, default=None)
     utilisation_grace_seconds: Mapped[float] = mapped_column(Float, default=60.0, server_default="60")
+    # Parking: idle instances leaving the pool are stopped with their disk (0: destroyed instead).
+    max_parked: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    park_max_hours: Mapped[float] = mapped_column(Float, default=24.0, server_default="24")
     last_scale_up_at: Mapped[datetime | None]
 
 
@@ -124,6 +127,9 @@ class Instance(Base):
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # last heartbeat's report
     price_per_hour: Mapped[float | None] = mapped_column(Float)
     gpu_name: Mapped[str | None] = mapped_column(String(100))
+    # When it was parked (stopped at the provider with its disk); kept while a parked instance is
+    # drained to be destroyed, cleared when it is resumed.
+    parked_at: Mapped[datetime | None]
 
 
 class InstanceTransition(Base):

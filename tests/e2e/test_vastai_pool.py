@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import BIN, Up, make_up, wait_for
@@ -178,3 +179,72 @@ def test_two_control_planes_on_one_postgres(up_factory, fake: FakeVastAI, databa
         raise
     finally:
         b.cleanup()
+
+
+def test_idle_instance_is_parked_and_resumed_with_its_model_cache(up_factory, fake: FakeVastAI) -> None:  # type: ignore[no-untyped-def]
+    up: Up = up_factory(**vast_env(fake))
+    start(up, fake)
+    try:
+        setup_pool(up, max_instances=1, idle_minutes=0.05)  # 3 s idle, then parked
+        http = up.client()
+        assert http.patch("/v1/admin/pools/gpu", json={"max_parked": 1}).status_code == 200
+        # the checkpoint from the catalog, so that the worker downloads it (the emulator's
+        # placeholder under that name has another size and is replaced)
+        weights = b"sd15 weights " * 40_000
+        r = http.put(
+            "/v1/admin/models/upload/checkpoints/v1-5-pruned-emaonly.safetensors",
+            content=weights,
+            params={"kind": "checkpoint", "base_model": "SD1.5"},
+        )
+        assert r.status_code == 201, r.text
+        ids = submit_burst(up, 2)
+        inst = wait_for(
+            lambda: (i := live_instances(up)) and i[0]["provider_instance_id"] and i[0], 60, "an instance"
+        )
+        provider_id = int(inst["provider_instance_id"])
+        bootstrap = wait_for(lambda: fake.process(provider_id), 30, "its bootstrap to run")
+        old_port = fake.host_port(provider_id)
+        jobs = wait_for(lambda: all_finished(up, ids), 90, "the first jobs", interval=0.5)
+        assert [j["state"] for j in jobs] == ["COMPLETED"] * 2, [j["error"] for j in jobs]
+        assert {j["instance_id"] for j in jobs} == {inst["id"]}
+
+        def cache(instance_id: str) -> dict[str, float]:
+            counters: dict[str, float] = http.get(f"/v1/admin/instances/{instance_id}").json()["info"][
+                "cache"
+            ]
+            return counters
+
+        # downloaded once (by a job, or a prefetch), from the worker's counters in its heartbeats
+        wait_for(lambda: cache(inst["id"]).get("bytes_downloaded") == len(weights), 30, "the download")
+
+        # idle: parked, stopped at the provider with its disk, its processes gone
+        parked = wait_for(
+            lambda: (i := live_instances(up)) and i[0]["state"] == "STOPPED" and i[0], 60, "a park"
+        )
+        assert parked["id"] == inst["id"] and parked["parked_at"] and parked["comfyui_url"] is None
+        shown = fake.instance(provider_id)
+        assert shown is not None and (shown["actual_status"], shown["intended_status"]) == ("stopped",) * 2
+        assert bootstrap.poll() is not None and fake.process(provider_id) is None
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{old_port}/system_stats", timeout=2)
+        assert http.get("/v1/admin/pools/gpu").json()["parked"] == 1
+
+        # demand again: the same machine is started again, nothing is rented, the cache is there
+        [again] = submit_burst(up, 1)
+        done = wait_for(lambda: all_finished(up, [again]), 90, "the job on the resumed instance")[0]
+        assert done["state"] == "COMPLETED", done["error"]
+        assert done["instance_id"] == inst["id"]
+        assert done["timings"]["model_bytes_downloaded"] == 0 and done["timings"]["model_cache_hits"] == 1
+        assert len(fake.create_bodies) == 1 and fake.starts(provider_id) == 1
+        # the resumed worker is a new process with new counters: a hit, and nothing downloaded
+        resumed = wait_for(lambda: (c := cache(inst["id"])).get("hits") and c, 30, "a heartbeat")
+        assert resumed["bytes_downloaded"] == 0 and resumed["bytes_hit"] == len(weights)
+        detail = http.get(f"/v1/admin/instances/{inst['id']}").json()
+        states = [t["to_state"] for t in detail["transitions"]]
+        assert states[states.index("STOPPED") :][:2] == ["STOPPED", "PROVISIONING"]
+        assert detail["comfyui_url"] and detail["parked_at"] is None
+        costs = http.get("/v1/admin/costs?group_by=pool").json()
+        assert abs(costs["attributed"] + costs["unattributed"] - costs["billed"]) < 1e-6
+    except Exception:
+        print(up.dump_logs())
+        raise

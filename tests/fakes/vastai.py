@@ -14,11 +14,20 @@ Endpoints (all need `Authorization: Bearer <api_key>`; a bad key gets 401
 - `GET /api/v0/instances/{id}/` — `{"instances": {...}}` (an object), `{"instances": null}` for an
   unknown id.
 - `DELETE /api/v0/instances/{id}/` — `{"success": true}`; 404 `not_found` for an unknown id.
+- `PUT /api/v0/instances/{id}/` with `{"state": "stopped" | "running"}` — stop / start (§2.6):
+  `{"success": true}`; 404 `not_found` for an unknown id, 400 `invalid_args` for another state.
 - `GET /api/v0/users/current/` — `{id, email, credit}`.
 
 An instance's `actual_status` is null for `provision_seconds`, then "loading" for `load_seconds`,
 then "running" (times on `clock`). `ports` (docker style, `HostPort` a string) is present only
 while running. `kill()` makes it "exited", `vanish()` makes it disappear.
+
+Stop and start: a stop makes the instance `actual_status` and `intended_status` "stopped", kills
+its processes and keeps its folder (its disk). A start makes it go through the same progression
+again (null, "loading", "running", on new host ports) and, with `run_onstart`, runs its onstart
+again in the same folder, as Vast runs onstart on every container start. `fail_next_start()`
+makes a start answer success while the instance never comes up: its GPU was rented out meanwhile,
+so it stays `actual_status` "stopped" (or another status) with `intended_status` "running".
 
 With `run_onstart=True`, an instance that reaches running executes its create request's `onstart`
 text with `bash` in a fresh folder, as a local process group, with the create's plain `env`
@@ -51,7 +60,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-ENDPOINTS = ("search", "create", "list", "show", "destroy", "user")
+ENDPOINTS = ("search", "create", "list", "show", "destroy", "user", "manage")
 LOSE_MODES = ("drop", "500", "no_contract", "hang")
 CONTROL_KEYS = {"type", "order", "limit", "allocated_storage", "select_cols"}
 
@@ -157,6 +166,12 @@ class FakeInstance:
     process: subprocess.Popen[bytes] | None = None
     workdir: Path | None = None
     log_file: Any = None
+    intended: str = "running"  # intended_status
+    stopped: bool = False  # stopped (disk kept), or a start that cannot happen (`stuck_status`)
+    stuck_status: str = "stopped"  # actual_status while stopped
+    run_since: float = 0.0  # the status progression counts from here: creation, or the last start
+    boot_pending: bool = True  # run onstart once it is running (again, after a start)
+    starts: int = 0
 
     @property
     def label(self) -> str:
@@ -230,6 +245,7 @@ class FakeVastAI:
         self._taken: set[int] = set()
         self._rejects: dict[int, list[tuple[int, Any]]] = {}
         self._lost: list[tuple[str, float]] = []
+        self._start_failures: list[str] = []
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -375,6 +391,13 @@ class FakeVastAI:
         if actual_status not in (None, "running", "loading", "created"):
             self._stop_process(inst)
 
+    def fail_next_start(self, times: int = 1, status: str = "stopped") -> None:
+        """The next `times` starts answer success but the instance never comes up (its GPU was
+        rented out while it was stopped): `actual_status` stays `status`, `intended_status` is
+        "running", and no onstart runs."""
+        with self._lock:
+            self._start_failures.extend([status] * times)
+
     def kill(self, instance_id: int) -> None:
         """The container exits: `actual_status` "exited" for good, its processes killed."""
         self.set_status(instance_id, "exited", "container exited with code 137")
@@ -417,6 +440,12 @@ class FakeVastAI:
             inst = self._instances.get(instance_id)
             return inst.workdir if inst else None
 
+    def starts(self, instance_id: int) -> int:
+        """How many start calls the instance got (after a stop)."""
+        with self._lock:
+            inst = self._instances.get(instance_id)
+            return inst.starts if inst else 0
+
     def process(self, instance_id: int) -> subprocess.Popen[bytes] | None:
         with self._lock:
             inst = self._instances.get(instance_id)
@@ -440,11 +469,13 @@ class FakeVastAI:
             port: free_port() if self.run_onstart else 20000 + (instance_id * 7 + port) % 40000
             for port in wanted
         }
+        created = self.clock()
         inst = FakeInstance(
             id=instance_id,
             offer_id=offer_id,
             body=body,
-            created_at=self.clock(),
+            created_at=created,
+            run_since=created,
             start_date=time.time(),
             host_ports=ports,
             machine_id=50000 + offer_id,
@@ -458,7 +489,9 @@ class FakeVastAI:
     def _status(self, inst: FakeInstance, now: float) -> str | None:
         if inst.status_override is not None:
             return inst.status_override
-        age = now - inst.created_at
+        if inst.stopped:
+            return inst.stuck_status
+        age = now - inst.run_since
         if age < self.provision_seconds:
             return None
         if age < self.provision_seconds + self.load_seconds:
@@ -480,9 +513,9 @@ class FakeVastAI:
             "machine_id": inst.machine_id,
             "host_id": 7000 + inst.offer_id,
             "actual_status": status,
-            "intended_status": "running",
-            "cur_state": "running" if status != "exited" else "stopped",
-            "next_state": "running",
+            "intended_status": inst.intended,
+            "cur_state": "running" if status not in ("exited", "stopped") else "stopped",
+            "next_state": inst.intended,
             "status_msg": pad(inst.status_msg) if inst.status_msg else None,
             "image_uuid": inst.body.get("image"),
             "image_runtype": inst.body.get("runtype", "ssh"),
@@ -534,14 +567,16 @@ class FakeVastAI:
             due = [
                 inst
                 for inst in self._instances.values()
-                if inst.process is None and inst.workdir is None and self._status(inst, now) == "running"
+                if inst.boot_pending and self._status(inst, now) == "running"
             ]
             for inst in due:
+                inst.boot_pending = False
                 self._start_process(inst)
 
     def _start_process(self, inst: FakeInstance) -> None:
         assert self._root is not None
-        folder = Path(tempfile.mkdtemp(prefix=f"instance-{inst.id}-", dir=self._root))
+        # a restarted container finds its disk as it left it
+        folder = inst.workdir or Path(tempfile.mkdtemp(prefix=f"instance-{inst.id}-", dir=self._root))
         inst.workdir = folder
         script = folder / "onstart.sh"
         script.write_text(str(inst.body.get("onstart") or ""))
@@ -618,7 +653,7 @@ class FakeVastAI:
         if method == "GET" and rest == ["instances"]:
             return "list", None
         if rest[:1] == ["instances"] and number is not None:
-            return {"GET": "show", "DELETE": "destroy"}.get(method, "other"), number
+            return {"GET": "show", "DELETE": "destroy", "PUT": "manage"}.get(method, "other"), number
         if method == "GET" and rest == ["users", "current"]:
             return "user", None
         return "other", None
@@ -663,6 +698,8 @@ class FakeVastAI:
         assert number is not None
         if endpoint == "create":
             return self._create(number, body)
+        if endpoint == "manage":
+            return self._manage(number, body)
         with self._lock:
             if endpoint == "show":
                 inst = self._instances.get(number)
@@ -675,6 +712,38 @@ class FakeVastAI:
                 )
             self._release_offer(inst.offer_id)
         self._stop_process(inst)
+        return _Reply(200, {"success": True})
+
+    def _manage(self, instance_id: int, body: Any) -> _Reply:
+        """Stop or start an instance (`{"state": ...}`); other changes (a label) are accepted."""
+        state = body.get("state") if isinstance(body, dict) else None
+        with self._lock:
+            inst = self._instances.get(instance_id)
+            if inst is None:
+                return _Reply(
+                    404, {"success": False, "error": "not_found", "msg": f"Instance {instance_id} not found"}
+                )
+            if state is None:
+                return _Reply(200, {"success": True})
+            if state not in ("stopped", "running"):
+                return _Reply(400, {"success": False, "error": "invalid_args", "msg": f"bad state {state!r}"})
+            if state == "stopped":
+                inst.intended, inst.stopped, inst.stuck_status = "stopped", True, "stopped"
+                inst.boot_pending = False
+            elif inst.stopped or inst.intended != "running":  # a start of a running one changes nothing
+                inst.intended = "running"
+                inst.starts += 1
+                if self._start_failures:
+                    inst.stopped, inst.stuck_status = True, self._start_failures.pop(0)
+                else:
+                    inst.stopped, inst.boot_pending = False, True
+                    inst.run_since = self.clock()
+                    if self.run_onstart:  # a restarted container gets new public ports
+                        inst.host_ports = {port: free_port() for port in inst.host_ports}
+        if state == "stopped":
+            self._stop_process(inst)
+            with self._lock:
+                inst.process = None
         return _Reply(200, {"success": True})
 
     @staticmethod
