@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -35,6 +36,9 @@ DaysOpt = Annotated[float, typer.Option("--days", help="Days of generated trace.
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the trace and the marketplace.")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for report.md, report.json and the plots.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as JSON.")]
+InterruptibleOpt = Annotated[
+    bool, typer.Option("--interruptible", help="The pool rents interruptible (bid) instances.")
+]
 
 
 def _load_trace(preset: str, trace: Path | None, days: float, seed: int) -> trace_mod.Trace:
@@ -74,6 +78,10 @@ def run_cmd(
             "--target-utilisation", min=0.0, max=1.0, help="Scale down to this utilisation; 0 = off."
         ),
     ] = None,
+    max_parked: Annotated[
+        int | None, typer.Option("--max-parked", min=0, help="Parked (stopped) instances kept.")
+    ] = None,
+    interruptible: InterruptibleOpt = False,
 ) -> None:
     """Every policy over the same trace; writes a Markdown/JSON table and PNG plots.
 
@@ -95,8 +103,12 @@ def run_cmd(
         max_delay_seconds=max_delay,
         scale_up_queue_threshold=scale_up_threshold,
         target_utilisation=target_utilisation,
+        max_parked=max_parked,
     )
+    config = replace(config, interruptible=interruptible)
+    knobs["max-parked"] = max_parked
     options = "".join(f" --{k} {v:g}" for k, v in knobs.items() if v is not None)
+    options += " --interruptible" if interruptible else ""
     if save_trace is not None:
         trace_mod.save(tr, save_trace)
     started = time.perf_counter()
@@ -157,6 +169,7 @@ def sweep_cmd(
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="Parallel processes (default: one per CPU).")
     ] = None,
+    interruptible: InterruptibleOpt = False,
 ) -> None:
     """Recommend pool settings: the lowest cost whose p95 wait meets the target."""
     tr = _load_trace(preset, trace, days, seed)
@@ -171,7 +184,13 @@ def sweep_cmd(
             bar.update(task, completed=done, total=total)
 
         result = sweep_mod.sweep(
-            tr, target_p95_s=target_p95, grid=grid, seed=seed, progress=progress, workers=workers
+            tr,
+            target_p95_s=target_p95,
+            grid=grid,
+            seed=seed,
+            progress=progress,
+            workers=workers,
+            config=engine.SimConfig(interruptible=interruptible),
         )
     payload = {"trace": tr.name, "jobs": len(tr.jobs), "seed": seed, **result.as_dict()}
     if out is not None:

@@ -109,6 +109,11 @@ class Marketplace:
     load_base_s: float = 2.0
     load_spread: tuple[float, float] = (0.7, 1.3)  # per-instance disk speed factor
     disk_budget_bytes: int = 80 * 10**9
+    # Interruptible (bid) rentals: an offer's min_bid is this fraction of its on-demand price, and
+    # a running bid instance is outbid (stopped by VastAI, then destroyed by the control plane and
+    # its job requeued) at this rate. Both are assumptions; protocols.md gives no figures.
+    bid_fraction: tuple[float, float] = (0.40, 0.60)
+    outbid_per_hour: float = 0.125
 
     @property
     def cheapest_per_hour(self) -> float:
@@ -153,6 +158,18 @@ class SimConfig:
     recent_window_s: float = 1800.0  # demand window for prefetch
     utilisation_window_s: float = 600.0  # window of PoolSnapshot.busy_slots_recent
     clairvoyant_window_s: float = 300.0
+    # the pool rents interruptible (bid) instances at min_bid * bid_margin (pool setting `rental`)
+    interruptible: bool = False
+    bid_margin: float = 1.1
+
+    @property
+    def cheapest_per_hour(self) -> float:
+        """The lowest rate the pool's kind of rental can get: the bounds pay it."""
+        m = self.market
+        if self.interruptible:
+            return m.cheapest_per_hour * m.bid_fraction[0] * self.bid_margin
+        return m.cheapest_per_hour
+
     # new instances fetch each tool's default checkpoint as they start, as the control plane's
     # preload list (the models of every tool the pool serves) makes real workers do
     preload_tool_models: bool = True
@@ -176,6 +193,7 @@ class PolicyResult:
     parks: int = 0
     resumes: int = 0
     resume_failures: int = 0
+    outbids: int = 0
     deaths: int = 0
     requeued: int = 0
     downloaded_bytes: int = 0
@@ -211,6 +229,7 @@ class _Instance:
     parked_at: float | None = None
     resumes: int = 0
     lost: bool = False  # its host died while it was parked: a resume fails
+    outbid: bool = False  # its end (the _DIE event) is an outbid interruptible rental
     state: InstanceState = InstanceState.PROVISIONING
     ended: float | None = None
     # key -> [size, last_used, download start, ready_at]
@@ -382,19 +401,23 @@ class PoolSimulation:
         self.launches += 1
         r = random.Random(f"{self.seed}:launch:{n}")
         m = self.cfg.market
-        offers = [
-            Offer(
-                id=k,
-                gpu_name="RTX 4090",
-                num_gpus=1,
-                gpu_ram_gb=24.0,
-                price_per_hour=m.price_per_hour * r.uniform(*m.price_spread),
-                reliability=r.uniform(*m.reliability_range),
-                verified=True,
-                dlperf=100.0,
+        offers = []
+        for k in range(max(1, m.offers_per_launch)):
+            on_demand = m.price_per_hour * r.uniform(*m.price_spread)
+            reliability = r.uniform(*m.reliability_range)
+            bid = on_demand * r.uniform(*m.bid_fraction) * self.cfg.bid_margin
+            offers.append(
+                Offer(
+                    id=k,
+                    gpu_name="RTX 4090",
+                    num_gpus=1,
+                    gpu_ram_gb=24.0,
+                    price_per_hour=bid if self.cfg.interruptible else on_demand,
+                    reliability=reliability,
+                    verified=True,
+                    dlperf=100.0,
+                )
             )
-            for k in range(max(1, m.offers_per_launch))
-        ]
         offer = rank_offers(offers, _SIM_FILTERS)[0]
         # an offer's unreliability scales its odds of failing (1.0 at the middle of the range)
         lo, hi = m.reliability_range
@@ -411,6 +434,10 @@ class PoolSimulation:
         pull = r.lognormvariate(math.log(m.pull_median_s), m.provision_sigma)
         boot = r.lognormvariate(math.log(m.boot_median_s), m.provision_sigma)
         life = r.expovariate(1.0 / (m.mean_lifetime_hours * 3600.0))
+        outbid = r.expovariate(m.outbid_per_hour / 3600.0) if m.outbid_per_hour > 0 else math.inf
+        if self.cfg.interruptible and outbid < life:
+            life = outbid
+            inst.outbid = True
         never_running = fate < m.never_running_prob * odds
         never_ready = not never_running and fate < (m.never_running_prob + m.never_ready_prob) * odds
         if not never_running and pull < m.provision_timeout_s:
@@ -502,7 +529,10 @@ class PoolSimulation:
         if inst.state == InstanceState.STOPPED:
             inst.lost = True  # found out at the next resume
             return
-        self.res.deaths += 1
+        if inst.outbid:
+            self.res.outbids += 1
+        else:
+            self.res.deaths += 1
         job = inst.job
         self.terminate(inst)
         if job is not None:
@@ -840,7 +870,7 @@ def simulate_oracle(trace: Trace, config: SimConfig) -> PolicyResult:
     """The lower bound: every job starts on arrival and only its run seconds are paid, at the
     cheapest marketplace rate."""
     run = sum(j.run_seconds for j in trace.jobs)
-    rate = config.market.cheapest_per_hour / 3600.0
+    rate = config.cheapest_per_hour / 3600.0
     res = PolicyResult("oracle", len(trace.jobs), len(trace.jobs), run * rate, [0.0] * len(trace.jobs))
     res.run_seconds = run
     res.instance_seconds = run
@@ -862,7 +892,7 @@ def simulate_clairvoyant(trace: Trace, config: SimConfig) -> PolicyResult:
         per_window[k] = per_window.get(k, 0.0) + j.run_seconds
     gpu_seconds = sum(math.ceil(v / window - 1e-9) * window for v in per_window.values())
     run = sum(j.run_seconds for j in trace.jobs)
-    rate = config.market.cheapest_per_hour / 3600.0
+    rate = config.cheapest_per_hour / 3600.0
     res = PolicyResult(
         "clairvoyant", len(trace.jobs), len(trace.jobs), gpu_seconds * rate, [0.0] * len(trace.jobs)
     )
@@ -960,6 +990,7 @@ def asdict_pool(config: SimConfig) -> dict[str, object]:
         "target_utilisation": pool.target_utilisation,
         "max_parked": pool.max_parked,
         "max_delay_seconds": routing.max_delay_seconds,
+        "rental": "interruptible" if config.interruptible else "on-demand",
     }
 
 

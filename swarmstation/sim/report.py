@@ -50,6 +50,7 @@ def metrics(result: PolicyResult, oracle_cost: float | None) -> dict[str, Any]:
         "parks": result.parks,
         "resumes": result.resumes,
         "resume_failures": result.resume_failures,
+        "outbids": result.outbids,
         "deaths": result.deaths,
         "requeued": result.requeued,
         "downloaded_gb": round(result.downloaded_bytes / 1e9, 2),

@@ -150,6 +150,21 @@ def test_sleeping_pool_loop_changes_nothing() -> None:
     )
 
 
+def test_interruptible_rentals_are_cheaper_and_outbid_jobs_complete(peak_trace: T.Trace) -> None:
+    market = E.Marketplace(outbid_per_hour=2.0)  # often, so that the 6 hours see several
+    on_demand = E.simulate(peak_trace, "ours", replace(E.SimConfig(), market=market), seed=5)
+    bid_cfg = replace(E.SimConfig(), market=market, interruptible=True)
+    bid = E.simulate(peak_trace, "ours", bid_cfg, seed=5)
+    assert bid.outbids > 0 and on_demand.outbids == 0
+    assert bid.completed == bid.jobs and bid.requeued > 0  # outbid jobs went back to the queue
+    assert bid.cost / bid.instance_seconds < 0.7 * on_demand.cost / on_demand.instance_seconds
+    # the bounds pay the cheapest rate of the kind of rental the pool uses
+    assert (
+        E.simulate(peak_trace, "oracle", bid_cfg).cost
+        < 0.5 * E.simulate(peak_trace, "oracle", E.SimConfig()).cost
+    )
+
+
 def test_report_files(tmp_path, peak_results: dict[str, E.PolicyResult]) -> None:
     paths = R.write_report(
         peak_results, tmp_path, title="t", targets=R.evaluate_targets(R.table(peak_results), "large")
