@@ -62,6 +62,9 @@ class PoolSettings(Strict):
     # idle instances leaving the pool are stopped with their disk, up to this many (0: destroyed)
     max_parked: int | None = Field(None, ge=0, le=100)
     park_max_hours: float | None = Field(None, gt=0, le=720)  # then a parked instance is destroyed
+    # interruptible: bid rentals (about half the price), stopped when outbid; their jobs are requeued
+    rental: Literal["on-demand", "interruptible"] | None = None
+    bid_margin: float | None = Field(None, ge=1.0, le=3.0)  # the bid is the offer's min_bid times this
 
     @model_validator(mode="after")
     def _check(self) -> PoolSettings:
@@ -106,6 +109,8 @@ class PoolDetail(BaseModel):
     utilisation_grace_seconds: float
     max_parked: int
     park_max_hours: float
+    rental: str
+    bid_margin: float
     last_scale_up_at: datetime | None
     created_at: datetime
     instances: dict[str, int]
@@ -189,6 +194,8 @@ def create_pool(body: PoolCreate, s: DB, _: AdminUser, state: State) -> PoolDeta
         utilisation_grace_seconds=60.0,
         max_parked=0,
         park_max_hours=24.0,
+        rental="on-demand",
+        bid_margin=1.1,
     )
     _apply(pool, body)
     s.add(pool)

@@ -16,6 +16,15 @@ ready worker within `resume_timeout_seconds`, makes it UNHEALTHY, it is destroye
 launches instead. Reconcile stops again a STOPPED instance that the provider still runs (a lost
 stop call). A parked instance that the policy drains is destroyed by (2).
 
+Stopped behind our back. An instance that we did not park (live here: PROVISIONING to DRAINING,
+no `parked_at`) and that the provider reports stopped runs nothing: an interruptible (bid)
+instance that was outbid, or one the host stopped. Reconcile makes it UNHEALTHY at once (rather
+than after the heartbeat or provisioning timeout), so that the scheduler requeues its jobs, (2)
+destroys it (a stopped instance still bills storage, and an outbid one may not run again for
+hours) and the policy launches a replacement. A resumed instance is exempt until its worker is
+back: right after our start the provider may still show it stopped, and the resume timeout covers
+a start that never happens.
+
 Provider calls happen outside database transactions. A row is written before a launch, so a
 crash between the two leaves a PROVISIONING row that the provisioning timeout sweeps, never an
 instance we cannot name. Likewise the state changes before a stop or a start: a crash in between
@@ -83,13 +92,21 @@ def pool_config(pool: Pool) -> PoolConfig:
     )
 
 
+# Set from the pool's own columns (validated by the API), never from its gpu_filters JSON.
+RENTAL_FILTERS = frozenset({"interruptible", "bid_margin"})
+
+
 def offer_filters(pool: Pool) -> OfferFilters:
-    known = set(OfferFilters.__dataclass_fields__)
+    known = set(OfferFilters.__dataclass_fields__) - RENTAL_FILTERS
     values: dict[str, Any] = {}
     for k, v in (pool.gpu_filters or {}).items():
         if k in known:
             values[k] = tuple(v) if isinstance(v, list) else v
-    return OfferFilters(**values)
+    return OfferFilters(
+        **values,
+        interruptible=pool.rental == "interruptible",
+        bid_margin=pool.bid_margin if pool.bid_margin is not None else 1.1,
+    )
 
 
 def preload_models(s: Session, pool: str) -> tuple[tuple[str, str], ...]:
@@ -225,6 +242,9 @@ class PoolController:
                     set_instance_state(s, inst, InstanceState.UNHEALTHY, why, now)
                 elif inst.state == InstanceState.STOPPED and not p.stopped:
                     restop.append(p.provider_id)  # parked here, still running there: the stop was lost
+                elif p.stopped and stopped_behind_our_back(inst):
+                    why = OUTBID_REASON if p.interruptible else STOPPED_BY_PROVIDER_REASON
+                    set_instance_state(s, inst, InstanceState.UNHEALTHY, why, now)
             for inst in rows:
                 state = InstanceState(inst.state)
                 if (
@@ -476,6 +496,29 @@ class PoolController:
                     if state in LIVE_INSTANCE_STATES:
                         set_instance_state(s, inst, InstanceState.UNHEALTHY, "control plane shut down", now)
                     set_instance_state(s, inst, InstanceState.TERMINATED, "control plane shut down", now)
+
+
+OUTBID_REASON = "outbid: the provider stopped this interruptible instance"
+STOPPED_BY_PROVIDER_REASON = "stopped by the provider, not parked by us"
+_STOPPABLE_BEHIND_OUR_BACK = frozenset(
+    {
+        InstanceState.PROVISIONING,
+        InstanceState.INITIALIZING,
+        InstanceState.IDLE,
+        InstanceState.BUSY,
+        InstanceState.DRAINING,
+    }
+)
+
+
+def stopped_behind_our_back(inst: Instance) -> bool:
+    """Whether a provider's "stopped" for this instance means someone else stopped it: it is live
+    here and not parked by us (a parked one being drained keeps `parked_at`), nor being resumed
+    (the provider may show our start late; the resume timeout judges it)."""
+    if InstanceState(inst.state) not in _STOPPABLE_BEHIND_OUR_BACK or inst.parked_at is not None:
+        return False
+    resuming = inst.state in (InstanceState.PROVISIONING, InstanceState.INITIALIZING)
+    return not (resuming and resumed_at_of(inst) is not None)
 
 
 def park(s: Session, inst: Instance, reason: str, now: datetime) -> bool:

@@ -18,6 +18,11 @@ must be much cheaper to win). Offers that report no `dlperf` (missing or 0) cann
 performance and come after all that do, ranked by `reliability ** 4 / price_per_hour`. Ties are
 broken by lower price, then higher reliability, then lower offer id, so the order never depends
 on the order of the input.
+
+Interruptible rentals (`OfferFilters.interruptible`, Vast's `type: "bid"`): the price we pay is our
+bid, `min_bid * bid_margin` (`bid_price`), not the on-demand `dph_total`, so that bid price is
+what ranks the offers and what `max_price_per_hour` caps; an offer without a `min_bid` cannot be
+bid on and is not accepted. `rental_price` is the price of an offer for a pool's kind of rental.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 MB_PER_GB = 1000.0
 RELIABILITY_EXPONENT = 4
 DEFAULT_SEARCH_LIMIT = 64
+BID_SCALE = 10_000  # bids are sent with 4 decimal places
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,11 @@ class OfferFilters:
     excluded_regions: tuple[str, ...] = ()  # country codes or region names to avoid
     num_gpus: int = 1
     disk_gb: float = 40.0
+    # Interruptible (bid) rentals: about half the price of on-demand, but the machine is stopped
+    # when someone outbids us. The bid is `min_bid * bid_margin`: a margin over the floor makes
+    # an outbid less likely for a little more money.
+    interruptible: bool = False
+    bid_margin: float = 1.1
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,7 @@ class Offer:
     machine_id: int | None = None
     rentable: bool = True
     rented: bool = False
+    min_bid: float | None = None  # the lowest bid Vast takes for an interruptible rental, $/h
 
     @property
     def region(self) -> str:
@@ -135,6 +147,7 @@ def offer_from_json(d: Mapping[str, Any]) -> Offer | None:
     num_gpus = _integer(d.get("num_gpus"))
     gpu_ram_mb = _number(d.get("gpu_ram"))
     gpu_frac = _number(d.get("gpu_frac"))
+    min_bid = _number(d.get("min_bid"))
     rentable = _flag(d.get("rentable"))
     rented = _flag(d.get("rented"))
     return Offer(
@@ -153,6 +166,7 @@ def offer_from_json(d: Mapping[str, Any]) -> Offer | None:
         machine_id=_integer(d.get("machine_id")),
         rentable=True if rentable is None else rentable,
         rented=False if rented is None else rented,
+        min_bid=min_bid if min_bid is not None and min_bid > 0 else None,
     )
 
 
@@ -174,6 +188,24 @@ def _region_excluded(offer: Offer, excluded: Iterable[str]) -> bool:
     return False
 
 
+def bid_price(offer: Offer, bid_margin: float) -> float | None:
+    """What we bid for this offer, $/h: its `min_bid` times the margin, to 4 places (as sent to
+    Vast in the create's `price`); None when it cannot be bid on (no `min_bid`). Rounded up, not
+    to nearest, so that a margin of 1.0 on a floor with more decimals never bids under the floor
+    (the inner round absorbs float noise: 0.2 * 1.1 is 0.22000000000000003, bid 0.22)."""
+    if offer.min_bid is None:
+        return None
+    return math.ceil(round(offer.min_bid * bid_margin * BID_SCALE, 6)) / BID_SCALE
+
+
+def rental_price(offer: Offer, filters: OfferFilters) -> float | None:
+    """What the pool would pay per hour for this offer: the bid for an interruptible rental,
+    `dph_total` otherwise; None when the offer cannot be rented that way."""
+    if filters.interruptible:
+        return bid_price(offer, filters.bid_margin)
+    return offer.price_per_hour
+
+
 def accept(offer: Offer, filters: OfferFilters) -> bool:
     """Whether the offer meets every requirement of the pool (the same ones `search_query` asks
     the server for, checked again because servers and caches are not to be trusted)."""
@@ -183,7 +215,10 @@ def accept(offer: Offer, filters: OfferFilters) -> bool:
         return False
     if offer.gpu_ram_gb < filters.min_vram_gb:
         return False
-    if filters.max_price_per_hour is not None and offer.price_per_hour > filters.max_price_per_hour:
+    price = rental_price(offer, filters)
+    if price is None or price <= 0:
+        return False
+    if filters.max_price_per_hour is not None and price > filters.max_price_per_hour:
         return False
     if offer.reliability < filters.min_reliability:
         return False
@@ -198,24 +233,34 @@ def accept(offer: Offer, filters: OfferFilters) -> bool:
     return offer.gpu_frac >= 1.0 and offer.rentable and not offer.rented
 
 
-def _score(offer: Offer) -> float:
+def _score(offer: Offer, price: float) -> float:
     value = offer.dlperf if offer.dlperf > 0 else 1.0
-    return value / offer.price_per_hour * offer.reliability**RELIABILITY_EXPONENT
+    return value / price * offer.reliability**RELIABILITY_EXPONENT
 
 
 def rank_offers(offers: Iterable[Offer], filters: OfferFilters) -> list[Offer]:
-    """The accepted offers, best first (see the module docstring for the formula)."""
-    accepted = [offer for offer in offers if accept(offer, filters)]
-    return sorted(
-        accepted,
-        key=lambda o: (o.dlperf <= 0, -_score(o), o.price_per_hour, -o.reliability, o.id),
+    """The accepted offers, best first (see the module docstring for the formula), priced at
+    `rental_price`: the bid for interruptible rentals."""
+    priced: list[tuple[Offer, float]] = []
+    for offer in offers:
+        price = rental_price(offer, filters)
+        if price is not None and accept(offer, filters):
+            priced.append((offer, price))
+    ranked = sorted(
+        priced,
+        key=lambda op: (op[0].dlperf <= 0, -_score(op[0], op[1]), op[1], -op[0].reliability, op[0].id),
     )
+    return [offer for offer, _ in ranked]
 
 
 def search_query(filters: OfferFilters, *, limit: int = DEFAULT_SEARCH_LIMIT) -> dict[str, Any]:
-    """The body of Vast's `POST /api/v0/bundles/` for a pool's filters (on-demand rentals).
+    """The body of Vast's `POST /api/v0/bundles/` for a pool's filters: `"type": "bid"` for
+    interruptible rentals, `"on-demand"` otherwise.
 
-    Regions are not sent (Vast's `geolocation` values are free text); `accept` drops them."""
+    Regions are not sent (Vast's `geolocation` values are free text); `accept` drops them. For
+    interruptible rentals the price cap is not sent either: `dph_total` is the on-demand price, so
+    capping it would hide offers whose bid is under the cap, and whether Vast filters on `min_bid`
+    is not documented; `accept` caps the bid price instead."""
     query: dict[str, Any] = {
         "rentable": {"eq": True},
         "rented": {"eq": False},
@@ -229,13 +274,13 @@ def search_query(filters: OfferFilters, *, limit: int = DEFAULT_SEARCH_LIMIT) ->
         query["gpu_name"] = {"in": [" ".join(name.replace("_", " ").split()) for name in filters.gpu_names]}
     if filters.min_vram_gb > 0:
         query["gpu_ram"] = {"gte": round(filters.min_vram_gb * MB_PER_GB, 3)}
-    if filters.max_price_per_hour is not None:
+    if filters.max_price_per_hour is not None and not filters.interruptible:
         query["dph_total"] = {"lte": filters.max_price_per_hour}
     if filters.min_reliability > 0:
         query["reliability"] = {"gte": filters.min_reliability}
     if filters.min_cuda is not None:
         query["cuda_max_good"] = {"gte": filters.min_cuda}
-    query["type"] = "on-demand"
+    query["type"] = "bid" if filters.interruptible else "on-demand"
     query["order"] = [["dph_total", "asc"]]
     query["limit"] = limit
     query["allocated_storage"] = filters.disk_gb

@@ -44,6 +44,8 @@ class ProviderInstance:
     # Stopped with its disk kept (parked), or on its way there: it runs nothing but is not lost;
     # `running` stays True for it.
     stopped: bool = False
+    # An interruptible (bid) rental: when it is stopped and we did not park it, it was outbid.
+    interruptible: bool = False
 
 
 class ComputeProvider(Protocol):

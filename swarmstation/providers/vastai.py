@@ -29,6 +29,14 @@ its disk and bills storage only; `list()` shows it with `stopped=True` (and `run
 not lost). A start may be accepted and still never run the container (its GPU was rented out
 meanwhile); the control plane gives such a resume up after its resume timeout.
 
+Interruptible rentals (`OfferFilters.interruptible`): the search asks for `"type": "bid"`
+offers, they are ranked at their bid price (domain/offers.py), and the create sends
+`"price": <bid>` (`min_bid * bid_margin`) — without `price` Vast rents on-demand (§2.4). The
+instance then reports `is_bid`, and its `dph_total` is what we pay (the bid), which the control
+plane records as its price. An outbid instance is stopped by Vast, not destroyed (§2.6): `list()`
+shows it `stopped` and `interruptible`, and the control plane, which knows whether it parked the
+instance itself, tells the two apart.
+
 The API key is sent only as the `Authorization` header; it is never logged, and it is scrubbed
 from every exception message and repr.
 """
@@ -45,7 +53,15 @@ from typing import Any
 
 import httpx
 
-from swarmstation.domain.offers import Offer, OfferFilters, offer_from_json, rank_offers, search_query
+from swarmstation.domain.offers import (
+    Offer,
+    OfferFilters,
+    bid_price,
+    offer_from_json,
+    rank_offers,
+    rental_price,
+    search_query,
+)
 from swarmstation.providers.base import LaunchSpec, ProviderError, ProviderInstance
 
 log = logging.getLogger(__name__)
@@ -367,7 +383,14 @@ def instance_from_json(instance: Mapping[str, Any]) -> ProviderInstance | None:
         status=status,
         host=str(instance["machine_id"]).strip() if instance.get("machine_id") is not None else None,
         stopped=stopped,
+        interruptible=_is_bid(instance.get("is_bid")),
     )
+
+
+def _is_bid(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1")
+    return value is True or (isinstance(value, int) and value == 1)
 
 
 def _price(value: Any) -> float | None:
@@ -457,6 +480,17 @@ class VastAIProvider:
                 f"-p {COMFYUI_PORT}:{COMFYUI_PORT}": "1",
             },
         }
+
+    @staticmethod
+    def body_for_offer(body: dict[str, Any], offer: Offer, filters: OfferFilters) -> dict[str, Any]:
+        """The create body for one offer: with our bid as `price` for an interruptible rental
+        (§2.4: without `price` Vast rents on-demand), unchanged otherwise."""
+        if not filters.interruptible:
+            return body
+        price = bid_price(offer, filters.bid_margin)
+        if price is None:  # rank_offers never yields one; a bid without a floor would be a guess
+            raise ProviderError(f"offer {offer.id} has no min_bid: it cannot be rented interruptible")
+        return {**body, "price": price}
 
     def _by_label(self, label: str) -> builtins.list[dict[str, Any]]:
         return [i for i in self.client.list_instances() if str(i.get("label") or "").strip() == label]
@@ -556,24 +590,29 @@ class VastAIProvider:
             )
         offers = fresh
         failures: builtins.list[str] = []
+        kind = "interruptible" if spec.filters.interruptible else "on-demand"
         for offer in offers[: self.max_offers]:
+            price = rental_price(offer, spec.filters) or offer.price_per_hour
             try:
-                provider_id = self._create_on(offer, body, spec.label, ignore)
+                provider_id = self._create_on(
+                    offer, self.body_for_offer(body, offer, spec.filters), spec.label, ignore
+                )
             except VastAIError as exc:
                 if exc.auth:
                     raise
-                failures.append(f"offer {offer.id} ({offer.gpu_name}, ${offer.price_per_hour:.3f}/h): {exc}")
+                failures.append(f"offer {offer.id} ({offer.gpu_name}, {kind} ${price:.4f}/h): {exc}")
                 if exc.retryable:  # retries exhausted: the API is in trouble, not the offer
                     break
                 log.warning("Vast.ai offer %s not rented for %s: %s", offer.id, spec.label, exc)
                 continue
             log.info(
-                "Vast.ai instance %s rented for %s on offer %s (%s, $%.3f/h)",
+                "Vast.ai instance %s rented for %s on offer %s (%s, %s, $%.4f/h)",
                 provider_id,
                 spec.label,
                 offer.id,
                 offer.gpu_name,
-                offer.price_per_hour,
+                kind,
+                price,
             )
             return provider_id
         raise ProviderError(

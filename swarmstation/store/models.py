@@ -105,6 +105,9 @@ class Pool(Base):
     # Parking: idle instances leaving the pool are stopped with their disk (0: destroyed instead).
     max_parked: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     park_max_hours: Mapped[float] = mapped_column(Float, default=24.0, server_default="24")
+    # "on-demand" or "interruptible" (bid rentals, stopped when outbid); the bid is min_bid * bid_margin.
+    rental: Mapped[str] = mapped_column(String(20), default="on-demand", server_default="on-demand")
+    bid_margin: Mapped[float] = mapped_column(Float, default=1.1, server_default="1.1")
     last_scale_up_at: Mapped[datetime | None]
 
 

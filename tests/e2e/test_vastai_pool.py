@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -245,6 +246,53 @@ def test_idle_instance_is_parked_and_resumed_with_its_model_cache(up_factory, fa
         assert detail["comfyui_url"] and detail["parked_at"] is None
         costs = http.get("/v1/admin/costs?group_by=pool").json()
         assert abs(costs["attributed"] + costs["unattributed"] - costs["billed"]) < 1e-6
+    except Exception:
+        print(up.dump_logs())
+        raise
+
+
+def test_interruptible_instance_outbid_mid_job(up_factory, fake: FakeVastAI) -> None:  # type: ignore[no-untyped-def]
+    """A pool that rents interruptible (bid) instances: the machine running a job is outbid (Vast
+    stops it), the job is requeued and completes on a replacement, and costs bill the bids."""
+    up: Up = up_factory(**vast_env(fake))
+    start(up, fake)
+    try:
+        setup_pool(up, max_instances=1, idle_minutes=5)
+        http = up.client()
+        r = http.patch("/v1/admin/pools/gpu", json={"rental": "interruptible", "bid_margin": 1.2})
+        assert r.status_code == 200 and r.json()["rental"] == "interruptible", r.text
+        job = http.post(
+            "/v1/jobs",
+            json={"tool": "gpu-sd15", "inputs": {"prompt": "slow", "steps": 120, "width": 64, "height": 64}},
+        ).json()
+        running = wait_for(
+            lambda: (j := http.get(f"/v1/jobs/{job['id']}").json())["state"] == "RUNNING" and j,
+            120,
+            "the job to run",
+        )
+        victim = next(i for i in live_instances(up) if i["id"] == running["instance_id"])
+        # offer 1 is the cheapest: dph_total 0.31, min_bid 0.155 → bid 0.186
+        [first_body] = fake.create_bodies
+        assert first_body["price"] == 0.186 and fake.search_queries[-1]["type"] == "bid"
+        fake.outbid(int(victim["provider_instance_id"]))
+        done = wait_for(lambda: all_finished(up, [job["id"]]), 120, "the job to finish elsewhere")[0]
+        assert done["state"] == "COMPLETED" and done["instance_id"] != victim["id"] and done["attempt"] == 2
+        detail = http.get(f"/v1/admin/instances/{victim['id']}").json()
+        assert detail["state"] == "TERMINATED"
+        reasons = [t["reason"] for t in detail["transitions"]]
+        assert "outbid: the provider stopped this interruptible instance" in reasons
+        assert fake.instance(int(victim["provider_instance_id"])) is None  # destroyed, not left stopped
+        assert len(fake.create_bodies) == 2 and all("price" in b for b in fake.create_bodies)
+        wait_for(lambda: no_strays(up, fake), 30, "no unknown instances")
+        by_instance = {
+            row["key"]: row for row in http.get("/v1/admin/costs?group_by=instance").json()["rows"]
+        }
+        # billed from creation to its end at the bid (recorded from the listing), not at the
+        # offer's on-demand 0.31/h; its job was requeued, so the bill is unattributed
+        lived = (
+            datetime.fromisoformat(detail["terminated_at"]) - datetime.fromisoformat(detail["created_at"])
+        ).total_seconds()
+        assert by_instance[victim["id"]]["cost"] == pytest.approx(lived * 0.186 / 3600, rel=1e-3, abs=1e-6)
     except Exception:
         print(up.dump_logs())
         raise

@@ -9,7 +9,9 @@ Endpoints (all need `Authorization: Bearer <api_key>`; a bad key gets 401
   MB and string fields carrying trailing whitespace.
 - `PUT /api/v0/asks/{offer_id}/` — create: `{"success": true, "new_contract": <instance id>}`;
   404 `no_such_ask` for an unknown or rented offer; 400 `invalid_args` without an image or with
-  a non-dict env.
+  a non-dict env. With `price` it is an interruptible (bid) rental: the instance reports
+  `is_bid: true` and its bid as `dph_total`; a `price` under the offer's `min_bid` gets 400
+  `invalid_price`, and one on an offer without `min_bid` 400 `invalid_args`.
 - `GET /api/v0/instances/` — `{"instances": [...]}`, or `{"instances": null}` when there are none.
 - `GET /api/v0/instances/{id}/` — `{"instances": {...}}` (an object), `{"instances": null}` for an
   unknown id.
@@ -20,7 +22,11 @@ Endpoints (all need `Authorization: Bearer <api_key>`; a bad key gets 401
 
 An instance's `actual_status` is null for `provision_seconds`, then "loading" for `load_seconds`,
 then "running" (times on `clock`). `ports` (docker style, `HostPort` a string) is present only
-while running. `kill()` makes it "exited", `vanish()` makes it disappear.
+while running. `kill()` makes it "exited", `vanish()` makes it disappear, `outbid()` stops it as
+Vast stops an outbid interruptible instance.
+
+Search honours `"type": "bid"`: only offers that carry a `min_bid` (interruptible rentals are
+possible on them); `"on-demand"` (or no type) returns every offer.
 
 Stop and start: a stop makes the instance `actual_status` and `intended_status` "stopped", kills
 its processes and keeps its folder (its disk). A start makes it go through the same progression
@@ -172,6 +178,7 @@ class FakeInstance:
     run_since: float = 0.0  # the status progression counts from here: creation, or the last start
     boot_pending: bool = True  # run onstart once it is running (again, after a start)
     starts: int = 0
+    is_bid: bool = False  # an interruptible rental (created with a `price`)
 
     @property
     def label(self) -> str:
@@ -398,6 +405,19 @@ class FakeVastAI:
         with self._lock:
             self._start_failures.extend([status] * times)
 
+    def outbid(self, instance_id: int) -> None:
+        """Someone outbids this interruptible instance: Vast stops it, it is not destroyed (§2.6).
+        Its processes are killed, `actual_status` becomes "stopped" and `intended_status` stays
+        "running" (we asked for it to run; the market took the GPU). Assumption: protocols.md
+        says only that outbid instances go to `stopped`; which status fields Vast sets, and
+        whether a `status_msg` explains it, is not documented."""
+        with self._lock:
+            inst = self._instances[instance_id]
+            inst.stopped, inst.stuck_status, inst.boot_pending = True, "stopped", False
+        self._stop_process(inst)
+        with self._lock:
+            inst.process = None
+
     def kill(self, instance_id: int) -> None:
         """The container exits: `actual_status` "exited" for good, its processes killed."""
         self.set_status(instance_id, "exited", "container exited with code 137")
@@ -532,7 +552,7 @@ class FakeVastAI:
             "gpu_util": 0.0,
             "disk_space": inst.body.get("disk"),
             "dph_total": inst.dph_total,
-            "is_bid": False,
+            "is_bid": inst.is_bid,
             "start_date": inst.start_date,
             "end_date": None,
             "uptime_mins": max(0.0, (now - inst.created_at) / 60),
@@ -772,6 +792,8 @@ class FakeVastAI:
         with self._lock:
             self.search_queries.append(query)
             offers = [dict(o) for o in self._offers.values()]
+        if query.get("type") == "bid":  # interruptible: only offers that can be bid on
+            offers = [o for o in offers if o.get("min_bid") is not None]
         for key, condition in query.items():
             if key in CONTROL_KEYS or not isinstance(condition, dict):
                 continue
@@ -790,6 +812,24 @@ class FakeVastAI:
                 offer["gpu_name"] = offer["gpu_name"] + " "
                 offer["geolocation"] = str(offer.get("geolocation") or "") + "\n"
         return _Reply(200, {"offers": offers})
+
+    @staticmethod
+    def _bad_bid(offer: dict[str, Any], price: Any) -> _Reply | None:
+        """The answer to a create whose bid Vast would refuse, or None when the bid is good.
+        Assumption: protocols.md lists 400 `invalid_price` among create errors and says to use
+        `min_bid` as the floor of `price`, but not the exact answer to a bid under the floor;
+        this body follows the usual `{"success": false, "error", "msg"}` shape."""
+        min_bid = offer.get("min_bid")
+        if min_bid is None:
+            msg = f"offer {offer['id']} cannot be rented interruptible (no min_bid)"
+            return _Reply(400, {"success": False, "error": "invalid_args", "msg": msg})
+        if isinstance(price, bool) or not isinstance(price, int | float) or price <= 0:
+            return _Reply(400, {"success": False, "error": "invalid_price", "msg": f"bad price {price!r}"})
+        if price < float(min_bid):
+            msg = f"error 400/3467: Invalid price: bid {price} is below the minimum bid {min_bid}"
+            body = {"success": False, "error": "invalid_price", "msg": msg, "ask_id": offer["id"]}
+            return _Reply(400, body)
+        return None
 
     def _create(self, offer_id: int, body: dict[str, Any]) -> _Reply:
         with self._lock:
@@ -814,9 +854,14 @@ class FakeVastAI:
                 return _Reply(400, {"success": False, "error": "invalid_args", "msg": "image is required"})
             if not isinstance(body.get("env", {}), dict):
                 return _Reply(400, {"success": False, "error": "invalid_args", "msg": "env must be a dict"})
-            inst = self._new_instance(
-                offer_id, body, str(offer["gpu_name"]), int(offer["num_gpus"]), float(offer["dph_total"])
-            )
+            price = float(offer["dph_total"])
+            if "price" in body:
+                bad_bid = self._bad_bid(offer, body["price"])
+                if bad_bid is not None:
+                    return bad_bid
+                price = float(body["price"])
+            inst = self._new_instance(offer_id, body, str(offer["gpu_name"]), int(offer["num_gpus"]), price)
+            inst.is_bid = "price" in body
             if self.consume_offers:
                 offer["rented"] = True
             lost = self._lost.pop(0) if self._lost else None
