@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from swarmstation.domain.cache import CachedModel, plan_eviction
-from swarmstation.domain.offers import Offer, OfferFilters, rank_offers
+from swarmstation.domain.offers import Offer, OfferFilters, rank_offers, rental_price
 from swarmstation.domain.pricing import BilledInstance, JobRun, bill
 from swarmstation.domain.routing import (
     ModelNeed,
@@ -405,27 +405,30 @@ class PoolSimulation:
         for k in range(max(1, m.offers_per_launch)):
             on_demand = m.price_per_hour * r.uniform(*m.price_spread)
             reliability = r.uniform(*m.reliability_range)
-            bid = on_demand * r.uniform(*m.bid_fraction) * self.cfg.bid_margin
             offers.append(
                 Offer(
                     id=k,
                     gpu_name="RTX 4090",
                     num_gpus=1,
                     gpu_ram_gb=24.0,
-                    price_per_hour=bid if self.cfg.interruptible else on_demand,
+                    price_per_hour=on_demand,
                     reliability=reliability,
                     verified=True,
                     dlperf=100.0,
+                    min_bid=on_demand * r.uniform(*m.bid_fraction),
                 )
             )
-        offer = rank_offers(offers, _SIM_FILTERS)[0]
+        filters = replace(_SIM_FILTERS, interruptible=self.cfg.interruptible, bid_margin=self.cfg.bid_margin)
+        offer = rank_offers(offers, filters)[0]  # the VastAI provider rents the first it can
+        price = rental_price(offer, filters)
+        assert price is not None  # rank_offers accepts only offers it can price
         # an offer's unreliability scales its odds of failing (1.0 at the middle of the range)
         lo, hi = m.reliability_range
         odds = (1.0 - offer.reliability) / max(1e-9, 1.0 - (lo + hi) / 2)
         inst = _Instance(
             iid=f"i{n:05d}",
             created=self.now,
-            price=offer.price_per_hour,
+            price=price,
             bw=min(1e9, max(10e6, r.lognormvariate(math.log(m.bandwidth_median), m.bandwidth_sigma))),
             load_rate=m.load_bytes_per_second * r.uniform(*m.load_spread),
             dedicated=dedicated,
