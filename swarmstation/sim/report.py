@@ -254,8 +254,9 @@ def evaluate_targets(rows: list[dict[str, Any]], preset: str) -> list[str]:
                 "out meanwhile, then a fresh launch takes minutes), a pool without parking launches "
                 "afresh (image pull, boot, checkpoint download). Keeping one GPU warm (min_instances=1) "
                 "removes most of that wait but costs ~$6.50/day at ~$0.27/h, more than the managed "
-                "service at this volume. What would reach it: cheaper warm capacity (interruptible "
-                "instances at about half the price, not built) or resumes in seconds"
+                "service at this volume. What would reach it: resumes in seconds, or warm capacity "
+                "that is cheaper and stays (interruptible instances, `--interruptible`, halve the price "
+                "but each outbid leaves the pool cold for minutes)"
             )
         out.append(line)
     worse = [
