@@ -189,7 +189,8 @@ def plan_scaling(
             absorb += slots
     absorb += (count - len(live)) * slots  # added in this plan
     excess = snapshot.queued_jobs - absorb
-    if excess >= max(1, pool.scale_up_queue_threshold):
+    # a queue that nothing can ever serve (no instance at all) gets one whatever the threshold
+    if excess >= max(1, pool.scale_up_queue_threshold) or (snapshot.queued_jobs > 0 and count == 0):
         reason = (
             f"{snapshot.queued_jobs} jobs queued; the pool can start {absorb:.0f} within "
             f"{pool.target_wait_seconds:g}s"

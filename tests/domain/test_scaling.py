@@ -59,6 +59,16 @@ def test_scales_up_for_work_that_would_wait_too_long_bounded_by_max() -> None:
     assert launches(plan_scaling(POOL, idle(1), snap, now=NOW)) == 0
 
 
+def test_a_queue_with_no_instance_at_all_gets_one_whatever_the_threshold() -> None:
+    pool = PoolConfig(**{**POOL.__dict__, "min_instances": 0, "scale_up_queue_threshold": 3})
+    assert launches(plan_scaling(pool, [], PoolSnapshot(queued_jobs=1), now=NOW)) == 1
+    parked_pool = PoolConfig(**{**pool.__dict__, "max_parked": 1})
+    actions = plan_scaling(parked_pool, parked(1, [1]), PoolSnapshot(queued_jobs=1), now=NOW)
+    assert [type(a).__name__ for a in actions] == ["Resume"]
+    # with an instance up, the threshold applies as before
+    assert launches(plan_scaling(pool, idle(1), PoolSnapshot(queued_jobs=2), now=NOW)) == 0
+
+
 def test_starting_instances_count_toward_capacity() -> None:
     starting = [InstanceView("s", InstanceState.PROVISIONING, 0, None, NOW, None)]
     snap = PoolSnapshot(queued_jobs=4, expected_job_seconds=10)
