@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from swarmstation.api.app import ControlPlane, build
 from swarmstation.auth import WORKER_TOKEN_PREFIX, hash_secret, new_secret
 from swarmstation.catalog import bundled_tools
+from swarmstation.config import Settings
 from swarmstation.control import jobs as jobs_ops
 from swarmstation.control.bootstrap import create_user_with_key
 from swarmstation.domain.states import InstanceState
 from swarmstation.domain.tools import bind_inputs
-from swarmstation.store.models import Instance, Job, User
+from swarmstation.providers.base import ComputeProvider
+from swarmstation.store.db import transaction
+from swarmstation.store.models import Instance, Job, Pool, User
 
 
 def add_instance(
@@ -56,3 +63,33 @@ def submit(s: Session, user: User, now: datetime, *, prompt: str = "a fox", max_
         max_attempts=max_attempts,
         now=now,
     )
+
+
+def plane_with_pool(
+    settings: Settings, providers: Mapping[str, ComputeProvider], clock: Callable[[], datetime], **pool: Any
+) -> ControlPlane:
+    """A control plane with one pool `gpu` on the first provider: small, quick to scale (no
+    cooldown, 1 minute idle timeout); `pool` overrides any Pool column."""
+    cp = build(settings, providers=dict(providers), clock=clock)
+    fields: dict[str, Any] = {
+        "name": "gpu",
+        "provider": next(iter(providers)),
+        "min_instances": 0,
+        "max_instances": 1,
+        "scale_up_queue_threshold": 1,
+        "idle_minutes": 1,
+        "slots_per_instance": 1,
+        "created_at": clock(),
+        "target_wait_seconds": 10,
+        "scale_cooldown_seconds": 0,
+    }
+    with transaction(cp.state.sessions) as s:
+        s.add(Pool(**{**fields, **pool}))
+    return cp
+
+
+def instance_by_provider_id(cp: ControlPlane, provider_id: str) -> Instance:
+    with transaction(cp.state.sessions) as s:
+        inst = s.scalar(select(Instance).where(Instance.provider_instance_id == provider_id))
+        assert inst is not None
+        return inst

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from swarmstation.api.app import ControlPlane, build
+from swarmstation.api.app import ControlPlane
 from swarmstation.config import Settings
 from swarmstation.control.instances import transitions
 from swarmstation.control.scheduler import scheduler_pass
@@ -23,7 +23,7 @@ from swarmstation.providers.base import LaunchSpec, ProviderError, ProviderInsta
 from swarmstation.store.db import transaction
 from swarmstation.store.models import Instance, Job, Pool
 from tests.conftest import FakeClock
-from tests.helpers import add_user, submit
+from tests.helpers import add_user, instance_by_provider_id, plane_with_pool, submit
 
 
 class RecordingProvider:
@@ -84,33 +84,15 @@ def plane(
         heartbeat_timeout_seconds=20,
         orphan_grace_seconds=0,
     )
-    cp = build(settings, providers={"test": provider}, clock=clock)
-    with transaction(cp.state.sessions) as s:
-        s.add(
-            Pool(
-                name="gpu",
-                provider="test",
-                min_instances=0,
-                max_instances=2,
-                scale_up_queue_threshold=1,
-                idle_minutes=1,
-                slots_per_instance=1,
-                created_at=clock(),
-                target_wait_seconds=10,
-                scale_cooldown_seconds=0,
-                max_parked=1,
-                park_max_hours=24,
-            )
-        )
+    cp = plane_with_pool(
+        settings, {"test": provider}, clock, max_instances=2, max_parked=1, park_max_hours=24
+    )
     yield cp
     cp.state.engine.dispose()
 
 
 def instance_row(cp: ControlPlane, provider_id: str = "p1") -> Instance:
-    with transaction(cp.state.sessions) as s:
-        inst = s.scalar(select(Instance).where(Instance.provider_instance_id == provider_id))
-        assert inst is not None
-        return inst
+    return instance_by_provider_id(cp, provider_id)
 
 
 def submit_job(cp: ControlPlane, clock: FakeClock) -> str:

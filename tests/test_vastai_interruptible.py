@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from swarmstation.api.app import ControlPlane, build
+from swarmstation.api.app import ControlPlane
 from swarmstation.config import Settings
 from swarmstation.control.instances import transitions
 from swarmstation.control.pools import OUTBID_REASON, STOPPED_BY_PROVIDER_REASON
@@ -29,7 +29,7 @@ from swarmstation.store.db import transaction
 from swarmstation.store.models import Instance, Job, Pool
 from tests.conftest import FakeClock
 from tests.fakes.vastai import FakeVastAI, make_offer
-from tests.helpers import add_user, submit
+from tests.helpers import add_user, instance_by_provider_id, plane_with_pool, submit
 
 BID_FILTERS = OfferFilters(max_price_per_hour=0.3, interruptible=True, bid_margin=1.1)
 
@@ -168,36 +168,22 @@ def plane(
         heartbeat_timeout_seconds=20,
         orphan_grace_seconds=0,
     )
-    cp = build(settings, providers={"vastai": provider}, clock=clock)
-    with transaction(cp.state.sessions) as s:
-        s.add(
-            Pool(
-                name="gpu",
-                provider="vastai",
-                min_instances=0,
-                max_instances=1,
-                scale_up_queue_threshold=1,
-                idle_minutes=1,
-                slots_per_instance=1,
-                created_at=clock(),
-                target_wait_seconds=10,
-                scale_cooldown_seconds=0,
-                image="nvidia/cuda:12.4.1-runtime-ubuntu22.04",
-                gpu_filters={"max_price_per_hour": 0.3},
-                rental="interruptible",
-                bid_margin=1.1,
-                max_parked=1,
-            )
-        )
+    cp = plane_with_pool(
+        settings,
+        {"vastai": provider},
+        clock,
+        image="nvidia/cuda:12.4.1-runtime-ubuntu22.04",
+        gpu_filters={"max_price_per_hour": 0.3},
+        rental="interruptible",
+        bid_margin=1.1,
+        max_parked=1,
+    )
     yield cp
     cp.state.engine.dispose()
 
 
 def row(cp: ControlPlane, provider_id: str) -> Instance:
-    with transaction(cp.state.sessions) as s:
-        inst = s.scalar(select(Instance).where(Instance.provider_instance_id == provider_id))
-        assert inst is not None
-        return inst
+    return instance_by_provider_id(cp, provider_id)
 
 
 def only_provider_id(fake: FakeVastAI) -> str:
