@@ -13,6 +13,7 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -47,7 +48,8 @@ KeyOpt = Annotated[
 
 
 def fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}")
+    # The message is the server's or a library's text: printed as is (no rich markup, no wrapping).
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -322,8 +324,7 @@ def generate(
             written = []
             for n, output in enumerate(job["outputs"]):
                 target = out if n == 0 else out.with_name(f"{out.stem}-{n}{out.suffix}")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(client.download(output["url"]))
+                client.download(output["url"], target)
                 written.append(str(target))
             if as_json:
                 _print_json({**job, "written": written})
@@ -998,9 +999,51 @@ def bench_routing(
     _print_json(run_routing_bench(instances=instances, jobs=jobs, seed=seed, free_fraction=free_fraction))
 
 
+def _where(url: httpx.URL) -> str:
+    # Never the query: presigned URLs carry their signature there.
+    return f"{url.scheme}://{url.netloc.decode()}{url.path}"
+
+
+def _fatal_message(exc: Exception) -> str | None:
+    """What to tell the person at the terminal about an error no command handled itself
+    (None: a bug, which keeps its traceback)."""
+    from swarmstation.client import error_detail
+
+    if isinstance(exc, ClientError):
+        return str(exc)
+    if isinstance(exc, httpx.HTTPStatusError):
+        resp = exc.response
+        if resp.status_code == 401 and "/worker/" in resp.url.path:
+            return f"the control plane refused this worker: {error_detail(resp)} (HTTP 401; check --token)"
+        return (
+            f"{exc.request.method} {_where(exc.request.url)} answered HTTP {resp.status_code}: "
+            f"{error_detail(resp)}"
+        )
+    if isinstance(exc, httpx.TransportError):
+        try:
+            where = _where(exc.request.url)
+        except RuntimeError:  # raised without a request
+            where = "the server"
+        if isinstance(exc, httpx.ConnectError):
+            return f"cannot connect to {where}: {exc}"
+        return f"the connection to {where} failed: {type(exc).__name__}: {exc}"
+    if isinstance(exc, ConnectionError):  # the worker gave up on an unreachable control plane
+        return str(exc)
+    return None
+
+
 def main() -> None:
+    """The entry point: a server's refusal or an unreachable server ends any command with one
+    line and exit status 1, never a traceback."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    app()
+    try:
+        app()
+    except Exception as exc:
+        message = _fatal_message(exc)
+        if message is None:
+            raise
+        err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

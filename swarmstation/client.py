@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,10 @@ class Client:
         self.url = (url or os.environ.get("SWARMSTATION_URL") or DEFAULT_URL).rstrip("/")
         key = find_api_key(api_key)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        # Redirects are followed: with S3/R2 an output answers 307 to a presigned URL. httpx drops
+        # the Authorization header when a redirect leaves our origin, so the API key never reaches
+        # the bucket (and S3 refuses a presigned URL that also carries one).
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, follow_redirects=True)
 
     def close(self) -> None:
         self.http.close()
@@ -56,26 +60,29 @@ class Client:
 
     def _check(self, resp: httpx.Response) -> httpx.Response:
         if resp.status_code >= 400:
-            try:
-                detail = resp.json().get("detail", resp.text)
-            except ValueError:
-                detail = resp.text
-            if resp.status_code == 401:
+            detail = error_detail(resp)
+            if resp.status_code == 401 and self._is_ours(resp):
                 detail = (
                     f"{detail} (set SWARMSTATION_API_KEY, or run where `swarmstation up` wrote admin.key)"
                 )
             raise ClientError(f"HTTP {resp.status_code}: {detail}")
         return resp
 
+    def _is_ours(self, resp: httpx.Response) -> bool:
+        return resp.url.netloc == httpx.URL(self.url).netloc
+
+    def _transport_error(self, exc: httpx.TransportError) -> ClientError:
+        if isinstance(exc, httpx.ConnectError):
+            return ClientError(f"cannot reach the control plane at {self.url}: is `swarmstation up` running?")
+        if isinstance(exc, httpx.TimeoutException):
+            return ClientError(f"the control plane at {self.url} did not answer in time")
+        return ClientError(f"the connection to {self.url} failed: {type(exc).__name__}: {exc}")
+
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             return self._check(self.http.request(method, path, **kwargs))
-        except httpx.ConnectError as exc:
-            raise ClientError(
-                f"cannot reach the control plane at {self.url}: is `swarmstation up` running?"
-            ) from exc
-        except httpx.TimeoutException as exc:
-            raise ClientError(f"the control plane at {self.url} did not answer in time") from exc
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from exc
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).json()
@@ -113,5 +120,45 @@ class Client:
         except httpx.ConnectError as exc:
             raise ClientError(f"cannot reach the control plane at {self.url}") from exc
 
-    def download(self, path: str) -> bytes:
-        return self.request("GET", path).content
+    def download(self, path: str, target: Path) -> int:
+        """Stream an object (following the store's redirect) into `target`; returns its size.
+
+        The bytes go to a temporary file beside `target` that replaces it only once the whole
+        body has arrived with a success status, so an error never leaves an empty or partial file."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                try:
+                    with self.http.stream("GET", path) as resp:
+                        if resp.status_code >= 400:
+                            resp.read()
+                            self._check(resp)
+                        for chunk in resp.iter_bytes():
+                            fh.write(chunk)
+                        size = resp.num_bytes_downloaded
+                        declared = resp.headers.get("content-length")
+                except httpx.TransportError as exc:
+                    raise self._transport_error(exc) from exc
+            if declared is not None and declared.isdigit() and int(declared) != size:
+                raise ClientError(f"download of {path} stopped at {size} of {declared} bytes")
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return size
+
+
+def error_detail(resp: httpx.Response) -> str:
+    """The server's message in an error answer: its JSON `detail`, else the start of its text."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, str) and detail:
+        return detail
+    if detail:
+        return json.dumps(detail)
+    text = resp.text.strip()
+    return text[:500] if text else resp.reason_phrase
