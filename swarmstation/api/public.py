@@ -27,12 +27,13 @@ from swarmstation.domain.loras import PromptTooLong, Resolution, TriggerMatcher,
 from swarmstation.domain.states import TERMINAL_JOB_STATES, JobState
 from swarmstation.domain.tools import ToolInputError, ToolSpec, bind_inputs, tool_from_dict
 from swarmstation.domain.workflow import required_models
-from swarmstation.objectstore.local import LocalObjectStore
+from swarmstation.objectstore.base import NotFound, RedirectTo
 from swarmstation.store.models import Job, JobEvent, Lora, Output, Tool, Upload, User
 
 router = APIRouter(prefix="/v1", tags=["public"])
 
 UPLOAD_REF_PREFIX = "upload:"
+_DOWNLOAD_URL_SECONDS = 600  # a redirect to the bucket is followed at once
 _IMAGE_TYPES = {"PNG": ("image/png", "png"), "JPEG": ("image/jpeg", "jpg"), "WEBP": ("image/webp", "webp")}
 
 
@@ -208,12 +209,13 @@ def download_output(
     out = s.get(Output, output_id)
     if out is None or out.job_id != job_id or not out.uploaded:
         raise HTTPException(404, f"output {output_id} not found")
-    if not isinstance(state.store, LocalObjectStore):  # S3/R2: the client fetches it from there
-        return RedirectResponse(state.store.presign_get(out.key, 600), status_code=307)
-    path = state.store.path(out.key)
-    if not path.is_file():
-        raise HTTPException(404, f"output {output_id} is missing from the object store")
-    return FileResponse(path, media_type=out.content_type, filename=out.filename)
+    try:
+        where = state.store.download(out.key, _DOWNLOAD_URL_SECONDS)
+    except NotFound as exc:
+        raise HTTPException(404, f"output {output_id} is missing from the object store") from exc
+    if isinstance(where, RedirectTo):  # S3/R2: the client fetches it from the bucket
+        return RedirectResponse(where.url, status_code=307)
+    return FileResponse(where.path, media_type=out.content_type, filename=out.filename)
 
 
 def _sse(event_id: int, type_: str, data: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +33,23 @@ def normalise_key(key: str) -> str:
     return norm
 
 
+@dataclass(frozen=True)
+class RedirectTo:
+    """Download the object from this URL (presigned: it needs no credentials, and gets none)."""
+
+    url: str
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """The object is this file on the control plane's disk: serve it from there."""
+
+    path: Path
+
+
+ObjectDownload = RedirectTo | LocalFile
+
+
 class ObjectStore(Protocol):
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
 
@@ -48,6 +66,10 @@ class ObjectStore(Protocol):
     def presign_get(self, key: str, expires_seconds: int) -> str: ...
 
     def presign_put(self, key: str, expires_seconds: int) -> str: ...
+
+    def download(self, key: str, expires_seconds: int) -> ObjectDownload:
+        """How a client downloads the object (NotFound when it is not there)."""
+        ...
 
 
 def scratch_dir(store: ObjectStore) -> Path | None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from swarmstation.objectstore.base import NotFound, normalise_key
+from swarmstation.objectstore.base import LocalFile, NotFound, normalise_key
 
 
 class LocalObjectStore:
@@ -64,6 +64,12 @@ class LocalObjectStore:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def download(self, key: str, expires_seconds: int) -> LocalFile:
+        path = self.path(key)
+        if not path.is_file():
+            raise NotFound(key)
+        return LocalFile(path)
 
     # -- presigned URLs -------------------------------------------------------------------------
     def _signature(self, method: str, key: str, expires: int) -> str:

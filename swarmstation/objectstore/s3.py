@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from swarmstation.objectstore.base import NotFound, ObjectStoreError, normalise_key
+from swarmstation.objectstore.base import NotFound, ObjectStoreError, RedirectTo, normalise_key
 
 log = logging.getLogger(__name__)
 
@@ -405,6 +405,10 @@ class S3ObjectStore:
 
     def presign_get(self, key: str, expires_seconds: int) -> str:
         return self._presign("get_object", key, expires_seconds)
+
+    def download(self, key: str, expires_seconds: int) -> RedirectTo:
+        """The client fetches the object from the bucket itself, with a presigned URL."""
+        return RedirectTo(self.presign_get(key, expires_seconds))
 
     def presign_put(self, key: str, expires_seconds: int) -> str:
         """A URL for a plain HTTP PUT of the object's bytes (no Content-Type is signed, so any is accepted).
