@@ -9,7 +9,10 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 
 from swarmstation.api.deps import State
+from swarmstation.domain.states import LEASED_JOB_STATES, JobState
+from swarmstation.objectstore.base import UploadLease
 from swarmstation.objectstore.local import LocalObjectStore
+from swarmstation.store.models import Job
 
 router = APIRouter(tags=["objects"], include_in_schema=False)
 
@@ -22,9 +25,21 @@ def _local(state: State) -> LocalObjectStore:
     return state.store
 
 
-def _check(state: State, method: str, key: str, expires: int, signature: str) -> None:
-    if not _local(state).verify(method, key, expires, signature):
+def _check(
+    state: State, method: str, key: str, expires: int, signature: str, lease: UploadLease | None = None
+) -> None:
+    if not _local(state).verify(method, key, expires, signature, lease):
         raise HTTPException(403, "invalid or expired signature")
+
+
+def _lease_holds(state: State, lease: UploadLease) -> bool:
+    with state.sessions() as s, s.begin():
+        job = s.get(Job, lease.job_id)
+        return (
+            job is not None
+            and job.lease_token == lease.lease_token
+            and JobState(job.state) in LEASED_JOB_STATES
+        )
 
 
 @router.get("/objects/{key:path}")
@@ -45,8 +60,15 @@ async def put_object(
     state: State,
     expires: Annotated[int, Query()],
     signature: Annotated[str, Query(max_length=64)],
+    job: Annotated[str | None, Query(max_length=64)] = None,
+    lease: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
 ) -> None:
-    _check(state, "PUT", key, expires, signature)
+    upload_lease = UploadLease(job, lease) if job is not None and lease is not None else None
+    _check(state, "PUT", key, expires, signature, upload_lease)
+    # An output's upload URL dies with its job's lease, before its expiry if need be: once the
+    # job has completed, failed or moved to another lease, its outputs cannot be replaced.
+    if upload_lease is not None and not await asyncio.to_thread(_lease_holds, state, upload_lease):
+        raise HTTPException(403, f"this upload URL ended with the lease of job {upload_lease.job_id}")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_OBJECT_BYTES:
         raise HTTPException(413, "object too large")

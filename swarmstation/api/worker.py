@@ -38,6 +38,7 @@ from swarmstation.control.instances import set_instance_state
 from swarmstation.control.models import model_sources
 from swarmstation.control.routing import measured_rate
 from swarmstation.domain.states import InstanceState, JobState
+from swarmstation.objectstore.base import UploadLease
 from swarmstation.store.models import Instance, Job, Output, Pool
 
 router = APIRouter(prefix="/worker/v1", tags=["worker"])
@@ -288,6 +289,7 @@ def outputs(job_id: str, body: OutputsIn, s: DB, me: CurrentInstance, state: Sta
     """Reserve output records and hand out presigned upload URLs."""
     job = _leased(s, job_id, me, body)
     now = state.clock()
+    expires = _upload_url_seconds(job, now, state.settings.lease_seconds)
     uploads: list[OutputUpload] = []
     for f in body.files:
         output_id = str(uuid.uuid4())
@@ -309,10 +311,19 @@ def outputs(job_id: str, body: OutputsIn, s: DB, me: CurrentInstance, state: Sta
         )
         uploads.append(
             OutputUpload(
-                output_id=output_id, filename=filename, upload_url=state.store.presign_put(key, _URL_SECONDS)
+                output_id=output_id,
+                filename=filename,
+                upload_url=state.store.presign_put(key, expires, UploadLease(job.id, job.lease_token)),
             )
         )
     return OutputsOut(uploads=uploads)
+
+
+def _upload_url_seconds(job: Job, now: datetime, lease_seconds: float) -> int:
+    """An upload URL lives no longer than the lease it was given under (at least 1 s, as S3
+    demands): a worker whose job has ended or moved cannot replace its outputs later."""
+    remaining = (job.lease_expires_at - now).total_seconds() if job.lease_expires_at else lease_seconds
+    return max(1, min(_URL_SECONDS, int(remaining)))
 
 
 @router.post("/jobs/{job_id}/complete", status_code=204)

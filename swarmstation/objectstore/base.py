@@ -34,6 +34,14 @@ def normalise_key(key: str) -> str:
 
 
 @dataclass(frozen=True)
+class UploadLease:
+    """The job lease an upload URL belongs to: the URL is good only while that lease holds."""
+
+    job_id: str
+    lease_token: int
+
+
+@dataclass(frozen=True)
 class RedirectTo:
     """Download the object from this URL (presigned: it needs no credentials, and gets none)."""
 
@@ -65,7 +73,10 @@ class ObjectStore(Protocol):
 
     def presign_get(self, key: str, expires_seconds: int) -> str: ...
 
-    def presign_put(self, key: str, expires_seconds: int) -> str: ...
+    def presign_put(self, key: str, expires_seconds: int, lease: UploadLease | None = None) -> str:
+        """An upload URL. With `lease`, a store that serves its own URLs refuses it once the lease
+        has ended; every store refuses it after `expires_seconds`."""
+        ...
 
     def download(self, key: str, expires_seconds: int) -> ObjectDownload:
         """How a client downloads the object (NotFound when it is not there)."""

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from swarmstation.objectstore.base import LocalFile, NotFound, normalise_key
+from swarmstation.objectstore.base import LocalFile, NotFound, UploadLease, normalise_key
 
 
 class LocalObjectStore:
@@ -72,24 +72,32 @@ class LocalObjectStore:
         return LocalFile(path)
 
     # -- presigned URLs -------------------------------------------------------------------------
-    def _signature(self, method: str, key: str, expires: int) -> str:
-        msg = f"{method}\n{key}\n{expires}".encode()
-        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()
+    def _signature(self, method: str, key: str, expires: int, lease: UploadLease | None) -> str:
+        msg = f"{method}\n{key}\n{expires}"
+        if lease is not None:  # signed too, so that a URL cannot be moved to another lease
+            msg += f"\n{lease.job_id}\n{lease.lease_token}"
+        return hmac.new(self._secret, msg.encode(), hashlib.sha256).hexdigest()
 
-    def _presign(self, method: str, key: str, expires_seconds: int) -> str:
+    def _presign(self, method: str, key: str, expires_seconds: int, lease: UploadLease | None = None) -> str:
         key = normalise_key(key)
         expires = int(self._clock()) + expires_seconds
-        query = urlencode({"expires": expires, "signature": self._signature(method, key, expires)})
-        return f"{self.base_url}/objects/{quote(key)}?{query}"
+        params: dict[str, str | int] = {"expires": expires}
+        if lease is not None:
+            params.update(job=lease.job_id, lease=lease.lease_token)
+        params["signature"] = self._signature(method, key, expires, lease)
+        return f"{self.base_url}/objects/{quote(key)}?{urlencode(params)}"
 
     def presign_get(self, key: str, expires_seconds: int) -> str:
         return self._presign("GET", key, expires_seconds)
 
-    def presign_put(self, key: str, expires_seconds: int) -> str:
-        return self._presign("PUT", key, expires_seconds)
+    def presign_put(self, key: str, expires_seconds: int, lease: UploadLease | None = None) -> str:
+        """The URL names the lease; the PUT handler (api/objects.py) checks it still holds."""
+        return self._presign("PUT", key, expires_seconds, lease)
 
-    def verify(self, method: str, key: str, expires: int, signature: str) -> bool:
+    def verify(
+        self, method: str, key: str, expires: int, signature: str, lease: UploadLease | None = None
+    ) -> bool:
         if expires < int(self._clock()):
             return False
-        expected = self._signature(method, normalise_key(key), expires)
+        expected = self._signature(method, normalise_key(key), expires, lease)
         return hmac.compare_digest(expected, signature)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from swarmstation.objectstore.base import NotFound, ObjectStoreError, RedirectTo, normalise_key
+from swarmstation.objectstore.base import NotFound, ObjectStoreError, RedirectTo, UploadLease, normalise_key
 
 log = logging.getLogger(__name__)
 
@@ -410,8 +410,10 @@ class S3ObjectStore:
         """The client fetches the object from the bucket itself, with a presigned URL."""
         return RedirectTo(self.presign_get(key, expires_seconds))
 
-    def presign_put(self, key: str, expires_seconds: int) -> str:
+    def presign_put(self, key: str, expires_seconds: int, lease: UploadLease | None = None) -> str:
         """A URL for a plain HTTP PUT of the object's bytes (no Content-Type is signed, so any is accepted).
 
+        The bucket cannot ask us whether `lease` still holds: the URL's expiry is the only limit,
+        so callers give it no more than the lease's remaining time (X-Amz-Expires).
         An object uploaded this way has no stored SHA256: `sha256_of` computes it."""
         return self._presign("put_object", key, expires_seconds)
