@@ -26,7 +26,10 @@ class FakeHubs:
     civitai_models: dict[int, dict[str, Any]] = field(default_factory=dict)
     civitai_versions: dict[int, dict[str, Any]] = field(default_factory=dict)
     hf_repos: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # version id → where its download redirects instead of the signed storage (a hostile source)
+    download_redirects: dict[int, str] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
+    authorizations: list[tuple[str, str | None]] = field(default_factory=list)  # (path, header)
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -48,6 +51,7 @@ class FakeHubs:
         declared_sha256: str | None = None,
         creator: str = "someone",
         tags: list[str] | None = None,
+        download_url: str | None = None,
     ) -> bytes:
         content = content if content is not None else lora_bytes(f"{model_id}-{version_id}")
         storage = f"v{version_id}.safetensors"
@@ -61,7 +65,7 @@ class FakeHubs:
             "metadata": {"format": "SafeTensor", "size": "full", "fp": "fp16"},
             "hashes": {"AutoV2": sha[:10], "SHA256": sha, "CRC32": "DEADBEEF"},
             "primary": True,
-            "downloadUrl": f"{self.url}/api/download/models/{version_id}",
+            "downloadUrl": download_url or f"{self.url}/api/download/models/{version_id}",
             "pickleScanResult": "Success",
             "virusScanResult": "Success",
         }
@@ -79,7 +83,7 @@ class FakeHubs:
             "images": [
                 {"url": f"{self.url}/img/{version_id}.jpeg", "nsfwLevel": 1, "width": 512, "height": 512}
             ],
-            "downloadUrl": f"{self.url}/api/download/models/{version_id}",
+            "downloadUrl": download_url or f"{self.url}/api/download/models/{version_id}",
             "stats": {"downloadCount": 10, "thumbsUpCount": 2},
             "model": {"name": name, "type": model_type, "nsfw": False, "poi": False, "mode": None},
         }
@@ -159,6 +163,7 @@ class FakeHubs:
             def do_GET(self) -> None:
                 path = urlparse(self.path).path
                 hubs.requests.append(path)
+                hubs.authorizations.append((path, self.headers.get("Authorization")))
                 parts = [p for p in path.split("/") if p]
                 if parts[:3] == ["api", "v1", "models"] and len(parts) == 4:
                     if not parts[3].isdigit():
@@ -176,6 +181,8 @@ class FakeHubs:
                     )
                 if parts[:3] == ["api", "download", "models"] and len(parts) == 4:
                     name = f"v{parts[3]}.safetensors"
+                    if parts[3].isdigit() and int(parts[3]) in hubs.download_redirects:
+                        return self._redirect(hubs.download_redirects[int(parts[3])])
                     if name not in hubs.files:
                         return self._json(404, {"error": "Model not found"})
                     return self._redirect(f"{hubs.url}/storage/{name}?X-Amz-Signature=abc")
@@ -196,6 +203,90 @@ class FakeHubs:
                 return self._json(404, {"error": "not found"})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str  # with the query string
+    headers: dict[str, str]  # lower-case names
+
+
+@dataclass
+class RecordingHost:
+    """A real HTTP server standing for any outside host (a model host, a CDN, a third party, a
+    page that must never be fetched): it records every request with its headers and answers
+    from ``routes`` (path without query → ``(status, headers, body)``); unknown paths are 404.
+    With ``refuse_authorization``, a request carrying ``Authorization`` is answered 403 and
+    kept in ``leaks``, so a test can fail on it."""
+
+    routes: dict[str, tuple[int, dict[str, str], bytes]] = field(default_factory=dict)
+    refuse_authorization: bool = False
+    requests: list[Recorded] = field(default_factory=list)
+    leaks: list[Recorded] = field(default_factory=list)
+    uploads: dict[str, bytes] = field(default_factory=dict)  # PUT path → body
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
+    def hostport(self) -> str:
+        assert self.server is not None
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def file(self, path: str, data: bytes) -> str:
+        self.routes[path] = (200, {"Content-Type": "application/octet-stream"}, data)
+        return f"{self.url}{path}"
+
+    def redirect(self, path: str, location: str, status: int = 302) -> str:
+        self.routes[path] = (status, {"Location": location}, b"")
+        return f"{self.url}{path}"
+
+    def paths(self) -> list[str]:
+        return [urlparse(r.path).path for r in self.requests]
+
+    def start(self) -> RecordingHost:
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                rec = Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
+                host.requests.append(rec)
+                if "authorization" in rec.headers and host.refuse_authorization:
+                    host.leaks.append(rec)
+                    status, headers, data = 403, {}, b"an Authorization header reached this host"
+                elif self.command == "PUT":
+                    host.uploads[urlparse(self.path).path] = body
+                    status, headers, data = 200, {}, b""
+                else:
+                    status, headers, data = host.routes.get(urlparse(self.path).path, (404, {}, b"not found"))
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_HEAD = do_POST = _answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
