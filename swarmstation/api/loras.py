@@ -40,6 +40,10 @@ class LoraOut(BaseModel):
     file_size: int | None
     file_sha256: str | None
     source_kind: str
+    source_url: str | None = Field(description="The download URL the source named (fetched on approval)")
+    final_url: str | None = Field(
+        description="Where the file came from after redirects (query dropped); set once staged"
+    )
     page_url: str | None
     original_author: str | None
     staged: bool
@@ -224,8 +228,9 @@ async def import_lora(body: ImportIn, user: CurrentUser, state: State) -> LoraOu
     settings = state.settings
 
     def fetch() -> Any:
-        civitai = CivitaiClient(settings.civitai_base_url, settings.civitai_token)
-        hf = HuggingFaceClient(settings.huggingface_base_url, settings.huggingface_token)
+        policy = registry.outbound_policy(settings)
+        civitai = CivitaiClient(settings.civitai_base_url, settings.civitai_token, policy=policy)
+        hf = HuggingFaceClient(settings.huggingface_base_url, settings.huggingface_token, policy=policy)
         try:
             return fetch_metadata(body.url, civitai=civitai, huggingface=hf)
         finally:
@@ -266,7 +271,9 @@ def moderation_queue(
 @router.post("/admin/loras/{slug}/approve", response_model=LoraOut, tags=["admin"])
 async def approve_lora(slug: str, body: ApproveIn, admin: AdminUser, state: State) -> LoraOut:
     """Stage the file into the object store (download, verify sha256), then approve. A failed
-    staging leaves the LoRA `deployment_failed` with the reason; approving again retries."""
+    staging leaves the LoRA `deployment_failed` with the reason; approving again retries.
+    Every hop of the download is checked (see swarmstation.net.outbound); the source's token
+    goes only to the source's own hosts; `final_url` records where the file came from."""
 
     def load() -> tuple[str, str | None, str | None, str]:
         with state.sessions() as s, s.begin():
@@ -279,11 +286,6 @@ async def approve_lora(slug: str, body: ApproveIn, admin: AdminUser, state: Stat
 
     lora_id, url, sha, kind = await run_in_threadpool(load)
     settings = state.settings
-    headers: dict[str, str] = {}
-    if kind == "civitai" and settings.civitai_token:
-        headers["Authorization"] = f"Bearer {settings.civitai_token}"
-    if kind == "huggingface" and settings.huggingface_token:
-        headers["Authorization"] = f"Bearer {settings.huggingface_token}"
     staged, error = None, ""
     if not url:
         error = "no download URL"
@@ -295,7 +297,8 @@ async def approve_lora(slug: str, body: ApproveIn, admin: AdminUser, state: Stat
                 state.store,
                 expected_sha256=sha,
                 max_bytes=settings.lora_max_bytes,
-                headers=headers,
+                policy=registry.outbound_policy(settings),
+                credentials=registry.staging_credentials(settings, kind),
             )
         except StagingError as exc:
             error = str(exc)
@@ -313,6 +316,7 @@ async def approve_lora(slug: str, body: ApproveIn, admin: AdminUser, state: Stat
                 lora.moderation_status = registry.APPROVED
                 lora.moderation_reason = ""
                 lora.object_key, lora.file_sha256, lora.file_size = staged.key, staged.sha256, staged.size
+                lora.final_url = staged.final_url
                 if body.visibility is not None:
                     lora.visibility = body.visibility
             registry.bump_version(s)

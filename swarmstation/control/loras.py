@@ -18,8 +18,11 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from swarmstation.config import Settings
 from swarmstation.domain.loras import Access, LoraInfo, TriggerMatcher
-from swarmstation.loras.sources import ImportedLora
+from swarmstation.loras.sources import ImportedLora, source_credential
+from swarmstation.net.outbound import policy_from_hosts
+from swarmstation.net.policy import Credential, OutboundPolicy
 from swarmstation.store.models import Lora, LoraGrant, Meta, User
 
 PENDING = "pending_review"
@@ -144,6 +147,27 @@ class MatcherCache:
             while len(self._users) > self.max_users:
                 self._users.popitem(last=False)
         return matcher
+
+
+def outbound_policy(settings: Settings) -> OutboundPolicy:
+    """Where LoRA metadata and files may be fetched from: the operator's allow-list and the
+    configured source API origins; anything else only at public addresses."""
+    return policy_from_hosts(
+        settings.outbound_allow_hosts, settings.civitai_base_url, settings.huggingface_base_url
+    )
+
+
+def staging_credentials(settings: Settings, source_kind: str) -> list[Credential]:
+    """The token of the LoRA's own source, scoped to that source's hosts (none for other kinds)."""
+    if source_kind == "civitai":
+        credential = source_credential("civitai", settings.civitai_token, settings.civitai_base_url)
+    elif source_kind == "huggingface":
+        credential = source_credential(
+            "huggingface", settings.huggingface_token, settings.huggingface_base_url
+        )
+    else:
+        credential = None
+    return [credential] if credential else []
 
 
 def create_imported(s: Session, meta: ImportedLora, *, owner: User, visibility: str, now: datetime) -> Lora:

@@ -16,6 +16,9 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 
+from swarmstation.net import outbound
+from swarmstation.net.policy import Credential, HostRule, OutboundPolicy, origin_rule
+
 LORA_TYPES = frozenset({"LORA", "LOCON", "DORA"})
 
 
@@ -128,6 +131,8 @@ def parse_source_url(
 def _get_json(http: httpx.Client, url: str, what: str) -> Any:
     try:
         resp = http.get(url)
+    except outbound.RefusedByPolicy as exc:
+        raise ImportError_(f"{what}: refused: {exc}") from exc
     except httpx.HTTPError as exc:
         raise ImportError_(f"{what}: cannot reach {httpx.URL(url).host}: {type(exc).__name__}") from exc
     if resp.status_code == 404:
@@ -151,15 +156,36 @@ def _pick_civitai_file(files: list[dict[str, Any]]) -> dict[str, Any]:
     return (primary or safetensors or models)[0]
 
 
+def source_credential(kind: str, token: str | None, base_url: str) -> Credential | None:
+    """A source's token, scoped to that source's own hosts: its public names and the configured
+    base URL's origin. It is never sent anywhere else (a ``downloadUrl`` or a redirect that names
+    a storage host or a third party gets no token)."""
+    if not token:
+        return None
+    names = _CIVITAI_HOSTS if kind == "civitai" else _HF_HOSTS
+    return Credential.bearer(token, [*(HostRule(h) for h in sorted(names)), origin_rule(base_url)])
+
+
 class _SourceClient:
-    """A read-only JSON API with an optional bearer token (never logged)."""
+    """A read-only JSON API with an optional bearer token (never logged), fetched through the
+    outbound policy; the configured base URL is trusted (the operator named it)."""
 
     default_base_url = ""
+    kind = ""
 
-    def __init__(self, base_url: str | None = None, token: str | None = None, timeout: float = 30) -> None:
+    def __init__(
+        self,
+        base_url: str | None = None,
+        token: str | None = None,
+        timeout: float = 30,
+        policy: OutboundPolicy | None = None,
+    ) -> None:
         self.base_url = (base_url or self.default_base_url).rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(headers=headers, timeout=timeout, follow_redirects=True)
+        trusted = (policy or OutboundPolicy()).with_allowed(origin_rule(self.base_url))
+        credential = source_credential(self.kind, token, self.base_url)
+        self.http = outbound.sync_client(
+            trusted, credentials=[credential] if credential else [], timeout=timeout
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -167,6 +193,7 @@ class _SourceClient:
 
 class CivitaiClient(_SourceClient):
     default_base_url = "https://civitai.com"
+    kind = "civitai"
 
     def fetch(self, ref: SourceRef) -> ImportedLora:
         model: dict[str, Any] | None = None
@@ -236,6 +263,7 @@ _HF_BASE_TAG = re.compile(r"^base_model:(?:finetune:|adapter:)?(.+)$")
 
 class HuggingFaceClient(_SourceClient):
     default_base_url = "https://huggingface.co"
+    kind = "huggingface"
 
     def fetch(self, ref: SourceRef) -> ImportedLora:
         assert ref.repo is not None
