@@ -99,6 +99,24 @@ class Settings(BaseSettings):
         None, repr=False, description="Hugging Face token, for gated repositories"
     )
 
+    # outbound fetches of URLs from outside (LoRA downloads; workers read the same variable)
+    outbound_allow_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts (or host:port) fetched even when private, e.g. a mirror; comma separated",
+    )
+
+    @field_validator("outbound_allow_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, v: Any) -> Any:
+        from swarmstation.net.policy import OutboundRefused, parse_host_list, parse_host_rules
+
+        hosts = parse_host_list(v) if isinstance(v, str | list | tuple) else v
+        try:
+            parse_host_rules(hosts)
+        except OutboundRefused as exc:
+            raise ValueError(str(exc)) from exc
+        return hosts
+
     @field_validator("provider")
     @classmethod
     def _known_provider(cls, v: str) -> str:
@@ -120,24 +138,6 @@ def _file_values(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-    # outbound fetches of URLs from outside (LoRA downloads; workers read the same variable)
-    outbound_allow_hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Hosts (or host:port) fetched even when private, e.g. a mirror; comma separated",
-    )
-
-    @field_validator("outbound_allow_hosts", mode="before")
-    @classmethod
-    def _host_list(cls, v: Any) -> Any:
-        from swarmstation.net.policy import OutboundRefused, parse_host_list, parse_host_rules
-
-        hosts = parse_host_list(v) if isinstance(v, str | list | tuple) else v
-        try:
-            parse_host_rules(hosts)
-        except OutboundRefused as exc:
-            raise ValueError(str(exc)) from exc
-        return hosts
-
     section = data.get("swarmstation", data)
     if not isinstance(section, dict):
         raise ConfigError(f"config file {path}: [swarmstation] must be a table")

@@ -237,11 +237,11 @@ class Lora(Base):
     file_sha256: Mapped[str | None] = mapped_column(String(64))
     source_kind: Mapped[str] = mapped_column(String(20))  # civitai | huggingface | url | object
     source_url: Mapped[str | None] = mapped_column(Text)  # where the file is downloaded from
+    final_url: Mapped[str | None] = mapped_column(Text)  # where it came from after redirects, on staging
     page_url: Mapped[str | None] = mapped_column(Text)  # the page it was imported from
     original_author: Mapped[str | None] = mapped_column(String(200))
     object_key: Mapped[str | None] = mapped_column(String(300))  # set once staged
     visibility: Mapped[str] = mapped_column(String(20))  # public | private | unlisted
-    final_url: Mapped[str | None] = mapped_column(Text)  # where it came from after redirects, on staging
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
     moderation_status: Mapped[str] = mapped_column(String(30), index=True)
     moderation_reason: Mapped[str] = mapped_column(Text, default="")
