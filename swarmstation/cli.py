@@ -101,7 +101,22 @@ def _serve(
         f"max {settings.pool_max_instances}"
     )
     plane.stop_instances_on_exit = stop_instances
-    uvicorn.run(plane.app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            plane.begin_shutdown()  # workers' long polls answer at once instead of holding the exit
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        plane.app, host=settings.host, port=settings.port, log_level="warning", access_log=False
+    )
+    server = Server(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if not server.started:  # as uvicorn.run does: the port was taken, the startup failed
+        raise typer.Exit(3)
 
 
 HostOpt = Annotated[str | None, typer.Option("--host", help="Bind address [env SWARMSTATION_HOST]")]
@@ -176,9 +191,19 @@ def worker(
             help="Disk budget for cached models; the least recently used idle ones are evicted",
         ),
     ] = None,
+    unreachable_timeout: Annotated[
+        float,
+        typer.Option(
+            "--unreachable-timeout",
+            envvar="SWARMSTATION_WORKER_UNREACHABLE_TIMEOUT",
+            min=1,
+            help="Exit when the control plane has not answered for this many seconds",
+        ),
+    ] = 600.0,
     log_level: LogOpt = "info",
 ) -> None:
-    """Run the worker agent beside a ComfyUI (or the emulator)."""
+    """Run the worker agent beside a ComfyUI (or the emulator). It exits (status 1, with a line
+    saying why) when the control plane does not know its token or stays unreachable."""
     from swarmstation.worker.agent import WorkerConfig, run_worker
 
     if not token:
@@ -186,15 +211,18 @@ def worker(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # request lines would carry presigned URLs
     budget = int(cache_budget_gb * 1024**3) if cache_budget_gb else None
-    run_worker(
+    status = run_worker(
         WorkerConfig(
             server_url=server,
             token=token,
             comfyui_url=comfyui,
             comfy_dir=comfy_dir,
             cache_budget_bytes=budget,
+            retry_for=unreachable_timeout,
         )
     )
+    if status:
+        raise typer.Exit(status)
 
 
 @app.command("comfy-emulator")

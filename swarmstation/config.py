@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     )
     orphan_grace_seconds: float = Field(120.0, ge=0, description="Unknown provider instances live this long")
     max_attempts: int = Field(3, ge=1)
+    infra_failure_threshold: int = Field(
+        3, ge=1, description="Jobs failed in a row for machine reasons that take an instance out (UNHEALTHY)"
+    )
+    max_infra_requeues: int = Field(
+        10, ge=0, description="Requeues per job after machine failures that spend no attempt"
+    )
     scheduler_interval_seconds: float = Field(0.5, gt=0)
     routing: Literal["cache", "fifo"] = Field(
         "cache", description="cache-aware routing, or first-in first-out"

@@ -78,7 +78,25 @@ class ControlPlane:
         self.admin_key = admin_key
         self.pools = pools
         # `up` owns its local instances and stops them when it exits; `serve` leaves them running.
-        self.stop_instances_on_exit = False
+        self._stop_instances_on_exit = False
+
+    @property
+    def stop_instances_on_exit(self) -> bool:
+        return self._stop_instances_on_exit
+
+    @stop_instances_on_exit.setter
+    def stop_instances_on_exit(self, value: bool) -> None:
+        # Instances that end with the control plane also end when it is killed (PR_SET_PDEATHSIG).
+        self._stop_instances_on_exit = value
+        for provider in self.pools.providers.values():
+            if isinstance(provider, LocalProvider):
+                provider.die_with_parent = value
+
+    def begin_shutdown(self) -> None:
+        """Called as soon as the server is asked to stop (from its signal handler): workers' long
+        polls answer at once, so the server's graceful shutdown takes a moment, not a poll's
+        length."""
+        self.state.notifier.close()
 
     @property
     def admin_key_file(self) -> Path:

@@ -262,3 +262,8 @@ class CompleteIn(LeasedReport):
 class FailIn(LeasedReport):
     error: str = Field(max_length=4000)
     retryable: bool = False
+    infrastructure: bool = Field(
+        default=False,
+        description="The machine failed, not the job (ComfyUI gone, disk): requeued without spending "
+        "an attempt; several in a row take the instance out",
+    )

@@ -34,7 +34,11 @@ from swarmstation.api.schemas import (
     RegisterOut,
 )
 from swarmstation.control import jobs as jobs_ops
-from swarmstation.control.instances import set_instance_state
+from swarmstation.control.instances import (
+    record_infrastructure_failure,
+    record_machine_worked,
+    set_instance_state,
+)
 from swarmstation.control.models import model_sources
 from swarmstation.control.routing import measured_rate
 from swarmstation.domain.states import InstanceState, JobState
@@ -149,6 +153,8 @@ def heartbeat(body: HeartbeatIn, s: DB, me: CurrentInstance, state: State) -> He
         set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, now)
         s.commit()
         raise HTTPException(410, reason)
+    if not body.comfyui_ok:
+        _hand_back_unstarted(s, inst, {ref.job_id for ref in body.running}, state, now)
     cancel: list[str] = []
     stale: list[str] = []
     for ref in body.running:
@@ -179,6 +185,24 @@ def heartbeat(body: HeartbeatIn, s: DB, me: CurrentInstance, state: State) -> He
         stale=stale,
         prefetch=prefetch,
     )
+
+
+def _hand_back_unstarted(s: DB, inst: Instance, running: set[str], state: State, now: datetime) -> None:
+    """A worker whose ComfyUI is down takes no jobs (and the scheduler routes none to it while
+    it says so): what was assigned to it but not taken goes back to the queue at once, without
+    spending an attempt, instead of waiting for its lease to run out."""
+    for job in jobs_ops.leased_jobs_on(s, inst.id):
+        if job.id in running or job.state != JobState.ASSIGNED:
+            continue
+        jobs_ops.requeue_for_infrastructure(
+            s,
+            job,
+            reason="its instance's ComfyUI is not answering",
+            max_infra_requeues=state.settings.max_infra_requeues,
+            now=now,
+        )
+        state.notifier.wake(f"job:{job.id}")
+        state.loops.poke()
 
 
 def _assignment_for(state: State, instance_id: str) -> Assignment | bool | None:
@@ -232,7 +256,9 @@ async def next_job(
     me: CurrentInstance, state: State, wait: Annotated[float, Query(ge=0, le=60)] = 20.0
 ) -> Assignment | Response:
     """Long poll: answers with the job the scheduler assigned to this instance, or 204 after
-    `wait` seconds. 410 tells the worker to stop."""
+    `wait` seconds. 410 tells the worker to stop. While this control plane shuts down it answers
+    204 at once (the worker comes back, to this replica's successor), so that a shutdown does not
+    wait for every worker's poll to run out."""
     deadline = time.monotonic() + wait
     while True:
         found = await asyncio.to_thread(_assignment_for, state, me.id)
@@ -241,7 +267,7 @@ async def next_job(
         if isinstance(found, Assignment):
             return found
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or state.notifier.closed:
             return Response(status_code=204)
         state.loops.poke()
         await state.notifier.wait(f"instance:{me.id}", min(remaining, 1.0))
@@ -341,6 +367,7 @@ def complete(job_id: str, body: CompleteIn, s: DB, me: CurrentInstance, state: S
     jobs_ops.complete_job(s, job, timings=body.timings, now=state.clock())
     inst = s.get(Instance, me.id)
     if inst is not None:
+        record_machine_worked(inst)
         rate = measured_rate(
             inst.info.get("download_bps"),
             float(body.timings.get("model_bytes_downloaded", 0.0)),
@@ -356,12 +383,33 @@ def complete(job_id: str, body: CompleteIn, s: DB, me: CurrentInstance, state: S
 
 @router.post("/jobs/{job_id}/fail", status_code=204)
 def fail(job_id: str, body: FailIn, s: DB, me: CurrentInstance, state: State) -> None:
+    """A failed job. `infrastructure`: its machine failed, not the job; it goes back to the
+    queue without spending an attempt, and the instance's circuit breaker counts it (several in a
+    row take the instance out, its other jobs requeued the same way)."""
     job = _leased(s, job_id, me, body)
+    inst = _instance(s, me)
     now = state.clock()
-    if body.retryable:
-        jobs_ops.retry_or_fail(s, job, reason=body.error, now=now)
+    settings = state.settings
+    if body.infrastructure:
+        jobs_ops.requeue_for_infrastructure(
+            s, job, reason=body.error, max_infra_requeues=settings.max_infra_requeues, now=now
+        )
+        if record_infrastructure_failure(s, inst, threshold=settings.infra_failure_threshold, now=now):
+            for other in jobs_ops.leased_jobs_on(s, inst.id):
+                jobs_ops.requeue_for_infrastructure(
+                    s,
+                    other,
+                    reason=f"its instance was taken out: {inst.state_reason}",
+                    max_infra_requeues=settings.max_infra_requeues,
+                    now=now,
+                )
+                state.notifier.wake(f"job:{other.id}")
     else:
-        jobs_ops.fail_job(s, job, reason=body.error, now=now)
+        record_machine_worked(inst)
+        if body.retryable:
+            jobs_ops.retry_or_fail(s, job, reason=body.error, now=now)
+        else:
+            jobs_ops.fail_job(s, job, reason=body.error, now=now)
     s.commit()
     state.notifier.wake(f"job:{job_id}")
     state.loops.poke()

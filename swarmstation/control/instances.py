@@ -7,7 +7,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from swarmstation.domain.states import InstanceState, require_instance_transition
+from swarmstation.domain.breaker import breaker_trips
+from swarmstation.domain.states import InstanceState, can_transition_instance, require_instance_transition
 from swarmstation.store.models import Instance, InstanceTransition
 
 
@@ -40,3 +41,20 @@ def transitions(s: Session, instance_id: str) -> list[InstanceTransition]:
             .order_by(InstanceTransition.id)
         )
     )
+
+
+def record_infrastructure_failure(s: Session, inst: Instance, *, threshold: int, now: datetime) -> bool:
+    """Count a job this instance failed because of its machine; past `threshold` in a row the
+    circuit breaker takes it out of routing (UNHEALTHY: the pool replaces it). True when it trips."""
+    inst.consecutive_infra_failures = (inst.consecutive_infra_failures or 0) + 1
+    if not breaker_trips(inst.consecutive_infra_failures, threshold):
+        return False
+    if not can_transition_instance(InstanceState(inst.state), InstanceState.UNHEALTHY):
+        return False  # already out (UNHEALTHY, TERMINATED)
+    reason = f"failed {inst.consecutive_infra_failures} jobs in a row for machine reasons"
+    return set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, now)
+
+
+def record_machine_worked(inst: Instance) -> None:
+    """A job ended on this instance for reasons of its own (completed, or the job's own error)."""
+    inst.consecutive_infra_failures = 0

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from swarmstation.control.instances import set_instance_state
+from swarmstation.domain.breaker import keeps_attempt
 from swarmstation.domain.states import (
     LEASED_JOB_STATES,
     InstanceState,
@@ -207,6 +208,32 @@ def retry_or_fail(s: Session, job: Job, *, reason: str, now: datetime) -> None:
         requeue_job(s, job, reason=f"{reason} (attempt {job.attempt} of {job.max_attempts})", now=now)
     else:
         fail_job(s, job, reason=f"{reason}; gave up after {job.attempt} attempts", now=now)
+
+
+def requeue_for_infrastructure(
+    s: Session, job: Job, *, reason: str, max_infra_requeues: int, now: datetime
+) -> None:
+    """The job's machine failed, not the job: back to the queue without spending its attempt
+    (`domain.breaker.keeps_attempt` bounds how often; past that it is a retryable failure)."""
+    if not keeps_attempt(job.infra_requeues, max_infra_requeues):
+        retry_or_fail(s, job, reason=reason, now=now)
+        return
+    job.infra_requeues += 1
+    job.attempt = max(0, job.attempt - 1)  # the assignment counted an attempt; give it back
+    requeue_job(
+        s, job, reason=f"{reason} (a failure of instance {job.instance_id}: no attempt spent)", now=now
+    )
+
+
+def leased_jobs_on(s: Session, instance_id: str) -> list[Job]:
+    return list(
+        s.scalars(
+            select(Job)
+            .where(Job.instance_id == instance_id, Job.state.in_([st.value for st in LEASED_JOB_STATES]))
+            .order_by(Job.assigned_at, Job.id)
+            .with_for_update()
+        )
+    )
 
 
 def cancel_job(s: Session, job: Job, *, now: datetime) -> None:

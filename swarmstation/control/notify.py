@@ -2,6 +2,9 @@
 
 Database rows are the truth; these events only shorten waits. Every waiter also re-reads the
 database after a timeout, so several replicas on one PostgreSQL still make progress.
+
+`close` (on shutdown) wakes every waiter and sets `closed`, so that long polls answer "nothing
+yet, come back" at once instead of holding the server's shutdown for their whole wait.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ class Notifier:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._lock = threading.Lock()
+        self.closed = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -30,7 +34,21 @@ class Notifier:
         for ev in events:
             loop.call_soon_threadsafe(ev.set)
 
+    def close(self) -> None:
+        """Wake every waiter and mark the notifier closed. Safe to call from any thread and from a
+        signal handler."""
+        self.closed = True
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with self._lock:
+            events = [ev for evs in self._events.values() for ev in evs]
+        for ev in events:
+            loop.call_soon_threadsafe(ev.set)
+
     async def wait(self, key: str, timeout: float) -> bool:
+        """True when woken before `timeout`. After `close` it still waits (a caller that loops on
+        it must not spin): callers that should end on shutdown check `closed`."""
         ev = asyncio.Event()
         with self._lock:
             self._events[key].add(ev)

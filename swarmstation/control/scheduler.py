@@ -133,6 +133,8 @@ def assign_queued(s: Session, settings: Settings, now: datetime, result: PassRes
         for i in s.scalars(
             select(Instance).where(Instance.state.in_([st.value for st in SCHEDULABLE_INSTANCE_STATES]))
         )
+        # a worker that says its ComfyUI is down takes no jobs until it says otherwise
+        if not (i.info or {}).get("comfyui_down_since")
     }
     if not instances:
         return

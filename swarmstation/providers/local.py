@@ -5,6 +5,14 @@ processes' logs, `state.json` (pids, ports, what a restart needs; no secret) and
 (mode 0600). The processes run in their own sessions, so a control plane that is restarted finds
 them again through `list()` and can adopt or sweep them.
 
+The children get a small environment of their own (`child_env`), never the control plane's: it
+holds secrets (the secret key, S3 keys, the VastAI key, Civitai and Hugging Face tokens) that a
+worker has no use for. With `die_with_parent` (what `swarmstation up` asks for, since it owns
+its instances) each child is started with `PR_SET_PDEATHSIG`, so that a control plane killed with
+SIGKILL does not leave workers and emulators behind. The kernel sends that signal when the
+*thread* that forked the child ends, not the process: children are therefore forked from one
+long-lived thread of this module (`_spawn_thread`), never from a passing worker thread.
+
 `stop` ends both processes and keeps the folder, model cache included, as a stopped rented machine
 keeps its disk; `start` runs them again with the same token and environment, on a new port.
 
@@ -15,6 +23,8 @@ on an instance whose cache holds the model.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import signal
@@ -22,15 +32,68 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from swarmstation.comfy.emulator_nodes import minimal_safetensors
 from swarmstation.domain.workflow import normalise_model_name
 from swarmstation.providers.base import LaunchSpec, ProviderError, ProviderInstance
 
-PLACEHOLDER_WEIGHTS = b"swarmstation emulator placeholder weights\n"
+# A valid (tiny) safetensors file: the emulator, like ComfyUI, refuses one whose header does not parse.
+PLACEHOLDER_WEIGHTS = minimal_safetensors(b"swarmstation emulator placeholder weights\n")
 TOKEN_FILE = "worker.token"  # the instance's worker token, for a start after a stop (mode 0600)
+
+# What a worker or an emulator inherits from the control plane's environment: enough to run Python
+# (and find this package) and to read files in the user's locale; nothing else. Settings the
+# child needs are passed explicitly (the launch spec's env, the worker token).
+_INHERITED_NAMES = ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "TZ", "USER", "LOGNAME")
+_INHERITED_PREFIXES = ("LC_",)
+# Non-secret settings that a worker applies too (which model hosts it may fetch from, its disk budget).
+_FORWARDED_SETTINGS = (
+    "SWARMSTATION_OUTBOUND_ALLOW_HOSTS",
+    "SWARMSTATION_S3_ENDPOINT_URL",  # an object store on a private address is allowed to its workers
+    "SWARMSTATION_CACHE_BUDGET_GB",
+)
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def child_env(parent: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment of an instance's processes: the allow-listed part of `parent` plus `extra`."""
+    env = {
+        k: v
+        for k, v in parent.items()
+        if k in _INHERITED_NAMES or k in _FORWARDED_SETTINGS or k.startswith(_INHERITED_PREFIXES)
+    }
+    env.update({str(k): str(v) for k, v in extra.items()})
+    return env
+
+
+def _pdeathsig_setter() -> Callable[[], None] | None:
+    """A preexec_fn that asks the kernel to SIGKILL the child when its parent thread ends; None
+    where prctl is not available (not Linux). libc is loaded here, in the parent: the child only
+    calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+    prctl = libc.prctl
+
+    def set_pdeathsig() -> None:
+        # SIGKILL, not SIGTERM: nobody is left to wait for a graceful exit, and a child stuck in a
+        # long request would ignore nothing else.
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return set_pdeathsig
+
+
+# One thread, alive as long as the process, forks every child (see the module docstring). A
+# ThreadPoolExecutor never retires an idle worker thread, so its single thread stays.
+_spawn_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-provider-spawn")
 
 
 def _write_private(path: Path, value: str) -> None:
@@ -121,12 +184,16 @@ class LocalProvider:
         emulator_step_seconds: float = 0.05,
         emulator_model_load_seconds: float = 0.2,
         python: str = sys.executable,
+        die_with_parent: bool = False,
     ) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.step_seconds = emulator_step_seconds
         self.model_load_seconds = emulator_model_load_seconds
         self.python = python
+        # `up` owns its instances: they end with it, even when it is killed (see the docstring).
+        # `serve` leaves them running for the next replica to adopt.
+        self.die_with_parent = die_with_parent
 
     def _dir(self, instance_id: str) -> Path:
         return self.root / instance_id
@@ -154,9 +221,13 @@ class LocalProvider:
 
     def _spawn(self, folder: Path, state: dict[str, Any], token: str) -> None:
         """Start the emulator and the worker of an instance (on a fresh port) and record them."""
+        _spawn_thread.submit(self._spawn_here, folder, state, token).result()
+
+    def _spawn_here(self, folder: Path, state: dict[str, Any], token: str) -> None:
         comfy_dir = folder / "comfyui"
         port = free_port()
-        env = {**os.environ, **{str(k): str(v) for k, v in (state.get("env") or {}).items()}}
+        env = child_env(os.environ, state.get("env") or {})
+        preexec = _pdeathsig_setter() if self.die_with_parent else None
         emulator = subprocess.Popen(
             [
                 self.python,
@@ -177,6 +248,7 @@ class LocalProvider:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             env=env,
+            preexec_fn=preexec,
         )
         worker_env = {**env, "SWARMSTATION_WORKER_TOKEN": token}
         worker = subprocess.Popen(
@@ -197,6 +269,7 @@ class LocalProvider:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             env=worker_env,
+            preexec_fn=preexec,
         )
         state = {
             **state,

@@ -133,6 +133,8 @@ class Instance(Base):
     # When it was parked (stopped at the provider with its disk); kept while a parked instance is
     # drained to be destroyed, cleared when it is resumed.
     parked_at: Mapped[datetime | None]
+    # Jobs failed in a row because of the machine (a circuit breaker takes it out past a threshold).
+    consecutive_infra_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class InstanceTransition(Base):
@@ -172,6 +174,8 @@ class Job(Base):
     # LoRAs applied by trigger resolution or tags: [{slug, lora_id, owner_id, strength_model, ...}]
     applied_loras: Mapped[list[Any]] = mapped_column(JSON, default=list)
     warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # Requeues after a failure of the machine, which spend no attempt (bounded: no job bounces forever).
+    infra_requeues: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Which execution backend runs it: "pool" (our instances) or "comfydeploy" (the managed service).
     backend: Mapped[str] = mapped_column(String(20), default="pool", server_default="pool")
     external_run_id: Mapped[str | None] = mapped_column(String(100), index=True)

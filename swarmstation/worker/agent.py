@@ -5,6 +5,15 @@ assigned to it, runs it on ComfyUI, uploads the outputs through presigned URLs a
 result with the lease's fencing token. Calls to the control plane are retried with backoff, so
 the worker rides out a control-plane restart; a 409 means the lease moved on and the job is
 dropped, a 410 means this instance is being stopped and the worker exits.
+
+The worker also exits, with one log line saying why, when the control plane does not know its
+token (401: a new database, a replaced token) or has not answered for `retry_for` seconds: a
+worker whose control plane is gone for good must not run forever.
+
+A failure of the machine is not the job's: while ComfyUI does not answer the worker takes no job
+(and its heartbeats say so), and a job that fails because ComfyUI went away (or the local disk
+did) is reported as an *infrastructure* failure, which the control plane requeues without
+spending an attempt.
 """
 
 from __future__ import annotations
@@ -44,6 +53,23 @@ class InstanceStopped(Exception):
     """The control plane says this instance is terminated or being replaced (410)."""
 
 
+class InstanceUnknown(Exception):
+    """The control plane does not know this instance's token (401); retrying changes nothing."""
+
+
+class ControlPlaneUnreachable(Exception):
+    """The control plane has not answered for `retry_for` seconds. Not an OSError on purpose: a
+    job's own error handling must not take it for a failure of this machine."""
+
+
+def _detail(resp: httpx.Response, default: str) -> str:
+    try:
+        detail = resp.json().get("detail")
+    except (ValueError, AttributeError):
+        return default
+    return detail if isinstance(detail, str) and detail else default
+
+
 @dataclass
 class WorkerConfig:
     server_url: str
@@ -53,7 +79,8 @@ class WorkerConfig:
     cache_budget_bytes: int | None = None  # disk budget for models; None = the disk
     poll_wait: float = 20.0
     comfy_ready_timeout: float = 600.0
-    retry_for: float = 600.0  # how long to keep retrying a report while the control plane is away
+    # how long to keep retrying while the control plane is away; past it the worker exits
+    retry_for: float = 600.0
     progress_interval: float = 0.25
 
 
@@ -67,14 +94,18 @@ class RunningJob:
 
 @dataclass
 class ControlPlaneClient:
-    """HTTP calls to /worker/v1 with retries on connection errors and 5xx."""
+    """HTTP calls to /worker/v1 with retries on connection errors, 429 and 5xx.
+
+    `unreachable_since` is shared by every call: the control plane is unreachable from the first
+    failed call until any call gets an answer, and past `retry_for` seconds of that every call
+    raises ControlPlaneUnreachable."""
 
     http: httpx.AsyncClient
     retry_for: float
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    unreachable_since: float | None = None
 
     async def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        deadline = time.monotonic() + self.retry_for
         delay = 0.2
         while True:
             try:
@@ -82,16 +113,25 @@ class ControlPlaneClient:
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
+                if resp.status_code < 500 and resp.status_code != 429:
+                    self.unreachable_since = None
+                if resp.status_code == 401:
+                    raise InstanceUnknown(f"{_detail(resp, 'unknown instance')} (HTTP 401)")
                 if resp.status_code == 409:
-                    raise LeaseLost(resp.json().get("detail", "lease lost"))
+                    raise LeaseLost(_detail(resp, "lease lost"))
                 if resp.status_code == 410:
-                    raise InstanceStopped(resp.json().get("detail", "instance stopped"))
-                if resp.status_code < 500:
+                    raise InstanceStopped(_detail(resp, "instance stopped"))
+                if resp.status_code < 500 and resp.status_code != 429:
                     resp.raise_for_status()
                     return resp
                 problem = f"HTTP {resp.status_code}"
-            if time.monotonic() > deadline:
-                raise ConnectionError(f"control plane unreachable for {self.retry_for:g}s: {problem}")
+            now = time.monotonic()
+            if self.unreachable_since is None:
+                self.unreachable_since = now
+            if now - self.unreachable_since > self.retry_for:
+                raise ControlPlaneUnreachable(
+                    f"the control plane has not answered for {self.retry_for:g}s (last: {problem})"
+                )
             log.warning("control plane call %s %s failed (%s); retrying", method, path, problem)
             await self.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 5.0)
@@ -109,6 +149,10 @@ class Worker:
     loaded_checkpoint: str | None = None
     _prefetching: asyncio.Task[None] | None = None
     jobs_done: int = 0
+    comfy_ok: bool = True  # ComfyUI answered the last probe
+    comfy_retry_seconds: float = 1.0  # how often a worker whose ComfyUI is down probes it again
+    exit_code: int = 0  # non-zero when the worker gave up (unknown instance, control plane gone)
+    _heartbeat_now: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
         headers = {
@@ -131,25 +175,47 @@ class Worker:
             try:
                 first = await self._register(ready=False)
                 self.heartbeat_seconds = float(first.get("heartbeat_seconds", 5.0))
+                # Whichever ends first ends the worker: the job loop, or the heartbeats (which
+                # learn first that the instance is stopped, unknown, or cut off).
                 heartbeat = asyncio.create_task(self._heartbeat_loop())
-                preload: asyncio.Task[None] | None = None
+                serving = asyncio.create_task(self._serve())
                 try:
-                    await comfy.wait_until_ready(self.config.comfy_ready_timeout)
-                    reg = await self._register(ready=True)
-                    self.ready = True
-                    # preload in the background: a job that needs a model being preloaded shares
-                    # its download (ModelCache fetches each model once), the others start at once
-                    preload = asyncio.create_task(self._preload())
-                    log.info("registered as instance %s", reg["instance_id"])
-                    await self._job_loop()
+                    done, _ = await asyncio.wait({heartbeat, serving}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    heartbeat.cancel()
-                    if preload is not None:
-                        preload.cancel()
+                    for task in (heartbeat, serving):
+                        task.cancel()
+                    await asyncio.gather(heartbeat, serving, return_exceptions=True)
+                for task in done:
+                    task.result()  # raises why the worker stops, if it was an error
             except InstanceStopped as exc:
                 log.info("stopping: %s", exc)
+            except InstanceUnknown as exc:
+                log.error("exiting: the control plane does not know this instance: %s", exc)
+                self.exit_code = 1
+            except ControlPlaneUnreachable as exc:
+                log.error("exiting: %s", exc)
+                self.exit_code = 1
+            except ComfyUnavailable as exc:  # ComfyUI never came up
+                log.error("exiting: %s", exc)
+                self.exit_code = 1
             finally:
                 self.stopped = True
+
+    async def _serve(self) -> None:
+        """Wait for ComfyUI, say the instance is ready, then take jobs until stopped."""
+        preload: asyncio.Task[None] | None = None
+        try:
+            await self.comfy.wait_until_ready(self.config.comfy_ready_timeout)
+            reg = await self._register(ready=True)
+            self.ready = True
+            # preload in the background: a job that needs a model being preloaded shares
+            # its download (ModelCache fetches each model once), the others start at once
+            preload = asyncio.create_task(self._preload())
+            log.info("registered as instance %s", reg["instance_id"])
+            await self._job_loop()
+        finally:
+            if preload is not None:
+                preload.cancel()
 
     async def _register(self, *, ready: bool) -> dict[str, Any]:
         resp = await self.cp.call(
@@ -187,13 +253,28 @@ class Worker:
         except (ComfyError, TimeoutError, OSError, httpx.HTTPError):
             return False
 
+    async def _probe_comfy(self) -> bool:
+        """Probe ComfyUI and say when that changes; a ComfyUI that went down is reported in a
+        heartbeat at once, so the control plane routes nothing more here."""
+        ok = await self._comfyui_ok()
+        if ok != self.comfy_ok:
+            if ok:
+                log.info("ComfyUI at %s answers again; taking jobs", self.config.comfyui_url)
+            else:
+                log.warning(
+                    "ComfyUI at %s is not answering; taking no jobs until it does", self.config.comfyui_url
+                )
+                self._heartbeat_now.set()
+        self.comfy_ok = ok
+        return ok
+
     async def heartbeat_once(self) -> None:
         free, models = await asyncio.to_thread(self._inventory)
         body = {
             "running": [{"job_id": j.job_id, "lease_token": j.lease_token} for j in self.running.values()],
             "disk_free_bytes": free,
             "models": models,
-            "comfyui_ok": await self._comfyui_ok() if self.ready else True,
+            "comfyui_ok": await self._probe_comfy() if self.ready else True,
             "loaded_checkpoint": self.loaded_checkpoint,
             "cache": self._cache_counters(),
         }
@@ -211,19 +292,21 @@ class Worker:
                 job.task.cancel()
 
     async def _heartbeat_loop(self) -> None:
+        """Heartbeats until the control plane stops this instance, does not know it, or stays
+        away: those end the worker (raised to `run`); any other failure is logged and retried."""
         while True:
             try:
                 await self.heartbeat_once()
-            except InstanceStopped:
-                log.info("control plane stopped this instance")
-                for job in self.running.values():
-                    if job.task is not None:
-                        job.task.cancel()
-                self.stopped = True
-                return
+            except (InstanceStopped, InstanceUnknown, ControlPlaneUnreachable):
+                raise
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
-            await asyncio.sleep(self.heartbeat_seconds)
+            try:
+                async with asyncio.timeout(self.heartbeat_seconds):
+                    await self._heartbeat_now.wait()
+            except TimeoutError:
+                pass
+            self._heartbeat_now.clear()
 
     # -- jobs ----------------------------------------------------------------------------------
     async def _job_loop(self) -> None:
@@ -231,6 +314,11 @@ class Worker:
             if self.draining and not self.running:
                 log.info("drained; waiting to be stopped")
                 await asyncio.sleep(1.0)
+                continue
+            # Probe before asking for work: a worker whose ComfyUI died would fail every job it
+            # took, one after another, within seconds.
+            if not await self._probe_comfy():
+                await asyncio.sleep(self.comfy_retry_seconds)
                 continue
             resp = await self.cp.call("GET", "/worker/v1/jobs/next", params={"wait": self.config.poll_wait})
             if resp.status_code == 204:
@@ -310,13 +398,21 @@ class Worker:
         except asyncio.CancelledError:
             await self._interrupt()
             raise
+        except (InstanceStopped, InstanceUnknown, ControlPlaneUnreachable):
+            raise  # the worker stops; not the job's failure
         except ComfyValidationError as exc:
             await self._fail(job, f"ComfyUI rejected the workflow: {exc}", retryable=False)
         except ComfyExecutionError as exc:
             await self._fail(job, f"ComfyUI failed: {exc}", retryable=False)
+        except ComfyUnavailable as exc:
+            # ComfyUI went away (crashed, killed, out of memory): this machine's failure
+            await self._fail(job, f"ComfyUI is not answering: {exc}", retryable=True, infrastructure=True)
         except ModelFetchError as exc:
-            await self._fail(job, str(exc), retryable=True)
-        except (ComfyUnavailable, ComfyError, httpx.HTTPError, OSError) as exc:
+            # a download the source refused or corrupted is not this machine's fault; its disk is
+            await self._fail(job, str(exc), retryable=True, infrastructure=_local_disk_error(exc))
+        except OSError as exc:  # the local disk (full, read-only): this machine's failure
+            await self._fail(job, f"{type(exc).__name__}: {exc}", retryable=True, infrastructure=True)
+        except (ComfyError, httpx.HTTPError) as exc:
             await self._fail(job, f"{type(exc).__name__}: {exc}", retryable=True)
 
     async def _preload(self) -> None:
@@ -358,10 +454,15 @@ class Worker:
         except Exception:
             log.warning("could not interrupt ComfyUI")
 
-    async def _fail(self, job: RunningJob, error: str, *, retryable: bool) -> None:
-        log.warning("job %s failed: %s", job.job_id, error)
+    async def _fail(
+        self, job: RunningJob, error: str, *, retryable: bool, infrastructure: bool = False
+    ) -> None:
+        log.warning("job %s failed%s: %s", job.job_id, " (machine failure)" if infrastructure else "", error)
+        body: dict[str, Any] = {"error": error[:4000], "retryable": retryable}
+        if infrastructure:  # only when set: a control plane older than the field refuses it
+            body["infrastructure"] = True
         try:
-            await self._report(job, "fail", {"error": error[:4000], "retryable": retryable})
+            await self._report(job, "fail", body)
         except LeaseLost:
             pass
 
@@ -414,5 +515,20 @@ def checkpoint_of(workflow: dict[str, Any]) -> str | None:
     return None
 
 
-def run_worker(config: WorkerConfig) -> None:
-    asyncio.run(Worker(config).run())
+def _local_disk_error(exc: BaseException) -> bool:
+    """Whether a model fetch failed on this machine's own disk rather than at the source."""
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, httpx.HTTPError):
+            return False  # the network or the host (an httpx error may wrap a socket's OSError)
+        if isinstance(cause, OSError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def run_worker(config: WorkerConfig) -> int:
+    """Run a worker until it stops; its exit status (non-zero when it gave up)."""
+    worker = Worker(config)
+    asyncio.run(worker.run())
+    return worker.exit_code
