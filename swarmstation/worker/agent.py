@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
+import os
 import random
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ from swarmstation.comfy.client import (
     ComfyValidationError,
     ProgressEvent,
 )
+from swarmstation.net import outbound
+from swarmstation.net.policy import OutboundPolicy, parse_host_list
 from swarmstation.worker.cache import FetchReport, ModelCache, ModelFetchError
 
 log = logging.getLogger("swarmstation.worker")
@@ -82,6 +85,22 @@ class WorkerConfig:
     # how long to keep retrying while the control plane is away; past it the worker exits
     retry_for: float = 600.0
     progress_interval: float = 0.25
+    # hosts fetched even when private (a MinIO, a model mirror); None: SWARMSTATION_OUTBOUND_ALLOW_HOSTS
+    outbound_allow_hosts: tuple[str, ...] | None = None
+
+
+def outbound_policy(config: WorkerConfig, environ: Mapping[str, str] = os.environ) -> OutboundPolicy:
+    """Where the bare client (model downloads, presigned GET/PUT) may connect: public addresses,
+    and, even when private, the control plane's own origin (its local object store serves
+    ``/objects/...``), the object store endpoint this instance was configured with
+    (``SWARMSTATION_S3_ENDPOINT_URL``) and the operator's allow-list."""
+    hosts = (
+        list(config.outbound_allow_hosts)
+        if config.outbound_allow_hosts is not None
+        else parse_host_list(environ.get("SWARMSTATION_OUTBOUND_ALLOW_HOSTS"))
+    )
+    endpoint = environ.get("SWARMSTATION_S3_ENDPOINT_URL", "").strip() or None
+    return outbound.policy_from_hosts(hosts, config.server_url, endpoint)
 
 
 @dataclass
@@ -155,23 +174,31 @@ class Worker:
     _heartbeat_now: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
-        headers = {
-            "Authorization": f"Bearer {self.config.token}",
-            "User-Agent": f"swarmstation-worker/{__version__}",
-        }
+        agent = {"User-Agent": f"swarmstation-worker/{__version__}"}
         timeout = httpx.Timeout(30.0, read=self.config.poll_wait + 30.0)
+        # Two clients, so the instance token reaches the control plane and nothing else: `http`
+        # carries it and refuses any other origin (and follows no redirect); `fetch` carries no
+        # credentials and is for presigned object-store URLs and model hosts, redirects followed
+        # with every hop checked (swarmstation.net.outbound). S3 also refuses a presigned URL
+        # that comes with an Authorization header.
         async with (
-            httpx.AsyncClient(base_url=self.config.server_url, headers=headers, timeout=timeout) as http,
+            outbound.origin_bound_async_client(
+                self.config.server_url,
+                headers={"Authorization": f"Bearer {self.config.token}", **agent},
+                timeout=timeout,
+            ) as http,
+            outbound.async_client(outbound_policy(self.config), headers=agent) as fetch,
             ComfyClient(self.config.comfyui_url) as comfy,
         ):
             self.cp = ControlPlaneClient(http, self.config.retry_for)
             if self.config.comfy_dir is not None:
                 self.cache = ModelCache(
-                    self.config.comfy_dir, http, budget_bytes=self.config.cache_budget_bytes
+                    self.config.comfy_dir, fetch, budget_bytes=self.config.cache_budget_bytes
                 )
                 await asyncio.to_thread(self.cache.rescan)
             self.comfy = comfy
             self.http = http
+            self.fetch = fetch
             try:
                 first = await self._register(ready=False)
                 self.heartbeat_seconds = float(first.get("heartbeat_seconds", 5.0))
@@ -472,7 +499,7 @@ class Worker:
             k: {**v, "inputs": dict(v["inputs"])} for k, v in assignment["workflow"].items()
         }
         for img in assignment.get("input_images", []):
-            resp = await self.http.get(img["url"])
+            resp = await self.fetch.get(img["url"])  # presigned: no credentials
             resp.raise_for_status()
             name = await self.comfy.upload_image(img["filename"], resp.content, subfolder="swarmstation")
             workflow[img["node_id"]]["inputs"][img["input_name"]] = name
@@ -495,7 +522,7 @@ class Worker:
         }
         uploads = (await self._report(job, "outputs", body)).json()["uploads"]
         for upload, blob in zip(uploads, blobs, strict=True):
-            resp = await self.http.put(upload["upload_url"], content=blob)
+            resp = await self.fetch.put(upload["upload_url"], content=blob)  # presigned: no credentials
             resp.raise_for_status()
         return [u["output_id"] for u in uploads]
 
