@@ -25,13 +25,15 @@ from swarmstation.api.deps import AppState
 from swarmstation.api.errors import install_error_handlers
 from swarmstation.api.metrics import make_registry, render
 from swarmstation.backends.comfydeploy import ComfyDeployClient
-from swarmstation.config import Settings
+from swarmstation.config import ConfigError, Settings
 from swarmstation.control.bootstrap import ensure_admin, ensure_default_pool, seed_tools, write_secret_file
 from swarmstation.control.comfydeploy import ComfyDeployDispatcher
 from swarmstation.control.leader import LeaderLock
 from swarmstation.control.loops import ControlLoops
 from swarmstation.control.notify import Notifier
 from swarmstation.control.pools import PoolController
+from swarmstation.control.replicas import ReplicaPresence
+from swarmstation.domain.replicas import NO_SHARED_ADDRESS, may_join
 from swarmstation.objectstore.base import ObjectStore
 from swarmstation.objectstore.local import LocalObjectStore
 from swarmstation.objectstore.s3 import S3ObjectStore
@@ -116,6 +118,11 @@ def build(
     engine = make_engine(settings.sqlalchemy_url)
     migrate(engine)
     sessions = make_sessionmaker(engine)
+    # Workers keep the URL they were launched with: beside another replica, only an address shared
+    # by all of them survives the loss of one (domain/replicas.py).
+    presence = ReplicaPresence(engine)
+    if not may_join(settings.public_url, presence.others()):
+        raise ConfigError(NO_SHARED_ADDRESS)
     now = clock()
     with transaction(sessions) as s:
         ensure_default_pool(s, settings, now)
@@ -140,7 +147,7 @@ def build(
         )
         return compact_onstart(script)  # Vast refuses long onstart scripts
 
-    pools = PoolController(settings, sessions, providers, clock, onstart=onstart)
+    pools = PoolController(settings, sessions, providers, clock, onstart=onstart, presence=presence)
     loops = ControlLoops(
         settings, sessions, notifier, LeaderLock(engine, settings.data_dir / "leader.lock"), pools, clock
     )
@@ -179,11 +186,13 @@ def build(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         notifier.bind(asyncio.get_running_loop())
+        await asyncio.to_thread(presence.announce)
         loops.start()
         try:
             yield
         finally:
             await loops.stop()
+            await asyncio.to_thread(presence.leave)
             if plane.stop_instances_on_exit:
                 log.warning("stopping local instances")
                 await asyncio.to_thread(pools.shutdown)

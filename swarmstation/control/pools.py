@@ -49,7 +49,9 @@ from swarmstation.auth import WORKER_TOKEN_PREFIX, hash_secret, new_secret
 from swarmstation.config import Settings
 from swarmstation.control.instances import set_instance_state
 from swarmstation.control.jobs import active_job_count
+from swarmstation.control.replicas import ReplicaPresence
 from swarmstation.domain.offers import OfferFilters
+from swarmstation.domain.replicas import NoSharedAddress, worker_address
 from swarmstation.domain.scaling import (
     Drain,
     InstanceView,
@@ -182,8 +184,11 @@ class PoolController:
         clock: Callable[[], datetime],
         onstart: OnstartRenderer | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        presence: ReplicaPresence | None = None,
     ) -> None:
         self.settings = settings
+        self.presence = presence
+        self._no_address_logged_at: float | None = None
         self.sessions = sessions
         self.providers = dict(providers)
         self.clock = clock
@@ -373,7 +378,10 @@ class PoolController:
                 )
                 for action in plan_scaling(pool_config(pool), views, snapshot, now=now):
                     if isinstance(action, Launch):
-                        launches.append(self._new_instance(s, pool, action.reason, now))
+                        server_url = self._worker_server_url()
+                        if server_url is None:
+                            continue
+                        launches.append(self._new_instance(s, pool, action.reason, now, server_url))
                         pool.last_scale_up_at = now
                         continue
                     inst = s.get(Instance, action.instance_id)
@@ -410,7 +418,23 @@ class PoolController:
             return
         log.info("resumed instance %s (%s at %s)", instance_id, provider_id, provider.name)
 
-    def _new_instance(self, s: Session, pool: Pool, reason: str, now: datetime) -> LaunchSpec:
+    def _worker_server_url(self) -> str | None:
+        """The control-plane URL for a new instance's worker; None (and no launch) while other
+        replicas run and no shared address is configured: this replica's own address would
+        strand the instance when this replica goes."""
+        others = self.presence.others() if self.presence is not None else 0
+        try:
+            return worker_address(self.settings.public_url, self.settings.base_url, others)
+        except NoSharedAddress as exc:
+            last = self._no_address_logged_at
+            if last is None or self.monotonic() - last > 60:
+                self._no_address_logged_at = self.monotonic()
+                log.error("not launching instances: %s", exc)
+            return None
+
+    def _new_instance(
+        self, s: Session, pool: Pool, reason: str, now: datetime, server_url: str
+    ) -> LaunchSpec:
         token = new_secret(WORKER_TOKEN_PREFIX)
         inst = Instance(
             id=str(uuid.uuid4()),
@@ -452,7 +476,7 @@ class PoolController:
         return LaunchSpec(
             instance_id=inst.id,
             pool=pool.name,
-            server_url=self.settings.base_url,
+            server_url=server_url,
             worker_token=token,
             preload_models=models,
             env={"SWARMSTATION_PRELOAD_MODELS": preload_env(models)},

@@ -166,6 +166,8 @@ def test_two_control_planes_on_one_postgres(up_factory, fake: FakeVastAI, databa
     b: Up = make_up(
         a.folder, **vast_env(fake), database_url=database_url, secret_key="shared-secret-for-both"
     )
+    for up in (a, b):  # beside another replica, workers need one shared address (here a's)
+        up.env["SWARMSTATION_PUBLIC_URL"] = a.url
     start(a, fake)
     start(b, fake)
     try:
