@@ -65,6 +65,21 @@ class Settings(BaseSettings):
     # limits on user input
     max_prompt_chars: int = Field(10_000, ge=1)
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Largest uploaded image, in pixels (width times height)"
+    )
+    max_json_body_bytes: int = Field(
+        2 * 1024 * 1024, ge=1024, description="Largest request body of a JSON endpoint; larger is 413"
+    )
+    max_object_bytes: int = Field(
+        4 * 1024**3, ge=1, description="Largest object PUT to the local object store (job outputs)"
+    )
+    auth_failures_per_minute: int = Field(
+        30, ge=0, description="Failed authentications one client address may make per minute (0: no limit)"
+    )
+    metrics_token: str | None = Field(
+        None, repr=False, description="When set, /metrics needs 'Authorization: Bearer <token>'"
+    )
 
     # the ComfyUI emulator that the local provider starts beside each worker
     emulator_step_seconds: float = Field(0.05, ge=0)

@@ -16,14 +16,15 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from swarmstation.api import admin, comfydeploy, loras, models, objects, public, worker
 from swarmstation.api import pools as pools_api
-from swarmstation.api.deps import AppState
+from swarmstation.api.deps import AppState, current_instance, current_user
 from swarmstation.api.errors import install_error_handlers
-from swarmstation.api.metrics import make_registry, render
+from swarmstation.api.limits import AuthThrottle, BodyLimits, EdgeLimits
+from swarmstation.api.metrics import make_registry, render, require_metrics_token
 from swarmstation.backends.comfydeploy import ComfyDeployClient
 from swarmstation.config import ConfigError, Settings
 from swarmstation.control.bootstrap import ensure_admin, ensure_default_pool, seed_tools, write_secret_file
@@ -170,6 +171,7 @@ def build(
         clock=clock,
         webhook_key=secret,
         comfydeploy=deploy_client,
+        auth_throttle=AuthThrottle(settings.auth_failures_per_minute),
     )
     if deploy_client is not None:
         dispatcher = ComfyDeployDispatcher(
@@ -205,6 +207,12 @@ def build(
     )
     app.state.swarm = state
     install_error_handlers(app)
+    # Body sizes and authentication are checked before FastAPI reads a body (api/limits.py).
+    app.add_middleware(
+        EdgeLimits,
+        limits=BodyLimits.from_settings(settings),
+        authenticators=(current_user, current_instance),
+    )
     app.include_router(public.router)
     app.include_router(admin.router)
     app.include_router(loras.router)
@@ -221,7 +229,8 @@ def build(
         return JSONResponse({"ok": ok, "database": "up" if ok else "down"}, status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["ops"])
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        require_metrics_token(request, state)
         return Response(render(state, registry), media_type="text/plain; version=0.0.4")
 
     plane = ControlPlane(app, state, admin_key, pools)

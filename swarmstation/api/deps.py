@@ -13,6 +13,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from swarmstation.api.limits import AuthThrottle
 from swarmstation.auth import hash_secret
 from swarmstation.backends.comfydeploy import ComfyDeployClient
 from swarmstation.config import Settings
@@ -71,6 +72,7 @@ class AppState:
     user_cache: TtlCache = field(default_factory=lambda: TtlCache(ttl=5.0))
     instance_cache: TtlCache = field(default_factory=lambda: TtlCache(ttl=3600.0))
     matchers: MatcherCache = field(default_factory=MatcherCache)
+    auth_throttle: AuthThrottle = field(default_factory=lambda: AuthThrottle(per_minute=30))
 
 
 def app_state(request: Request) -> AppState:
@@ -112,11 +114,13 @@ def current_user(request: Request, state: State) -> User:
     cached: User | None = state.user_cache.get(key_hash)
     if cached is not None:
         return cached
+    state.auth_throttle.check(request)  # only for keys not seen lately: the fast path stays as it is
     with state.sessions() as s, s.begin():
         row = s.execute(
             select(User, ApiKey).join(ApiKey, ApiKey.user_id == User.id).where(ApiKey.key_hash == key_hash)
         ).first()
     if row is None or row[1].revoked_at is not None:
+        state.auth_throttle.failed(request, "API key", key_hash)
         raise _unauthorized("invalid or revoked API key")
     state.user_cache.put(key_hash, row[0])
     return row[0]
@@ -142,9 +146,11 @@ def current_instance(request: Request, state: State) -> InstanceIdentity:
     cached: InstanceIdentity | None = state.instance_cache.get(token_hash)
     if cached is not None:
         return cached
+    state.auth_throttle.check(request)
     with state.sessions() as s, s.begin():
         inst = s.scalar(select(Instance).where(Instance.token_hash == token_hash))
     if inst is None:
+        state.auth_throttle.failed(request, "worker token", token_hash)
         raise _unauthorized("invalid worker token")
     if inst.state == InstanceState.TERMINATED:
         raise HTTPException(410, "this instance has been terminated")

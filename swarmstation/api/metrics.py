@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from typing import Any
 
+from fastapi import HTTPException, Request
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -12,6 +14,7 @@ from sqlalchemy import func, select
 
 from swarmstation.api.deps import AppState
 from swarmstation.api.views import hit_rates
+from swarmstation.auth import hash_secret
 from swarmstation.domain.states import InstanceState, JobState
 from swarmstation.store.models import Instance, Job
 
@@ -78,6 +81,25 @@ def observe_job(timings: dict[str, Any]) -> None:
         value = timings.get(key)
         if isinstance(value, int | float):
             JOB_SECONDS.labels(phase).observe(float(value))
+
+
+def require_metrics_token(request: Request, state: AppState) -> None:
+    """When the operator set `metrics_token`, a scrape must send it as a bearer token (401
+    otherwise); unset, /metrics is open, as for the embedded default that listens on loopback.
+    Wrong tokens count as failed authentications, like wrong API keys."""
+    expected = state.settings.metrics_token
+    if not expected:
+        return
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    presented = value.strip() if scheme.lower() == "bearer" else ""
+    if presented and hmac.compare_digest(presented.encode(), expected.encode()):
+        return
+    if presented:
+        state.auth_throttle.check(request)
+        state.auth_throttle.failed(request, "metrics token", hash_secret(presented))
+    raise HTTPException(
+        401, "/metrics needs 'Authorization: Bearer <metrics token>'", headers={"WWW-Authenticate": "Bearer"}
+    )
 
 
 def render(state: AppState, registry: CollectorRegistry) -> bytes:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -15,8 +18,6 @@ from swarmstation.objectstore.local import LocalObjectStore
 from swarmstation.store.models import Job
 
 router = APIRouter(tags=["objects"], include_in_schema=False)
-
-MAX_OBJECT_BYTES = 4 * 1024**3
 
 
 def _local(state: State) -> LocalObjectStore:
@@ -69,14 +70,23 @@ async def put_object(
     # job has completed, failed or moved to another lease, its outputs cannot be replaced.
     if upload_lease is not None and not await asyncio.to_thread(_lease_holds, state, upload_lease):
         raise HTTPException(403, f"this upload URL ended with the lease of job {upload_lease.job_id}")
+    limit = state.settings.max_object_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_OBJECT_BYTES:
-        raise HTTPException(413, "object too large")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_OBJECT_BYTES:
-            raise HTTPException(413, "object too large")
-        chunks.append(chunk)
-    await asyncio.to_thread(state.store.put_bytes, key, b"".join(chunks))
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"object too large: the limit is {limit} bytes")
+    # Stream to a temporary file beside the target and rename it into place: memory stays at one
+    # chunk whatever the object's size, and a reader never sees half an object.
+    store = _local(state)
+    fd, tmp_name = tempfile.mkstemp(dir=store.root, prefix=".put-")
+    tmp = Path(tmp_name)
+    try:
+        size = 0
+        with os.fdopen(fd, "wb") as fh:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, f"object too large: the limit is {limit} bytes")
+                fh.write(chunk)
+        await asyncio.to_thread(store.put_file, key, tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
