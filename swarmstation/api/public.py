@@ -273,6 +273,35 @@ async def job_events(
     )
 
 
+def _decode_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
+    """(format, width, height) of an image that decodes completely, or a 4xx: 413 for more
+    pixels than `max_pixels` (checked from the header, before anything is decoded), 422 for
+    anything that is not a whole PNG, JPEG or WebP. Messages never quote Pillow's, which show
+    Python object reprs."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt, width, height = img.format or "", img.width, img.height
+            if fmt not in _IMAGE_TYPES:
+                raise HTTPException(
+                    422, f"file: unsupported image format {fmt or 'unknown'}; use PNG, JPEG or WebP"
+                )
+            if width * height > max_pixels:
+                raise HTTPException(
+                    413, f"file: the image is {width}x{height} pixels, more than the limit of {max_pixels}"
+                )
+            img.verify()  # checksums and structure
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # every pixel: verify() passes a file cut short after its headers
+    except Image.DecompressionBombError:
+        # Pillow's own ceiling (twice Image.MAX_IMAGE_PIXELS), met before our check can run
+        raise HTTPException(413, f"file: the image has more pixels than the limit of {max_pixels}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        raise HTTPException(
+            422, "file: not a readable image (not PNG, JPEG or WebP, or truncated or corrupt)"
+        ) from None
+    return fmt, width, height
+
+
 @router.post("/uploads", response_model=UploadOut, status_code=201)
 async def upload_image(file: UploadFile, user: CurrentUser, state: State) -> UploadOut:
     limit = state.settings.max_upload_bytes
@@ -281,15 +310,7 @@ async def upload_image(file: UploadFile, user: CurrentUser, state: State) -> Upl
         raise HTTPException(413, f"image too large: the limit is {limit} bytes")
     if not data:
         raise HTTPException(422, "file: empty upload")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.verify()
-        with Image.open(io.BytesIO(data)) as img:
-            fmt, width, height = img.format or "", img.width, img.height
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise HTTPException(422, f"file: not a readable image ({exc})") from exc
-    if fmt not in _IMAGE_TYPES:
-        raise HTTPException(422, f"file: unsupported image format {fmt or 'unknown'}; use PNG, JPEG or WebP")
+    fmt, width, height = await asyncio.to_thread(_decode_image, data, state.settings.max_image_pixels)
     content_type, ext = _IMAGE_TYPES[fmt]
     upload_id = str(uuid.uuid4())
     key = f"uploads/{user.id}/{upload_id}.{ext}"
