@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from swarmstation.api.deps import DB, AdminUser, State
 from swarmstation.api.schemas import Strict
+from swarmstation.domain.names import BadName, normalise_path
 from swarmstation.domain.workflow import MODEL_FOLDERS, WorkflowError, normalise_model_name
 from swarmstation.objectstore.base import scratch_dir
 from swarmstation.store.models import Model
@@ -74,8 +75,10 @@ def _check_place(folder: str, name: str, kind: str) -> str:
     if kind not in KINDS:
         raise HTTPException(422, f"kind: one of {', '.join(KINDS)}")
     try:
-        return normalise_model_name(name)
-    except WorkflowError as exc:
+        # ComfyUI's path rule, then the file-name rule that object keys also use, so that a name
+        # accepted here is never refused by the store after the body has streamed.
+        return normalise_path(normalise_model_name(name), what="model name")
+    except (WorkflowError, BadName) as exc:
         raise HTTPException(422, f"name: {exc}") from exc
 
 

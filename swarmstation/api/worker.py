@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
-import posixpath
 import time
 import uuid
 from datetime import datetime
@@ -41,6 +40,7 @@ from swarmstation.control.instances import (
 )
 from swarmstation.control.models import model_sources
 from swarmstation.control.routing import measured_rate
+from swarmstation.domain.names import safe_file_name
 from swarmstation.domain.states import InstanceState, JobState
 from swarmstation.objectstore.base import UploadLease
 from swarmstation.store.models import Instance, Job, Output, Pool
@@ -306,8 +306,8 @@ def progress(job_id: str, body: ProgressIn, s: DB, me: CurrentInstance, state: S
 
 
 def _safe_filename(name: str) -> str:
-    base = posixpath.basename(name.replace("\\", "/")).strip() or "output"
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in base)[:200]
+    # The one naming rule, shared with the object store's key check: what it yields, a key takes.
+    return safe_file_name(name)
 
 
 @router.post("/jobs/{job_id}/outputs", response_model=OutputsOut)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import posixpath
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-_KEY = re.compile(r"^[A-Za-z0-9._\-/]+$")
+from swarmstation.domain.names import BadName, normalise_path
 
 
 class ObjectStoreError(Exception):
@@ -24,13 +22,13 @@ class BadKey(ObjectStoreError, ValueError):
 
 
 def normalise_key(key: str) -> str:
-    """Keys become file paths in the local store: refuse anything that could leave its folder."""
-    if not key or len(key) > 300 or not _KEY.match(key) or key.startswith("/"):
-        raise BadKey(f"invalid object key {key!r}")
-    norm = posixpath.normpath(key)
-    if norm != key.rstrip("/") or norm.startswith("..") or "/../" in f"/{norm}/" or norm == ".":
-        raise BadKey(f"invalid object key {key!r}")
-    return norm
+    """Keys become file paths in the local store and keys in a bucket: one spelling (NFC, no
+    empty, `.` or `..` segments), relative, Unicode allowed (the rule of
+    `swarmstation.domain.names`, shared with output and model names)."""
+    try:
+        return normalise_path(key, what="object key")
+    except BadName as exc:
+        raise BadKey(f"invalid {exc}") from None
 
 
 @dataclass(frozen=True)
