@@ -16,7 +16,7 @@
 # Python 3.11 (swarmstation needs >= 3.11) with torch 2.5.1, torchvision and torchaudio for CUDA 12.4.
 ARG BASE_IMAGE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 FROM ${BASE_IMAGE}
-ARG COMFYUI_REF=v0.3.64
+ARG COMFYUI_REF=v0.8.2
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 
 # git fetches ComfyUI; curl serves the bootstrap's reports and probes (it falls back to Python).
@@ -31,7 +31,7 @@ RUN python -c "import sys; assert sys.version_info >= (3, 11), sys.version" \
  && cat /opt/torch-constraints.txt
 
 # ComfyUI at the pinned tag; `requests` is imported by it but missing from its requirements.
-RUN git clone --depth 1 --branch ${COMFYUI_REF} https://github.com/comfyanonymous/ComfyUI /opt/ComfyUI \
+RUN git clone --depth 1 --branch ${COMFYUI_REF} https://github.com/Comfy-Org/ComfyUI /opt/ComfyUI \
  && pip install -c /opt/torch-constraints.txt -r /opt/ComfyUI/requirements.txt requests
 
 # swarmstation (the worker and the bootstrap), under the same pins. Only the package is copied, so

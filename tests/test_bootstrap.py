@@ -308,7 +308,9 @@ def test_onstart_turns_this_machine_into_a_worker(
     startup = (
         'test -z "${SWARMSTATION_WORKER_TOKEN:-}"\n'
         'mkdir -p "$COMFYUI_DIR/models/checkpoints"\n'
-        'echo placeholder > "$COMFYUI_DIR/models/checkpoints/v1-5-pruned-emaonly.safetensors"\n'
+        # a valid, empty safetensors file: an 8-byte header length (8), then the header `{}` padded
+        "printf '\\010\\0\\0\\0\\0\\0\\0\\0{}      ' "
+        '>"$COMFYUI_DIR/models/checkpoints/v1-5-pruned-emaonly.safetensors"\n'
     )
     # The folder and port come from the environment, over the rendered defaults, as when several
     # instances share one host.

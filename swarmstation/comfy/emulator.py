@@ -1,13 +1,15 @@
 """A small fake ComfyUI server that speaks the real HTTP and WebSocket API.
 
-Theory of operation (mirrors ComfyUI 0.3.64's ``server.py``, ``execution.py`` and ``main.py``;
-the protocol is described in docs section 1 of the shared protocol reference):
+Theory of operation (mirrors ComfyUI's ``server.py``, ``execution.py`` and ``main.py`` at
+``COMFYUI_VERSION``, first ported from 0.3.64; the protocol is described in docs section 1 of
+the shared protocol reference):
 
 * ``POST /prompt`` bumps the counter, validates the graph with the same rules and error shapes as
   ``execution.validate_prompt`` and pushes ``[number, prompt_id, prompt, extra_data, outputs]``
   onto a heap.
-* One background task (``_worker``) pops items one at a time, runs the graph in dependency order,
-  writes the history entry and only then sends the final ``executing {node: null}``.
+* One background task (``_worker``) pops items one at a time, runs the graph in ComfyUI's order
+  (``_ExecutionList``), writes the history entry and only then sends the final
+  ``executing {node: null}``.
 * Every WebSocket message goes through one queue drained by ``_publish_loop``, so the order the
   executor produces is the order clients see. Messages with a ``sid`` go to that socket only;
   without one they are broadcast.
@@ -49,17 +51,20 @@ from PIL import Image
 from swarmstation.comfy.emulator_nodes import (
     FOLDER_KEYS,
     NODE_CLASSES,
+    SAFETENSORS_EXTENSIONS,
     Dirs,
     Node,
     NodeResult,
-    SafetensorError,
+    check_safetensors,
 )
 
 __all__ = ["EmulatorConfig", "create_emulator_app", "run_emulator", "running_emulator"]
 
 log = logging.getLogger(__name__)
 
-COMFYUI_VERSION = "0.3.64"
+#: The release the emulator follows; the bootstrap and deploy/worker.Dockerfile install the same tag
+#: (tests/comfy/test_emulator_fidelity.py checks that the three agree).
+COMFYUI_VERSION = "0.8.2"
 MAX_UPLOAD_SIZE = 100 * 1024 * 1024  # --max-upload-size default, 100 MB
 MAXIMUM_HISTORY_SIZE = 10000
 FEATURE_FLAGS = {"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD_SIZE}
@@ -436,6 +441,74 @@ class _RunState:
     progress: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+class _ExecutionList:
+    """``comfy_execution.graph.ExecutionList``: the order in which ComfyUI runs a prompt's nodes.
+
+    Each output is staged depth-first from the output through its uncached inputs (a stack: the
+    last input of a node is visited first); then, while nodes remain, one whose inputs are all done
+    is picked by ``ux_friendly_pick_node``: an output node first, else a node that feeds an output,
+    else one two links from an output, else the first ready node in staging order. Independent
+    branches therefore run in this order, not in prompt order, which decides what is cached when
+    a run fails half-way. The emulator has no lazy inputs, async nodes or subgraph expansion, so
+    nothing is ever returned to the list once staged.
+    """
+
+    def __init__(self, prompt: dict[str, Any], is_cached: Callable[[str], bool]) -> None:
+        self.prompt = prompt
+        self.is_cached = is_cached
+        self.pending: dict[str, None] = {}  # insertion-ordered set, as ComfyUI's pendingNodes dict
+        self.block_count: dict[str, int] = {}  # how many pending nodes a node still waits for
+        self.blocking: dict[str, dict[str, None]] = {}  # node -> the pending nodes that wait for it
+
+    def add_node(self, node_id: str) -> None:
+        """``TopologicalSort.add_node``: stage ``node_id`` and every uncached node it needs."""
+        stack = [node_id]
+        links: list[tuple[str, str]] = []
+        while stack:
+            unique_id = stack.pop()
+            if unique_id in self.pending:
+                continue
+            self.pending[unique_id] = None
+            self.block_count[unique_id] = 0
+            self.blocking[unique_id] = {}
+            for value in self.prompt[unique_id]["inputs"].values():
+                if _is_link(value) and value[0] in self.prompt and not self.is_cached(value[0]):
+                    stack.append(value[0])
+                    links.append((value[0], unique_id))
+        for from_id, to_id in links:  # add_strong_link: one block per (source, dependant) pair
+            if to_id not in self.blocking[from_id]:
+                self.blocking[from_id][to_id] = None
+                self.block_count[to_id] += 1
+
+    def stage_node_execution(self) -> str | None:
+        """The next node to run, or None when every staged node has run."""
+        ready = [node_id for node_id in self.pending if self.block_count[node_id] == 0]
+        if not ready:  # validation rejects cycles, so only an empty list gets here
+            return None
+        return self._ux_friendly_pick_node(ready)
+
+    def complete_node_execution(self, node_id: str) -> None:
+        del self.pending[node_id]
+        for blocked in self.blocking.pop(node_id):
+            self.block_count[blocked] -= 1
+
+    def _is_output(self, node_id: str) -> bool:
+        return NODE_CLASSES[self.prompt[node_id]["class_type"]].OUTPUT_NODE
+
+    def _ux_friendly_pick_node(self, ready: list[str]) -> str:
+        for node_id in ready:  # an output first (no emulator node is async, ComfyUI's other rule)
+            if self._is_output(node_id):
+                return node_id
+        for node_id in ready:  # the VAEDecode -> PreviewImage case
+            if any(self._is_output(blocked) for blocked in self.blocking[node_id]):
+                return node_id
+        for node_id in ready:  # the VAELoader -> VAEDecode -> PreviewImage case
+            for blocked in self.blocking[node_id]:
+                if any(self._is_output(next_blocked) for next_blocked in self.blocking[blocked]):
+                    return node_id
+        return ready[0]
+
+
 class _NodeContext:
     """The ``ExecContext`` handed to one running node."""
 
@@ -461,9 +534,8 @@ class _NodeContext:
         path = self.dirs.model_path(folder, name)
         if path is None:
             raise FileNotFoundError(f"Model in folder '{folder}' with filename '{name}' not found.")
-        with open(path, "rb") as f:
-            if f.read(8) == b"CORRUPT!":
-                raise SafetensorError("Error while deserializing header: header too small")
+        if os.path.splitext(path)[1].lower() in SAFETENSORS_EXTENSIONS:
+            check_safetensors(path)  # raises SafetensorError as safe_open does
         if main_model and path != self.emulator.loaded_model:
             await asyncio.sleep(self.emulator.config.model_load_seconds)
             self.emulator.loaded_model = path
@@ -618,8 +690,6 @@ class _Emulator:
         prompt = self.currently_running.pop(item_id)
         if len(self.history) > MAXIMUM_HISTORY_SIZE:
             self.history.pop(next(iter(self.history)))
-        for key in SENSITIVE_EXTRA_DATA_KEYS:
-            prompt[3].pop(key, None)
         self.history[prompt[1]] = {"prompt": prompt, "outputs": {}, "status": status, **result}
         self.queue_updated()
 
@@ -667,9 +737,16 @@ class _Emulator:
         cached = [n for n in prompt if run.signatures[n] in self.cache]
         self.add_message(run, "execution_cached", {"nodes": cached, "prompt_id": prompt_id})
         success = True
-        for node_id in self._execution_order(run, outputs):
+        # ComfyUI's current_outputs: the output cache's node ids, which after set_prompt are every
+        # node of this prompt (cached or not), not only the cached ones.
+        current_outputs = list(prompt)
+        execution_list = _ExecutionList(prompt, lambda node_id: run.signatures[node_id] in self.cache)
+        for output in outputs:
+            execution_list.add_node(output)
+        while (node_id := execution_list.stage_node_execution()) is not None:
             try:
                 await self._execute_node(run, node_id)
+                execution_list.complete_node_execution(node_id)
             except InterruptProcessingException:
                 success = False
                 self.add_message(
@@ -698,7 +775,7 @@ class _Emulator:
                         "exception_type": _full_type_name(type(failure.error)),
                         "traceback": traceback.format_tb(failure.error.__traceback__),
                         "current_inputs": failure.inputs,
-                        "current_outputs": cached,
+                        "current_outputs": current_outputs,
                     },
                 )
                 break
@@ -718,24 +795,6 @@ class _Emulator:
                 }
         self.last_node_id = None
         return success, {"outputs": ui_outputs, "meta": meta}, run.messages
-
-    def _execution_order(self, run: _RunState, outputs: list[str]) -> list[str]:
-        """Dependencies first; upstream nodes with cached outputs are not visited."""
-        order: list[str] = []
-        seen: set[str] = set()
-
-        def visit(node_id: str) -> None:
-            if node_id in seen:
-                return
-            seen.add(node_id)
-            for value in run.prompt[node_id]["inputs"].values():
-                if _is_link(value) and value[0] in run.prompt and run.signatures[value[0]] not in self.cache:
-                    visit(value[0])
-            order.append(node_id)
-
-        for output in outputs:
-            visit(output)
-        return order
 
     async def _execute_node(self, run: _RunState, node_id: str) -> None:
         node = run.prompt[node_id]
@@ -1082,6 +1141,12 @@ class _Emulator:
         if not valid:
             log.warning("invalid prompt: %s", error)
             return web.json_response({"error": error, "node_errors": node_errors}, status=400)
+        # As 0.8's post_prompt: API keys leave extra_data before it is queued (ComfyUI keeps them in
+        # a sixth, never-listed queue field; the emulator has no use for them), and the time the
+        # prompt was queued is added, so /queue and /history entries carry create_time (ms).
+        for key in SENSITIVE_EXTRA_DATA_KEYS:
+            extra_data.pop(key, None)
+        extra_data["create_time"] = _now_ms()
         item = [number, prompt_id, prompt, extra_data, outputs]
         heapq.heappush(self.queue, (number, prompt_id, next(self._seq), item))
         self.queue_updated()

@@ -8,9 +8,12 @@ that depends only on (seed, positive text, batch index). Images travel as lists 
 ``PIL.Image`` objects (one per batch item) and are never mutated in place, because the executor
 caches node outputs between prompts as ComfyUI does.
 
-Model loaders read the real file: a file that starts with ``b"CORRUPT!"`` fails the way a bad
-safetensors header does, and a file that vanished after validation raises the real
-``FileNotFoundError`` message.
+Model loaders read the real file: a ``.safetensors`` / ``.sft`` file must be a valid safetensors
+file (``check_safetensors`` reads its header as ``safetensors.safe_open`` does and fails with the
+same ``SafetensorError`` messages), and a file that vanished after validation raises the real
+``FileNotFoundError`` message. Other extensions (``.ckpt``, ``.pth``, ...) are loaded whatever they
+hold: real ComfyUI unpickles them with torch, which the emulator does not imitate.
+``minimal_safetensors`` builds a tiny valid file for placeholders and tests.
 """
 
 from __future__ import annotations
@@ -32,12 +35,15 @@ __all__ = [
     "FOLDER_KEYS",
     "MAX_RESOLUTION",
     "NODE_CLASSES",
+    "SAFETENSORS_EXTENSIONS",
     "SUPPORTED_PT_EXTENSIONS",
     "Dirs",
     "ExecContext",
     "Node",
     "NodeResult",
     "SafetensorError",
+    "check_safetensors",
+    "minimal_safetensors",
     "render_image",
 ]
 
@@ -86,6 +92,101 @@ class SafetensorError(Exception):
 
 SafetensorError.__module__ = "safetensors._safetensors_rust"
 SafetensorError.__qualname__ = "SafetensorError"
+
+#: safetensors' MAX_HEADER_SIZE: a larger header is refused before it is read.
+SAFETENSORS_MAX_HEADER_BYTES = 100_000_000
+SAFETENSORS_EXTENSIONS = frozenset({".safetensors", ".sft"})  # comfy.utils.load_torch_file's test
+#: bits per element of each safetensors dtype (safetensors' Dtype::bitsize).
+_SAFETENSORS_DTYPE_BITS = {
+    **dict.fromkeys(("BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0"), 8),
+    **dict.fromkeys(("I16", "U16", "F16", "BF16"), 16),
+    **dict.fromkeys(("I32", "U32", "F32"), 32),
+    **dict.fromkeys(("I64", "U64", "F64"), 64),
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+}
+
+
+def _header_error(reason: str) -> SafetensorError:
+    # The Python binding prefixes every header failure so; the reasons are the Rust Display texts.
+    return SafetensorError(f"Error while deserializing header: {reason}")
+
+
+def _tensor_entry(name: str, info: Any) -> tuple[int, int, int]:
+    """(start, end, size in bits) of one header entry, or the error serde would give."""
+    if not isinstance(info, dict):
+        raise _header_error(f"invalid JSON in header: tensor `{name}` is not an object")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    dtype_bits = _SAFETENSORS_DTYPE_BITS.get(dtype) if isinstance(dtype, str) else None
+    if dtype_bits is None:
+        raise _header_error(f"invalid JSON in header: unknown dtype {dtype!r} for tensor `{name}`")
+
+    def naturals(value: Any, length: int | None = None) -> bool:
+        return (
+            isinstance(value, list)
+            and (length is None or len(value) == length)
+            and all(type(v) is int and v >= 0 for v in value)
+        )
+
+    if not isinstance(shape, list) or not isinstance(offsets, list) or not naturals(shape):
+        raise _header_error(f"invalid JSON in header: bad shape for tensor `{name}`")
+    if not naturals(offsets, 2):
+        raise _header_error(f"invalid JSON in header: bad data_offsets for tensor `{name}`")
+    elements = 1
+    for dim in shape:
+        elements *= dim
+    return offsets[0], offsets[1], elements * dtype_bits
+
+
+def check_safetensors(path: str) -> None:
+    """Read the header of a safetensors file as ``safe_open`` does; raise ``SafetensorError`` if
+    the file would not load: fewer than 8 bytes, a header length over the limit or past the end,
+    a header that is not UTF-8 JSON of tensor entries, offsets that are not contiguous from 0 or
+    do not match shape x dtype, or data that does not end exactly at the end of the file."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise _header_error("header too small")
+        header_bytes = int.from_bytes(prefix, "little")
+        if header_bytes > SAFETENSORS_MAX_HEADER_BYTES:
+            raise _header_error("header too large")
+        if 8 + header_bytes > size:
+            raise _header_error("invalid header length")
+        raw = f.read(header_bytes)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _header_error(f"invalid UTF-8 in header: {exc}") from None
+    except ValueError as exc:
+        raise _header_error(f"invalid JSON in header: {exc}") from None
+    if not isinstance(header, dict):
+        raise _header_error(f"invalid JSON in header: expected a map, not {type(header).__name__}")
+    entries = sorted(
+        (*_tensor_entry(name, info), name) for name, info in header.items() if name != "__metadata__"
+    )
+    data_end = 0
+    for start, end, bits, name in entries:
+        if start != data_end or end < start:
+            raise _header_error(f"invalid offset for tensor `{name}`")
+        if bits % 8 or bits // 8 != end - start:
+            raise _header_error("invalid shape, data type, or offset for tensor")
+        data_end = end
+    if 8 + header_bytes + data_end != size:
+        raise _header_error("incomplete metadata, file not fully covered")
+
+
+def minimal_safetensors(payload: bytes = b"", metadata: dict[str, str] | None = None) -> bytes:
+    """A valid safetensors file holding ``payload`` as one U8 tensor ``weight`` (different payloads
+    give different files and hashes), with an optional ``__metadata__`` map."""
+    size = len(payload)
+    header: dict[str, Any] = {"weight": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]}}
+    if metadata:
+        header["__metadata__"] = metadata
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # safetensors pads its header to 8 bytes with spaces
+    return len(raw).to_bytes(8, "little") + raw + payload
 
 
 @dataclass(frozen=True)

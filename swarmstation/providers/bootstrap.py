@@ -43,6 +43,9 @@ from typing import Literal
 
 ComfyMode = Literal["install", "existing", "emulator"]
 MODES: tuple[ComfyMode, ...] = ("install", "existing", "emulator")
+#: The ComfyUI release `install` mode fetches; deploy/worker.Dockerfile's COMFYUI_REF and the emulator's
+#: COMFYUI_VERSION follow it (tests/comfy/test_emulator_fidelity.py checks that the three agree).
+COMFYUI_REF = "v0.8.2"
 ONSTART_MAX_BYTES = 4000  # Vast is reported to refuse an onstart over 4048 characters
 
 _BODY = r"""
@@ -223,7 +226,7 @@ def render_onstart(
     swarmstation_spec: str = "swarmstation",
     comfyui_mode: ComfyMode = "install",
     comfyui_dir: str = "/workspace/ComfyUI",
-    comfyui_ref: str = "v0.3.64",
+    comfyui_ref: str = COMFYUI_REF,
     port: int = 8188,
     python: str = "python3",
     extra_pip_args: str = "",
@@ -260,7 +263,7 @@ set -Eeuo pipefail
 MODE={q(comfyui_mode)} SPEC={q(swarmstation_spec)} PIP_ARGS={q(extra_pip_args)} PYTHON={q(python)}
 COMFY_DIR=${{SWARMSTATION_COMFYUI_DIR:-{q(comfyui_dir)}}} PORT=${{SWARMSTATION_COMFYUI_PORT:-{int(port)}}}
 COMFY_REF={q(comfyui_ref)}
-COMFY_REPO=${{SWARMSTATION_COMFYUI_REPO:-https://github.com/comfyanonymous/ComfyUI}}
+COMFY_REPO=${{SWARMSTATION_COMFYUI_REPO:-https://github.com/Comfy-Org/ComfyUI}}
 HOME_DIR=${{SWARMSTATION_HOME:-/opt/swarmstation}} STARTUP={q(startup_script)}
 """
     return header + _SCRIPT_BODY

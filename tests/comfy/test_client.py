@@ -26,6 +26,7 @@ from swarmstation.comfy.client import (
     ProgressEvent,
 )
 from swarmstation.comfy.emulator import EmulatorConfig, running_emulator
+from tests.fake_models import fake_weights
 
 
 def async_test(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -74,7 +75,7 @@ def txt2img(
 def base_dir(tmp_path: Path) -> Path:
     checkpoints = tmp_path / "models" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    (checkpoints / "sd15.safetensors").write_bytes(b"dummy weights")
+    (checkpoints / "sd15.safetensors").write_bytes(fake_weights(b"dummy weights"))
     return tmp_path
 
 
@@ -105,7 +106,9 @@ async def test_run_reports_progress_and_returns_output_files(base_dir: Path) -> 
         assert result.outputs == [OutputFile("9", "swarmstation_00001_.png", "", "output")]
         assert result.history["status"]["status_str"] == "success"
         assert result.history["outputs"]["10"]["images"][0]["type"] == "temp"  # kept in history only
-        assert result.history["prompt"][3] == {"client_id": client.client_id}
+        extra_data = result.history["prompt"][3]
+        assert extra_data == {"client_id": client.client_id, "create_time": extra_data["create_time"]}
+        assert isinstance(extra_data["create_time"], int)  # ComfyUI 0.8 stamps when it was queued
         png = Image.open(io.BytesIO(await client.download(result.outputs[0])))
         assert png.format == "PNG" and png.size == (64, 48)
 
@@ -155,7 +158,7 @@ async def test_validation_errors_are_mapped_with_a_readable_summary(base_dir: Pa
 
 @async_test
 async def test_execution_error_is_mapped(base_dir: Path) -> None:
-    (base_dir / "models" / "checkpoints" / "broken.safetensors").write_bytes(b"CORRUPT!")
+    (base_dir / "models" / "checkpoints" / "broken.safetensors").write_bytes(b"CORRUPT")
     async with comfy(base_dir) as client:
         with pytest.raises(ComfyExecutionError) as caught:
             await client.run(txt2img("broken.safetensors"))

@@ -19,6 +19,7 @@ from PIL import Image
 
 from swarmstation.comfy.emulator import EmulatorConfig, running_emulator
 from swarmstation.comfy.emulator_nodes import NODE_CLASSES, render_image
+from tests.fake_models import fake_weights
 
 
 def async_test(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -85,7 +86,7 @@ IMAGE_GRAPH: dict[str, Any] = {
 def base_dir(tmp_path: Path) -> Path:
     checkpoints = tmp_path / "models" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    (checkpoints / "sd15.safetensors").write_bytes(b"dummy weights")
+    (checkpoints / "sd15.safetensors").write_bytes(fake_weights(b"dummy weights"))
     return tmp_path
 
 
@@ -183,7 +184,8 @@ async def test_txt2img_events_history_and_png(base_dir: Path) -> None:
         entry = history[pid]
         assert set(entry) == {"prompt", "outputs", "status", "meta"}
         assert entry["prompt"][:2] == [0, pid]
-        assert entry["prompt"][3] == {"client_id": "owner"} and entry["prompt"][4] == ["9"]
+        assert entry["prompt"][3] == {"client_id": "owner", "create_time": entry["prompt"][3]["create_time"]}
+        assert entry["prompt"][4] == ["9"]
         assert entry["outputs"] == {"9": {"images": [image]}}
         assert entry["status"]["status_str"] == "success" and entry["status"]["completed"] is True
         assert [m[0] for m in entry["status"]["messages"]] == [
@@ -250,7 +252,7 @@ async def test_flux_style_graph_with_split_loaders(base_dir: Path) -> None:
         ("loras", "style.safetensors"),
     ]:
         (models / folder).mkdir(parents=True, exist_ok=True)
-        (models / folder / name).write_bytes(b"weights")
+        (models / folder / name).write_bytes(fake_weights())
     graph: dict[str, Any] = {
         "1": {
             "class_type": "UNETLoader",
@@ -435,7 +437,7 @@ def lora_graph(lora_name: str) -> dict[str, Any]:
 async def test_missing_model_is_value_not_in_list_with_exact_details(base_dir: Path) -> None:
     loras = base_dir / "models" / "loras" / "sub"
     loras.mkdir(parents=True)
-    (loras / "mylora.safetensors").write_bytes(b"lora")
+    (loras / "mylora.safetensors").write_bytes(fake_weights(b"lora"))
     (loras / "readme.txt").write_text("not a model")
     async with running_emulator(EmulatorConfig(base_dir)) as base, httpx.AsyncClient(base_url=base) as http:
         response = await http.post("/api/prompt", json={"prompt": lora_graph("missing.safetensors")})
@@ -471,7 +473,7 @@ async def test_missing_model_is_value_not_in_list_with_exact_details(base_dir: P
         }
 
         # A file that appears later is seen by the next validation.
-        (loras.parent / "missing.safetensors").write_bytes(b"lora")
+        (loras.parent / "missing.safetensors").write_bytes(fake_weights(b"lora"))
         assert (
             await http.post("/api/prompt", json={"prompt": lora_graph("missing.safetensors")})
         ).status_code == 200
@@ -689,7 +691,7 @@ async def test_invalid_json_is_a_plain_500(base_dir: Path) -> None:
 
 @async_test
 async def test_corrupt_model_gives_execution_error(base_dir: Path) -> None:
-    (base_dir / "models" / "checkpoints" / "broken.safetensors").write_bytes(b"CORRUPT!")
+    (base_dir / "models" / "checkpoints" / "broken.safetensors").write_bytes(b"CORRUPT")
     async with (
         running_emulator(EmulatorConfig(base_dir)) as base,
         httpx.AsyncClient(base_url=base) as http,
@@ -862,7 +864,7 @@ async def test_feature_flags_reply(base_dir: Path) -> None:
 
 @async_test
 async def test_model_load_sleeps_only_when_the_model_changes(base_dir: Path) -> None:
-    (base_dir / "models" / "checkpoints" / "other.safetensors").write_bytes(b"other")
+    (base_dir / "models" / "checkpoints" / "other.safetensors").write_bytes(fake_weights(b"other"))
 
     async def timed(http: httpx.AsyncClient, graph: dict[str, Any]) -> float:
         start = time.monotonic()

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import BIN, Up, make_up, wait_for
+from tests.fake_models import fake_weights
 from tests.fakes.vastai import FakeVastAI, make_offer
 
 pytestmark = pytest.mark.slow
@@ -193,7 +194,7 @@ def test_idle_instance_is_parked_and_resumed_with_its_model_cache(up_factory, fa
         assert http.patch("/v1/admin/pools/gpu", json={"max_parked": 1}).status_code == 200
         # the checkpoint from the catalog, so that the worker downloads it (the emulator's
         # placeholder under that name has another size and is replaced)
-        weights = b"sd15 weights " * 40_000
+        weights = fake_weights(b"sd15 weights " * 40_000)
         r = http.put(
             "/v1/admin/models/upload/checkpoints/v1-5-pruned-emaonly.safetensors",
             content=weights,

@@ -14,9 +14,11 @@ from urllib.parse import urlparse
 
 
 def lora_bytes(seed: str, size: int = 4096) -> bytes:
-    """A small stand-in for a .safetensors file: a real header length prefix and JSON header."""
-    header = json.dumps({"__metadata__": {"ss_output_name": seed}}).encode()
+    """A small, valid .safetensors file (the emulator, like ComfyUI, checks the header on load): one
+    U8 tensor of about ``size`` bytes that depend on ``seed``, and ``ss_output_name`` metadata."""
     body = hashlib.sha256(seed.encode()).digest() * (size // 32)
+    tensor = {"dtype": "U8", "shape": [len(body)], "data_offsets": [0, len(body)]}
+    header = json.dumps({"__metadata__": {"ss_output_name": seed}, "lora_unet": tensor}).encode()
     return len(header).to_bytes(8, "little") + header + body
 
 
