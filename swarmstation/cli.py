@@ -28,12 +28,16 @@ users_app = typer.Typer(no_args_is_help=True, help="Users and API keys (admin)")
 models_app = typer.Typer(
     no_args_is_help=True, help="The model catalog (admin): list, upload, register a URL, remove"
 )
+instances_app = typer.Typer(
+    no_args_is_help=True, help="Attach your own machines to a pool (admin): attach, detach, rotate-token"
+)
 pool_app = typer.Typer(no_args_is_help=True, help="Pools of instances (admin): list, show, add, set, remove")
 loras_app = typer.Typer(no_args_is_help=True, help="The LoRA registry: list, import, approve, grant, resolve")
 app.add_typer(tools_app, name="tools")
 app.add_typer(users_app, name="users")
 app.add_typer(loras_app, name="loras")
 app.add_typer(pool_app, name="pool")
+app.add_typer(instances_app, name="instances")
 app.add_typer(models_app, name="models")
 app.add_typer(sim_app, name="simulate", help="Discrete-event simulation of the pool against the alternatives")
 
@@ -777,6 +781,75 @@ def pool_remove(name: str, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
     """Remove a pool with no instances and no tools."""
     _call(url, api_key, "DELETE", f"/v1/admin/pools/{name}")
     console.print(f"removed pool {name}")
+
+
+# -- instances (bring your own machine) ------------------------------------------------------
+def _print_attached(data: dict[str, Any], as_json: bool, what: str) -> None:
+    if as_json:
+        _print_json({k: data[k] for k in ("instance_id", "token", "command")})
+        return
+    console.print(f"{what} instance {data['instance_id']}")
+    console.print("its worker token (shown once; rotate it with `swarmstation instances rotate-token`):")
+    print(data["token"])
+    console.print("on that machine, start ComfyUI (python main.py --listen 127.0.0.1 --port 8188), then run:")
+    print(data["command"])
+
+
+@instances_app.command("attach")
+def instances_attach(
+    pool: Annotated[str, typer.Option("--pool", help="The pool it serves")],
+    name: Annotated[str | None, typer.Option("--name", help="A label for the machine")] = None,
+    slots: Annotated[int | None, typer.Option("--slots", min=1, max=64, help="Jobs at once")] = None,
+    price_per_hour: Annotated[
+        float, typer.Option("--price-per-hour", min=0, help="Its cost per hour, for billing")
+    ] = 0.0,
+    server: Annotated[
+        str | None, typer.Option("--server", help="The control plane's URL as that machine reaches it")
+    ] = None,
+    comfyui: Annotated[str, typer.Option("--comfyui", help="ComfyUI's URL on that machine")] = (
+        "http://127.0.0.1:8188"
+    ),
+    comfy_dir: Annotated[str, typer.Option("--comfy-dir", help="ComfyUI's folder on that machine")] = (
+        "/path/to/ComfyUI"
+    ),
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Register a machine you run yourself (provider `static`); prints its token and worker command once."""
+    body: dict[str, Any] = {
+        "pool": pool,
+        "price_per_hour": price_per_hour,
+        "comfyui_url": comfyui,
+        "comfy_dir": comfy_dir,
+    }
+    for key, value in (("name", name), ("slots", slots), ("server_url", server)):
+        if value is not None:
+            body[key] = value
+    _print_attached(_call(url, api_key, "POST", "/v1/admin/instances", json=body), as_json, "attached")
+
+
+@instances_app.command("detach")
+def instances_detach(
+    instance_id: str, as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None
+) -> None:
+    """Detach an attached machine: it finishes its running jobs, then its token stops working."""
+    data = _call(url, api_key, "POST", f"/v1/admin/instances/{instance_id}/detach")
+    if as_json:
+        _print_json(data)
+    elif data["state"] == "TERMINATED":
+        console.print(f"detached instance {instance_id}")
+    else:
+        console.print(f"instance {instance_id} is draining; it is detached when its jobs are done")
+
+
+@instances_app.command("rotate-token")
+def instances_rotate_token(
+    instance_id: str, as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None
+) -> None:
+    """Replace an attached machine's token (the old one stops working at once)."""
+    data = _call(url, api_key, "POST", f"/v1/admin/instances/{instance_id}/rotate-token")
+    _print_attached(data, as_json, "new token for")
 
 
 @app.command()

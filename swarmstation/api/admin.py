@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Query
+from fastapi import APIRouter, Body, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -31,6 +31,7 @@ from swarmstation.control.instances import transitions
 from swarmstation.control.jobs import active_job_count
 from swarmstation.domain.states import InstanceState, JobState
 from swarmstation.domain.tools import ToolDefinitionError, tool_from_dict, validate_tool
+from swarmstation.providers.static import attach_instance, detach_instance, is_static, rotate_token
 from swarmstation.store.models import Instance, Job, Pool, Tool, User
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -143,6 +144,92 @@ def get_instance(instance_id: str, s: DB, _: AdminUser) -> InstanceOut:
     if inst is None:
         raise HTTPException(404, f"instance {instance_id} not found")
     return instance_out(s, inst, with_transitions=True)
+
+
+class InstanceAttach(BaseModel):
+    """Attach a machine that swarmstation did not rent (provider `static`)."""
+
+    pool: str = Field(min_length=1, max_length=63)
+    name: str | None = Field(None, min_length=1, max_length=100, description="A label for the machine")
+    slots: int | None = Field(None, ge=1, le=64, description="Jobs at once; default the pool's slots")
+    price_per_hour: float = Field(0.0, ge=0, le=10_000, description="What it costs per hour, for billing")
+    server_url: str | None = Field(
+        None,
+        max_length=300,
+        pattern=r"^https?://\S+$",
+        description="The control plane's URL as that machine reaches it; default the public URL",
+    )
+    comfyui_url: str = Field("http://127.0.0.1:8188", max_length=300, pattern=r"^https?://\S+$")
+    comfy_dir: str = Field("/path/to/ComfyUI", min_length=1, max_length=500, pattern=r"^[^\n\r]+$")
+
+
+class InstanceAttached(BaseModel):
+    """Shown once: the token is never shown again (rotate it if it is lost)."""
+
+    instance_id: str
+    token: str
+    command: str = Field(description="What to run on the attached machine")
+
+
+def _server_url(request: Request, state: State, given: str | None) -> str:
+    return (given or state.settings.public_url or str(request.base_url)).rstrip("/")
+
+
+@router.post("/instances", response_model=InstanceAttached, status_code=201)
+def attach(body: InstanceAttach, request: Request, s: DB, _: AdminUser, state: State) -> InstanceAttached:
+    """Register an attached (static) instance and its worker token; prints the worker command."""
+    pool = s.get(Pool, body.pool)
+    if pool is None:
+        raise HTTPException(404, f"unknown pool '{body.pool}'")
+    attached = attach_instance(
+        s,
+        pool=pool,
+        server_url=_server_url(request, state, body.server_url),
+        now=state.clock(),
+        name=body.name,
+        slots=body.slots,
+        price_per_hour=body.price_per_hour,
+        comfyui_url=body.comfyui_url,
+        comfy_dir=body.comfy_dir,
+    )
+    s.commit()
+    return InstanceAttached(instance_id=attached.instance.id, token=attached.token, command=attached.command)
+
+
+def _static_instance(s: DB, instance_id: str) -> Instance:
+    inst = s.get(Instance, instance_id)
+    if inst is None:
+        raise HTTPException(404, f"instance {instance_id} not found")
+    if not is_static(inst):
+        raise HTTPException(409, f"instance {instance_id} was launched by {inst.provider}, not attached")
+    return inst
+
+
+@router.post("/instances/{instance_id}/detach", response_model=InstanceOut)
+def detach(instance_id: str, s: DB, _: AdminUser, state: State) -> InstanceOut:
+    """Detach an attached instance: drained first when it runs a job, then TERMINATED (its token
+    then gets 410)."""
+    inst = _static_instance(s, instance_id)
+    old_hash = inst.token_hash
+    detach_instance(s, inst, state.clock())
+    out = instance_out(s, inst)
+    s.commit()
+    state.instance_cache.discard(old_hash)
+    return out
+
+
+@router.post("/instances/{instance_id}/rotate-token", response_model=InstanceAttached)
+def rotate(instance_id: str, request: Request, s: DB, _: AdminUser, state: State) -> InstanceAttached:
+    """A new token for an attached instance; the old one gets 401 at once. Restart its worker
+    with the printed command."""
+    inst = _static_instance(s, instance_id)
+    if inst.state == InstanceState.TERMINATED:
+        raise HTTPException(409, f"instance {instance_id} is detached")
+    old_hash = inst.token_hash
+    attached = rotate_token(s, inst, server_url=_server_url(request, state, None))
+    s.commit()
+    state.instance_cache.discard(old_hash)
+    return InstanceAttached(instance_id=inst.id, token=attached.token, command=attached.command)
 
 
 def _pools(s: DB) -> list[PoolOut]:

@@ -49,13 +49,20 @@ class TtlCache:
                 self._data.clear()
             self._data[key] = (time.monotonic() + self.ttl, value)
 
+    def discard(self, key: str) -> None:
+        """Forget `key` now (a rotated or revoked secret must not live on for `ttl`)."""
+        with self._lock:
+            self._data.pop(key, None)
+
 
 @dataclass(frozen=True)
 class InstanceIdentity:
     """Who a worker token belongs to. Handlers re-read the instance's state in their own
-    transaction; the mapping from token to instance never changes."""
+    transaction, and refuse the token when the instance's token has been rotated since
+    (`token_hash` differs; empty: not checked)."""
 
     id: str
+    token_hash: str = ""
 
 
 @dataclass
@@ -154,7 +161,7 @@ def current_instance(request: Request, state: State) -> InstanceIdentity:
         raise _unauthorized("invalid worker token")
     if inst.state == InstanceState.TERMINATED:
         raise HTTPException(410, "this instance has been terminated")
-    identity = InstanceIdentity(inst.id)
+    identity = InstanceIdentity(inst.id, token_hash)
     state.instance_cache.put(token_hash, identity)
     return identity
 

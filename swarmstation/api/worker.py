@@ -43,6 +43,7 @@ from swarmstation.control.routing import measured_rate
 from swarmstation.domain.names import safe_file_name
 from swarmstation.domain.states import InstanceState, JobState
 from swarmstation.objectstore.base import UploadLease
+from swarmstation.providers.static import is_static, recover_if_static
 from swarmstation.store.models import Instance, Job, Output, Pool
 
 router = APIRouter(prefix="/worker/v1", tags=["worker"])
@@ -54,6 +55,9 @@ def _instance(s: DB, snapshot: InstanceIdentity) -> Instance:
     inst = s.get(Instance, snapshot.id)
     if inst is None or inst.state == InstanceState.TERMINATED:
         raise HTTPException(410, "this instance has been terminated")
+    # The identity may come from a replica's cache: a token rotated since (on any replica) is refused.
+    if snapshot.token_hash and inst.token_hash != snapshot.token_hash:
+        raise HTTPException(401, "invalid worker token", headers={"WWW-Authenticate": "Bearer"})
     return inst
 
 
@@ -67,7 +71,10 @@ def register(body: RegisterIn, s: DB, me: CurrentInstance, state: State, ready: 
     inst.last_heartbeat_at = now
     inst.info = {**inst.info, "worker_version": body.version}
     current = InstanceState(inst.state)
-    if current == InstanceState.UNHEALTHY:
+    if current == InstanceState.UNHEALTHY and is_static(inst):  # attached: it stays and comes back
+        if ready:
+            recover_if_static(s, inst, now, "its worker registered again with ComfyUI ready")
+    elif current == InstanceState.UNHEALTHY:
         raise HTTPException(410, "this instance was declared unhealthy and is being replaced")
     if current == InstanceState.PROVISIONING:
         set_instance_state(s, inst, InstanceState.INITIALIZING, "worker started", now)
@@ -128,9 +135,11 @@ def preload(s: DB, me: CurrentInstance, state: State) -> list[ModelOut]:
 def heartbeat(body: HeartbeatIn, s: DB, me: CurrentInstance, state: State) -> HeartbeatOut:
     inst = _instance(s, me)
     now = state.clock()
-    if inst.state == InstanceState.UNHEALTHY:
+    if inst.state == InstanceState.UNHEALTHY and not is_static(inst):
         raise HTTPException(410, "this instance was declared unhealthy and is being replaced")
     inst.last_heartbeat_at = now
+    if body.comfyui_ok:  # an attached machine that was unhealthy is back in routing
+        recover_if_static(s, inst, now, "healthy again: its worker heartbeats with ComfyUI up")
     down_since = inst.info.get("comfyui_down_since")
     if body.comfyui_ok:
         down_since = None
@@ -152,7 +161,8 @@ def heartbeat(body: HeartbeatIn, s: DB, me: CurrentInstance, state: State) -> He
         reason = f"ComfyUI has not answered for {state.settings.heartbeat_timeout_seconds:g}s"
         set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, now)
         s.commit()
-        raise HTTPException(410, reason)
+        if not is_static(inst):  # an attached machine keeps heartbeating until its ComfyUI is back
+            raise HTTPException(410, reason)
     if not body.comfyui_ok:
         _hand_back_unstarted(s, inst, {ref.job_id for ref in body.running}, state, now)
     cancel: list[str] = []

@@ -6,7 +6,9 @@ requeued by the scheduler), instances found by label whose provider id was never
 crash between create and commit) are adopted, instances the database does not know are
 destroyed once they have been seen for `orphan_grace_seconds`; (2) destroy UNHEALTHY instances
 and DRAINING ones that have finished their jobs, then mark them TERMINATED; (3) ask
-`plan_scaling` for each pool and launch, resume, park or drain.
+`plan_scaling` for each pool and launch, resume, park or drain. Attached (static) instances
+belong to no provider, so (1) and (2) never see them; (3) counts them and never drains or parks
+them (`InstanceView.static`); a detached one is TERMINATED once its jobs are done.
 
 Parking. A parked instance is STOPPED here and stopped at the provider with its disk (its model
 cache), so it costs storage only. Resuming it makes it PROVISIONING again (`info["resumed_at"]`)
@@ -67,6 +69,7 @@ from swarmstation.domain.tools import tool_from_dict
 from swarmstation.domain.workflow import required_models
 from swarmstation.providers.base import ComputeProvider, LaunchSpec, ProviderError
 from swarmstation.providers.local import preload_env
+from swarmstation.providers.static import STATIC_PROVIDER, finish_detached
 from swarmstation.store.db import transaction
 from swarmstation.store.models import Instance, InstanceTransition, Job, Pool, Tool
 
@@ -202,6 +205,7 @@ class PoolController:
         return next(iter(self.providers.values()), None)
 
     def tick(self) -> None:
+        self.finish_detached()
         for provider in self.providers.values():
             try:
                 self.reconcile(provider)
@@ -210,6 +214,17 @@ class PoolController:
                 continue
             self.destroy_finished(provider)
             self.scale(provider)
+
+    def finish_detached(self) -> None:
+        """Attached (static) instances have no provider to destroy them: one being detached is
+        TERMINATED here once its jobs are done. Nothing else in this loop acts on them."""
+        with transaction(self.sessions) as s:
+            draining = s.scalars(
+                select(Instance).where(
+                    Instance.provider == STATIC_PROVIDER, Instance.state == InstanceState.DRAINING
+                )
+            )
+            finish_detached(s, list(draining), self.clock())
 
     # -- (1) reconcile ------------------------------------------------------------------------
     def reconcile(self, provider: ComputeProvider) -> None:
@@ -356,6 +371,7 @@ class PoolController:
                         i.created_at,
                         i.price_per_hour,
                         i.parked_at,
+                        static=i.provider == STATIC_PROVIDER,
                     )
                     for i in instances
                 ]

@@ -151,7 +151,7 @@ def assign_queued(s: Session, settings: Settings, now: datetime, result: PassRes
     if settings.routing == "fifo":
         slots = [
             InstanceSlot(
-                i.id, i.pool, pools[i.pool].slots_per_instance if i.pool in pools else 1, len(running[i.id])
+                i.id, i.pool, instance_slots(i, pools), len(running[i.id])
             )
             for i in instances.values()
         ]
@@ -162,7 +162,7 @@ def assign_queued(s: Session, settings: Settings, now: datetime, result: PassRes
         fleet = [
             routable_instance(
                 i,
-                capacity=pools[i.pool].slots_per_instance if i.pool in pools else 1,
+                capacity=instance_slots(i, pools),
                 running=running[i.id],
                 expected_run_seconds=expected.get(i.pool, 30.0),
                 settings=settings,
@@ -176,6 +176,15 @@ def assign_queued(s: Session, settings: Settings, now: datetime, result: PassRes
         jobs_ops.assign_job(s, job, instances[instance_id], lease_seconds=settings.lease_seconds, now=now)
         result.changed_jobs.add(job.id)
         result.woken_instances.add(instance_id)
+
+
+def instance_slots(inst: Instance, pools: dict[str, Pool]) -> int:
+    """Jobs an instance runs at once: its own `slots` (an attached machine's, `info["slots"]`), else
+    its pool's."""
+    own = inst.info.get("slots") if isinstance(inst.info, dict) else None
+    if isinstance(own, int) and own >= 1:
+        return own
+    return pools[inst.pool].slots_per_instance if inst.pool in pools else 1
 
 
 def plan_prefetches(s: Session, settings: Settings, now: datetime) -> None:
@@ -194,7 +203,7 @@ def plan_prefetches(s: Session, settings: Settings, now: datetime) -> None:
     fleet = [
         routable_instance(
             i,
-            capacity=pools[i.pool].slots_per_instance if i.pool in pools else 1,
+            capacity=instance_slots(i, pools),
             running=[],
             expected_run_seconds=expected,
             settings=settings,

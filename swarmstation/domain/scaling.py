@@ -30,6 +30,12 @@ than `max_parked` are parked.
 
 Lifetime. An instance older than `max_lifetime_hours` is drained (it finishes its jobs first) and
 no longer counts toward the pool's size, so a replacement is launched at once.
+
+Static (attached) instances, `InstanceView.static`: machines an operator attached, which no
+provider launched. They count toward the pool's size, its capacity and its spend like any live
+instance, so a pool of min 1 with one attached machine rents nothing until the queue needs burst
+capacity; but they are never drained (idle, surplus or lifetime), parked or resumed here: only the
+operator detaches them.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ class InstanceView:
     created_at: datetime | None = None
     price_per_hour: float | None = None
     parked_at: datetime | None = None  # when a STOPPED instance was parked
+    static: bool = False  # attached by an operator: counted, never drained or parked by the policy
 
 
 @dataclass(frozen=True)
@@ -123,7 +130,7 @@ def plan_scaling(
     actions: list[Action] = []
     live = [i for i in instances if i.state in _STARTING | _READY]
     parked = sorted(
-        (i for i in instances if i.state == InstanceState.STOPPED),
+        (i for i in instances if i.state == InstanceState.STOPPED and not i.static),
         key=lambda i: (i.parked_at or now, i.instance_id),
         reverse=True,
     )  # most recently parked first
@@ -142,7 +149,9 @@ def plan_scaling(
     if pool.max_lifetime_hours is not None:
         limit = now - timedelta(hours=pool.max_lifetime_hours)
         expired = [
-            i for i in live if i.state in _READY and i.created_at is not None and i.created_at <= limit
+            i
+            for i in live
+            if i.state in _READY and not i.static and i.created_at is not None and i.created_at <= limit
         ]
         for inst in expired:
             actions.append(Drain(inst.instance_id, f"past its max lifetime of {pool.max_lifetime_hours:g}h"))
@@ -210,7 +219,10 @@ def plan_scaling(
         (
             i
             for i in live
-            if i.state == InstanceState.IDLE and i.active_jobs == 0 and i.idle_since is not None
+            if i.state == InstanceState.IDLE
+            and i.active_jobs == 0
+            and i.idle_since is not None
+            and not i.static
         ),
         key=lambda i: (i.idle_since or now, i.instance_id),
     )

@@ -73,7 +73,9 @@ INSTANCE_TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
             InstanceState.TERMINATED,
         }
     ),
-    InstanceState.UNHEALTHY: frozenset({InstanceState.TERMINATED}),
+    # A rented instance that is UNHEALTHY is destroyed and replaced; an attached (static) one stays
+    # registered and comes back when its worker heartbeats healthy (providers/static.py decides).
+    InstanceState.UNHEALTHY: frozenset({InstanceState.TERMINATED, InstanceState.IDLE}),
     InstanceState.TERMINATED: frozenset(),
 }
 
