@@ -87,7 +87,7 @@ def test_random_keys_are_slowed_and_told_when_to_retry(
     assert statuses[:5] == [401] * 5
     assert set(statuses[5:]) == {429}
     r = api.get("/v1/tools", headers=random_key())
-    assert r.status_code == 429 and r.json()["code"] == "rate_limited"
+    assert r.status_code == 429
     assert r.headers["Retry-After"] == "12"  # one failure's worth of a 5-per-minute refill
     assert "too many failed authentications" in r.json()["detail"]
 

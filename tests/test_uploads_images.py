@@ -57,7 +57,7 @@ def test_a_header_that_claims_ten_billion_pixels_is_413(api: TestClient, user: d
     assert len(bomb) < 100
     status, body = upload(api, user, bomb)
     assert status == 413, body
-    assert body["code"] == "payload_too_large" and "1000000" in body["detail"]
+    assert "1000000" in body["detail"]
 
 
 def test_more_pixels_than_the_setting_is_413(api: TestClient, user: dict[str, str]) -> None:
