@@ -38,6 +38,7 @@ KINDS = (
     "other",
 )
 Folder = Annotated[str, Field(min_length=1, max_length=50)]
+MAX_MODEL_FILE_CHARS = 200
 
 
 class ModelOut(BaseModel):
@@ -77,9 +78,15 @@ def _check_place(folder: str, name: str, kind: str) -> str:
     try:
         # ComfyUI's path rule, then the file-name rule that object keys also use, so that a name
         # accepted here is never refused by the store after the body has streamed.
-        return normalise_path(normalise_model_name(name), what="model name")
+        rel = normalise_path(normalise_model_name(name), what="model name")
     except (WorkflowError, BadName) as exc:
         raise HTTPException(422, f"name: {exc}") from exc
+    # The catalog's columns: the name (255) and the object key models/<folder>/<sha256>/<file> (300).
+    if len(rel) > 255 or len(rel.rsplit("/", 1)[-1]) > MAX_MODEL_FILE_CHARS:
+        raise HTTPException(
+            422, f"name: at most 255 characters, and {MAX_MODEL_FILE_CHARS} for the file name itself"
+        )
+    return rel
 
 
 def _unique(s: DB, folder: str, name: str) -> None:
