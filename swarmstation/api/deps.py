@@ -96,7 +96,10 @@ def db(state: State) -> Iterator[Session]:
         yield s
 
 
-DB = Annotated[Session, Depends(db)]
+# scope="function": the commit runs when the handler returns and before the response is sent, so
+# a commit that fails becomes the answer (an error) instead of a 200 for a write that never
+# happened. The default ("request") scope would commit after the response had gone out.
+DB = Annotated[Session, Depends(db, scope="function")]
 
 
 def _bearer(request: Request) -> str | None:

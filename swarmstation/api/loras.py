@@ -13,7 +13,7 @@ from sqlalchemy import func, or_, select
 from starlette.concurrency import run_in_threadpool
 
 from swarmstation.api.deps import DB, AdminUser, CurrentUser, State
-from swarmstation.api.schemas import Strict
+from swarmstation.api.schemas import INT64_MAX, Strict
 from swarmstation.control import loras as registry
 from swarmstation.domain.loras import PromptTooLong, base_model_family, resolve
 from swarmstation.domain.tools import tool_from_dict
@@ -150,7 +150,7 @@ def list_loras(
     ] = None,
     mine: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
 ) -> LoraList:
     query = select(Lora)
     if user.role != "admin":

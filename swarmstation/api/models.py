@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from swarmstation.api.deps import DB, AdminUser, State
-from swarmstation.api.schemas import Strict
+from swarmstation.api.schemas import INT64_MAX, Strict
 from swarmstation.domain.names import BadName, normalise_path
 from swarmstation.domain.workflow import MODEL_FOLDERS, WorkflowError, normalise_model_name
 from swarmstation.objectstore.base import scratch_dir
@@ -60,7 +60,7 @@ class ModelRegister(Strict):
     kind: str = Field("other", max_length=30)
     url: str = Field(min_length=8, max_length=2000)
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
-    size: int | None = Field(None, ge=1)
+    size: int | None = Field(None, ge=1, le=INT64_MAX)
     base_model: str = Field("other", max_length=40)
 
 
@@ -201,9 +201,15 @@ def remove(model_id: str, s: DB, _: AdminUser, state: State) -> None:
     m = s.get(Model, model_id)
     if m is None:
         raise HTTPException(404, f"model {model_id} not found")
-    if (
+    orphan = (
         m.object_key
+        if m.object_key
         and s.scalar(select(Model).where(Model.object_key == m.object_key, Model.id != m.id)) is None
-    ):
-        state.store.delete(m.object_key)
+        else None
+    )
     s.delete(m)
+    # The row goes first: a commit that fails leaves the row and its file; a file delete that
+    # fails after the commit leaves only an unreferenced file.
+    s.commit()
+    if orphan:
+        state.store.delete(orphan)

@@ -17,7 +17,15 @@ from PIL import Image, UnidentifiedImageError
 from sqlalchemy import select
 
 from swarmstation.api.deps import DB, CurrentUser, State
-from swarmstation.api.schemas import JobCreate, JobList, JobOut, ToolDetail, ToolSummary, UploadOut
+from swarmstation.api.schemas import (
+    INT64_MAX,
+    JobCreate,
+    JobList,
+    JobOut,
+    ToolDetail,
+    ToolSummary,
+    UploadOut,
+)
 from swarmstation.api.views import job_out, tool_detail, tool_summary
 from swarmstation.control import jobs as jobs_ops
 from swarmstation.control.models import model_sources
@@ -228,7 +236,7 @@ async def job_events(
     request: Request,
     user: CurrentUser,
     state: State,
-    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0, le=INT64_MAX)] = None,
 ) -> StreamingResponse:
     """Server-sent events: `state` and `progress` events as they happen; the stream ends after
     the job's final state. Reconnect with `Last-Event-ID` to resume."""

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Every integer a request carries is bounded here, at the edge: a number beyond what its column
+# holds (BIGINT, or INTEGER for lease tokens) is a 422, never an overflow in the database (a 500).
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+ByteCount = Annotated[int, Field(ge=0, le=INT64_MAX)]
+LeaseToken = Annotated[int, Field(ge=0, le=INT32_MAX, description="The lease's fencing token")]
+
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: Python's JSON parser reads NaN, Infinity and 1e400 (as inf), which
+    # PostgreSQL's JSON refuses at commit; they are bad input.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # -- public ----------------------------------------------------------------------------------
@@ -175,12 +185,12 @@ class RegisterOut(BaseModel):
 
 class LeaseRef(Strict):
     job_id: str = Field(max_length=36)
-    lease_token: int
+    lease_token: LeaseToken
 
 
 class HeartbeatIn(Strict):
     running: list[LeaseRef] = Field(default_factory=list, max_length=64)
-    disk_free_bytes: int | None = None
+    disk_free_bytes: ByteCount | None = None
     models: list[str] = Field(default_factory=list, max_length=10_000)
     loaded_checkpoint: str | None = Field(default=None, max_length=300)
     comfyui_ok: bool = True
@@ -222,21 +232,21 @@ class Assignment(BaseModel):
 
 
 class LeasedReport(Strict):
-    lease_token: int
+    lease_token: LeaseToken
 
 
 class ProgressIn(LeasedReport):
     progress: float = Field(ge=0, le=1)
     node: str | None = Field(default=None, max_length=50)
-    value: int | None = None
-    max: int | None = None
+    value: Int64 | None = None
+    max: Int64 | None = None
     stage: str | None = Field(default=None, max_length=40)
 
 
 class OutputFileIn(Strict):
     filename: str = Field(min_length=1, max_length=255)
     content_type: str = Field(default="image/png", max_length=100)
-    size: int = Field(ge=0)
+    size: ByteCount
     node_id: str = Field(default="", max_length=50)
 
 

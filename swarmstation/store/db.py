@@ -42,6 +42,14 @@ def make_engine(url: str) -> Engine:
             # at once with "database is locked" instead of waiting for busy_timeout.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+        @event.listens_for(engine, "checkin")
+        def _sqlite_end_leftover_transaction(dbapi_conn: Any, _record: Any) -> None:
+            # A COMMIT that failed (SQLITE_BUSY, an I/O error) leaves SQLite's transaction open,
+            # and the pool skips its reset after a commit: the one connection would keep the write
+            # lock and fail every later BEGIN with "cannot start a transaction within a transaction".
+            if dbapi_conn is not None and dbapi_conn.in_transaction:
+                dbapi_conn.rollback()
+
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
