@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     )
     orphan_grace_seconds: float = Field(120.0, ge=0, description="Unknown provider instances live this long")
     max_attempts: int = Field(3, ge=1)
+    idempotency_key_hours: float = Field(
+        24.0, ge=24, le=24 * 365, description="How long an Idempotency-Key answers the job it created"
+    )
     infra_failure_threshold: int = Field(
         3, ge=1, description="Jobs failed in a row for machine reasons that take an instance out (UNHEALTHY)"
     )

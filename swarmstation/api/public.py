@@ -9,14 +9,16 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy import select
 
 from swarmstation.api.deps import DB, CurrentUser, State
+from swarmstation.api.errors import ApiError
 from swarmstation.api.schemas import (
     INT64_MAX,
     JobCreate,
@@ -27,6 +29,7 @@ from swarmstation.api.schemas import (
     UploadOut,
 )
 from swarmstation.api.views import job_out, tool_detail, tool_summary
+from swarmstation.control import idempotency
 from swarmstation.control import jobs as jobs_ops
 from swarmstation.control.models import model_sources
 from swarmstation.domain.backends import choose_backend
@@ -36,7 +39,7 @@ from swarmstation.domain.states import TERMINAL_JOB_STATES, JobState
 from swarmstation.domain.tools import ToolInputError, ToolSpec, bind_inputs, tool_from_dict
 from swarmstation.domain.workflow import required_models
 from swarmstation.objectstore.base import NotFound, RedirectTo
-from swarmstation.store.models import Job, JobEvent, Lora, Output, Tool, Upload, User
+from swarmstation.store.models import IdempotencyKey, Job, JobEvent, Lora, Output, Tool, Upload, User
 
 router = APIRouter(prefix="/v1", tags=["public"])
 
@@ -115,8 +118,65 @@ def _lora_rows(s: DB, resolution: Resolution | None) -> dict[str, Lora]:
     return {r.slug: r for r in s.scalars(select(Lora).where(Lora.slug.in_(slugs)))}
 
 
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[!-~]+$",
+        description="Printable ASCII, no spaces. A retry with the same key and body answers the job "
+        "the first request created (for 24 hours at least); the same key with another body is a 422",
+    ),
+]
+_JOBS_SCOPE = "jobs.create"
+
+
+def _claim_key(s: DB, state: State, user: User, key: str, body: JobCreate) -> IdempotencyKey | JobOut:
+    """The claimed key (give it the job before committing), or the job an earlier request made."""
+    try:
+        found = idempotency.claim(
+            s,
+            user_id=user.id,
+            scope=_JOBS_SCOPE,
+            key=key,
+            digest=idempotency.request_hash(body.model_dump(mode="json")),
+            now=state.clock(),
+            keep=timedelta(hours=state.settings.idempotency_key_hours),
+        )
+    except idempotency.KeyReused as exc:
+        raise ApiError(
+            422,
+            "Idempotency-Key: already used for a different request; send a new key for a new job",
+            code="idempotency_key_reused",
+        ) from exc
+    except idempotency.KeyInFlight as exc:
+        raise ApiError(
+            409, "Idempotency-Key: its first request is still running; retry", "idempotency_key_in_flight"
+        ) from exc
+    if isinstance(found, idempotency.Replay):
+        job = s.get(Job, found.job_id)
+        assert job is not None  # the key goes with its job (ON DELETE CASCADE)
+        return job_out(s, job)
+    return found
+
+
 @router.post("/jobs", response_model=JobOut, status_code=201)
-def create_job(body: JobCreate, s: DB, user: CurrentUser, state: State) -> JobOut:
+def create_job(
+    body: JobCreate,
+    s: DB,
+    user: CurrentUser,
+    state: State,
+    response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JobOut:
+    claimed: IdempotencyKey | None = None
+    if idempotency_key is not None:
+        found = _claim_key(s, state, user, idempotency_key, body)
+        if isinstance(found, JobOut):
+            response.headers["Idempotent-Replayed"] = "true"
+            return found
+        claimed = found
     tool = s.get(Tool, body.tool)
     if tool is None:
         raise HTTPException(404, f"unknown tool '{body.tool}'; GET /v1/tools lists them")
@@ -151,6 +211,8 @@ def create_job(body: JobCreate, s: DB, user: CurrentUser, state: State) -> JobOu
         model_sources=sources,
     )
     job.backend = choose_backend(job.id, tool.comfydeploy_percent if tool.comfydeploy_deployment_id else 0)
+    if claimed is not None:
+        claimed.job_id = job.id
     if resolution is not None:
         job.warnings = list(resolution.warnings)
         job.applied_loras = [

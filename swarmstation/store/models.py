@@ -289,6 +289,19 @@ class Model(Base):
     __table_args__ = (Index("ux_models_folder_name", "folder", "name", unique=True),)
 
 
+class IdempotencyKey(Base):
+    """A client's `Idempotency-Key` on a creating request (`scope`, e.g. "jobs.create"): the same
+    key with the same request answers the result it created (`job_id`) instead of a second one."""
+
+    __tablename__ = "idempotency_keys"
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the canonical request body
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class Meta(Base):
     """Small facts about this database, e.g. that the bundled tools were seeded once."""
 
