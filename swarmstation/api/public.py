@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from sqlalchemy import select
 
 from swarmstation.api.deps import DB, CurrentUser, State
-from swarmstation.api.errors import ApiError
+from swarmstation.api.errors import RETRY_AFTER_SECONDS, ApiError, database_unavailable
 from swarmstation.api.schemas import (
     INT64_MAX,
     JobCreate,
@@ -40,6 +41,8 @@ from swarmstation.domain.tools import ToolInputError, ToolSpec, bind_inputs, too
 from swarmstation.domain.workflow import required_models
 from swarmstation.objectstore.base import NotFound, RedirectTo
 from swarmstation.store.models import IdempotencyKey, Job, JobEvent, Lora, Output, Tool, Upload, User
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["public"])
 
@@ -334,7 +337,16 @@ async def job_events(
             if idle >= 15.0:
                 idle = 0.0
                 yield ": keep-alive\n\n"
-            events, _ = await asyncio.to_thread(read, after)
+            try:
+                events, _ = await asyncio.to_thread(read, after)
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                # The response has started, so no 503 can be sent: end the stream cleanly and let
+                # the client reconnect with Last-Event-ID once the database is back.
+                log.warning("database unavailable on the events of job %s: %s", job_id, type(exc).__name__)
+                yield f"retry: {RETRY_AFTER_SECONDS * 1000}\n\n"
+                return
 
     return StreamingResponse(
         stream(),
