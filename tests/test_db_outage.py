@@ -140,6 +140,7 @@ def wait_for(check: object, timeout: float, what: str) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_database_outage_answers_503_and_a_retry_makes_one_job(tmp_path: Path, pg_schema: str) -> None:
     pg = make_url(POSTGRES_URL)
     proxy = CuttableProxy((pg.host or "127.0.0.1", pg.port or 5432))

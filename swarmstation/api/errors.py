@@ -11,7 +11,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -122,7 +122,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem(422, summary or "invalid request", code="validation_error", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code < 200 or exc.status_code in (204, 304):
+            return Response(status_code=exc.status_code, headers=exc.headers)  # no body allowed
         code = getattr(exc, "code", None)
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return problem(exc.status_code, detail, code=code, headers=dict(exc.headers) if exc.headers else None)
