@@ -1,0 +1,59 @@
+"""`swarmstation bench`, `bench-loras`, `bench-routing`: benchmarks that print JSON."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from swarmstation.cli.common import (
+    DbOpt,
+    err,
+    print_json,
+)
+
+app = typer.Typer()
+
+
+@app.command()
+def bench(
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64)] = 16,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, max=100_000)] = 2000,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=512, help="Clients in a closed loop")
+    ] = 16,
+    database_url: DbOpt = None,
+) -> None:
+    """Control-plane throughput and overhead with emulated workers that take no time (prints JSON)."""
+    from swarmstation.bench import BenchConfig, run_bench
+
+    result = run_bench(
+        BenchConfig(workers=workers, jobs=jobs, concurrency=concurrency, database_url=database_url),
+        progress=err,
+    )
+    print_json(result)
+
+
+@app.command("bench-loras")
+def bench_loras(
+    prompts: Annotated[int, typer.Option("--prompts", min=1, max=100_000)] = 200,
+    loras: Annotated[int, typer.Option("--loras", min=1, max=1_000_000)] = 10_000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """LoRA resolution time per 200-word prompt against a large synthetic registry (prints JSON)."""
+    from swarmstation.lora_bench import run_lora_bench
+
+    print_json(run_lora_bench(prompts=prompts, loras=loras, seed=seed))
+
+
+@app.command("bench-routing")
+def bench_routing(
+    instances: Annotated[int, typer.Option("--instances", min=1, max=100_000)] = 1000,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, max=1_000_000)] = 10_000,
+    free_fraction: Annotated[float, typer.Option("--free-fraction", min=0.0, max=1.0)] = 0.15,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Routing cost per assignment with many instances and a long queue (prints JSON)."""
+    from swarmstation.routing_bench import run_routing_bench
+
+    print_json(run_routing_bench(instances=instances, jobs=jobs, seed=seed, free_fraction=free_fraction))
