@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from swarmstation.comfy.emulator_nodes import minimal_safetensors
+from swarmstation.comfy.emulator.nodes import minimal_safetensors
 
 __all__ = ["fake_weights", "write_fake_model"]
 

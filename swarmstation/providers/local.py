@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from swarmstation.comfy.emulator_nodes import minimal_safetensors
+from swarmstation.comfy.emulator.nodes import minimal_safetensors
 from swarmstation.domain.workflow import normalise_model_name
 from swarmstation.providers.base import LaunchSpec, ProviderError, ProviderInstance
 

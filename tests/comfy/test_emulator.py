@@ -18,7 +18,7 @@ import websockets
 from PIL import Image
 
 from swarmstation.comfy.emulator import EmulatorConfig, running_emulator
-from swarmstation.comfy.emulator_nodes import NODE_CLASSES, render_image
+from swarmstation.comfy.emulator.nodes import NODE_CLASSES, render_image
 from tests.fake_models import fake_weights
 
 

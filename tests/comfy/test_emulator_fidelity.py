@@ -17,7 +17,7 @@ import pytest
 import websockets
 
 from swarmstation.comfy.emulator import COMFYUI_VERSION, EmulatorConfig, running_emulator
-from swarmstation.comfy.emulator_nodes import SafetensorError, check_safetensors, minimal_safetensors
+from swarmstation.comfy.emulator.nodes import SafetensorError, check_safetensors, minimal_safetensors
 from swarmstation.providers import bootstrap
 from tests.comfy.test_emulator import async_test, poll_history, queue, recv, txt2img, until_done, ws_url
 from tests.fake_models import fake_weights
