@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,9 +35,83 @@ def find_api_key(explicit: str | None = None, data_dir: Path | None = None) -> s
 
 @dataclass
 class SseEvent:
+    """One event of a job's stream, its data decoded from JSON."""
+
     id: str | None
     type: str
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ServerSentEvent:
+    """One dispatched event as the SSE wire format defines it (data still text)."""
+
+    type: str
+    data: str
+    id: str | None  #: the last event ID *buffer*: it carries over to later events without an id
+
+
+class SseParser:
+    """The client side of the event-stream format (WHATWG HTML, "Server-sent events", §9.2.6),
+    fed text as it arrives, with no I/O of its own.
+
+    Lines end at CRLF, LF or CR (only those: not the other characters `str.splitlines` breaks at);
+    a line starting with a colon is a comment; `data:` lines of one event are joined with LF; an
+    event is dispatched at a blank line, and only if it has data; `id:` with a NUL is ignored and
+    an id persists into the events after it; `retry:` takes ASCII digits only; unknown fields are
+    ignored; an event the stream ended before its blank line is dropped."""
+
+    _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+    def __init__(self) -> None:
+        self.last_event_id: str | None = None
+        self.retry_ms: int | None = None  #: the reconnection time the server asked for
+        self._pending = ""  # text after the last line break
+        self._after_cr = False  # the last chunk ended in CR: an LF opening the next belongs to it
+        self._started = False
+        self._data: list[str] = []
+        self._type = ""
+
+    def feed(self, text: str) -> list[ServerSentEvent]:
+        if not self._started and text:
+            self._started = True
+            text = text.removeprefix("\ufeff")  # one byte-order mark may open the stream
+        if self._after_cr and text.startswith("\n"):
+            text = text[1:]
+        if text:
+            self._after_cr = text.endswith("\r")
+        *lines, self._pending = self._LINE_BREAK.split(self._pending + text)
+        events: list[ServerSentEvent] = []
+        for line in lines:
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _line(self, line: str) -> ServerSentEvent | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, colon, value = line.partition(":")
+        if colon:
+            value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._type = value
+        elif name == "id" and "\0" not in value:
+            self.last_event_id = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self.retry_ms = int(value)
+        return None
+
+    def _dispatch(self) -> ServerSentEvent | None:
+        data, type_ = self._data, self._type
+        self._data, self._type = [], ""
+        if not data:
+            return None
+        return ServerSentEvent(type=type_ or "message", data="\n".join(data), id=self.last_event_id)
 
 
 class Client:
@@ -104,19 +179,10 @@ class Client:
                 if resp.status_code >= 400:
                     resp.read()
                     self._check(resp)
-                event: dict[str, str] = {}
-                for line in resp.iter_lines():
-                    if not line:
-                        if "data" in event:
-                            yield SseEvent(
-                                event.get("id"), event.get("event", "message"), json.loads(event["data"])
-                            )
-                        event = {}
-                    elif line.startswith(":"):
-                        continue
-                    else:
-                        name, _, value = line.partition(":")
-                        event[name] = value.removeprefix(" ")
+                parser = SseParser()
+                for text in resp.iter_text():
+                    for event in parser.feed(text):
+                        yield SseEvent(event.id, event.type, json.loads(event.data))
         except httpx.ConnectError as exc:
             raise ClientError(f"cannot reach the control plane at {self.url}") from exc
 

@@ -112,7 +112,9 @@ def test_url_and_api_key_options_reach_the_request(
     assert len(seen) == 1 and seen[0][1] == "Bearer ss_flag"
 
 
-def test_url_and_api_key_come_from_the_environment(recorder: tuple[str, list[tuple[str, str | None]]]) -> None:
+def test_url_and_api_key_come_from_the_environment(
+    recorder: tuple[str, list[tuple[str, str | None]]],
+) -> None:
     url, seen = recorder
     result = run_cli(
         "models", "list", "--json", env={"SWARMSTATION_URL": url, "SWARMSTATION_API_KEY": "ss_env"}
