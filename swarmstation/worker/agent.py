@@ -41,6 +41,7 @@ from swarmstation.comfy.client import (
     ComfyValidationError,
     ProgressEvent,
 )
+from swarmstation.domain.backoff import backoff_delays
 from swarmstation.net import outbound
 from swarmstation.net.policy import OutboundPolicy, parse_host_list
 from swarmstation.worker.cache import FetchReport, ModelCache, ModelFetchError
@@ -125,7 +126,7 @@ class ControlPlaneClient:
     unreachable_since: float | None = None
 
     async def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        delay = 0.2
+        delays = backoff_delays(base=0.2, cap=5.0, rand=random.random)
         while True:
             try:
                 resp = await self.http.request(method, path, **kwargs)
@@ -152,8 +153,7 @@ class ControlPlaneClient:
                     f"the control plane has not answered for {self.retry_for:g}s (last: {problem})"
                 )
             log.warning("control plane call %s %s failed (%s); retrying", method, path, problem)
-            await self.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
+            await self.sleep(next(delays))
 
 
 @dataclass
