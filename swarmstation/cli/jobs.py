@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +22,7 @@ from swarmstation.cli.common import (
     print_json,
 )
 from swarmstation.client import Client, ClientError
+from swarmstation.domain.backoff import backoff_delay
 
 app = typer.Typer()
 
@@ -56,7 +58,7 @@ def _follow(client: Client, job_id: str, quiet: bool) -> dict[str, Any]:
             except (httpx.HTTPError, ClientError) as exc:
                 if attempt > 120:
                     raise ClientError(f"lost the event stream: {exc}") from exc
-                time.sleep(min(5.0, 0.5 * (attempt + 1)))
+                time.sleep(backoff_delay(attempt, base=0.5, cap=5.0, rand=random.random))
     job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}")
     return job
 
