@@ -1,4 +1,5 @@
-"""`swarmstation bench`, `bench-loras`, `bench-routing`: benchmarks that print JSON."""
+"""`swarmstation bench`, `bench-loras`, `bench-routing`: the benchmarks of swarmstation/bench/,
+each printing its figures as JSON."""
 
 from __future__ import annotations
 
@@ -6,11 +7,7 @@ from typing import Annotated
 
 import typer
 
-from swarmstation.cli.common import (
-    DbOpt,
-    err,
-    print_json,
-)
+from swarmstation.cli.common import DbOpt, err
 
 app = typer.Typer()
 
@@ -25,13 +22,12 @@ def bench(
     database_url: DbOpt = None,
 ) -> None:
     """Control-plane throughput and overhead with emulated workers that take no time (prints JSON)."""
-    from swarmstation.bench import BenchConfig, run_bench
+    from swarmstation.bench import control_plane, print_result
 
-    result = run_bench(
-        BenchConfig(workers=workers, jobs=jobs, concurrency=concurrency, database_url=database_url),
-        progress=err,
+    options = control_plane.Options(
+        workers=workers, jobs=jobs, concurrency=concurrency, database_url=database_url
     )
-    print_json(result)
+    print_result(control_plane.run(options, progress=err))
 
 
 @app.command("bench-loras")
@@ -41,19 +37,31 @@ def bench_loras(
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """LoRA resolution time per 200-word prompt against a large synthetic registry (prints JSON)."""
-    from swarmstation.lora_bench import run_lora_bench
+    from swarmstation.bench import loras as lora_bench
+    from swarmstation.bench import print_result
 
-    print_json(run_lora_bench(prompts=prompts, loras=loras, seed=seed))
+    print_result(lora_bench.run(prompts=prompts, loras=loras, seed=seed))
 
 
 @app.command("bench-routing")
 def bench_routing(
     instances: Annotated[int, typer.Option("--instances", min=1, max=100_000)] = 1000,
     jobs: Annotated[int, typer.Option("--jobs", min=1, max=1_000_000)] = 10_000,
+    models: Annotated[int, typer.Option("--models", min=1, max=100_000)] = 300,
+    passes: Annotated[int, typer.Option("--passes", min=1, max=1000)] = 20,
     free_fraction: Annotated[float, typer.Option("--free-fraction", min=0.0, max=1.0)] = 0.15,
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """Routing cost per assignment with many instances and a long queue (prints JSON)."""
-    from swarmstation.routing_bench import run_routing_bench
+    from swarmstation.bench import print_result, routing
 
-    print_json(run_routing_bench(instances=instances, jobs=jobs, seed=seed, free_fraction=free_fraction))
+    print_result(
+        routing.run(
+            instances=instances,
+            jobs=jobs,
+            models=models,
+            seed=seed,
+            passes=passes,
+            free_fraction=free_fraction,
+        )
+    )

@@ -73,7 +73,7 @@ in this order, keeping the best free estimate ``f`` and the best busy one ``b``:
 Every instance left out has a lower bound that the chosen one meets, so the plan equals the
 brute-force policy (a property test checks it against one). Each estimate costs ``O(models of the
 job)``. The work is proportional to the assigned and deferred jobs times the candidates that
-survive the bounds, not to ``jobs x instances``; ``swarmstation.routing_bench`` measures it
+survive the bounds, not to ``jobs x instances``; ``swarmstation.bench.routing`` measures it
 (target: at most 100 µs per assignment with 1,000 instances and 10,000 queued jobs).
 
 Prefetch (:func:`plan_prefetch`) and a cache-blind baseline (:func:`route_ignoring_caches`) are

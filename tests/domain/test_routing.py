@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from swarmstation.bench import routing as routing_bench
 from swarmstation.domain.routing import (
     Assign,
     ModelNeed,
@@ -28,7 +29,6 @@ from swarmstation.domain.routing import (
     plan_routes,
     route_ignoring_caches,
 )
-from swarmstation.routing_bench import run_routing_bench
 
 NOW = 10_000.0
 GB = 10**9
@@ -635,7 +635,7 @@ def test_cache_aware_routing_beats_the_cache_blind_policy_on_a_zipf_trace() -> N
 
 
 def test_routing_bench_reports_json_figures() -> None:
-    result = run_routing_bench(instances=200, jobs=2000, models=100, seed=1, passes=2)
+    result = routing_bench.run(instances=200, jobs=2000, models=100, seed=1, passes=2)
     json.dumps(result)
     assert result["assignments_per_pass"] > 0
     assert result["assignments_per_pass"] <= result["free_slots"]

@@ -1,7 +1,6 @@
 """Benchmark of LoRA resolution: 200-word prompts against 10,000 LoRAs with 30,000 triggers.
 
-``python -c "from swarmstation.lora_bench import run_lora_bench; import json;
-print(json.dumps(run_lora_bench()))"`` prints the figures as JSON.
+``swarmstation bench-loras`` (or ``run()`` from Python) prints the figures as JSON.
 
 The data is synthetic and seeded. Trigger words come from a vocabulary of made-up words
 (``zarqu``, ``belomin``...), so they look like the rare tokens real LoRA triggers are; a fifth of
@@ -19,8 +18,9 @@ import time
 from typing import Any
 
 from swarmstation.domain.loras import Access, LoraInfo, TriggerMatcher, resolve
+from swarmstation.domain.stats import percentile
 
-__all__ = ["run_lora_bench"]
+__all__ = ["run"]
 
 
 def _split(words: str) -> tuple[str, ...]:
@@ -96,7 +96,7 @@ def _prompt(rng: random.Random, words: int, phrases: list[str], slugs: list[str]
     return text[0].upper() + text[1:] + "."
 
 
-def run_lora_bench(prompts: int = 200, loras: int = 10_000, seed: int = 0) -> dict[str, Any]:
+def run(prompts: int = 200, loras: int = 10_000, seed: int = 0) -> dict[str, Any]:
     """Build ``loras`` synthetic LoRAs (3 triggers each), the matcher once, and time ``prompts`` resolutions.
 
     Returns ``{"loras", "triggers", "build_ms", "per_prompt_ms": {"p50", "p99", "mean"}, "prompts",
@@ -121,15 +121,13 @@ def run_lora_bench(prompts: int = 200, loras: int = 10_000, seed: int = 0) -> di
         result = resolve(text, matcher, tool_base_model="SDXL")
         times.append((time.perf_counter() - t) * 1000)
         applied += len(result.loras)
-    times.sort()
-    p99_index = min(len(times) - 1, max(0, round(0.99 * len(times)) - 1))
     return {
         "loras": len(infos),
         "triggers": sum(len(info.triggers) for info in infos),
         "build_ms": round(build_ms, 1),
         "per_prompt_ms": {
             "p50": round(statistics.median(times), 4) if times else 0.0,
-            "p99": round(times[p99_index], 4) if times else 0.0,
+            "p99": round(percentile(times, 0.99), 4),
             "mean": round(statistics.fmean(times), 4) if times else 0.0,
         },
         "prompts": len(texts),

@@ -1,7 +1,7 @@
 """Benchmark of cache-aware routing: one planning pass over 1,000 instances and 10,000 queued jobs.
 
-``python -m swarmstation.routing_bench [--free-fraction 0.1] [--passes 20] ...`` (or
-``run_routing_bench()`` from Python) prints the figures as JSON.
+``swarmstation bench-routing [--free-fraction 0.1] [--passes 20] ...`` (or ``run()`` from
+Python) prints the figures as JSON.
 
 The snapshot is synthetic and seeded. A tenth of the models are checkpoints (2-24 GB, log-uniform),
 the rest LoRAs (10-400 MB); popularity is Zipf (exponent 1.1) within each kind. Each instance holds
@@ -18,8 +18,6 @@ figures are wall-clock (``time.perf_counter``) on the calling thread.
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import statistics
 import time
@@ -35,7 +33,7 @@ from swarmstation.domain.routing import (
     route_ignoring_caches,
 )
 
-__all__ = ["build_snapshot", "main", "run_routing_bench"]
+__all__ = ["build_snapshot", "run"]
 
 _NOW = 1_000_000.0
 _POOL = "default"
@@ -140,7 +138,7 @@ def _time_passes(
     return times
 
 
-def run_routing_bench(
+def run(
     instances: int = 1000,
     jobs: int = 10_000,
     models: int = 300,
@@ -187,22 +185,3 @@ def run_routing_bench(
             "pass_ms": round(statistics.median(blind_times), 3),
         },
     }
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Time cache-aware routing passes; prints JSON.")
-    parser.add_argument("--instances", type=int, default=1000)
-    parser.add_argument("--jobs", type=int, default=10_000)
-    parser.add_argument("--models", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--passes", type=int, default=20)
-    parser.add_argument("--free-fraction", type=float, default=0.15)
-    args = parser.parse_args(argv)
-    result = run_routing_bench(
-        args.instances, args.jobs, args.models, args.seed, args.passes, args.free_fraction
-    )
-    print(json.dumps(result, indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -36,6 +36,7 @@ from swarmstation.config import Settings
 from swarmstation.control.bootstrap import create_user_with_key
 from swarmstation.control.pools import preload_models
 from swarmstation.domain.states import InstanceState
+from swarmstation.domain.stats import percentile
 from swarmstation.providers.local import PLACEHOLDER_WEIGHTS
 from swarmstation.store.db import transaction
 from swarmstation.store.models import Instance, Job, utcnow
@@ -46,7 +47,7 @@ INPUTS = {"prompt": "benchmark", "width": 64, "height": 64, "steps": 1}
 
 
 @dataclass
-class BenchConfig:
+class Options:
     workers: int = 16
     jobs: int = 2000
     concurrency: int = 16
@@ -57,14 +58,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def _prepare(settings: Settings, workers: int) -> tuple[str, list[str], list[tuple[str, str]]]:
@@ -97,7 +90,7 @@ def _prepare(settings: Settings, workers: int) -> tuple[str, list[str], list[tup
 
 
 async def _run(
-    config: BenchConfig,
+    config: Options,
     url: str,
     key: str,
     tokens: list[str],
@@ -160,7 +153,7 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
-def run_bench(config: BenchConfig, progress: Console | None = None) -> dict[str, Any]:
+def run(config: Options, progress: Console | None = None) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="swarmstation-bench-"))
     port = _free_port()
     settings = Settings(
@@ -236,7 +229,7 @@ def run_bench(config: BenchConfig, progress: Console | None = None) -> dict[str,
         "jobs_per_second": round(len(done) / elapsed, 1) if elapsed else 0.0,
         "overhead_ms": {
             "p50": round(statistics.median(overhead_ms), 1) if overhead_ms else None,
-            "p99": round(_percentile(overhead_ms, 0.99), 1),
+            "p99": round(percentile(overhead_ms, 0.99), 1),
             "max": round(max(overhead_ms), 1) if overhead_ms else None,
         },
         "submit_to_assign_ms_p50": round(statistics.median(queue_ms), 1) if queue_ms else None,
