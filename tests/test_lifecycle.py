@@ -11,7 +11,7 @@ from swarmstation.api.app import build
 from swarmstation.config import Settings
 from swarmstation.control import jobs as jobs_ops
 from swarmstation.control.scheduler import scheduler_pass
-from swarmstation.domain.states import IllegalTransition, InstanceState, JobState
+from swarmstation.domain.states import IllegalTransition, InstanceState, JobState, JobTrigger
 from swarmstation.store.db import transaction
 from swarmstation.store.models import Instance, InstanceTransition, Job, JobEvent, Output, Pool, Tool
 from tests.conftest import FakeClock
@@ -163,7 +163,7 @@ def test_terminal_job_refuses_further_transitions(plane, clock) -> None:  # type
         job = submit(s, user, clock())
         jobs_ops.cancel_job(s, job, now=clock())
         with pytest.raises(IllegalTransition):
-            jobs_ops.requeue_job(s, job, reason="x", now=clock())
+            jobs_ops.requeue_job(s, job, trigger=JobTrigger.RETRY, reason="x", now=clock())
         assert job.state == JobState.CANCELLED
 
 

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from swarmstation.api.app import ControlPlane
 from swarmstation.control.costs import bill_spans, running_spans
-from swarmstation.control.instances import set_instance_state
+from swarmstation.control.instances import move_instance
 from swarmstation.domain.pricing import JobRun
-from swarmstation.domain.states import InstanceState, JobState
+from swarmstation.domain.states import InstanceState, InstanceTrigger, JobState
 from swarmstation.store.db import transaction
 from swarmstation.store.models import Instance, Pool, User
 from tests.conftest import FakeClock
@@ -85,7 +85,7 @@ def test_parked_instances_in_pool_instance_and_metrics_views(
     with transaction(plane.state.sessions) as s:
         add_pool(s, "warm", now, max_parked=2)
         parked, _ = add_instance(s, now, pool="warm")
-        set_instance_state(s, parked, InstanceState.STOPPED, "parked: idle for more than 5 minutes", now)
+        move_instance(s, parked, InstanceTrigger.PARK, "parked: idle for more than 5 minutes", now)
         parked.parked_at = now
         add_instance(s, now, pool="warm")  # one idle
         parked_id = parked.id
@@ -123,23 +123,23 @@ def test_an_hour_parked_bills_no_gpu(
         inst, _ = add_instance(s, t0)
         inst.price_per_hour = 3.6  # $0.001 per second
         run_job(s, user, inst, at(100), 300)
-        set_instance_state(s, inst, InstanceState.STOPPED, "parked", at(1000))  # parked for an hour
-        set_instance_state(s, inst, InstanceState.PROVISIONING, "resuming", at(4600))
-        set_instance_state(s, inst, InstanceState.INITIALIZING, "worker started", at(4630))
-        set_instance_state(s, inst, InstanceState.IDLE, "ComfyUI ready", at(4640))
+        move_instance(s, inst, InstanceTrigger.PARK, "parked", at(1000))  # parked for an hour
+        move_instance(s, inst, InstanceTrigger.RESUME, "resuming", at(4600))
+        move_instance(s, inst, InstanceTrigger.STARTED, "worker started", at(4630))
+        move_instance(s, inst, InstanceTrigger.READY, "ComfyUI ready", at(4640))
         run_job(s, user, inst, at(4700), 100)
-        set_instance_state(s, inst, InstanceState.DRAINING, "idle", at(5400))
-        set_instance_state(s, inst, InstanceState.TERMINATED, "drained, destroyed", at(5600))
+        move_instance(s, inst, InstanceTrigger.DRAIN, "idle", at(5400))
+        move_instance(s, inst, InstanceTrigger.DESTROY, "drained, destroyed", at(5600))
         # still parked now, since 600 s after its creation: 600 s billed, no job
         idle, _ = add_instance(s, t0)
         idle.price_per_hour = 0.36
-        set_instance_state(s, idle, InstanceState.STOPPED, "parked", at(600))
+        move_instance(s, idle, InstanceTrigger.PARK, "parked", at(600))
         # parked, then drained to be destroyed: it never ran again
         gone, _ = add_instance(s, t0)
         gone.price_per_hour = 0.36
-        set_instance_state(s, gone, InstanceState.STOPPED, "parked", at(300))
-        set_instance_state(s, gone, InstanceState.DRAINING, "parked for more than 1h", at(4000))
-        set_instance_state(s, gone, InstanceState.TERMINATED, "drained, destroyed", at(4010))
+        move_instance(s, gone, InstanceTrigger.PARK, "parked", at(300))
+        move_instance(s, gone, InstanceTrigger.DRAIN, "parked for more than 1h", at(4000))
+        move_instance(s, gone, InstanceTrigger.DESTROY, "drained, destroyed", at(4010))
         inst_id, user_id = inst.id, user.id
     clock.advance(7200)
     data = api.get("/v1/admin/costs?group_by=instance", headers=admin).json()

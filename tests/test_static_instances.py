@@ -17,7 +17,7 @@ from swarmstation.api.app import ControlPlane
 from swarmstation.api.deps import InstanceIdentity
 from swarmstation.auth import hash_secret
 from swarmstation.config import Settings
-from swarmstation.control.instances import set_instance_state
+from swarmstation.control.instances import move_instance
 from swarmstation.control.jobs import assign_job
 from swarmstation.domain.scaling import (
     Drain,
@@ -28,7 +28,7 @@ from swarmstation.domain.scaling import (
     PoolSnapshot,
     plan_scaling,
 )
-from swarmstation.domain.states import InstanceState
+from swarmstation.domain.states import InstanceState, InstanceTrigger
 from swarmstation.providers.base import LaunchSpec, ProviderInstance
 from swarmstation.store.db import transaction
 from swarmstation.store.models import Instance, Job, Pool
@@ -190,7 +190,7 @@ def state_of(cp: ControlPlane, instance_id: str) -> InstanceState:
     with transaction(cp.state.sessions) as s:
         inst = s.get(Instance, instance_id)
         assert inst is not None
-        return InstanceState(inst.state)
+        return inst.state
 
 
 def register(api: TestClient, token: str) -> int:
@@ -228,7 +228,7 @@ def test_pool_loop_counts_a_static_instance_and_never_touches_it(
         with transaction(cp.state.sessions) as s:
             inst = s.get(Instance, attached["instance_id"])
             assert inst is not None
-            set_instance_state(s, inst, InstanceState.UNHEALTHY, "no heartbeat", clock())
+            move_instance(s, inst, InstanceTrigger.HEARTBEAT_LOST, "no heartbeat", clock())
         for _ in range(2):
             cp.pools.tick()
         assert state_of(cp, attached["instance_id"]) == InstanceState.UNHEALTHY
@@ -251,7 +251,7 @@ def test_unhealthy_static_instance_is_not_told_to_go_away(cp: ControlPlane, cloc
         with transaction(cp.state.sessions) as s:
             inst = s.get(Instance, attached["instance_id"])
             assert inst is not None
-            set_instance_state(s, inst, InstanceState.UNHEALTHY, "no heartbeat", clock())
+            move_instance(s, inst, InstanceTrigger.HEARTBEAT_LOST, "no heartbeat", clock())
         assert heartbeat(api, attached["token"], comfyui_ok=False) == 200  # not 410: it stays
         assert state_of(cp, attached["instance_id"]) == InstanceState.UNHEALTHY
         assert register(api, attached["token"]) == 200

@@ -201,7 +201,7 @@ def test_a_worker_whose_comfyui_died_fails_no_job_and_the_jobs_go_elsewhere(serv
             jobs = [s.get(Job, i) for i in ids]
             for j in jobs:
                 s.expunge(j)
-        return jobs if all(JobState(j.state) in TERMINAL_JOB_STATES for j in jobs) else None  # type: ignore[union-attr]
+        return jobs if all(j.state in TERMINAL_JOB_STATES for j in jobs) else None  # type: ignore[union-attr]
 
     try:
         jobs = wait_for(finished, 90, "every job to end")

@@ -255,7 +255,7 @@ def _pools(s: DB) -> list[PoolOut]:
 
 def queue_counts(s: DB) -> QueueOut:
     by_state = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
-    return QueueOut(**{st.value.lower(): by_state.get(st.value, 0) for st in JobState})
+    return QueueOut(**{st.value.lower(): by_state.get(st, 0) for st in JobState})
 
 
 @router.get("/status", response_model=StatusOut)

@@ -35,7 +35,7 @@ class StateCollector(Collector):
             ]
         g = GaugeMetricFamily("swarmstation_jobs", "Jobs by state", labels=["state"])
         for st in JobState:
-            g.add_metric([st.value], jobs.get(st.value, 0))
+            g.add_metric([st.value], jobs.get(st, 0))
         yield g
         gi = GaugeMetricFamily(
             "swarmstation_instances", "Instances by pool and state", labels=["pool", "state"]
@@ -44,7 +44,7 @@ class StateCollector(Collector):
         pools = {p for p, _ in seen} or {"default"}
         for pool in sorted(pools):
             for ist in InstanceState:
-                gi.add_metric([pool, ist.value], seen.get((pool, ist.value), 0))
+                gi.add_metric([pool, ist.value], seen.get((pool, ist), 0))
         yield gi
         hit = GaugeMetricFamily(
             "swarmstation_instance_cache_hit_ratio",

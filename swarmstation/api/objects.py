@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 
 from swarmstation.api.deps import State
-from swarmstation.domain.states import LEASED_JOB_STATES, JobState
+from swarmstation.domain.states import LEASED_JOB_STATES
 from swarmstation.objectstore.base import UploadLease
 from swarmstation.objectstore.local import LocalObjectStore
 from swarmstation.store.models import Job
@@ -39,7 +39,7 @@ def _lease_holds(state: State, lease: UploadLease) -> bool:
         return (
             job is not None
             and job.lease_token == lease.lease_token
-            and JobState(job.state) in LEASED_JOB_STATES
+            and job.state in LEASED_JOB_STATES
         )
 
 

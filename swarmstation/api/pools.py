@@ -132,7 +132,7 @@ def pool_detail(s: DB, pool: Pool) -> PoolDetail:
             k: getattr(pool, k) for k in PoolDetail.model_fields if k not in ("instances", "parked", "queued")
         },
         instances=counts,
-        parked=counts.get(InstanceState.STOPPED.value, 0),
+        parked=counts.get(InstanceState.STOPPED, 0),
         queued=queued or 0,
     )
 

@@ -263,7 +263,7 @@ def get_job(job_id: str, s: DB, user: CurrentUser) -> JobOut:
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: str, s: DB, user: CurrentUser, state: State) -> JobOut:
     job = _own_job(s, job_id, user)
-    if JobState(job.state) in TERMINAL_JOB_STATES:
+    if job.state in TERMINAL_JOB_STATES:
         raise HTTPException(409, f"job {job_id} is already {job.state}")
     jobs_ops.cancel_job(s, job, now=state.clock())
     s.flush()

@@ -34,14 +34,14 @@ from swarmstation.api.schemas import (
 )
 from swarmstation.control import jobs as jobs_ops
 from swarmstation.control.instances import (
+    move_instance,
     record_infrastructure_failure,
     record_machine_worked,
-    set_instance_state,
 )
 from swarmstation.control.models import model_sources
 from swarmstation.control.routing import measured_rate
 from swarmstation.domain.names import safe_file_name
-from swarmstation.domain.states import InstanceState, JobState
+from swarmstation.domain.states import InstanceState, InstanceTrigger, JobState
 from swarmstation.objectstore.base import UploadLease
 from swarmstation.providers.static import is_static, recover_if_static
 from swarmstation.store.models import Instance, Job, Output, Pool
@@ -70,16 +70,16 @@ def register(body: RegisterIn, s: DB, me: CurrentInstance, state: State, ready: 
     inst.comfyui_url = body.comfyui_url
     inst.last_heartbeat_at = now
     inst.info = {**inst.info, "worker_version": body.version}
-    current = InstanceState(inst.state)
+    current = inst.state
     if current == InstanceState.UNHEALTHY and is_static(inst):  # attached: it stays and comes back
         if ready:
             recover_if_static(s, inst, now, "its worker registered again with ComfyUI ready")
     elif current == InstanceState.UNHEALTHY:
         raise HTTPException(410, "this instance was declared unhealthy and is being replaced")
     if current == InstanceState.PROVISIONING:
-        set_instance_state(s, inst, InstanceState.INITIALIZING, "worker started", now)
-    if ready and InstanceState(inst.state) == InstanceState.INITIALIZING:
-        set_instance_state(s, inst, InstanceState.IDLE, "ComfyUI ready", now)
+        move_instance(s, inst, InstanceTrigger.STARTED, "worker started", now)
+    if ready and inst.state == InstanceState.INITIALIZING:
+        move_instance(s, inst, InstanceTrigger.READY, "ComfyUI ready", now)
     s.commit()
     state.loops.poke()
     return RegisterOut(
@@ -102,9 +102,9 @@ def bootstrap(body: BootstrapReport, s: DB, me: CurrentInstance, state: State) -
     }
     if not body.ok and inst.state != InstanceState.UNHEALTHY:
         reason = f"bootstrap failed at {body.stage}: {body.message[:300]}"
-        set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, now)
+        move_instance(s, inst, InstanceTrigger.BOOTSTRAP_FAILED, reason, now)
     elif body.ok and inst.state == InstanceState.PROVISIONING:
-        set_instance_state(s, inst, InstanceState.INITIALIZING, f"bootstrap: {body.stage}", now)
+        move_instance(s, inst, InstanceTrigger.STARTED, f"bootstrap: {body.stage}", now)
 
 
 def _with_urls(s: DB, state: State, wanted: list[tuple[str, str]]) -> list[ModelOut]:
@@ -159,7 +159,7 @@ def heartbeat(body: HeartbeatIn, s: DB, me: CurrentInstance, state: State) -> He
         >= state.settings.heartbeat_timeout_seconds
     ):
         reason = f"ComfyUI has not answered for {state.settings.heartbeat_timeout_seconds:g}s"
-        set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, now)
+        move_instance(s, inst, InstanceTrigger.COMFY_DOWN, reason, now)
         s.commit()
         if not is_static(inst):  # an attached machine keeps heartbeating until its ComfyUI is back
             raise HTTPException(410, reason)

@@ -1,4 +1,8 @@
-"""Instance rows: state changes with their history, and what counts as alive."""
+"""Instance rows: state changes with their history, and what counts as alive.
+
+Every change of an instance's state goes through `move_instance`, which applies a trigger through
+the domain's table (`domain.states.INSTANCE`) and records the transition with its trigger and
+reason (shown to admins as the instance's history, and used by the cost reports)."""
 
 from __future__ import annotations
 
@@ -8,18 +12,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from swarmstation.domain.breaker import breaker_trips
-from swarmstation.domain.states import InstanceState, can_transition_instance, require_instance_transition
+from swarmstation.domain.states import INSTANCE, InstanceState, InstanceTrigger
 from swarmstation.store.models import Instance, InstanceTransition
 
 
-def set_instance_state(s: Session, inst: Instance, target: InstanceState, reason: str, now: datetime) -> bool:
-    """Move `inst` to `target`, recording the transition. Returns False when already there."""
-    current = InstanceState(inst.state)
-    if current == target:
+def move_instance(s: Session, inst: Instance, trigger: InstanceTrigger, reason: str, now: datetime) -> bool:
+    """Move `inst` by `trigger`, recording the transition. Returns False when it is already where
+    the trigger leads (found UNHEALTHY twice: the first reason stays); an illegal trigger raises
+    `IllegalTransition` and changes nothing."""
+    if inst.state in INSTANCE.targets(trigger) and not INSTANCE.can(inst.state, trigger):
         return False
-    require_instance_transition(current, target)
-    s.add(InstanceTransition(instance_id=inst.id, from_state=current, to_state=target, reason=reason, at=now))
-    inst.state = target
+    current = INSTANCE.apply(inst, trigger)
+    target = inst.state
+    s.add(
+        InstanceTransition(
+            instance_id=inst.id, from_state=current, to_state=target, trigger=trigger, reason=reason, at=now
+        )
+    )
     inst.state_reason = reason
     inst.state_changed_at = now
     if target == InstanceState.IDLE:
@@ -49,10 +58,10 @@ def record_infrastructure_failure(s: Session, inst: Instance, *, threshold: int,
     inst.consecutive_infra_failures = (inst.consecutive_infra_failures or 0) + 1
     if not breaker_trips(inst.consecutive_infra_failures, threshold):
         return False
-    if not can_transition_instance(InstanceState(inst.state), InstanceState.UNHEALTHY):
+    if not INSTANCE.can(inst.state, InstanceTrigger.BREAKER_TRIPPED):
         return False  # already out (UNHEALTHY, TERMINATED)
     reason = f"failed {inst.consecutive_infra_failures} jobs in a row for machine reasons"
-    return set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, now)
+    return move_instance(s, inst, InstanceTrigger.BREAKER_TRIPPED, reason, now)
 
 
 def record_machine_worked(inst: Instance) -> None:

@@ -1,7 +1,8 @@
 """The job lifecycle against the database: submit, lease, report, finish, requeue.
 
-Every state change goes through `_move`, which checks the domain's transition table and records
-a `state` event that users see on the job's event stream. Reports from workers carry the lease's
+Every state change goes through `_move`, which applies a trigger through the domain's table
+(`domain.states.JOB`) and records a `state` event, with its trigger, that users see on the job's
+event stream. Reports from workers carry the lease's
 fencing token; a report with an old token is refused with `StaleLease` and changes nothing.
 """
 
@@ -14,13 +15,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from swarmstation.control.instances import set_instance_state
+from swarmstation.control.instances import move_instance
 from swarmstation.domain.breaker import keeps_attempt
 from swarmstation.domain.states import (
+    JOB,
     LEASED_JOB_STATES,
     InstanceState,
+    InstanceTrigger,
     JobState,
-    require_job_transition,
+    JobTrigger,
 )
 from swarmstation.domain.tools import BoundJob
 from swarmstation.store.models import Instance, Job, JobEvent, Output
@@ -38,15 +41,26 @@ class JobNotFound(JobError):
     pass
 
 
-def record_event(s: Session, job: Job, type_: str, data: dict[str, Any], now: datetime) -> None:
-    s.add(JobEvent(job_id=job.id, type=type_, data=data, at=now))
+def record_event(
+    s: Session,
+    job: Job,
+    type_: str,
+    data: dict[str, Any],
+    now: datetime,
+    trigger: JobTrigger | None = None,
+) -> None:
+    s.add(JobEvent(job_id=job.id, type=type_, data=data, at=now, trigger=trigger))
 
 
-def _move(s: Session, job: Job, target: JobState, now: datetime, **extra: Any) -> None:
-    require_job_transition(JobState(job.state), target)
-    job.state = target
-    data: dict[str, Any] = {"state": target.value, "attempt": job.attempt, **extra}
-    record_event(s, job, "state", data, now)
+def _move(s: Session, job: Job, trigger: JobTrigger, now: datetime, **extra: Any) -> None:
+    JOB.apply(job, trigger)  # raises IllegalTransition, the job unchanged
+    data: dict[str, Any] = {
+        "state": job.state.value,
+        "attempt": job.attempt,
+        "trigger": trigger.value,
+        **extra,
+    }
+    record_event(s, job, "state", data, now, trigger)
 
 
 def submit_job(
@@ -98,7 +112,7 @@ def active_job_count(s: Session, instance_id: str) -> int:
         s.scalar(
             select(func.count())
             .select_from(Job)
-            .where(Job.instance_id == instance_id, Job.state.in_([st.value for st in LEASED_JOB_STATES]))
+            .where(Job.instance_id == instance_id, Job.state.in_(sorted(LEASED_JOB_STATES)))
         )
         or 0
     )
@@ -110,9 +124,21 @@ def assign_job(s: Session, job: Job, inst: Instance, *, lease_seconds: float, no
     job.instance_id = inst.id
     job.assigned_at = now
     job.lease_expires_at = now + timedelta(seconds=lease_seconds)
-    _move(s, job, JobState.ASSIGNED, now, instance_id=inst.id)
+    _move(s, job, JobTrigger.ASSIGN, now, instance_id=inst.id)
     if inst.state == InstanceState.IDLE:
-        set_instance_state(s, inst, InstanceState.BUSY, f"assigned job {job.id}", now)
+        move_instance(s, inst, InstanceTrigger.ASSIGN, f"assigned job {job.id}", now)
+
+
+def assign_external(s: Session, job: Job, *, backend: str, run_id: str, now: datetime) -> None:
+    """The job was handed to an external backend (ComfyUI Deploy), which runs it as `run_id`:
+    a lease as with an instance, with no instance and no expiry (the backend's webhooks and the
+    poller report on it)."""
+    job.attempt += 1
+    job.lease_token += 1
+    job.assigned_at = now
+    job.external_run_id = run_id
+    job.external = {}
+    _move(s, job, JobTrigger.ASSIGN, now, backend=backend)
 
 
 def leased_job(s: Session, job_id: str, inst: Instance, lease_token: int) -> Job:
@@ -123,7 +149,7 @@ def leased_job(s: Session, job_id: str, inst: Instance, lease_token: int) -> Job
     if (
         job.instance_id != inst.id
         or job.lease_token != lease_token
-        or JobState(job.state) not in LEASED_JOB_STATES
+        or job.state not in LEASED_JOB_STATES
     ):
         raise StaleLease(
             f"job {job_id}: lease {lease_token} is no longer valid "
@@ -140,7 +166,7 @@ def mark_running(s: Session, job: Job, *, lease_seconds: float, now: datetime) -
     renew_lease(job, lease_seconds=lease_seconds, now=now)
     if job.state == JobState.ASSIGNED:
         job.started_at = now
-        _move(s, job, JobState.RUNNING, now, instance_id=job.instance_id)
+        _move(s, job, JobTrigger.START, now, instance_id=job.instance_id)
 
 
 def report_progress(
@@ -159,7 +185,7 @@ def _release_instance(s: Session, job: Job, now: datetime) -> None:
     if inst is None or inst.state != InstanceState.BUSY:
         return
     if active_job_count(s, inst.id) == 0:
-        set_instance_state(s, inst, InstanceState.IDLE, f"job {job.id} left", now)
+        move_instance(s, inst, InstanceTrigger.RELEASE, f"job {job.id} left", now)
 
 
 def complete_job(s: Session, job: Job, *, timings: dict[str, Any], now: datetime) -> None:
@@ -178,7 +204,7 @@ def complete_job(s: Session, job: Job, *, timings: dict[str, Any], now: datetime
             max(0.0, (started - (job.assigned_at or started)).total_seconds()), 4
         ),
     }
-    _move(s, job, JobState.COMPLETED, now, outputs=[o.id for o in outputs])
+    _move(s, job, JobTrigger.COMPLETE, now, outputs=[o.id for o in outputs])
     s.flush()
     _release_instance(s, job, now)
 
@@ -187,16 +213,17 @@ def fail_job(s: Session, job: Job, *, reason: str, now: datetime) -> None:
     job.finished_at = now
     job.error = reason
     job.lease_expires_at = None
-    _move(s, job, JobState.FAILED, now, error=reason)
+    _move(s, job, JobTrigger.FAIL, now, error=reason)
     s.flush()
     _release_instance(s, job, now)
 
 
-def requeue_job(s: Session, job: Job, *, reason: str, now: datetime) -> None:
+def requeue_job(s: Session, job: Job, *, trigger: JobTrigger, reason: str, now: datetime) -> None:
+    """Back to the queue; `trigger` says why (`RETRY`, `LEASE_EXPIRED`, `INSTANCE_LOST`, ...)."""
     job.queued_at = now
     job.lease_expires_at = None
     job.progress = 0.0
-    _move(s, job, JobState.QUEUED, now, reason=reason)
+    _move(s, job, trigger, now, reason=reason)
     s.flush()
     _release_instance(s, job, now)
     job.instance_id = None
@@ -205,7 +232,13 @@ def requeue_job(s: Session, job: Job, *, reason: str, now: datetime) -> None:
 def retry_or_fail(s: Session, job: Job, *, reason: str, now: datetime) -> None:
     """A retryable failure: back to the queue while attempts remain."""
     if job.attempt < job.max_attempts:
-        requeue_job(s, job, reason=f"{reason} (attempt {job.attempt} of {job.max_attempts})", now=now)
+        requeue_job(
+            s,
+            job,
+            trigger=JobTrigger.RETRY,
+            reason=f"{reason} (attempt {job.attempt} of {job.max_attempts})",
+            now=now,
+        )
     else:
         fail_job(s, job, reason=f"{reason}; gave up after {job.attempt} attempts", now=now)
 
@@ -221,7 +254,11 @@ def requeue_for_infrastructure(
     job.infra_requeues += 1
     job.attempt = max(0, job.attempt - 1)  # the assignment counted an attempt; give it back
     requeue_job(
-        s, job, reason=f"{reason} (a failure of instance {job.instance_id}: no attempt spent)", now=now
+        s,
+        job,
+        trigger=JobTrigger.MACHINE_FAILED,
+        reason=f"{reason} (a failure of instance {job.instance_id}: no attempt spent)",
+        now=now,
     )
 
 
@@ -229,7 +266,7 @@ def leased_jobs_on(s: Session, instance_id: str) -> list[Job]:
     return list(
         s.scalars(
             select(Job)
-            .where(Job.instance_id == instance_id, Job.state.in_([st.value for st in LEASED_JOB_STATES]))
+            .where(Job.instance_id == instance_id, Job.state.in_(sorted(LEASED_JOB_STATES)))
             .order_by(Job.assigned_at, Job.id)
             .with_for_update()
         )
@@ -239,6 +276,6 @@ def leased_jobs_on(s: Session, instance_id: str) -> list[Job]:
 def cancel_job(s: Session, job: Job, *, now: datetime) -> None:
     job.finished_at = now
     job.lease_expires_at = None
-    _move(s, job, JobState.CANCELLED, now)
+    _move(s, job, JobTrigger.CANCEL, now)
     s.flush()
     _release_instance(s, job, now)

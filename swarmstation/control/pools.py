@@ -49,7 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from swarmstation.auth import WORKER_TOKEN_PREFIX, hash_secret, new_secret
 from swarmstation.config import Settings
-from swarmstation.control.instances import set_instance_state
+from swarmstation.control.instances import move_instance
 from swarmstation.control.jobs import active_job_count
 from swarmstation.control.replicas import ReplicaPresence
 from swarmstation.domain.offers import OfferFilters
@@ -64,7 +64,13 @@ from swarmstation.domain.scaling import (
     Resume,
     plan_scaling,
 )
-from swarmstation.domain.states import LEASED_JOB_STATES, LIVE_INSTANCE_STATES, InstanceState, JobState
+from swarmstation.domain.states import (
+    LEASED_JOB_STATES,
+    LIVE_INSTANCE_STATES,
+    InstanceState,
+    InstanceTrigger,
+    JobState,
+)
 from swarmstation.domain.tools import tool_from_dict
 from swarmstation.domain.workflow import required_models
 from swarmstation.providers.base import ComputeProvider, LaunchSpec, ProviderError
@@ -257,22 +263,22 @@ class PoolController:
                     inst.gpu_name = p.gpu_name
                 if p.host and inst.info.get("host") != p.host:
                     inst.info = {**inst.info, "host": p.host}
-                if not p.running and InstanceState(inst.state) not in (InstanceState.UNHEALTHY,):
+                if not p.running and inst.state not in (InstanceState.UNHEALTHY,):
                     why = f"the provider reports it {p.status}" if p.status else "its processes exited"
-                    set_instance_state(s, inst, InstanceState.UNHEALTHY, why, now)
+                    move_instance(s, inst, InstanceTrigger.INSTANCE_LOST, why, now)
                 elif inst.state == InstanceState.STOPPED and not p.stopped:
                     restop.append(p.provider_id)  # parked here, still running there: the stop was lost
                 elif p.stopped and stopped_behind_our_back(inst):
                     why = OUTBID_REASON if p.interruptible else STOPPED_BY_PROVIDER_REASON
-                    set_instance_state(s, inst, InstanceState.UNHEALTHY, why, now)
+                    move_instance(s, inst, InstanceTrigger.INSTANCE_LOST, why, now)
             for inst in rows:
-                state = InstanceState(inst.state)
+                state = inst.state
                 if (
                     inst.provider_instance_id is not None
                     and inst.provider_instance_id not in listed
                     and state in LIVE_INSTANCE_STATES | {InstanceState.DRAINING, InstanceState.STOPPED}
                 ):
-                    set_instance_state(s, inst, InstanceState.UNHEALTHY, "the provider lost it", now)
+                    move_instance(s, inst, InstanceTrigger.INSTANCE_LOST, "the provider lost it", now)
             self._give_up_resumes(s, rows, now)
         for pid in restop:
             log.warning("instance %s at %s is parked but still runs; stopping it again", pid, provider.name)
@@ -301,7 +307,7 @@ class PoolController:
                 and (now - resumed_at).total_seconds() > timeout
             ):
                 reason = f"not ready within {timeout:g}s of its resume"
-                set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, now)
+                move_instance(s, inst, InstanceTrigger.STARTUP_TIMEOUT, reason, now)
 
     def _stop(self, provider: ComputeProvider, provider_id: str) -> bool:
         try:
@@ -342,7 +348,7 @@ class PoolController:
                     reason = (
                         "unhealthy, destroyed" if state == InstanceState.UNHEALTHY else "drained, destroyed"
                     )
-                    set_instance_state(s, inst, InstanceState.TERMINATED, reason, self.clock())
+                    move_instance(s, inst, InstanceTrigger.DESTROY, reason, self.clock())
 
     # -- (3) scale ----------------------------------------------------------------------------
     def scale(self, provider: ComputeProvider) -> None:
@@ -365,7 +371,7 @@ class PoolController:
                 views = [
                     InstanceView(
                         i.id,
-                        InstanceState(i.state),
+                        i.state,
                         active_job_count(s, i.id),
                         i.idle_since,
                         i.created_at,
@@ -413,7 +419,7 @@ class PoolController:
                             assert inst.provider_instance_id is not None  # park() checks
                             stops.append(inst.provider_instance_id)
                     elif isinstance(action, Drain):
-                        set_instance_state(s, inst, InstanceState.DRAINING, action.reason, now)
+                        move_instance(s, inst, InstanceTrigger.DRAIN, action.reason, now)
         for provider_id in stops:
             if self._stop(provider, provider_id):
                 log.info("parked instance %s at %s", provider_id, provider.name)
@@ -430,7 +436,7 @@ class PoolController:
                 inst = s.get(Instance, instance_id)
                 if inst is not None and inst.state == InstanceState.PROVISIONING:
                     reason = f"resume failed: {exc}"
-                    set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, self.clock())
+                    move_instance(s, inst, InstanceTrigger.LAUNCH_FAILED, reason, self.clock())
             return
         log.info("resumed instance %s (%s at %s)", instance_id, provider_id, provider.name)
 
@@ -510,7 +516,7 @@ class PoolController:
                 inst = s.get(Instance, spec.instance_id)
                 if inst is not None:
                     reason = f"launch failed: {exc}"
-                    set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, self.clock())
+                    move_instance(s, inst, InstanceTrigger.LAUNCH_FAILED, reason, self.clock())
             return
         with transaction(self.sessions) as s:
             inst = s.get(Instance, spec.instance_id)
@@ -530,12 +536,12 @@ class PoolController:
                 continue
             with transaction(self.sessions) as s:
                 for inst in s.scalars(select(Instance).where(Instance.provider == provider.name)):
-                    state = InstanceState(inst.state)
+                    state = inst.state
                     if state == InstanceState.TERMINATED:
                         continue
                     if state in LIVE_INSTANCE_STATES:
-                        set_instance_state(s, inst, InstanceState.UNHEALTHY, "control plane shut down", now)
-                    set_instance_state(s, inst, InstanceState.TERMINATED, "control plane shut down", now)
+                        move_instance(s, inst, InstanceTrigger.SHUTDOWN, "control plane shut down", now)
+                    move_instance(s, inst, InstanceTrigger.DESTROY, "control plane shut down", now)
 
 
 OUTBID_REASON = "outbid: the provider stopped this interruptible instance"
@@ -555,7 +561,7 @@ def stopped_behind_our_back(inst: Instance) -> bool:
     """Whether a provider's "stopped" for this instance means someone else stopped it: it is live
     here and not parked by us (a parked one being drained keeps `parked_at`), nor being resumed
     (the provider may show our start late; the resume timeout judges it)."""
-    if InstanceState(inst.state) not in _STOPPABLE_BEHIND_OUR_BACK or inst.parked_at is not None:
+    if inst.state not in _STOPPABLE_BEHIND_OUR_BACK or inst.parked_at is not None:
         return False
     resuming = inst.state in (InstanceState.PROVISIONING, InstanceState.INITIALIZING)
     return not (resuming and resumed_at_of(inst) is not None)
@@ -572,7 +578,7 @@ def park(s: Session, inst: Instance, reason: str, now: datetime) -> bool:
         or active_job_count(s, inst.id) > 0
     ):
         return False
-    set_instance_state(s, inst, InstanceState.STOPPED, f"parked: {reason}", now)
+    move_instance(s, inst, InstanceTrigger.PARK, f"parked: {reason}", now)
     inst.parked_at = now
     inst.idle_since = None
     inst.comfyui_url = None  # a stopped container serves nothing; the resumed worker tells the new one
@@ -588,7 +594,7 @@ def resume(s: Session, inst: Instance, reason: str, now: datetime) -> bool:
     until its worker registers again, as a new instance is."""
     if inst.state != InstanceState.STOPPED or inst.provider_instance_id is None:
         return False
-    set_instance_state(s, inst, InstanceState.PROVISIONING, f"resuming: {reason}", now)
+    move_instance(s, inst, InstanceTrigger.RESUME, f"resuming: {reason}", now)
     inst.parked_at = None
     inst.idle_since = None
     # its last heartbeat is from before the park: the heartbeat timeout starts again at registration

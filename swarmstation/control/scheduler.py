@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from swarmstation.config import Settings
 from swarmstation.control import jobs as jobs_ops
-from swarmstation.control.instances import set_instance_state
+from swarmstation.control.instances import move_instance
 from swarmstation.control.pools import expected_job_seconds, provisioning_deadlines
 from swarmstation.control.routing import routable_instance, routable_job, routing_config
 from swarmstation.domain.routing import plan_prefetch, plan_routes
@@ -32,6 +32,7 @@ from swarmstation.domain.states import (
     LEASED_JOB_STATES,
     SCHEDULABLE_INSTANCE_STATES,
     InstanceState,
+    InstanceTrigger,
     JobState,
 )
 from swarmstation.store.models import Instance, Job, Pool
@@ -80,11 +81,11 @@ def check_instance_health(s: Session, settings: Settings, now: datetime) -> list
             deadline = deadlines.get(inst.pool, default_deadline)
             if inst.ready_at is None and inst.created_at < deadline:
                 reason = f"not ready within {(now - deadline).total_seconds():g}s of launch"
-                set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, now)
+                move_instance(s, inst, InstanceTrigger.STARTUP_TIMEOUT, reason, now)
                 changed.append(inst.id)
         elif inst.last_heartbeat_at is not None and inst.last_heartbeat_at < heartbeat_deadline:
             reason = f"no heartbeat for {settings.heartbeat_timeout_seconds:g}s"
-            set_instance_state(s, inst, InstanceState.UNHEALTHY, reason, now)
+            move_instance(s, inst, InstanceTrigger.HEARTBEAT_LOST, reason, now)
             changed.append(inst.id)
     return changed
 
@@ -93,7 +94,7 @@ def expire_leases(s: Session, now: datetime, result: PassResult) -> None:
     rows = s.execute(
         select(Job, Instance.state)
         .outerjoin(Instance, Instance.id == Job.instance_id)
-        .where(Job.state.in_([st.value for st in LEASED_JOB_STATES]), Job.backend == "pool")
+        .where(Job.state.in_(sorted(LEASED_JOB_STATES)), Job.backend == "pool")
     ).all()
     by_id = {job.id: job for job, _ in rows}
     leases = [
@@ -103,14 +104,14 @@ def expire_leases(s: Session, now: datetime, result: PassResult) -> None:
             attempt=job.attempt,
             max_attempts=job.max_attempts,
             expires_at=job.lease_expires_at or now,
-            instance_alive=state is not None and InstanceState(state) in _ALIVE,
+            instance_alive=state is not None and state in _ALIVE,
         )
         for job, state in rows
     ]
     for action in plan_lease_expiry(leases, now=now):
         job = by_id[action.job_id]
         if isinstance(action, Requeue):
-            jobs_ops.requeue_job(s, job, reason=action.reason, now=now)
+            jobs_ops.requeue_job(s, job, trigger=action.trigger, reason=action.reason, now=now)
         elif isinstance(action, Fail):
             jobs_ops.fail_job(s, job, reason=action.reason, now=now)
         result.changed_jobs.add(job.id)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from swarmstation.domain.states import JobTrigger
+
 
 @dataclass(frozen=True)
 class QueuedJob:
@@ -74,6 +76,7 @@ class Lease:
 class Requeue:
     job_id: str
     reason: str
+    trigger: JobTrigger  # LEASE_EXPIRED or INSTANCE_LOST: why it goes back
 
 
 @dataclass(frozen=True)
@@ -90,10 +93,13 @@ def plan_lease_expiry(leases: Sequence[Lease], *, now: datetime) -> list[Requeue
         if lease.instance_alive and lease.expires_at > now:
             continue
         why = "its instance stopped answering" if not lease.instance_alive else "its lease expired"
+        trigger = JobTrigger.INSTANCE_LOST if not lease.instance_alive else JobTrigger.LEASE_EXPIRED
         if lease.attempt >= lease.max_attempts:
             actions.append(
                 Fail(lease.job_id, f"{why} on attempt {lease.attempt} of {lease.max_attempts}; giving up")
             )
         else:
-            actions.append(Requeue(lease.job_id, f"{why} (attempt {lease.attempt} of {lease.max_attempts})"))
+            actions.append(
+                Requeue(lease.job_id, f"{why} (attempt {lease.attempt} of {lease.max_attempts})", trigger)
+            )
     return actions

@@ -26,9 +26,10 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from swarmstation.auth import WORKER_TOKEN_PREFIX, hash_secret, new_secret
-from swarmstation.control.instances import set_instance_state
+from swarmstation.control.instances import move_instance
 from swarmstation.control.jobs import active_job_count
-from swarmstation.domain.states import InstanceState
+from swarmstation.domain.errors import Conflict
+from swarmstation.domain.states import InstanceState, InstanceTrigger
 from swarmstation.store.models import Instance, Pool
 
 __all__ = [
@@ -49,9 +50,11 @@ DEFAULT_COMFYUI_URL = "http://127.0.0.1:8188"  # ComfyUI's default bind (`main.p
 DEFAULT_COMFY_DIR = "/path/to/ComfyUI"  # a placeholder the operator replaces: we cannot know it
 
 
-class NotStatic(ValueError):
+class NotStatic(Conflict):
     """The instance was launched by a provider; only attached (static) instances can be detached
     or have their token rotated here."""
+
+    code = "not_static"
 
 
 @dataclass(frozen=True)
@@ -140,14 +143,14 @@ def detach_instance(s: Session, inst: Instance, now: datetime) -> InstanceState:
     DRAINING (its jobs finish; `finish_detached` then terminates it). Returns the new state."""
     if not is_static(inst):
         raise NotStatic(f"instance {inst.id} is not an attached (static) instance; drain it instead")
-    state = InstanceState(inst.state)
+    state = inst.state
     if state == InstanceState.TERMINATED:
         return state
     if active_job_count(s, inst.id) == 0 or state in (InstanceState.UNHEALTHY, InstanceState.STOPPED):
-        set_instance_state(s, inst, InstanceState.TERMINATED, "detached", now)
+        move_instance(s, inst, InstanceTrigger.DETACH, "detached", now)
     elif state != InstanceState.DRAINING:
-        set_instance_state(s, inst, InstanceState.DRAINING, "detaching: finishing its jobs", now)
-    return InstanceState(inst.state)
+        move_instance(s, inst, InstanceTrigger.DRAIN, "detaching: finishing its jobs", now)
+    return inst.state
 
 
 def finish_detached(s: Session, instances: list[Instance], now: datetime) -> None:
@@ -155,7 +158,7 @@ def finish_detached(s: Session, instances: list[Instance], now: datetime) -> Non
     destroys them, as the pool loop does for rented ones)."""
     for inst in instances:
         if is_static(inst) and inst.state == InstanceState.DRAINING and active_job_count(s, inst.id) == 0:
-            set_instance_state(s, inst, InstanceState.TERMINATED, "drained, detached", now)
+            move_instance(s, inst, InstanceTrigger.DETACH, "drained, detached", now)
 
 
 def recover_if_static(s: Session, inst: Instance, now: datetime, reason: str) -> bool:
@@ -163,4 +166,4 @@ def recover_if_static(s: Session, inst: Instance, now: datetime, reason: str) ->
     (IDLE). Rented instances are replaced instead, so they never come back. True when it recovered."""
     if not is_static(inst) or inst.state != InstanceState.UNHEALTHY:
         return False
-    return set_instance_state(s, inst, InstanceState.IDLE, reason, now)
+    return move_instance(s, inst, InstanceTrigger.RECOVER, reason, now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -10,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Enum,
     Float,
     ForeignKey,
     Index,
@@ -20,6 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from swarmstation.domain.states import InstanceState, InstanceTrigger, JobState, JobTrigger
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -39,6 +43,18 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def state_enum(states: type[StrEnum], length: int) -> Enum:
+    """A lifecycle's states (or triggers) stored as their string values in a VARCHAR (no native
+    enum type to migrate when a state is added); rows read back as the enum, so no casts."""
+    return Enum(
+        states,
+        native_enum=False,
+        length=length,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
 
 
 class Base(DeclarativeBase):
@@ -117,7 +133,7 @@ class Instance(Base):
     pool: Mapped[str] = mapped_column(ForeignKey("pools.name"), index=True)
     provider: Mapped[str] = mapped_column(String(30))
     provider_instance_id: Mapped[str | None] = mapped_column(String(100))
-    state: Mapped[str] = mapped_column(String(20), index=True)
+    state: Mapped[InstanceState] = mapped_column(state_enum(InstanceState, 20), index=True)
     state_reason: Mapped[str] = mapped_column(Text, default="")
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     comfyui_url: Mapped[str | None] = mapped_column(String(300))
@@ -141,8 +157,10 @@ class InstanceTransition(Base):
     __tablename__ = "instance_transitions"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), index=True)
-    from_state: Mapped[str | None] = mapped_column(String(20))
-    to_state: Mapped[str] = mapped_column(String(20))
+    from_state: Mapped[InstanceState | None] = mapped_column(state_enum(InstanceState, 20))
+    to_state: Mapped[InstanceState] = mapped_column(state_enum(InstanceState, 20))
+    # what moved it (None on the row that records its creation); `reason` says it in words
+    trigger: Mapped[InstanceTrigger | None] = mapped_column(state_enum(InstanceTrigger, 30))
     reason: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime]
 
@@ -153,7 +171,7 @@ class Job(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
     tool_slug: Mapped[str] = mapped_column(String(63))
     pool: Mapped[str] = mapped_column(String(63))
-    state: Mapped[str] = mapped_column(String(20))
+    state: Mapped[JobState] = mapped_column(state_enum(JobState, 20))
     inputs: Mapped[dict[str, Any]]
     workflow: Mapped[dict[str, Any]]
     required_models: Mapped[list[Any]]
@@ -191,6 +209,8 @@ class JobEvent(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     type: Mapped[str] = mapped_column(String(30))
     data: Mapped[dict[str, Any]]
+    # what moved the job, on `state` events (None on its submission and on progress events)
+    trigger: Mapped[JobTrigger | None] = mapped_column(state_enum(JobTrigger, 30))
     at: Mapped[datetime]
 
 
