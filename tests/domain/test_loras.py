@@ -11,8 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from swarmstation.domain.loras import (
-    _ASCII_PAIR_RE,
-    _PAIR_RE,
     MAX_WARNINGS,
     WEIGHT_MAX,
     WEIGHT_MIN,
@@ -21,13 +19,14 @@ from swarmstation.domain.loras import (
     PromptTooLong,
     Resolution,
     TriggerMatcher,
-    _strip_all,
     base_model_family,
     compatible,
     phrase_key,
     resolve,
     strip_lora_tags,
 )
+from swarmstation.domain.loras.tags import strip_all_tags
+from swarmstation.domain.loras.triggers import _ASCII_PAIR_RE, _PAIR_RE
 
 
 def make_lora(slug: str, *triggers: str, **kw: Any) -> LoraInfo:
@@ -848,7 +847,7 @@ _TAGGY = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(st.one_of(_TAGGY, prompts()))
 def test_property_tag_removal_is_repeated_innermost_removal(prompt: str) -> None:
-    text, tags, formed = _strip_all(prompt)
+    text, tags, formed = strip_all_tags(prompt)
     ref_text, ref_tags, ref_formed = _reference_strip(prompt)
     assert text == ref_text
     assert [(t.raw, t.pos) for t in tags] == ref_tags
