@@ -2,7 +2,13 @@
 
 Sources, the first one that sets a field wins: explicit keyword arguments (CLI flags), environment
 variables prefixed `SWARMSTATION_`, a TOML file named by `SWARMSTATION_CONFIG_FILE` (or
-`<data_dir>/config.toml` when it exists), then the defaults below.
+`<data_dir>/config.toml` when it exists), then the defaults below. The outside services' own
+variables keep working: `VASTAI_API_KEY`, `VASTAI_BASE_URL` (or `VAST_URL`), `COMFY_DEPLOY_API_KEY`
+and `COMFY_DEPLOY_BASE_URL` (each also as `SWARMSTATION_<FIELD>`).
+
+This is the only module of the control plane that reads the process environment. Secrets are
+`SecretStr` (shown as `**********` in a repr or a validation error); `reveal` unwraps one where it
+is sent to its own service.
 """
 
 from __future__ import annotations
@@ -12,16 +18,27 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from swarmstation.domain.errors import SwarmError
 
-class ConfigError(ValueError):
-    pass
+
+class ConfigError(SwarmError, ValueError):
+    """The configuration cannot be used; the message says which setting and why."""
+
+    code = "invalid_config"
+
+
+def reveal(secret: SecretStr | None) -> str | None:
+    """The secret's text, or None when it is unset: only where it goes to the service it is for."""
+    return secret.get_secret_value() if secret is not None else None
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SWARMSTATION_", extra="forbid")
+    # populate_by_name: a field read from another service's variables (validation_alias: the first
+    # one set wins) is still set by its own name as a keyword argument or a config-file key.
+    model_config = SettingsConfigDict(env_prefix="SWARMSTATION_", extra="forbid", populate_by_name=True)
 
     data_dir: Path = Field(Path(".swarmstation"), description="Where SQLite, objects and instances live")
     host: str = "127.0.0.1"
@@ -88,7 +105,7 @@ class Settings(BaseSettings):
     emulator_step_seconds: float = Field(0.05, ge=0)
     emulator_model_load_seconds: float = Field(0.2, ge=0)
 
-    secret_key: str | None = Field(
+    secret_key: SecretStr | None = Field(
         None, repr=False, description="Signs object URLs; generated into data_dir when unset"
     )
 
@@ -105,7 +122,36 @@ class Settings(BaseSettings):
     )
     max_model_bytes: int = Field(64 * 1024**3, ge=1, description="Largest model upload")
 
-    # ComfyUI Deploy as a second backend (enabled by COMFY_DEPLOY_API_KEY)
+    # the object store: an S3/R2 bucket when s3_bucket is set, else a folder under data_dir
+    s3_bucket: str | None = Field(None, description="S3/R2 bucket for models, uploads and outputs")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. R2's; AWS when unset")
+    s3_region: str | None = Field(None, description="Signing region; 'auto' for R2, us-east-1 by default")
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = Field(None, repr=False)
+    s3_prefix: str = Field("", description="Key prefix inside the bucket")
+    s3_addressing_style: Literal["path", "virtual", "auto"] = "path"
+
+    # Vast.ai: the `vastai` provider is offered whenever its API key is set
+    vastai_api_key: SecretStr | None = Field(
+        None,
+        repr=False,
+        validation_alias=AliasChoices("SWARMSTATION_VASTAI_API_KEY", "VASTAI_API_KEY"),
+    )
+    vastai_base_url: str = Field(
+        "https://console.vast.ai",
+        validation_alias=AliasChoices("SWARMSTATION_VASTAI_BASE_URL", "VASTAI_BASE_URL", "VAST_URL"),
+    )
+
+    # ComfyUI Deploy as a second executor (enabled by its API key)
+    comfydeploy_api_key: SecretStr | None = Field(
+        None,
+        repr=False,
+        validation_alias=AliasChoices("SWARMSTATION_COMFYDEPLOY_API_KEY", "COMFY_DEPLOY_API_KEY"),
+    )
+    comfydeploy_base_url: str = Field(
+        "https://api.comfydeploy.com",
+        validation_alias=AliasChoices("SWARMSTATION_COMFYDEPLOY_BASE_URL", "COMFY_DEPLOY_BASE_URL"),
+    )
     comfydeploy_price_per_second: float = Field(
         0.000337, ge=0, description="What ComfyUI Deploy charges per GPU second (A10G), for cost reports"
     )
@@ -114,6 +160,9 @@ class Settings(BaseSettings):
     # LoRAs
     max_loras_per_job: int = Field(8, ge=0, le=32)
     lora_max_bytes: int = Field(4 * 1024**3, ge=1, description="Largest LoRA file staged on approval")
+    lora_staging_poll_seconds: float = Field(
+        1.0, gt=0, le=60, description="How often the leader looks for approved LoRAs to stage"
+    )
     civitai_base_url: str = "https://civitai.com"
     civitai_token: str | None = Field(
         None, repr=False, description="Civitai API token, for models that need one"
@@ -141,6 +190,23 @@ class Settings(BaseSettings):
             raise ValueError(str(exc)) from exc
         return hosts
 
+    @field_validator(
+        "s3_bucket",
+        "s3_endpoint_url",
+        "s3_region",
+        "s3_access_key_id",
+        "s3_secret_access_key",
+        "vastai_api_key",
+        "comfydeploy_api_key",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, v: Any) -> Any:
+        # An exported but empty variable (VASTAI_API_KEY=) means "not configured", as it always has.
+        if isinstance(v, str) and not v.strip():
+            return None
+        return v.strip() if isinstance(v, str) else v
+
     @field_validator("provider")
     @classmethod
     def _known_provider(cls, v: str) -> str:
@@ -155,6 +221,17 @@ class Settings(BaseSettings):
     @property
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
+
+
+def _field_env_names(name: str) -> tuple[str, ...]:
+    alias = Settings.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(str(choice) for choice in alias.choices)
+    return (f"SWARMSTATION_{name.upper()}",)
+
+
+# Which environment variables set each field (so that they beat the config file).
+_ENV_NAMES: dict[str, tuple[str, ...]] = {name: _field_env_names(name) for name in Settings.model_fields}
 
 
 def _file_values(path: Path) -> dict[str, Any]:
@@ -177,7 +254,7 @@ def load_settings(**overrides: Any) -> Settings:
         path = Path(file_name) if file_name else from_env.data_dir / "config.toml"
         if file_name or path.exists():
             file_values = _file_values(path)
-            env_set = {name for name in Settings.model_fields if f"SWARMSTATION_{name.upper()}" in os.environ}
+            env_set = {name for name, names in _ENV_NAMES.items() if any(n in os.environ for n in names)}
             merged = {k: v for k, v in file_values.items() if k not in env_set and k not in explicit}
             return Settings(**{**merged, **explicit})
         return from_env

@@ -9,6 +9,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -17,9 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarmstation.backends.comfydeploy import (
-    ComfyDeployClient,
-    ComfyDeployError,
+from swarmstation.config import Settings, reveal
+from swarmstation.domain.comfydeploy_webhooks import (
     RunUpdate,
     newer,
     parse_webhook,
@@ -27,6 +27,7 @@ from swarmstation.backends.comfydeploy import (
     webhook_secret,
     webhook_url,
 )
+from swarmstation.integrations.comfydeploy.client import ComfyDeployClient, ComfyDeployError
 from tests.fakes.comfydeploy import FakeComfyDeploy
 
 KEY = b"webhook-signing-key"
@@ -243,8 +244,9 @@ def test_retries_429_and_500_with_backoff(
     assert len(fake.runs) == 1  # a retried queue makes one run
     fake.fail("status", 500, times=2)
     assert client.get_run(run_id).run_id == run_id
-    # 429 honours Retry-After: 0 but not below the backoff; then 1 x 0.75, 2 x 0.75 (rand = 0.5)
-    assert sleeps == [0.75, 0.75, 1.5]
+    # 429 honours Retry-After: 0 but not below the backoff; then full jitter (domain/backoff.py):
+    # 1 x 0.5, 2 x 0.5 (rand = 0.5)
+    assert sleeps == [0.5, 0.5, 1.0]
 
 
 def test_queue_is_not_retried_on_500(
@@ -293,10 +295,11 @@ def test_bad_key_is_401_and_not_retried(fake: FakeComfyDeploy, sleeps: list[floa
 
 
 def test_api_key_never_in_logs_reprs_or_exceptions(
-    fake: FakeComfyDeploy, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    fake: FakeComfyDeploy, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     key = "cd-super-secret-key-XYZ"
-    monkeypatch.setenv("COMFY_DEPLOY_API_KEY", key)
+    settings = Settings(data_dir=tmp_path, comfydeploy_api_key=key, comfydeploy_base_url=fake.url)
+    assert key not in repr(settings)
     fake.api_key = key
     caplog.set_level(logging.DEBUG)
     errors: list[BaseException] = []
@@ -306,7 +309,7 @@ def test_api_key_never_in_logs_reprs_or_exceptions(
         echo["n"] += 1
         return httpx.Response(500, text=f"bad header {request.headers['authorization']}")
 
-    with ComfyDeployClient(base_url=fake.url, sleep=lambda s: None) as c:
+    with ComfyDeployClient.from_settings(settings, sleep=lambda s: None) as c:
         assert key not in repr(c) and key not in str(vars(c).get("base_url"))
         fake.fail("status", 500, times=2)
         c.get_run(c.queue_run("dep-flux", {}))
@@ -315,7 +318,7 @@ def test_api_key_never_in_logs_reprs_or_exceptions(
                 call()
             except ComfyDeployError as exc:
                 errors.append(exc)
-    with ComfyDeployClient(sleep=lambda s: None, transport=httpx.MockTransport(echoing)) as c2:
+    with ComfyDeployClient(key, sleep=lambda s: None, transport=httpx.MockTransport(echoing)) as c2:
         try:
             c2.machines()
         except ComfyDeployError as exc:
@@ -330,10 +333,24 @@ def test_api_key_never_in_logs_reprs_or_exceptions(
     assert all(key not in r.getMessage() for r in caplog.records)
 
 
-def test_missing_key_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("COMFY_DEPLOY_API_KEY", raising=False)
+def test_missing_key_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ComfyDeployError, match="COMFY_DEPLOY_API_KEY"):
+        ComfyDeployClient.from_settings(Settings(data_dir=tmp_path, comfydeploy_api_key=None))
     with pytest.raises(ComfyDeployError):
-        ComfyDeployClient()
+        ComfyDeployClient("  ")
+
+
+def test_comfy_deploy_variables_keep_working(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SWARMSTATION_COMFYDEPLOY_API_KEY", raising=False)
+    monkeypatch.delenv("SWARMSTATION_COMFYDEPLOY_BASE_URL", raising=False)
+    monkeypatch.setenv("COMFY_DEPLOY_API_KEY", "cd-key-from-env")
+    monkeypatch.setenv("COMFY_DEPLOY_BASE_URL", "http://127.0.0.1:9")
+    settings = Settings(data_dir=tmp_path)
+    assert reveal(settings.comfydeploy_api_key) == "cd-key-from-env"
+    assert "cd-key-from-env" not in repr(settings)
+    client = ComfyDeployClient.from_settings(settings)
+    assert client.base_url == "http://127.0.0.1:9"
+    client.close()
 
 
 def test_download_sends_the_key_only_to_the_api_host() -> None:

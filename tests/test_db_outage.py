@@ -244,7 +244,7 @@ def png() -> bytes:
 
 
 def test_object_store_outage_answers_503(
-    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -253,15 +253,12 @@ def test_object_store_outage_answers_503(
     boto3.client(
         "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b"
     ).create_bucket(Bucket="outage")
-    for key, value in {
-        "BUCKET": "outage",
-        "ENDPOINT_URL": endpoint,
-        "REGION": "us-east-1",
-        "ACCESS_KEY_ID": "a",
-        "SECRET_ACCESS_KEY": "b",
-    }.items():
-        monkeypatch.setenv(f"SWARMSTATION_S3_{key}", value)
     settings = Settings(
+        s3_bucket="outage",
+        s3_endpoint_url=endpoint,
+        s3_region="us-east-1",
+        s3_access_key_id="a",
+        s3_secret_access_key="b",
         data_dir=tmp_path / "data",
         provider="none",
         scheduler_interval_seconds=3600,

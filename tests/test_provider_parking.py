@@ -21,7 +21,8 @@ import pytest
 from swarmstation.domain.offers import OfferFilters
 from swarmstation.providers.base import LaunchSpec, ProviderError
 from swarmstation.providers.local import LocalProvider, _alive
-from swarmstation.providers.vastai import VastAIProvider, instance_from_json
+from swarmstation.providers.vastai.instances import instance_from_json
+from swarmstation.providers.vastai.provider import VastAIProvider
 from tests.fakes.vastai import FakeVastAI, make_offer
 
 SPEC = LaunchSpec(

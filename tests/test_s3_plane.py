@@ -36,23 +36,18 @@ def endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def plane(
-    tmp_path: Path, clock: FakeClock, endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ControlPlane]:
+def plane(tmp_path: Path, clock: FakeClock, endpoint: str) -> Iterator[ControlPlane]:
     bucket = f"ss-{uuid.uuid4().hex[:12]}"
     boto3.client(
         "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b"
     ).create_bucket(Bucket=bucket)
-    for key, value in {
-        "BUCKET": bucket,
-        "ENDPOINT_URL": endpoint,
-        "REGION": "us-east-1",
-        "ACCESS_KEY_ID": "a",
-        "SECRET_ACCESS_KEY": "b",
-        "PREFIX": "swarm",
-    }.items():
-        monkeypatch.setenv(f"SWARMSTATION_S3_{key}", value)
     settings = Settings(
+        s3_bucket=bucket,
+        s3_endpoint_url=endpoint,
+        s3_region="us-east-1",
+        s3_access_key_id="a",
+        s3_secret_access_key="b",
+        s3_prefix="swarm",
         data_dir=tmp_path / "data",
         provider="none",
         scheduler_interval_seconds=60,

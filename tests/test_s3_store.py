@@ -24,6 +24,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import server as moto_server
 
+from swarmstation.config import Settings, reveal
 from swarmstation.objectstore.base import BadKey, NotFound, ObjectStoreError
 from swarmstation.objectstore.s3 import MiB, S3ObjectStore
 
@@ -231,7 +232,10 @@ def test_multipart_upload_above_threshold_with_progress(
     store.put_file("ckpt/big.safetensors", src, progress=lambda done, total: calls.append((done, total)))
 
     total = 11 * MiB
-    assert calls == [(5 * MiB, total), (10 * MiB, total), (total, total)]
+    # boto3's managed transfer reports bytes as it reads them, in pieces smaller than a part
+    assert len(calls) > 3 and calls[-1] == (total, total)
+    assert all(t == total for _, t in calls)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)  # no part was retried
     head = admin.head_object(Bucket=bucket, Key="ckpt/big.safetensors")
     # Three parts of 5, 5 and 1 MiB: equal-sized parts but the last (R2's rule).
     assert head["ETag"] == multipart_etag(data, 5 * MiB)
@@ -288,7 +292,7 @@ def test_multipart_server_error_aborts_and_maps_error(
         store.put_file("big.bin", src)
     assert not isinstance(info.value, NotFound)
     assert "InternalError" in str(info.value) and "big.bin" in str(info.value)
-    assert client.parts == 2
+    assert client.parts >= 2  # parts go up in parallel: the third may have been sent too
     assert admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert keys_in(admin, bucket) == []
 
@@ -442,31 +446,56 @@ def test_error_messages_are_scrubbed_of_the_secret() -> None:
 # -- configuration -------------------------------------------------------------------------------
 
 
-def test_from_env(endpoint: str, bucket: str, admin: Any) -> None:
-    env = {
-        "SWARMSTATION_S3_BUCKET": bucket,
-        "SWARMSTATION_S3_ENDPOINT_URL": endpoint,
-        "SWARMSTATION_S3_REGION": "auto",
-        "SWARMSTATION_S3_ACCESS_KEY_ID": "AKFROMENV",
-        "SWARMSTATION_S3_SECRET_ACCESS_KEY": "secret-from-env",
-        "SWARMSTATION_S3_PREFIX": "swarm/",
-    }
-    store = S3ObjectStore.from_env(env)
+def test_from_settings(endpoint: str, bucket: str, admin: Any, tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        s3_bucket=bucket,
+        s3_endpoint_url=endpoint,
+        s3_region="auto",
+        s3_access_key_id="AKFROMSETTINGS",
+        s3_secret_access_key="secret-from-settings",
+        s3_prefix="swarm/",
+    )
+    assert "secret-from-settings" not in repr(settings)
+    store = S3ObjectStore.from_settings(settings)
     assert (store.bucket, store.endpoint_url, store.region, store.prefix) == (
         bucket,
         endpoint,
         "auto",
         "swarm",
     )
-    store.put_bytes("k.bin", b"via env")
+    store.put_bytes("k.bin", b"via settings")
     assert keys_in(admin, bucket) == ["swarm/k.bin"]
     url = store.presign_get("k.bin", 60)
-    assert "X-Amz-Credential=AKFROMENV%2F" in url
-    assert sigv4_query_valid(url, "GET", "secret-from-env")  # signed with the secret from the environment
+    assert "X-Amz-Credential=AKFROMSETTINGS%2F" in url
+    assert sigv4_query_valid(url, "GET", "secret-from-settings")  # signed with the configured secret
 
-    minimal = S3ObjectStore.from_env({"SWARMSTATION_S3_BUCKET": "b", "SWARMSTATION_S3_REGION": ""})
+    minimal = S3ObjectStore.from_settings(Settings(data_dir=tmp_path, s3_bucket="b", s3_region=""))
     assert (minimal.endpoint_url, minimal.region, minimal.prefix) == (None, "us-east-1", "")
     with pytest.raises(ObjectStoreError):
-        S3ObjectStore.from_env({"SWARMSTATION_S3_BUCKET": "  "})
+        S3ObjectStore.from_settings(Settings(data_dir=tmp_path, s3_bucket="  "))  # blank is unset
     with pytest.raises(ObjectStoreError):
-        S3ObjectStore.from_env({})
+        S3ObjectStore.from_settings(Settings(data_dir=tmp_path))
+
+
+def test_s3_settings_come_from_swarmstation_s3_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name, value in {
+        "BUCKET": "from-env",
+        "ENDPOINT_URL": "http://127.0.0.1:9",
+        "REGION": "auto",
+        "ACCESS_KEY_ID": "AKENV",
+        "SECRET_ACCESS_KEY": "secret-from-env",
+        "PREFIX": "p",
+        "ADDRESSING_STYLE": "virtual",
+    }.items():
+        monkeypatch.setenv(f"SWARMSTATION_S3_{name}", value)
+    settings = Settings(data_dir=tmp_path)
+    assert (settings.s3_bucket, settings.s3_region, settings.s3_addressing_style) == (
+        "from-env",
+        "auto",
+        "virtual",
+    )
+    assert reveal(settings.s3_secret_access_key) == "secret-from-env"
+    assert "secret-from-env" not in repr(settings) and "secret-from-env" not in str(settings)

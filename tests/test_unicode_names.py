@@ -137,9 +137,7 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def s3_plane(
-    tmp_path: Path, clock: FakeClock, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ControlPlane]:
+def s3_plane(tmp_path: Path, clock: FakeClock, s3_endpoint: str) -> Iterator[ControlPlane]:
     bucket = f"ss-{uuid.uuid4().hex[:12]}"
     boto3.client(
         "s3",
@@ -148,16 +146,13 @@ def s3_plane(
         aws_access_key_id="a",
         aws_secret_access_key="b",
     ).create_bucket(Bucket=bucket)
-    for key, value in {
-        "BUCKET": bucket,
-        "ENDPOINT_URL": s3_endpoint,
-        "REGION": "us-east-1",
-        "ACCESS_KEY_ID": "a",
-        "SECRET_ACCESS_KEY": "b",
-        "PREFIX": "swarm",
-    }.items():
-        monkeypatch.setenv(f"SWARMSTATION_S3_{key}", value)
     settings = Settings(
+        s3_bucket=bucket,
+        s3_endpoint_url=s3_endpoint,
+        s3_region="us-east-1",
+        s3_access_key_id="a",
+        s3_secret_access_key="b",
+        s3_prefix="swarm",
         data_dir=tmp_path / "data",
         provider="none",
         scheduler_interval_seconds=60,

@@ -136,19 +136,16 @@ def test_a_local_upload_url_is_refused_once_the_job_moved_to_another_lease(
 
 
 @pytest.fixture
-def s3_plane(tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[ControlPlane]:
+def s3_plane(tmp_path: Path, clock: FakeClock) -> Iterator[ControlPlane]:
     with moto_endpoint() as endpoint:
         bucket = f"ss-{uuid.uuid4().hex[:12]}"
         create_bucket(endpoint, bucket)
-        for key, value in {
-            "BUCKET": bucket,
-            "ENDPOINT_URL": endpoint,
-            "REGION": "us-east-1",
-            "ACCESS_KEY_ID": ACCESS_KEY,
-            "SECRET_ACCESS_KEY": SECRET_KEY,
-        }.items():
-            monkeypatch.setenv(f"SWARMSTATION_S3_{key}", value)
         settings = Settings(
+            s3_bucket=bucket,
+            s3_endpoint_url=endpoint,
+            s3_region="us-east-1",
+            s3_access_key_id=ACCESS_KEY,
+            s3_secret_access_key=SECRET_KEY,
             data_dir=tmp_path / "data",
             provider="none",
             lease_seconds=LEASE_SECONDS,

@@ -7,21 +7,18 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from swarmstation.config import Settings, reveal
 from swarmstation.domain.offers import OfferFilters, search_query
 from swarmstation.providers.base import LaunchSpec, ProviderError
-from swarmstation.providers.vastai import (
-    VastAIClient,
-    VastAIError,
-    VastAIProvider,
-    VastAIQuotaError,
-    comfyui_url_of,
-    instance_from_json,
-)
+from swarmstation.providers.vastai.client import VastAIClient, VastAIError, VastAIQuotaError
+from swarmstation.providers.vastai.instances import comfyui_url_of, instance_from_json
+from swarmstation.providers.vastai.provider import VastAIProvider
 from tests.fakes.vastai import FakeVastAI, make_offer
 
 FILTERS = OfferFilters(
@@ -361,15 +358,33 @@ def test_the_key_is_never_logged(
     assert SPEC.worker_token not in caplog.text
 
 
-def test_from_env(fake: FakeVastAI) -> None:
+def test_from_settings(fake: FakeVastAI, tmp_path: Path) -> None:
     with pytest.raises(ProviderError, match="VASTAI_API_KEY"):
-        VastAIProvider.from_env({})
-    provider = VastAIProvider.from_env({"VASTAI_API_KEY": fake.api_key, "VASTAI_BASE_URL": fake.url})
+        VastAIProvider.from_settings(Settings(data_dir=tmp_path, vastai_api_key=" "))
+    settings = Settings(data_dir=tmp_path, vastai_api_key=fake.api_key, vastai_base_url=fake.url)
+    assert fake.api_key not in repr(settings)
+    provider = VastAIProvider.from_settings(settings)
     try:
         assert provider.name == "vastai"
         assert [o.id for o in provider.search_offers(FILTERS)] == [102, 101, 103]
     finally:
         provider.close()
+
+
+def test_vast_variables_keep_working(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SWARMSTATION_VASTAI_API_KEY", raising=False)
+    monkeypatch.delenv("SWARMSTATION_VASTAI_BASE_URL", raising=False)
+    monkeypatch.delenv("VASTAI_BASE_URL", raising=False)
+    monkeypatch.setenv("VASTAI_API_KEY", "vast-key-from-env")
+    monkeypatch.setenv("VAST_URL", "http://127.0.0.1:9")
+    settings = Settings(data_dir=tmp_path)
+    assert reveal(settings.vastai_api_key) == "vast-key-from-env"
+    assert settings.vastai_base_url == "http://127.0.0.1:9"
+    assert "vast-key-from-env" not in repr(settings)
+    monkeypatch.setenv("VASTAI_BASE_URL", "http://127.0.0.1:10")  # the documented name wins
+    assert Settings(data_dir=tmp_path).vastai_base_url == "http://127.0.0.1:10"
+    monkeypatch.setenv("VASTAI_API_KEY", "")  # exported but empty: not configured
+    assert Settings(data_dir=tmp_path).vastai_api_key is None
 
 
 # -- list, get, destroy -----------------------------------------------------------------------------
@@ -519,8 +534,8 @@ def test_instance_from_json_tolerates_odd_records() -> None:
 
 def test_backoff_is_exponential_full_jitter_and_capped() -> None:
     class Top(random.Random):
-        def uniform(self, a: float, b: float) -> float:
-            return b
+        def random(self) -> float:
+            return 1.0  # the top of the jitter window
 
     client = VastAIClient("k", backoff_base=1.0, backoff_cap=30.0, rng=Top())
     try:

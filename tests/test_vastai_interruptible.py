@@ -24,7 +24,8 @@ from swarmstation.control.scheduler import scheduler_pass
 from swarmstation.domain.offers import Offer, OfferFilters, search_query
 from swarmstation.domain.states import InstanceState, JobState
 from swarmstation.providers.base import LaunchSpec
-from swarmstation.providers.vastai import VastAIProvider, instance_from_json
+from swarmstation.providers.vastai.instances import instance_from_json
+from swarmstation.providers.vastai.provider import VastAIProvider
 from swarmstation.store.db import transaction
 from swarmstation.store.models import Instance, Job, Pool
 from tests.conftest import FakeClock

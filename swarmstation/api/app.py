@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -19,29 +18,30 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from swarmstation import __version__
 from swarmstation.api import admin, comfydeploy, loras, models, objects, public, worker
 from swarmstation.api import pools as pools_api
 from swarmstation.api.deps import AppState, current_instance, current_user
 from swarmstation.api.errors import install_error_handlers
 from swarmstation.api.limits import AuthThrottle, BodyLimits, EdgeLimits
 from swarmstation.api.metrics import make_registry, render, require_metrics_token
-from swarmstation.backends.comfydeploy import ComfyDeployClient
-from swarmstation.config import ConfigError, Settings
+from swarmstation.config import ConfigError, Settings, reveal
 from swarmstation.control.bootstrap import ensure_admin, ensure_default_pool, seed_tools, write_secret_file
-from swarmstation.control.comfydeploy import ComfyDeployDispatcher
 from swarmstation.control.leader import LeaderLock
 from swarmstation.control.loops import ControlLoops
 from swarmstation.control.notify import Notifier
 from swarmstation.control.pools import PoolController
 from swarmstation.control.replicas import ReplicaPresence
 from swarmstation.domain.replicas import NO_SHARED_ADDRESS, may_join
+from swarmstation.integrations.comfydeploy.client import ComfyDeployClient
+from swarmstation.integrations.comfydeploy.dispatcher import ComfyDeployDispatcher
 from swarmstation.objectstore.base import ObjectStore
 from swarmstation.objectstore.local import LocalObjectStore
 from swarmstation.objectstore.s3 import S3ObjectStore
 from swarmstation.providers.base import ComputeProvider
 from swarmstation.providers.bootstrap import compact_onstart, render_onstart
 from swarmstation.providers.local import LocalProvider
-from swarmstation.providers.vastai import VastAIProvider
+from swarmstation.providers.vastai.provider import VastAIProvider
 from swarmstation.store.db import make_engine, make_sessionmaker, migrate, ping, transaction
 from swarmstation.store.models import Pool, utcnow
 
@@ -49,8 +49,9 @@ log = logging.getLogger(__name__)
 
 
 def _secret(settings: Settings) -> bytes:
-    if settings.secret_key:
-        return settings.secret_key.encode()
+    configured = reveal(settings.secret_key)
+    if configured:
+        return configured.encode()
     path = settings.data_dir / "secret.key"
     if not path.exists():
         write_secret_file(path, secrets.token_hex(32))
@@ -58,11 +59,11 @@ def _secret(settings: Settings) -> bytes:
 
 
 def default_providers(settings: Settings) -> dict[str, ComputeProvider]:
-    """`local` when the settings ask for it; `vastai` whenever VASTAI_API_KEY is set (pools say
+    """`local` when the settings ask for it; `vastai` whenever its API key is set (pools say
     which provider runs them)."""
     providers: dict[str, ComputeProvider] = {}
-    if os.environ.get("VASTAI_API_KEY"):
-        providers["vastai"] = VastAIProvider.from_env()
+    if settings.vastai_api_key is not None:
+        providers["vastai"] = VastAIProvider.from_settings(settings)
     if settings.provider == "local":
         providers["local"] = LocalProvider(
             settings.data_dir / "instances",
@@ -153,14 +154,16 @@ def build(
         settings, sessions, notifier, LeaderLock(engine, settings.data_dir / "leader.lock"), pools, clock
     )
     store: ObjectStore = (
-        S3ObjectStore.from_env()
-        if os.environ.get("SWARMSTATION_S3_BUCKET")
+        S3ObjectStore.from_settings(settings)
+        if settings.s3_bucket
         else LocalObjectStore(
             settings.data_dir / "objects", base_url=settings.base_url, secret=_secret(settings)
         )
     )
     secret = _secret(settings)
-    deploy_client = ComfyDeployClient() if os.environ.get("COMFY_DEPLOY_API_KEY") else None
+    deploy_client = (
+        ComfyDeployClient.from_settings(settings) if settings.comfydeploy_api_key is not None else None
+    )
     state = AppState(
         settings=settings,
         engine=engine,
@@ -201,7 +204,7 @@ def build(
 
     app = FastAPI(
         title="swarmstation",
-        version="0.1.0",
+        version=__version__,
         description="Run ComfyUI tools on an autoscaled pool of GPU instances.",
         lifespan=lifespan,
     )

@@ -12,15 +12,11 @@ from sqlalchemy import select
 from swarmstation.api.deps import DB, AdminUser, State
 from swarmstation.api.schemas import Strict, ToolDetail
 from swarmstation.api.views import tool_detail
-from swarmstation.backends.comfydeploy import (
-    ComfyDeployError,
-    WebhookError,
-    parse_webhook,
-    verify_webhook_secret,
-)
 from swarmstation.control.bootstrap import tool_row
-from swarmstation.control.comfydeploy import apply_update
+from swarmstation.domain.comfydeploy_webhooks import WebhookError, parse_webhook, verify_webhook_secret
 from swarmstation.domain.tools import tool_from_dict
+from swarmstation.integrations.comfydeploy.client import ComfyDeployError
+from swarmstation.integrations.comfydeploy.dispatcher import apply_update
 from swarmstation.store.models import Job, Tool
 
 router = APIRouter(tags=["comfydeploy"])

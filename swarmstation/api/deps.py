@@ -15,12 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from swarmstation.api.limits import AuthThrottle
 from swarmstation.auth import hash_secret
-from swarmstation.backends.comfydeploy import ComfyDeployClient
 from swarmstation.config import Settings
 from swarmstation.control.loops import ControlLoops
 from swarmstation.control.loras import MatcherCache
 from swarmstation.control.notify import Notifier
 from swarmstation.domain.states import InstanceState
+from swarmstation.integrations.comfydeploy.client import ComfyDeployClient
 from swarmstation.objectstore.base import ObjectStore
 from swarmstation.store.models import ApiKey, Instance, User
 

@@ -1,9 +1,10 @@
 """S3-compatible storage (AWS S3, Cloudflare R2, moto in tests) behind the `ObjectStore` interface.
 
-Everything goes through boto3 with SigV4. Large files are uploaded with an explicit multipart upload
-(all parts but the last the same size, as R2 demands) that is aborted on any failure, so no orphaned
-parts are left behind to be billed. The SHA256 of every object we upload is stored as user metadata
-(`x-amz-meta-sha256`), because multipart ETags are not content hashes.
+Everything goes through boto3 with SigV4. Large files go through boto3's managed transfer
+(s3transfer): a multipart upload in parts of one size but the last (as R2 demands), sent by a few
+threads, and aborted on any failure (s3transfer's failure cleanup), so no orphaned parts are left
+behind to be billed. Smaller files are one PutObject. The SHA256 of every object we upload is
+stored as user metadata (`x-amz-meta-sha256`), because multipart ETags are not content hashes.
 
 Credentials are handed to botocore and never kept on this object, logged, or put in an error message.
 """
@@ -15,10 +16,12 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from swarmstation.config import Settings, reveal
 from swarmstation.objectstore.base import NotFound, ObjectStoreError, RedirectTo, UploadLease, normalise_key
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,40 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _ProgressAborted(Exception):
+    """Raised inside the transfer when the caller's progress callback raised: an ordinary
+    exception, so that s3transfer fails the transfer (and aborts the upload) even for a
+    KeyboardInterrupt, which it would not catch in its threads."""
+
+
+class _ProgressRelay:
+    """An s3transfer subscriber that adds up the bytes sent and calls `progress(done, total)`."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress = progress
+        self.total = total
+        self.done = 0
+        self.failure: BaseException = _ProgressAborted()
+        self._lock = threading.Lock()
+
+    def on_queued(self, future: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+        with self._lock:
+            self.done += bytes_transferred
+            if self.progress is None:
+                return
+            try:
+                self.progress(self.done, self.total)
+            except BaseException as exc:
+                self.failure = exc
+                raise _ProgressAborted from None
+
+    def on_done(self, future: Any, **kwargs: Any) -> None:
+        pass
+
+
 class S3ObjectStore:
     """An S3 bucket (optionally a prefix within it) as the object store."""
 
@@ -65,6 +102,7 @@ class S3ObjectStore:
         addressing_style: AddressingStyle = "path",
         multipart_threshold: int = 64 * MiB,
         multipart_chunk: int = 16 * MiB,
+        max_concurrency: int = 4,
         client: Any = None,
     ) -> None:
         if not bucket:
@@ -73,6 +111,8 @@ class S3ObjectStore:
             raise ObjectStoreError(f"multipart_chunk must be between 5 MiB and 5 GiB, got {multipart_chunk}")
         if multipart_threshold < 0:
             raise ObjectStoreError("multipart_threshold must not be negative")
+        if max_concurrency < 1:
+            raise ObjectStoreError("max_concurrency must be at least 1")
         if addressing_style not in ("path", "virtual", "auto"):
             raise ObjectStoreError(
                 f"addressing_style must be path, virtual or auto, not {addressing_style!r}"
@@ -83,6 +123,7 @@ class S3ObjectStore:
         self.prefix = normalise_key(prefix.strip("/")) if prefix.strip("/") else ""
         self.multipart_threshold = multipart_threshold
         self.multipart_chunk = multipart_chunk
+        self.max_concurrency = max_concurrency
         # Kept only so that error messages can be scrubbed of it should a library ever echo it.
         self._scrub = [s for s in (secret_access_key,) if s]
         if client is None:
@@ -119,29 +160,20 @@ class S3ObjectStore:
         )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> S3ObjectStore:
-        """Build from SWARMSTATION_S3_* variables; empty values count as unset."""
-        env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = env.get(f"SWARMSTATION_S3_{name}", "").strip()
-            return value or None
-
-        bucket = get("BUCKET")
-        if not bucket:
-            raise ObjectStoreError("SWARMSTATION_S3_BUCKET is not set")
+    def from_settings(cls, settings: Settings, **overrides: Any) -> S3ObjectStore:
+        """The bucket the settings name (`s3_*`, from SWARMSTATION_S3_* variables)."""
+        if not settings.s3_bucket:
+            raise ObjectStoreError("no S3 bucket is configured (SWARMSTATION_S3_BUCKET)")
         kwargs: dict[str, Any] = {
-            "endpoint_url": get("ENDPOINT_URL"),
-            "region": get("REGION"),
-            "access_key_id": get("ACCESS_KEY_ID"),
-            "secret_access_key": get("SECRET_ACCESS_KEY"),
-            "prefix": get("PREFIX") or "",
+            "endpoint_url": settings.s3_endpoint_url,
+            "region": settings.s3_region,
+            "access_key_id": settings.s3_access_key_id,
+            "secret_access_key": reveal(settings.s3_secret_access_key),
+            "prefix": settings.s3_prefix,
+            "addressing_style": settings.s3_addressing_style,
         }
-        style = get("ADDRESSING_STYLE")
-        if style:
-            kwargs["addressing_style"] = style
         kwargs.update(overrides)
-        return cls(bucket, **kwargs)
+        return cls(settings.s3_bucket, **kwargs)
 
     # -- keys and errors ------------------------------------------------------------------------
     def object_key(self, key: str) -> str:
@@ -154,7 +186,7 @@ class S3ObjectStore:
             text = text.replace(secret, "***")
         return text
 
-    def _error(self, exc: Exception, action: str, key: str | None) -> ObjectStoreError:
+    def _error(self, exc: Exception, action: str, key: str | None) -> ObjectStoreError | NotFound:
         from botocore.exceptions import ClientError
 
         where = f"s3://{self.bucket}/{key}" if key is not None else f"s3://{self.bucket}"
@@ -203,7 +235,10 @@ class S3ObjectStore:
     ) -> None:
         """Upload a local file (left in place); multipart above `multipart_threshold` bytes.
 
-        `progress(done, total)` is called as bytes are acknowledged by the store. `sha256`, when the
+        `progress(done, total)` is called as bytes are sent: once for a single PUT, as each piece
+        is read for a multipart upload (from the transfer's threads, one call at a time; `done` goes
+        back down if a part is retried). An exception raised by `progress` aborts the upload and is
+        raised here. `sha256`, when the
         caller already knows it, saves a read of the file; it is stored as object metadata.
         """
         full = self.object_key(key)
@@ -246,62 +281,37 @@ class S3ObjectStore:
         metadata: dict[str, str],
         progress: Progress | None,
     ) -> None:
-        part_size = self.part_size_for(total)
-        created = self._call(
-            "multipart start",
-            key,
-            self.client.create_multipart_upload,
-            Key=full,
-            ContentType=content_type,
-            Metadata=metadata,
-        )
-        upload_id = created["UploadId"]
-        log.info("s3 multipart upload of %s started: %d bytes in parts of %d", full, total, part_size)
-        parts: list[dict[str, Any]] = []
-        done = 0
-        try:
-            with source.open("rb") as fh:
-                number = 1
-                while chunk := fh.read(part_size):
-                    resp = self._call(
-                        "multipart part",
-                        key,
-                        self.client.upload_part,
-                        Key=full,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=chunk,
-                        ContentLength=len(chunk),
-                    )
-                    parts.append({"PartNumber": number, "ETag": resp["ETag"]})
-                    done += len(chunk)
-                    number += 1
-                    if progress is not None:
-                        progress(done, total)
-            if done != total:
-                raise ObjectStoreError(f"{source} changed size during upload ({total} -> {done} bytes)")
-            self._call(
-                "multipart completion",
-                key,
-                self.client.complete_multipart_upload,
-                Key=full,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-            )
-        except BaseException:
-            self._abort_multipart(full, upload_id)
-            raise
-        log.info("s3 multipart upload of %s complete (%d parts)", full, len(parts))
-
-    def _abort_multipart(self, full: str, upload_id: str) -> None:
+        from boto3.s3.transfer import TransferConfig, create_transfer_manager
         from botocore.exceptions import BotoCoreError, ClientError
 
+        part_size = self.part_size_for(total)
+        config = TransferConfig(
+            multipart_threshold=1,  # the size decision is ours (put_file)
+            multipart_chunksize=part_size,
+            max_concurrency=self.max_concurrency,
+            # "classic" is s3transfer: the CRT client (when awscrt is installed) would make its own
+            # part sizes and retries.
+            preferred_transfer_client="classic",
+        )
+        sent = _ProgressRelay(progress, total)
+        log.info("s3 multipart upload of %s: %d bytes in parts of %d", full, total, part_size)
         try:
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
-            log.warning("s3 multipart upload of %s aborted", full)
+            with create_transfer_manager(self.client, config) as manager:
+                future = manager.upload(
+                    str(source),
+                    self.bucket,
+                    full,
+                    extra_args={"ContentType": content_type, "Metadata": metadata},
+                    subscribers=[sent] if progress is not None else None,
+                )
+                future.result()
+        except _ProgressAborted:
+            raise sent.failure from None  # what the progress callback raised (e.g. KeyboardInterrupt)
         except (ClientError, BotoCoreError) as exc:
-            # The bucket's lifecycle rule (R2: 7 days by default) will clean it up eventually.
-            log.error("could not abort the multipart upload of %s: %s", full, self._clean(str(exc)))
+            raise self._error(exc, "multipart upload", key) from None
+        except OSError as exc:  # the source could not be read
+            raise ObjectStoreError(f"upload of {source} failed: {exc}") from exc
+        log.info("s3 multipart upload of %s complete", full)
 
     def get_bytes(self, key: str) -> bytes:
         full = self.object_key(key)

@@ -24,7 +24,7 @@ import pytest
 from swarmstation.api.app import build
 from swarmstation.config import Settings
 from swarmstation.control.replicas import ReplicaPresence
-from swarmstation.providers.vastai import VastAIProvider
+from swarmstation.providers.vastai.provider import VastAIProvider
 from swarmstation.store.db import make_engine, transaction
 from swarmstation.store.models import Instance, Pool
 from tests.conftest import FakeClock

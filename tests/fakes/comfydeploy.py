@@ -1,5 +1,5 @@
 """A fake ComfyUI Deploy: a real HTTP server on 127.0.0.1 speaking the API shapes that
-`swarmstation.backends.comfydeploy` uses (see that module's docstring for where each comes from),
+`swarmstation.integrations.comfydeploy.client` uses (see that module's docstring for where each comes from),
 that advances runs on real (short) timers, serves real PNG outputs and POSTs webhooks.
 
 Endpoints (all but `/files/...` need `Authorization: Bearer <api_key>`, else 401):

@@ -22,17 +22,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from swarmstation.backends.comfydeploy import (
-    ComfyDeployClient,
-    ComfyDeployError,
-    RunOutput,
-    RunUpdate,
-    newer,
-    webhook_url,
-)
 from swarmstation.config import Settings
 from swarmstation.control import jobs as jobs_ops
+from swarmstation.domain.comfydeploy_webhooks import RunOutput, RunUpdate, newer, webhook_url
 from swarmstation.domain.states import JobState
+from swarmstation.integrations.comfydeploy.client import ComfyDeployClient, ComfyDeployError
 from swarmstation.objectstore.base import ObjectStore
 from swarmstation.store.db import transaction
 from swarmstation.store.models import Job, Output, Tool
@@ -71,7 +65,7 @@ def apply_update(
     late one, or a job that already ended)."""
     if job.backend != "comfydeploy" or job.external_run_id != update.run_id:
         return False
-    if job.state not in (JobState.ASSIGNED, JobState.RUNNING) or not newer(_stored(job), update):
+    if JobState(job.state) not in (JobState.ASSIGNED, JobState.RUNNING) or not newer(_stored(job), update):
         return False
     job.external = {**asdict(update), "outputs": [asdict(o) for o in update.outputs], "at": now.isoformat()}
     lease = settings.lease_seconds
@@ -191,7 +185,19 @@ class ComfyDeployDispatcher:
                 if run_id is None:
                     jobs_ops.fail_job(s, job, reason=error or "not queued", now=now)
                 else:
-                    jobs_ops.assign_external(s, job, backend="comfydeploy", run_id=run_id, now=now)
+                    job.attempt += 1
+                    job.lease_token += 1
+                    job.assigned_at = now
+                    job.external_run_id = run_id
+                    job.external = {}
+                    jobs_ops.record_event(
+                        s,
+                        job,
+                        "state",
+                        {"state": "ASSIGNED", "attempt": job.attempt, "backend": "comfydeploy"},
+                        now,
+                    )
+                    job.state = JobState.ASSIGNED
             self.on_change(job_id)
 
     def poll(self) -> None:

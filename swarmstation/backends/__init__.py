@@ -1,1 +1,0 @@
-"""Execution backends other than the self-hosted pool (ComfyUI Deploy first)."""

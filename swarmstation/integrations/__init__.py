@@ -1,0 +1,1 @@
+"""Outside services swarmstation calls, one package each (ComfyUI Deploy first)."""
