@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from swarmstation.api.app import ControlPlane, build
 from swarmstation.config import Settings
-from swarmstation.control.instances import set_instance_state, transitions
+from swarmstation.control.instances import move_instance, transitions
 from swarmstation.control.scheduler import scheduler_pass
-from swarmstation.domain.states import InstanceState, JobState
+from swarmstation.domain.states import InstanceState, InstanceTrigger, JobState
 from swarmstation.providers.vastai.provider import VastAIProvider
 from swarmstation.store.db import transaction
 from swarmstation.store.models import Instance, Job, Pool
@@ -103,7 +103,7 @@ def test_demand_launches_rented_machines_and_idle_ones_go_back(plane, fake, cloc
         for job in s.scalars(select(Job)):
             job.state = JobState.CANCELLED
         for inst in s.scalars(select(Instance)):
-            set_instance_state(s, inst, InstanceState.IDLE, "test: worker registered", clock())
+            move_instance(s, inst, InstanceTrigger.READY, "test: worker registered", clock())
     clock.advance(120)
     plane.pools.tick()
     plane.pools.tick()
@@ -146,7 +146,7 @@ def test_lost_instance_requeues_its_job_and_nothing_unknown_remains(plane, fake,
     plane.pools.tick()
     with transaction(plane.state.sessions) as s:
         inst = s.scalars(select(Instance)).one()
-        set_instance_state(s, inst, InstanceState.IDLE, "test", clock())
+        move_instance(s, inst, InstanceTrigger.READY, "test", clock())
         inst.last_heartbeat_at = clock()
         scheduler_pass(s, plane.state.settings, clock())
         job_id, provider_id = s.scalars(select(Job)).one().id, inst.provider_instance_id

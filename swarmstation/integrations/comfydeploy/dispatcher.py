@@ -65,7 +65,7 @@ def apply_update(
     late one, or a job that already ended)."""
     if job.backend != "comfydeploy" or job.external_run_id != update.run_id:
         return False
-    if JobState(job.state) not in (JobState.ASSIGNED, JobState.RUNNING) or not newer(_stored(job), update):
+    if job.state not in (JobState.ASSIGNED, JobState.RUNNING) or not newer(_stored(job), update):
         return False
     job.external = {**asdict(update), "outputs": [asdict(o) for o in update.outputs], "at": now.isoformat()}
     lease = settings.lease_seconds
@@ -185,19 +185,7 @@ class ComfyDeployDispatcher:
                 if run_id is None:
                     jobs_ops.fail_job(s, job, reason=error or "not queued", now=now)
                 else:
-                    job.attempt += 1
-                    job.lease_token += 1
-                    job.assigned_at = now
-                    job.external_run_id = run_id
-                    job.external = {}
-                    jobs_ops.record_event(
-                        s,
-                        job,
-                        "state",
-                        {"state": "ASSIGNED", "attempt": job.attempt, "backend": "comfydeploy"},
-                        now,
-                    )
-                    job.state = JobState.ASSIGNED
+                    jobs_ops.assign_external(s, job, backend="comfydeploy", run_id=run_id, now=now)
             self.on_change(job_id)
 
     def poll(self) -> None:
