@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from swarmstation.sim import config as sim_config
 from swarmstation.sim import engine, report
 from swarmstation.sim import sweep as sweep_mod
 from swarmstation.sim import trace as trace_mod
@@ -95,8 +96,8 @@ def run_cmd(
         "max-delay": max_delay,
         "target-utilisation": target_utilisation,
     }
-    config = engine.with_knobs(
-        engine.SimConfig(),
+    config = sim_config.with_knobs(
+        sim_config.SimConfig(),
         idle_minutes=idle_minutes,
         min_instances=min_instances,
         target_wait_seconds=target_wait,
@@ -134,7 +135,7 @@ def run_cmd(
             if trace is None
             else f"swarmstation simulate run --trace {trace} --seed {seed}{options} --out {out}"
         ),
-        "pool": engine.asdict_pool(config),
+        "pool": sim_config.asdict_pool(config),
         "wall_seconds": round(elapsed, 2),
     }
     rows = report.table(results)
@@ -190,7 +191,7 @@ def sweep_cmd(
             seed=seed,
             progress=progress,
             workers=workers,
-            config=engine.SimConfig(interruptible=interruptible),
+            config=sim_config.SimConfig(interruptible=interruptible),
         )
     payload = {"trace": tr.name, "jobs": len(tr.jobs), "seed": seed, **result.as_dict()}
     if out is not None:

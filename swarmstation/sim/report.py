@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from swarmstation.sim.engine import BOUNDS, PolicyResult, percentile
+from swarmstation.domain.stats import percentile
+from swarmstation.sim.engine import BOUNDS
+from swarmstation.sim.result import PolicyResult
 
 COLUMNS = (
     ("policy", "policy"),

@@ -19,7 +19,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarmstation.sim.engine import SimConfig, percentile, simulate, with_knobs
+from swarmstation.domain.stats import percentile
+from swarmstation.sim.config import SimConfig, with_knobs
+from swarmstation.sim.engine import simulate
 from swarmstation.sim.trace import Trace
 
 DEFAULT_GRID: dict[str, Sequence[float]] = {

@@ -5,11 +5,14 @@ import pytest
 from typer.testing import CliRunner
 
 from swarmstation.domain.routing import ModelNeed
+from swarmstation.sim import config as C
 from swarmstation.sim import engine as E
+from swarmstation.sim import market as M
 from swarmstation.sim import report as R
 from swarmstation.sim import sweep as S
 from swarmstation.sim import trace as T
 from swarmstation.sim.cli import sim_app
+from swarmstation.sim.result import PolicyResult
 
 
 @pytest.fixture(scope="module")
@@ -21,40 +24,36 @@ def peak_trace() -> T.Trace:
 
 
 @pytest.fixture(scope="module")
-def peak_results(peak_trace: T.Trace) -> dict[str, E.PolicyResult]:
+def peak_results(peak_trace: T.Trace) -> dict[str, PolicyResult]:
     return E.simulate_all(peak_trace, seed=5)
 
 
-def test_oracle_is_a_lower_bound(peak_results: dict[str, E.PolicyResult]) -> None:
+def test_oracle_is_a_lower_bound(peak_results: dict[str, PolicyResult]) -> None:
     oracle = peak_results["oracle"].cost
     for name, r in peak_results.items():
         assert r.completed == r.jobs, name
         assert oracle <= r.cost + 1e-9, name
 
 
-def test_cache_affinity_raises_hit_rate(peak_results: dict[str, E.PolicyResult]) -> None:
+def test_cache_affinity_raises_hit_rate(peak_results: dict[str, PolicyResult]) -> None:
     ours, blind = peak_results["ours"], peak_results["ours-no-cache-affinity"]
     assert ours.cache_hits / ours.cache_lookups > blind.cache_hits / blind.cache_lookups
 
 
-def test_deterministic_from_seed(peak_trace: T.Trace, peak_results: dict[str, E.PolicyResult]) -> None:
+def test_deterministic_from_seed(peak_trace: T.Trace, peak_results: dict[str, PolicyResult]) -> None:
     again = E.simulate_all(peak_trace, seed=5)
     assert R.table(again) == R.table(peak_results)
 
 
-def test_routing_config_changes_outcomes(
-    peak_trace: T.Trace, peak_results: dict[str, E.PolicyResult]
-) -> None:
+def test_routing_config_changes_outcomes(peak_trace: T.Trace, peak_results: dict[str, PolicyResult]) -> None:
     # the engine calls the real plan_routes: turning delay scheduling off changes what happens
-    cfg = E.with_knobs(E.SimConfig(), max_delay_seconds=0.0)
+    cfg = C.with_knobs(C.SimConfig(), max_delay_seconds=0.0)
     r = E.simulate(peak_trace, "ours", cfg, seed=5)
     assert r.waits != peak_results["ours"].waits
 
 
-def test_scaling_config_changes_outcomes(
-    peak_trace: T.Trace, peak_results: dict[str, E.PolicyResult]
-) -> None:
-    cfg = E.with_knobs(E.SimConfig(), min_instances=8)
+def test_scaling_config_changes_outcomes(peak_trace: T.Trace, peak_results: dict[str, PolicyResult]) -> None:
+    cfg = C.with_knobs(C.SimConfig(), min_instances=8)
     r = E.simulate(peak_trace, "ours", cfg, seed=5)
     # the engine calls the real plan_scaling: a pool kept at 8 behaves differently
     assert r.cost != peak_results["ours"].cost
@@ -62,8 +61,8 @@ def test_scaling_config_changes_outcomes(
     assert r.launches >= 8
 
 
-def _fixed_config() -> E.SimConfig:
-    market = E.Marketplace(
+def _fixed_config() -> C.SimConfig:
+    market = M.Marketplace(
         price_per_hour=0.30,
         price_spread=(1.0, 1.0),
         offers_per_launch=1,
@@ -80,8 +79,8 @@ def _fixed_config() -> E.SimConfig:
         load_spread=(1.0, 1.0),
         storage_per_hour=0.036,  # 1e-5 $/s
     )
-    managed = E.ManagedService(cold_start_median_s=45.0, cold_start_sigma=0.0, keep_warm_s=60.0)
-    return E.SimConfig(market=market, managed=managed)
+    managed = M.ManagedService(cold_start_median_s=45.0, cold_start_sigma=0.0, keep_warm_s=60.0)
+    return C.SimConfig(market=market, managed=managed)
 
 
 def test_tiny_scenario_by_hand() -> None:
@@ -113,7 +112,7 @@ def test_tiny_scenario_by_hand() -> None:
 
 
 def test_clairvoyant_bound_sits_between_oracle_and_the_pool(
-    peak_results: dict[str, E.PolicyResult],
+    peak_results: dict[str, PolicyResult],
 ) -> None:
     oracle, bound, ours = (peak_results[k].cost for k in ("oracle", "clairvoyant", "ours"))
     assert oracle < bound < ours
@@ -121,23 +120,23 @@ def test_clairvoyant_bound_sits_between_oracle_and_the_pool(
 
 def test_offer_ranking_rents_cheaper_than_a_random_offer(peak_trace: T.Trace) -> None:
     one = E.simulate(
-        peak_trace, "ours", replace(E.SimConfig(), market=E.Marketplace(offers_per_launch=1)), seed=5
+        peak_trace, "ours", replace(C.SimConfig(), market=M.Marketplace(offers_per_launch=1)), seed=5
     )
-    five = E.simulate(peak_trace, "ours", E.SimConfig(), seed=5)
+    five = E.simulate(peak_trace, "ours", C.SimConfig(), seed=5)
     # the pool rents through domain.offers.rank_offers: seeing five offers per launch buys cheaper GPU time
     assert five.cost / five.instance_seconds < one.cost / one.instance_seconds
 
 
 def test_utilisation_scale_down_trades_wait_for_cost(peak_trace: T.Trace) -> None:
-    plain = E.simulate(peak_trace, "ours", E.SimConfig(), seed=5)
-    util = E.simulate(peak_trace, "ours", E.with_knobs(E.SimConfig(), target_utilisation=0.5), seed=5)
+    plain = E.simulate(peak_trace, "ours", C.SimConfig(), seed=5)
+    util = E.simulate(peak_trace, "ours", C.with_knobs(C.SimConfig(), target_utilisation=0.5), seed=5)
     assert util.instance_seconds < plain.instance_seconds
 
 
 def test_sleeping_pool_loop_changes_nothing() -> None:
     # the engine skips pool passes while nothing runs or waits; it must not change any outcome
     tr = T.generate("prior", days=3, seed=4)
-    cfg = E.with_knobs(E.SimConfig(), max_parked=2)
+    cfg = C.with_knobs(C.SimConfig(), max_parked=2)
     cfg = replace(cfg, pool=replace(cfg.pool, park_max_hours=2.0))
     fast = E.simulate(tr, "ours", cfg, seed=4)
     slow = E.simulate(tr, "ours", replace(cfg, skip_idle_passes=False), seed=4)
@@ -151,9 +150,9 @@ def test_sleeping_pool_loop_changes_nothing() -> None:
 
 
 def test_interruptible_rentals_are_cheaper_and_outbid_jobs_complete(peak_trace: T.Trace) -> None:
-    market = E.Marketplace(outbid_per_hour=2.0)  # often, so that the 6 hours see several
-    on_demand = E.simulate(peak_trace, "ours", replace(E.SimConfig(), market=market), seed=5)
-    bid_cfg = replace(E.SimConfig(), market=market, interruptible=True)
+    market = M.Marketplace(outbid_per_hour=2.0)  # often, so that the 6 hours see several
+    on_demand = E.simulate(peak_trace, "ours", replace(C.SimConfig(), market=market), seed=5)
+    bid_cfg = replace(C.SimConfig(), market=market, interruptible=True)
     bid = E.simulate(peak_trace, "ours", bid_cfg, seed=5)
     assert bid.outbids > 0 and on_demand.outbids == 0
     assert bid.completed == bid.jobs and bid.requeued > 0  # outbid jobs went back to the queue
@@ -161,11 +160,11 @@ def test_interruptible_rentals_are_cheaper_and_outbid_jobs_complete(peak_trace: 
     # the bounds pay the cheapest rate of the kind of rental the pool uses
     assert (
         E.simulate(peak_trace, "oracle", bid_cfg).cost
-        < 0.5 * E.simulate(peak_trace, "oracle", E.SimConfig()).cost
+        < 0.5 * E.simulate(peak_trace, "oracle", C.SimConfig()).cost
     )
 
 
-def test_report_files(tmp_path, peak_results: dict[str, E.PolicyResult]) -> None:
+def test_report_files(tmp_path, peak_results: dict[str, PolicyResult]) -> None:
     paths = R.write_report(
         peak_results, tmp_path, title="t", targets=R.evaluate_targets(R.table(peak_results), "large")
     )

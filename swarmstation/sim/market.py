@@ -1,0 +1,157 @@
+"""The rented side of the simulation: a GPU marketplace such as VastAI, and a managed
+per-second service such as ComfyUI Deploy, with the random draws a launch or a resume makes.
+
+Each launch draws ``offers_per_launch`` offers (price, reliability, DLPerf) and rents the first
+that ``domain.offers.rank_offers`` ranks, as the VastAI provider does. It then draws the image pull
+(``loading``: storage is billed, the GPU is not), the boot until the worker is ready (``running``:
+the GPU is billed, VastAI bills GPU time from ``running``), whether the instance never becomes
+ready (stuck in ``loading``, or up but never healthy; either way it is destroyed at the
+provisioning timeout and the autoscaler replaces it), a lifetime after which it dies
+(exponential), a download bandwidth and a checkpoint load speed. The n-th launch draws the same
+figures under every policy (common random numbers, seeded by the launch's number), so policies
+differ by their decisions, not by luck.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, replace
+
+from swarmstation.domain.offers import Offer, OfferFilters, rank_offers, rental_price
+
+_SIM_FILTERS = OfferFilters(gpu_names=("RTX 4090",), min_vram_gb=20.0)
+
+
+@dataclass(frozen=True)
+class Marketplace:
+    """A GPU marketplace such as VastAI. Prices: seed-roadmap.md §2, RTX 4090 ~$0.30/hour.
+
+    Billing follows protocols.md §2.5: storage from creation, GPU time from ``running`` (after the
+    image pull). The storage rate is ~$0.15 per GB-month for the disk we ask for."""
+
+    price_per_hour: float = 0.30
+    price_spread: tuple[float, float] = (0.9, 1.2)  # an offer costs price_per_hour x U(lo, hi)
+    offers_per_launch: int = 5  # offers seen per launch; the ranked best is rented
+    reliability_range: tuple[float, float] = (0.90, 1.0)
+    pull_median_s: float = 100.0  # created -> running (image pull), GPU not billed
+    boot_median_s: float = 50.0  # running -> worker ready (onstart, ComfyUI start), GPU billed
+    provision_sigma: float = 0.5
+    never_running_prob: float = 0.04  # stuck in loading: storage billed only
+    never_ready_prob: float = 0.03  # running but never healthy: GPU billed until destroyed
+    provision_timeout_s: float = 900.0
+    storage_per_hour: float = 0.016
+    # Resuming a parked (stopped) instance: the container starts again with its disk, so only the
+    # boot is paid. It fails when the GPU was rented out meanwhile, likelier the longer it was
+    # parked (an assumption: protocols.md §2.6 says only that it may fail); the control plane gives
+    # up after resume_timeout_s and launches instead.
+    resume_median_s: float = 45.0
+    resume_fail_per_hour: float = 0.03
+    resume_timeout_s: float = 180.0
+    mean_lifetime_hours: float = 48.0
+    bandwidth_median: float = 100e6  # bytes/s
+    bandwidth_sigma: float = 0.6
+    load_bytes_per_second: float = 1.5e9  # checkpoint from disk into VRAM
+    load_base_s: float = 2.0
+    load_spread: tuple[float, float] = (0.7, 1.3)  # per-instance disk speed factor
+    disk_budget_bytes: int = 80 * 10**9
+    # Interruptible (bid) rentals: an offer's min_bid is this fraction of its on-demand price, and
+    # a running bid instance is outbid (stopped by VastAI, then destroyed by the control plane and
+    # its job requeued) at this rate. Both are assumptions; protocols.md gives no figures.
+    bid_fraction: tuple[float, float] = (0.40, 0.60)
+    outbid_per_hour: float = 0.125
+
+    @property
+    def cheapest_per_hour(self) -> float:
+        return self.price_per_hour * self.price_spread[0]
+
+
+@dataclass(frozen=True)
+class ManagedService:
+    """A per-second managed service priced like ComfyUI Deploy (seed-roadmap.md §2: A10G ~$1.21/hour
+    plus a $100/month platform fee; prior-system.md lists A10G at $0.000337/s). Keep-warm and
+    cold-start figures are assumptions (Modal-style containers), not from the references."""
+
+    gpu_price_per_second: float = 0.000337
+    platform_fee_per_month: float = 100.0
+    keep_warm_s: float = 60.0
+    cold_start_median_s: float = 45.0
+    cold_start_sigma: float = 0.4
+    run_speed_factor: float = 1.0  # A10G vs RTX 4090; 1.0 favours the managed service
+
+
+@dataclass(frozen=True)
+class Rental:
+    """What one launch drew: the rented offer's price and the instance's fate."""
+
+    price: float
+    bandwidth: float  # bytes/s
+    load_rate: float  # checkpoint bytes/s from disk into VRAM
+    pull_s: float  # created -> running
+    boot_s: float  # running -> worker ready
+    life_s: float  # ready -> dies (or is outbid)
+    outbid: bool  # its end is an outbid interruptible rental
+    never_running: bool
+    never_ready: bool
+
+
+def draw_rental(m: Marketplace, n: int, *, seed: int, interruptible: bool, bid_margin: float) -> Rental:
+    """The n-th launch's draws (WARNING: the order of the draws is part of the results: keep it)."""
+    r = random.Random(f"{seed}:launch:{n}")
+    offers = []
+    for k in range(max(1, m.offers_per_launch)):
+        on_demand = m.price_per_hour * r.uniform(*m.price_spread)
+        reliability = r.uniform(*m.reliability_range)
+        offers.append(
+            Offer(
+                id=k,
+                gpu_name="RTX 4090",
+                num_gpus=1,
+                gpu_ram_gb=24.0,
+                price_per_hour=on_demand,
+                reliability=reliability,
+                verified=True,
+                dlperf=100.0,
+                min_bid=on_demand * r.uniform(*m.bid_fraction),
+            )
+        )
+    filters = replace(_SIM_FILTERS, interruptible=interruptible, bid_margin=bid_margin)
+    offer = rank_offers(offers, filters)[0]  # the VastAI provider rents the first it can
+    price = rental_price(offer, filters)
+    assert price is not None  # rank_offers accepts only offers it can price
+    # an offer's unreliability scales its odds of failing (1.0 at the middle of the range)
+    lo, hi = m.reliability_range
+    odds = (1.0 - offer.reliability) / max(1e-9, 1.0 - (lo + hi) / 2)
+    bandwidth = min(1e9, max(10e6, r.lognormvariate(math.log(m.bandwidth_median), m.bandwidth_sigma)))
+    load_rate = m.load_bytes_per_second * r.uniform(*m.load_spread)
+    fate = r.random()
+    pull = r.lognormvariate(math.log(m.pull_median_s), m.provision_sigma)
+    boot = r.lognormvariate(math.log(m.boot_median_s), m.provision_sigma)
+    life = r.expovariate(1.0 / (m.mean_lifetime_hours * 3600.0))
+    outbid_after = r.expovariate(m.outbid_per_hour / 3600.0) if m.outbid_per_hour > 0 else math.inf
+    outbid = interruptible and outbid_after < life
+    never_running = fate < m.never_running_prob * odds
+    never_ready = not never_running and fate < (m.never_running_prob + m.never_ready_prob) * odds
+    return Rental(
+        price=price,
+        bandwidth=bandwidth,
+        load_rate=load_rate,
+        pull_s=pull,
+        boot_s=boot,
+        life_s=outbid_after if outbid else life,
+        outbid=outbid,
+        never_running=never_running,
+        never_ready=never_ready,
+    )
+
+
+def draw_resume(
+    m: Marketplace, *, seed: int, iid: str, resumes: int, parked_hours: float, lost: bool
+) -> tuple[bool, float]:
+    """A parked instance's resume: (whether it fails, how long it takes). It fails when its host
+    died while it was parked (`lost`) or, likelier the longer it was parked, when its GPU was
+    rented out meanwhile."""
+    r = random.Random(f"{seed}:resume:{iid}:{resumes}")
+    fails = lost or r.random() < 1.0 - math.exp(-m.resume_fail_per_hour * parked_hours)
+    took = r.lognormvariate(math.log(m.resume_median_s), m.provision_sigma)
+    return fails, took

@@ -1,0 +1,632 @@
+"""An event-driven pool on a virtual clock (policies ``ours``, ``ours-no-cache-affinity``,
+``no-warm-pool``), driving the control plane's own policies and its instance lifecycle.
+
+* An instance runs one job at a time: it downloads the job's missing models (after any prefetch in
+  progress), evicting with ``domain.cache.plan_eviction`` under its disk budget, loads the
+  checkpoint when another one is loaded, then runs for the trace's run time.
+* Control loops: a scheduler pass every ``scheduler_interval_s`` (routing: ``plan_routes`` or
+  ``route_ignoring_caches``), a pool pass every ``pool_interval_s`` (``plan_scaling``,
+  ``plan_prefetch``, sampling of the time series).
+* Every change of an instance's state goes through ``domain.states.INSTANCE``, the table the
+  control plane uses: a move the control plane could not make fails the simulation.
+* A job that loses its instance returns to the queue with its original arrival time.
+* Billing: ``domain.pricing.bill`` per span of GPU time, storage for the disk's whole life.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import statistics
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from swarmstation.domain.cache import CachedModel, plan_eviction
+from swarmstation.domain.pricing import BilledInstance, JobRun, bill
+from swarmstation.domain.routing import (
+    ModelNeed,
+    RoutableInstance,
+    RoutableJob,
+    plan_prefetch,
+    plan_routes,
+    route_ignoring_caches,
+)
+from swarmstation.domain.scaling import (
+    Drain,
+    InstanceView,
+    Launch,
+    Park,
+    PoolSnapshot,
+    Resume,
+    plan_scaling,
+)
+from swarmstation.domain.states import INSTANCE, InstanceState, InstanceTrigger
+from swarmstation.sim.config import POOL, SimConfig, at
+from swarmstation.sim.market import draw_rental, draw_resume
+from swarmstation.sim.result import PolicyResult
+from swarmstation.sim.trace import Trace, TraceJob
+
+Progress = Callable[[float], None]
+
+
+@dataclass(eq=False, slots=True)
+class SimJob:
+    tj: TraceJob
+    rj: RoutableJob
+    attempts: int = 0
+    start: float | None = None
+    end: float | None = None
+    instance: SimInstance | None = None
+    assigned: float = 0.0
+
+
+@dataclass(eq=False, slots=True)
+class SimInstance:
+    iid: str
+    created: float
+    price: float
+    bw: float
+    load_rate: float
+    running_at: float | None = None  # GPU billing starts here (after the image pull)
+    gpu_since: float | None = None  # start of the GPU billing span now open
+    gpu_spans: list[tuple[float, float]] = field(default_factory=list)
+    parked_at: float | None = None
+    resumes: int = 0
+    lost: bool = False  # its host died while it was parked: a resume fails
+    outbid: bool = False  # its end (the _DIE event) is an outbid interruptible rental
+    state: InstanceState = InstanceState.PROVISIONING
+    ended: float | None = None
+    # key -> [size, last_used, download start, ready_at]
+    cache: dict[str, list[float]] = field(default_factory=dict)
+    frozen: frozenset[str] | None = None
+    loaded: str | None = None
+    job: SimJob | None = None
+    busy_until: float | None = None
+    idle_since: float | None = None
+    bg_free_at: float = 0.0  # when its background downloads (preload, prefetch) are done
+    dedicated: SimJob | None = None
+    runs: list[tuple[str, float, float]] = field(default_factory=list)
+    jobs_run: int = 0
+
+    def cached(self) -> frozenset[str]:
+        if self.frozen is None:
+            self.frozen = frozenset(self.cache)
+        return self.frozen
+
+
+_ARRIVE, _SCHED, _POOL, _READY, _TIMEOUT, _DIE, _DONE, _SAMPLE = range(8)
+
+
+def tool_medians(trace: Trace) -> dict[str, float]:
+    runs: dict[str, list[float]] = {}
+    for j in trace.jobs:
+        runs.setdefault(j.tool, []).append(j.run_seconds)
+    return {k: statistics.median(v) for k, v in runs.items()}
+
+
+def pool_preload(trace: Trace) -> tuple[tuple[str, int], ...]:
+    """Each tool's default checkpoint (the one most of its jobs use: what its workflow names), most
+    demanded first, as the control plane orders a pool's preload list."""
+    counts: dict[str, dict[ModelNeed, int]] = {}
+    for j in trace.jobs:
+        for m in j.models:
+            if m.key == j.checkpoint:
+                per_tool = counts.setdefault(j.tool, {})
+                per_tool[m] = per_tool.get(m, 0) + 1
+    demand: dict[ModelNeed, int] = {}
+    for c in counts.values():
+        model, n = max(c.items(), key=lambda kv: (kv[1], kv[0].key))
+        demand[model] = demand.get(model, 0) + n
+    return tuple((m.key, m.size) for m, _ in sorted(demand.items(), key=lambda kv: (-kv[1], kv[0].key)))
+
+
+class PoolSimulation:
+    """One run of one event-driven policy (``ours``, ``ours-no-cache-affinity``, ``no-warm-pool``)."""
+
+    def __init__(
+        self, trace: Trace, policy: str, config: SimConfig, *, seed: int = 0, progress: Progress | None = None
+    ) -> None:
+        if policy not in ("ours", "ours-no-cache-affinity", "no-warm-pool"):
+            raise ValueError(f"not an event-driven policy: {policy}")
+        self.trace = trace
+        self.policy = policy
+        self.cfg = config
+        self.seed = seed
+        self.progress = progress
+        self.now = 0.0
+        self.events: list[tuple[float, int, int, object]] = []
+        self.seq = 0
+        self.instances: dict[str, SimInstance] = {}
+        self.live: dict[str, SimInstance] = {}
+        self.parked: dict[str, SimInstance] = {}
+        self.sched_armed = True
+        self.next_prefetch = 0.0
+        self.pool_armed = True
+        self.pool_wake = 0
+        self.next_prefetch = 0.0
+        self.queue: dict[str, SimJob] = {}
+        self.recent: deque[tuple[float, RoutableJob]] = deque()
+        self.launches = 0
+        self.done = 0
+        self.last_scale_up: float | None = None
+        self.busy_log: deque[tuple[float, float]] = deque()  # (assigned, done) of finished jobs
+        medians = tool_medians(trace)
+        self.expected_job_s = statistics.fmean(medians.values()) if medians else 30.0
+        self.jobs = [
+            SimJob(
+                tj,
+                RoutableJob(tj.job_id, POOL, tj.t, tj.models, tj.checkpoint, medians.get(tj.tool, 30.0)),
+            )
+            for tj in trace.jobs
+        ]
+        self.preload = pool_preload(trace) if config.preload_tool_models else ()
+        m = config.market
+        self.routing_load_s = m.load_base_s + 7e9 / m.load_bytes_per_second
+        self.res = PolicyResult(policy, len(self.jobs), 0, 0.0, [])
+
+    # -- events --------------------------------------------------------------------------------
+
+    def push(self, t: float, kind: int, obj: object = None) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (t, self.seq, kind, obj))
+
+    def run(self) -> PolicyResult:
+        for job in self.jobs:
+            self.push(job.tj.t, _ARRIVE, job)
+        if self.policy != "no-warm-pool":
+            self.push(0.0, _POOL)
+            self.sched_armed = False
+        self.push(0.0, _SAMPLE)
+        horizon = self.trace.duration
+        total = len(self.jobs)
+        hard_stop = horizon + 7 * 86400.0
+        next_report = 0.0
+        handlers = {
+            _ARRIVE: self.on_arrive,
+            _SCHED: self.on_sched,
+            _POOL: self.on_pool,
+            _READY: self.on_ready,
+            _TIMEOUT: self.on_timeout,
+            _DIE: self.on_die,
+            _DONE: self.on_done,
+            _SAMPLE: self.on_sample,
+        }
+        stop = horizon
+        while self.events:
+            t, _, kind, obj = heapq.heappop(self.events)
+            if t >= horizon and self.done >= total and self._settled():
+                stop = max(horizon, self.now)
+                break
+            if t > hard_stop:
+                stop = hard_stop
+                break
+            self.now = t
+            handlers[kind](obj)
+            if self.progress is not None and t >= next_report:
+                next_report = t + 3600.0
+                self.progress(min(1.0, t / horizon) if horizon else 1.0)
+        else:
+            stop = max(horizon, self.now)
+        return self.finish(stop)
+
+    def _settled(self) -> bool:
+        """Nothing left that costs money beyond the pool's minimum."""
+        if self.policy == "no-warm-pool":
+            return not self.live
+        return len(self.live) <= self.cfg.pool.min_instances
+
+    def on_arrive(self, job: object) -> None:
+        assert isinstance(job, SimJob)
+        self.recent.append((job.tj.t, job.rj))
+        if self.policy == "no-warm-pool":
+            self.launch(dedicated=job)
+        self.queue[job.tj.job_id] = job
+        self.arm_scheduler()
+        self.arm_pool()
+
+    def on_sample(self, _: object) -> None:
+        self.res.series.append((self.now, len(self.queue), len(self.live)))
+        self.push(self.now + self.cfg.sample_interval_s, _SAMPLE)
+
+    # -- instances -----------------------------------------------------------------------------
+
+    def launch(self, dedicated: SimJob | None = None) -> SimInstance:
+        n = self.launches
+        self.launches += 1
+        m = self.cfg.market
+        rental = draw_rental(
+            m, n, seed=self.seed, interruptible=self.cfg.interruptible, bid_margin=self.cfg.bid_margin
+        )
+        inst = SimInstance(
+            iid=f"i{n:05d}",
+            created=self.now,
+            price=rental.price,
+            bw=rental.bandwidth,
+            load_rate=rental.load_rate,
+            dedicated=dedicated,
+            outbid=rental.outbid,
+        )
+        pull, boot = rental.pull_s, rental.boot_s
+        if not rental.never_running and pull < m.provision_timeout_s:
+            inst.running_at = inst.gpu_since = self.now + pull
+        self.instances[inst.iid] = inst
+        self.live[inst.iid] = inst
+        if rental.never_running or rental.never_ready or pull + boot >= m.provision_timeout_s:
+            self.push(self.now + m.provision_timeout_s, _TIMEOUT, inst)
+        else:
+            self.push(self.now + pull + boot, _READY, inst)
+            self.push(self.now + pull + boot + rental.life_s, _DIE, inst)
+        return inst
+
+    def _close_gpu_span(self, inst: SimInstance) -> None:
+        if inst.gpu_since is not None and self.now > inst.gpu_since:
+            inst.gpu_spans.append((inst.gpu_since, self.now))
+        inst.gpu_since = None
+
+    def terminate(self, inst: SimInstance, *why: InstanceTrigger) -> None:
+        """Destroy `inst`, after the triggers that took it out (`why`), as the control plane does:
+        an instance that dies or times out is UNHEALTHY first, an idle one is drained."""
+        for trigger in why:
+            INSTANCE.apply(inst, trigger)
+        INSTANCE.apply(inst, InstanceTrigger.DESTROY)
+        inst.ended = self.now
+        self._close_gpu_span(inst)
+        self.live.pop(inst.iid, None)
+        self.parked.pop(inst.iid, None)
+
+    def park(self, inst: SimInstance) -> None:
+        """Stop an idle instance, keeping its disk: storage is billed, the GPU is not."""
+        INSTANCE.apply(inst, InstanceTrigger.PARK)
+        inst.parked_at = self.now
+        inst.idle_since = None
+        inst.loaded = None  # VRAM does not survive a stop
+        self._close_gpu_span(inst)
+        self.live.pop(inst.iid, None)
+        self.parked[inst.iid] = inst
+        self.res.parks += 1
+
+    def resume(self, inst: SimInstance) -> None:
+        m = self.cfg.market
+        parked_hours = (self.now - (inst.parked_at or self.now)) / 3600.0
+        fails, took = draw_resume(
+            m, seed=self.seed, iid=inst.iid, resumes=inst.resumes, parked_hours=parked_hours, lost=inst.lost
+        )
+        inst.resumes += 1
+        del self.parked[inst.iid]
+        self.live[inst.iid] = inst
+        INSTANCE.apply(inst, InstanceTrigger.RESUME)
+        inst.parked_at = None
+        self.res.resumes += 1
+        if fails or took >= m.resume_timeout_s:
+            self.push(self.now + m.resume_timeout_s, _TIMEOUT, inst)
+        else:
+            inst.gpu_since = self.now  # running again at once; the boot is billed
+            self.push(self.now + took, _READY, inst)
+
+    def on_ready(self, inst: object) -> None:
+        assert isinstance(inst, SimInstance)
+        if inst.state != InstanceState.PROVISIONING:
+            return
+        INSTANCE.apply(inst, InstanceTrigger.READY)
+        inst.idle_since = self.now
+        inst.bg_free_at = self.now
+        # the worker fetches the pool's preload models in the background as it starts taking jobs
+        # (worker/agent.py): one after another, sharing the link with a job's own downloads
+        for key, size in self.preload:
+            if key not in inst.cache:  # a resumed instance still has them on disk
+                self._background_download(inst, key, size)
+        if self.res.first_ready_at is None:
+            self.res.first_ready_at = self.now
+        if inst.dedicated is not None:
+            self.start_job(inst.dedicated, inst)
+
+    def on_timeout(self, inst: object) -> None:
+        assert isinstance(inst, SimInstance)
+        if inst.state != InstanceState.PROVISIONING:
+            return
+        if inst.resumes:
+            self.res.resume_failures += 1
+        else:
+            self.res.never_ready += 1
+        self.terminate(inst, InstanceTrigger.STARTUP_TIMEOUT)
+        if inst.dedicated is not None:  # no-warm-pool: try another instance for the job
+            inst.dedicated.attempts += 1
+            self.launch(dedicated=inst.dedicated)
+
+    def on_die(self, inst: object) -> None:
+        assert isinstance(inst, SimInstance)
+        if inst.state == InstanceState.TERMINATED:
+            return
+        if inst.state == InstanceState.STOPPED:
+            inst.lost = True  # found out at the next resume
+            return
+        if inst.outbid:
+            self.res.outbids += 1
+        else:
+            self.res.deaths += 1
+        job = inst.job
+        self.terminate(inst, InstanceTrigger.INSTANCE_LOST)
+        if job is not None:
+            self.res.requeued += 1
+            job.attempts += 1
+            job.start = None
+            job.instance = None
+            if self.policy == "no-warm-pool":
+                self.launch(dedicated=job)
+            self.queue[job.tj.job_id] = job
+            self.queue = dict(sorted(self.queue.items(), key=lambda kv: (kv[1].tj.t, kv[0])))
+            self.arm_scheduler()
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def _make_room(self, inst: SimInstance, size: int, keep: set[str]) -> None:
+        cached = [
+            CachedModel(key, int(v[0]), v[1], in_use=key in keep or v[3] > self.now)  # downloading: in use
+            for key, v in inst.cache.items()
+        ]
+        evict = plan_eviction(cached, budget_bytes=self.cfg.market.disk_budget_bytes, incoming_bytes=size)
+        for key in evict or ():
+            del inst.cache[key]
+            if inst.loaded == key:
+                inst.loaded = None
+        inst.frozen = None
+
+    def _download(
+        self, inst: SimInstance, key: str, size: int, keep: set[str], start: float, seconds: float
+    ) -> float:
+        """Put ``key`` on the instance's disk, there from ``start + seconds``; returns that time."""
+        self._make_room(inst, size, keep)
+        ready = start + seconds
+        inst.cache[key] = [float(size), self.now, start, ready]
+        inst.frozen = None
+        self.res.downloaded_bytes += size
+        return ready
+
+    def _background_download(self, inst: SimInstance, key: str, size: int) -> None:
+        start = max(self.now, inst.bg_free_at)
+        inst.bg_free_at = self._download(inst, key, size, set(), start, size / inst.bw)
+
+    def _job_download_seconds(self, inst: SimInstance, size: int, start: float) -> float:
+        """A job's download shares the link (half the bandwidth) while background downloads run."""
+        return size / inst.bw * (2.0 if start < inst.bg_free_at else 1.0)
+
+    def start_job(self, job: SimJob, inst: SimInstance) -> None:
+        del self.queue[job.tj.job_id]
+        tj = job.tj
+        inst.job = job
+        INSTANCE.apply(inst, InstanceTrigger.ASSIGN)
+        inst.idle_since = None
+        job.instance = inst
+        job.assigned = self.now
+        keep = {m.key for m in tj.models}
+        t = self.now  # the job's own downloads, one after another
+        ready = self.now  # models already on disk or on their way (a download in progress is shared)
+        cold = inst.jobs_run == 0
+        for m in tj.models:
+            self.res.cache_lookups += 1
+            entry = inst.cache.get(m.key)
+            if entry is not None and entry[2] > self.now:
+                # queued behind other background downloads, not started: the job fetches it itself
+                del inst.cache[m.key]
+                entry = None
+            if entry is not None or inst.loaded == m.key:
+                self.res.cache_hits += 1
+                if entry is not None:
+                    entry[1] = self.now
+                    ready = max(ready, entry[3])
+            else:
+                t = self._download(inst, m.key, m.size, keep, t, self._job_download_seconds(inst, m.size, t))
+                if m.key == tj.checkpoint:
+                    cold = True
+        t = max(t, ready)
+        if tj.checkpoint is not None and inst.loaded != tj.checkpoint:
+            size = next((m.size for m in tj.models if m.key == tj.checkpoint), 0)
+            t += self.cfg.market.load_base_s + size / inst.load_rate
+            inst.loaded = tj.checkpoint
+        if cold:
+            self.res.cold_starts += 1
+        inst.jobs_run += 1
+        job.start = t
+        end = t + tj.run_seconds
+        inst.busy_until = end
+        self.push(end, _DONE, (inst, job, job.attempts))
+
+    def on_done(self, payload: object) -> None:
+        assert isinstance(payload, tuple)
+        inst, job, attempt = payload
+        if inst.job is not job or job.attempts != attempt or inst.state == InstanceState.TERMINATED:
+            return
+        job.end = self.now
+        assert job.start is not None
+        inst.runs.append((job.tj.job_id, job.start, self.now))
+        self.busy_log.append((job.assigned, self.now))
+        inst.job = None
+        inst.busy_until = None
+        INSTANCE.apply(inst, InstanceTrigger.RELEASE)
+        inst.idle_since = self.now
+        self.done += 1
+        if inst.dedicated is not None:
+            self.terminate(inst)
+
+    # -- control loops -------------------------------------------------------------------------
+
+    def _routable(self, inst: SimInstance) -> RoutableInstance:
+        busy = inst.job is not None
+        until = inst.busy_until if busy else None
+        return RoutableInstance(
+            inst.iid,
+            POOL,
+            0 if busy else 1,
+            until,
+            inst.cached(),
+            inst.loaded,
+            inst.bw,
+            self.routing_load_s,
+        )
+
+    def _ready(self) -> list[SimInstance]:
+        return [i for i in self.live.values() if i.state in (InstanceState.IDLE, InstanceState.BUSY)]
+
+    def arm_scheduler(self) -> None:
+        """Scheduler passes tick every ``scheduler_interval_s`` while jobs are queued; a pass over an
+        empty queue does nothing, so none is simulated then (same outcome as ticking always)."""
+        if not self.sched_armed and self.policy != "no-warm-pool":
+            self.sched_armed = True
+            tick = self.cfg.scheduler_interval_s
+            self.push((math.floor(self.now / tick) + 1) * tick, _SCHED)
+
+    def on_sched(self, _: object) -> None:
+        if not self.queue:
+            self.sched_armed = False
+            return
+        self.push(self.now + self.cfg.scheduler_interval_s, _SCHED)
+        ready = self._ready()
+        if not any(i.job is None for i in ready):
+            return
+        views = [self._routable(i) for i in ready]
+        jobs = [j.rj for j in self.queue.values()]
+        route = plan_routes if self.policy == "ours" else route_ignoring_caches
+        for a in route(jobs, views, now=self.now, config=self.cfg.routing):
+            self.start_job(self.queue[a.job_id], self.instances[a.instance_id])
+
+    def _tick_after(self, t: float, tick: float) -> float:
+        return (math.floor(t / tick) + 1) * tick
+
+    def _align_prefetch(self, first_pass: float) -> None:
+        """Prefetch runs on its own grid of times, as if the loop had never slept."""
+        every = self.cfg.prefetch_interval_s
+        self.next_prefetch = max(self.next_prefetch, math.ceil(first_pass / every - 1e-9) * every)
+
+    def arm_pool(self) -> None:
+        """Restart the pool loop's ticks after it slept (see :meth:`on_pool`)."""
+        if not self.pool_armed and self.policy != "no-warm-pool":
+            self.pool_armed = True
+            self.pool_wake += 1  # a pending wake-up is superseded by the ticks
+            first = self._tick_after(self.now, self.cfg.pool_interval_s)
+            self._align_prefetch(first)
+            self.push(first, _POOL)
+
+    def on_pool(self, token: object) -> None:
+        if token is not None and token != self.pool_wake:
+            return  # a wake-up superseded by an arrival
+        pool = self.cfg.pool
+        tick = self.cfg.pool_interval_s
+        if self.cfg.skip_idle_passes and not self.live and not self.queue and pool.min_instances == 0:
+            horizon = pool.park_max_hours * 3600.0
+            expiries = [(i.parked_at or 0.0) + horizon for i in self.parked.values()]
+            if not any(e <= self.now for e in expiries):
+                # Nothing runs and nothing waits: every pass until the next arrival (which re-arms
+                # the loop) or the next parked instance's expiry would plan nothing, so the loop
+                # sleeps until then, on the same grid of ticks.
+                self.pool_armed = False
+                if expiries:
+                    self.pool_wake += 1
+                    self.push(self._tick_after(min(expiries) - 1e-9, tick), _POOL, self.pool_wake)
+                return
+        if not self.pool_armed:  # woken for an expiry
+            self.pool_armed = True
+            self._align_prefetch(self.now)
+        self.push(self.now + tick, _POOL)
+        views = [
+            InstanceView(
+                i.iid,
+                i.state,
+                1 if i.job is not None else 0,
+                at(i.idle_since) if i.idle_since is not None else None,
+                at(i.created),
+                i.price,
+                at(i.parked_at) if i.parked_at is not None else None,
+            )
+            for i in (*self.live.values(), *self.parked.values())
+        ]
+        snapshot = PoolSnapshot(
+            queued_jobs=len(self.queue),
+            expected_job_seconds=self.expected_job_s,
+            new_instance_price=self.cfg.market.price_per_hour,
+            last_scale_up_at=at(self.last_scale_up) if self.last_scale_up is not None else None,
+            busy_slots_recent=self.busy_slots_recent(),
+        )
+        for action in plan_scaling(pool, views, snapshot, now=at(self.now)):
+            if isinstance(action, Launch):
+                self.launch()
+                self.last_scale_up = self.now
+            elif isinstance(action, Resume):
+                self.resume(self.parked[action.instance_id])
+                self.last_scale_up = self.now
+            elif isinstance(action, Park):
+                if self.live[action.instance_id].job is None:
+                    self.park(self.live[action.instance_id])
+            elif isinstance(action, Drain):
+                leaving = self.live.get(action.instance_id) or self.parked.get(action.instance_id)
+                if leaving is not None and leaving.job is None:
+                    # an idle or parked instance goes at once: drained (nothing to finish), destroyed
+                    self.terminate(leaving, InstanceTrigger.DRAIN)
+        if self.policy == "ours" and self.now >= self.next_prefetch:
+            self.next_prefetch = self.now + self.cfg.prefetch_interval_s
+            self.prefetch()
+
+    def busy_slots_recent(self) -> float:
+        """Mean busy slots over the last ``utilisation_window_s`` (from assignment to the end of a job)."""
+        window = self.cfg.utilisation_window_s
+        start = self.now - window
+        log = self.busy_log
+        while log and log[0][1] <= start:
+            log.popleft()
+        busy = sum(min(e, self.now) - max(s, start) for s, e in log)
+        busy += sum(self.now - max(i.job.assigned, start) for i in self.live.values() if i.job is not None)
+        return busy / window
+
+    def prefetch(self) -> None:
+        cutoff = self.now - self.cfg.recent_window_s
+        while self.recent and self.recent[0][0] < cutoff:
+            self.recent.popleft()
+        if not self.recent:
+            return
+        ready = [i for i in self._ready() if i.job is None]
+        if not ready:
+            return
+        demand = [rj for _, rj in self.recent]
+        sizes = {m.key: m.size for rj in demand for m in rj.required}
+        views = [self._routable(i) for i in ready]
+        for p in plan_prefetch(demand, views, now=self.now, config=self.cfg.routing):
+            inst = self.instances[p.instance_id]
+            if p.model_key in inst.cache or inst.job is not None:
+                continue
+            self._background_download(inst, p.model_key, sizes[p.model_key])
+
+    # -- results -------------------------------------------------------------------------------
+
+    def finish(self, stop: float) -> PolicyResult:
+        res = self.res
+        res.sim_seconds = stop
+        res.launches = self.launches
+        end = at(stop)
+        storage_rate = self.cfg.market.storage_per_hour / 3600.0
+        for inst in self.instances.values():
+            runs = [JobRun(jid, inst.iid, at(s), at(e)) for jid, s, e in inst.runs]
+            ended = inst.ended if inst.ended is not None else stop
+            storage = storage_rate * max(0.0, ended - inst.created)
+            res.cost += storage
+            res.unattributed_cost += storage
+            if inst.gpu_since is not None and ended > inst.gpu_since:
+                inst.gpu_spans.append((inst.gpu_since, ended))
+                inst.gpu_since = None
+            for span_start, span_end in inst.gpu_spans:  # GPU billed while running, not while parked
+                gpu = BilledInstance(inst.iid, inst.price, at(span_start), at(span_end))
+                inside = [r for r in runs if at(span_start) <= r.started_at < at(span_end)]
+                ib, _ = bill(gpu, inside, now=end)
+                res.cost += ib.cost
+                res.unattributed_cost += ib.unattributed
+                res.instance_seconds += ib.seconds
+                res.run_seconds += ib.busy_seconds
+        first = res.first_ready_at
+        for job in self.jobs:
+            if job.start is None or job.end is None:
+                continue
+            res.completed += 1
+            wait = job.start - job.tj.t
+            res.waits.append(wait)
+            if first is not None and job.tj.t >= first:
+                res.waits_after_first_start.append(wait)
+        return res
