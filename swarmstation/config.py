@@ -22,6 +22,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from swarmstation.domain.errors import SwarmError
+from swarmstation.providers.install import default_install_spec
 
 
 class ConfigError(SwarmError, ValueError):
@@ -110,7 +111,14 @@ class Settings(BaseSettings):
     )
 
     # what rented instances run (the bootstrap script, providers/bootstrap.py)
-    worker_install_spec: str = Field("swarmstation", description="pip spec of swarmstation on instances")
+    worker_install_spec: str = Field(
+        default_factory=default_install_spec,
+        description="pip spec of swarmstation on instances; default: this control plane's version",
+    )
+    worker_constraints_file: Path | None = Field(
+        None,
+        description="pip constraints for instances (a lock file); default: requirements.lock of a checkout",
+    )
     worker_comfyui_mode: Literal["install", "existing", "emulator"] = Field(
         "install", description="install ComfyUI on a stock CUDA image, use the image's, or the emulator"
     )

@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
+import swarmstation
+from swarmstation.config import Settings
 from swarmstation.domain.states import InstanceState
 from swarmstation.providers.bootstrap import (
     MODES,
@@ -29,6 +31,7 @@ from swarmstation.providers.bootstrap import (
     compress_onstart,
     render_onstart,
 )
+from swarmstation.providers.install import constraints_from_lock, default_install_spec
 from swarmstation.store.db import make_engine, make_sessionmaker, transaction
 from swarmstation.store.models import utcnow
 from tests.helpers import add_instance
@@ -494,10 +497,54 @@ def test_a_failing_install_reports_the_install_stage(
         script, plane=plane, token=token, SWARMSTATION_SKIP_INSTALL=None, PYTHONPATH=str(image_packages)
     )
     inst = _expect_unhealthy(plane, run, instance_id, "bootstrap failed at install: exit code 1 at line")
-    assert "pip install" in inst["state_reason"] and '-c "$pins" "$SPEC"' in inst["state_reason"]
+    assert "pip install" in inst["state_reason"]
+    assert '-c "$pins" -c "$lock" "$SPEC"' in inst["state_reason"]  # the lock constrains the worker
     home = tmp_path / "home"
     assert (home / "venv" / "bin" / "python").exists()
     assert (home / "torch-constraints.txt").read_text() == "torch==2.5.1+cu124\n"
+    # fetched from the control plane with the token: its lock's pins, without hashes
+    fetched = (home / "constraints.txt").read_text()
+    assert fetched == constraints_from_lock((ROOT / "requirements.lock").read_text())
+    assert "boto3==" in fetched and "--hash" not in fetched
+
+
+# -- what instances install -------------------------------------------------------------------------
+def test_instances_install_the_control_planes_version(tmp_path: Path) -> None:
+    spec = f"swarmstation=={swarmstation.__version__}"
+    assert default_install_spec() == spec
+    assert Settings(data_dir=tmp_path).worker_install_spec == spec
+    assert f"SPEC={spec} " in render_onstart()
+    assert "SPEC=swarmstation " not in render_onstart()  # never an unpinned install
+
+
+def test_constraints_are_the_locks_pins_without_hashes() -> None:
+    lock = (
+        "# a comment\n"
+        "boto3==1.44.8 \\\n"
+        "    --hash=sha256:aaaa \\\n"
+        "    --hash=sha256:bbbb\n"
+        "    # via swarmstation (pyproject.toml)\n"
+        "uvicorn[standard]==0.35.0 \\\n"
+        "    --hash=sha256:cccc\n"
+        'uvloop==0.21.0 ; sys_platform != "win32" \\\n'
+        "    --hash=sha256:dddd\n"
+        "--index-url https://example.org/simple\n"
+    )
+    assert constraints_from_lock(lock) == (
+        'boto3==1.44.8\nuvicorn[standard]==0.35.0\nuvloop==0.21.0 ; sys_platform != "win32"\n'
+    )
+    pins = constraints_from_lock((ROOT / "requirements.lock").read_text())
+    assert len(pins.splitlines()) == (ROOT / "requirements.lock").read_text().count("==")
+
+
+def test_the_control_plane_serves_its_lock_to_its_instances(plane: Plane) -> None:
+    _, token = plane.add_instance()
+    url = f"{plane.url}/worker/v1/constraints"
+    assert httpx.get(url, timeout=10).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer sst_not-a-token"}, timeout=10).status_code == 401
+    resp = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    assert resp.text == constraints_from_lock((ROOT / "requirements.lock").read_text())
 
 
 # -- the prebuilt worker image ------------------------------------------------------------------

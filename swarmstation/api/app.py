@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from swarmstation import __version__
-from swarmstation.api import admin, comfydeploy, loras, models, objects, public, worker
+from swarmstation.api import admin, comfydeploy, loras, models, objects, public, worker, worker_install
 from swarmstation.api import pools as pools_api
 from swarmstation.api.deps import AppState, current_instance, current_user
 from swarmstation.api.errors import install_error_handlers
@@ -223,6 +223,7 @@ def build(
     app.include_router(models.router)
     app.include_router(comfydeploy.router)
     app.include_router(worker.router)
+    app.include_router(worker_install.router)
     app.include_router(objects.router)
     registry = make_registry(state)
 

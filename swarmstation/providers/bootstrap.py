@@ -7,7 +7,10 @@ the provisioning timeout, with the stage, the error and the log's last lines as 
 - `install`: a venv over the image's site packages (so its CUDA torch stays the one in use) with
   the swarmstation worker, and in `install` mode ComfyUI at a pinned ref with its requirements.
   Every pip call runs under constraints that pin the torch builds the image already has, so no
-  requirement can swap them for other builds. `SWARMSTATION_SKIP_INSTALL=1` skips the stage
+  requirement can swap them for other builds. swarmstation is installed at the control plane's
+  version (`Settings.worker_install_spec`, `swarmstation==<version>` by default) under the control
+  plane's lock as a second constraints file, fetched from `GET /worker/v1/constraints` with the
+  token (providers/install.py). `SWARMSTATION_SKIP_INSTALL=1` skips the stage
   (prebuilt images, tests).
 - `startup` (only with a `startup_script`, the pool's own): run with bash; a non-zero exit fails it.
 - `comfyui`: ComfyUI (`main.py --listen 127.0.0.1 --port P --disable-auto-launch`, or the ComfyUI
@@ -41,6 +44,8 @@ import re
 import shlex
 from typing import Literal
 
+from swarmstation.providers.install import default_install_spec
+
 ComfyMode = Literal["install", "existing", "emulator"]
 MODES: tuple[ComfyMode, ...] = ("install", "existing", "emulator")
 #: The ComfyUI release `install` mode fetches; deploy/worker.Dockerfile's COMFYUI_REF and the emulator's
@@ -73,6 +78,22 @@ u.urlopen(u.Request(sys.argv[1], sys.argv[2].encode() if len(sys.argv) > 2 else 
   return $rc
 }
 
+fetch() {  # URL FILE: GET with the token into FILE (never traced, never in an argv)
+  local x=${-//[^x]/} rc=0
+  set +x
+  if command -v curl >/dev/null; then
+    printf 'header = "Authorization: Bearer %s"\n' "$SWARMSTATION_WORKER_TOKEN" |
+      curl -fsS --max-time 60 --retry 3 -K - -o "$2" "$1" || rc=$?
+  else
+    "$PYTHON" -c 'import os, sys, urllib.request as u
+h = {"Authorization": "Bearer " + os.environ["SWARMSTATION_WORKER_TOKEN"]}
+open(sys.argv[2], "wb").write(u.urlopen(u.Request(sys.argv[1], None, h), timeout=60).read())
+' "$@" || rc=$?
+  fi
+  [ -z "$x" ] || set -x
+  return $rc
+}
+
 report() {  # STAGE OK MESSAGE
   local i body
   body=$("$PYTHON" -c 'import json, sys; print(json.dumps(dict(stage=sys.argv[1], ok=sys.argv[2] == "true",
@@ -93,7 +114,7 @@ fail() {
 }
 
 install() {
-  local pins=$HOME_DIR/torch-constraints.txt
+  local pins=$HOME_DIR/torch-constraints.txt lock=$HOME_DIR/constraints.txt
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
     fail "$("$PYTHON" -V 2>&1) is too old: swarmstation needs Python >= 3.11"
   mkdir -p "$HOME_DIR"
@@ -116,7 +137,9 @@ for d in "torch", "torchvision", "torchaudio":
     fi
     "$VENV/bin/python" -m pip install $PIP_ARGS -c "$pins" -r "$COMFY_DIR/requirements.txt" requests
   fi
-  "$VENV/bin/python" -m pip install $PIP_ARGS -c "$pins" "$SPEC"
+  # the control plane's lock: the worker gets the dependency versions the control plane runs
+  fetch "${SWARMSTATION_SERVER_URL%/}/worker/v1/constraints" "$lock"
+  "$VENV/bin/python" -m pip install $PIP_ARGS -c "$pins" -c "$lock" "$SPEC"
 }
 
 start_comfyui() {  # no token for ComfyUI: custom nodes are third-party code
@@ -223,7 +246,7 @@ _SCRIPT_BODY = _without_comments(_BODY)
 
 def render_onstart(
     *,
-    swarmstation_spec: str = "swarmstation",
+    swarmstation_spec: str | None = None,
     comfyui_mode: ComfyMode = "install",
     comfyui_dir: str = "/workspace/ComfyUI",
     comfyui_ref: str = COMFYUI_REF,
@@ -237,11 +260,14 @@ def render_onstart(
     `comfyui_mode`: `install` fetches ComfyUI at `comfyui_ref` into `comfyui_dir` and installs its
     requirements; `existing` runs the ComfyUI already in `comfyui_dir` (a prebuilt image);
     `emulator` runs swarmstation's ComfyUI emulator there instead (tests, CPU machines).
-    `swarmstation_spec` is what `pip install` gets (a version, a wheel URL, a git URL);
+    `swarmstation_spec` is what `pip install` gets (a version, a wheel URL, a git URL), by default
+    this control plane's version (`swarmstation==<version>`);
     `extra_pip_args` is added to every pip install (e.g. `--index-url ...`).
     `startup_script` (a pool's own, e.g. custom nodes) runs with bash after the install stage as a
     stage of its own, `startup`, with `COMFYUI_DIR` set and without the worker token.
     """
+    if swarmstation_spec is None:
+        swarmstation_spec = default_install_spec()
     if comfyui_mode not in MODES:
         raise ValueError(f"comfyui_mode must be one of {', '.join(MODES)}, not {comfyui_mode!r}")
     if not 1 <= port <= 65535:
