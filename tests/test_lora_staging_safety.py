@@ -8,6 +8,7 @@ The fake Civitai runs on loopback and is trusted because it is the configured
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ def plane(
         outbound_allow_hosts=[third.hostport],
         scheduler_interval_seconds=60,
         control_interval_seconds=60,
+        lora_staging_poll_seconds=0.05,
     )
     cp = build(settings, provider=None, clock=clock)
     yield cp
@@ -81,8 +83,13 @@ def import_and_approve(
     queued = api.get("/v1/admin/loras").json()["loras"]
     assert [q["source_url"] for q in queued if q["slug"] == before["slug"]] == [before["source_url"]]
     r = api.post(f"/v1/admin/loras/{before['slug']}/approve", json={})
-    assert r.status_code == 200, r.text
-    return before, r.json()
+    assert r.status_code == 202, r.text
+    # Approval answers at once; the staging (and its checks) runs in the background.
+    deadline = time.monotonic() + 15
+    while (after := api.get(f"/v1/loras/{before['slug']}").json())["moderation_status"] == "staging":
+        assert time.monotonic() < deadline, after
+        time.sleep(0.02)
+    return before, after
 
 
 def test_a_download_url_on_loopback_is_refused(
@@ -94,7 +101,7 @@ def test_a_download_url_on_loopback_is_refused(
     before, after = import_and_approve(api, civitai, 110)
     assert before["source_url"] == metrics and before["final_url"] is None
     assert after["moderation_status"] == "deployment_failed"
-    assert "refused" in after["moderation_reason"] and "loopback" in after["moderation_reason"]
+    assert "refused" in after["failure_reason"] and "loopback" in after["failure_reason"]
     assert after["staged"] is False and after["final_url"] is None
     assert internal.requests == []  # not one byte went there
     assert hashlib.sha256(page).hexdigest() not in str(api.get("/v1/admin/loras?status=approved").json())
@@ -105,7 +112,7 @@ def test_a_redirect_to_the_metadata_address_is_refused(api: TestClient, civitai:
     civitai.download_redirects[120] = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
     _, after = import_and_approve(api, civitai, 120)
     assert after["moderation_status"] == "deployment_failed"
-    assert "metadata" in after["moderation_reason"], after["moderation_reason"]
+    assert "metadata" in after["failure_reason"], after["failure_reason"]
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "gopher://127.0.0.1:70/x", "http://10.0.0.7/lora"])
@@ -116,7 +123,7 @@ def test_other_schemes_and_private_addresses_are_refused(
     civitai.add_civitai_lora(vid // 10, vid, name=f"Odd {vid}", trained_words=["x"], download_url=url)
     _, after = import_and_approve(api, civitai, vid)
     assert after["moderation_status"] == "deployment_failed"
-    assert "refused" in after["moderation_reason"]
+    assert "refused" in after["failure_reason"]
 
 
 def test_redirect_loops_are_bounded(api: TestClient, civitai: FakeHubs) -> None:
@@ -124,7 +131,7 @@ def test_redirect_loops_are_bounded(api: TestClient, civitai: FakeHubs) -> None:
     civitai.download_redirects[140] = f"{civitai.url}/api/download/models/140"
     _, after = import_and_approve(api, civitai, 140)
     assert after["moderation_status"] == "deployment_failed"
-    assert "redirects" in after["moderation_reason"]
+    assert "redirects" in after["failure_reason"]
     assert civitai.requests.count("/api/download/models/140") == 6  # the first and five redirects
 
 
@@ -146,7 +153,7 @@ def test_the_token_goes_to_civitai_only(api: TestClient, civitai: FakeHubs, thir
     for vid in (150, 160):
         before, after = import_and_approve(api, civitai, vid)
         slugs[vid] = after["slug"]
-        assert after["moderation_status"] == "approved", after["moderation_reason"]
+        assert after["moderation_status"] == "approved", after["failure_reason"]
         assert after["source_url"] == before["source_url"]
     assert third.leaks == [] and all("authorization" not in r.headers for r in third.requests)
     assert third.paths() == ["/d.safetensors", "/cdn/v160.safetensors"]

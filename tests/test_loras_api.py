@@ -4,6 +4,7 @@ moderation and staging, access and grants, and resolution when jobs are submitte
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,6 +60,7 @@ def plane(tmp_path: Path, clock: FakeClock, civitai: FakeHubs, hf: FakeHubs) -> 
         huggingface_base_url=hf.url,
         scheduler_interval_seconds=60,
         control_interval_seconds=60,
+        lora_staging_poll_seconds=0.05,
     )
     cp = build(settings, provider=None, clock=clock)
     yield cp
@@ -88,9 +90,21 @@ def _import(api: TestClient, who: dict[str, str], url: str, **extra: str) -> dic
 
 
 def _approve(api: TestClient, admin: dict[str, str], slug: str, **body: str) -> dict:  # type: ignore[type-arg]
+    """Approval answers at once with the LoRA staging; the leader stages it in the background."""
     r = api.post(f"/v1/admin/loras/{slug}/approve", headers=admin, json=body)
-    assert r.status_code == 200, r.text
-    return r.json()  # type: ignore[no-any-return]
+    assert r.status_code == 202, r.text
+    assert r.json()["moderation_status"] == "staging", r.text
+    return _staged(api, admin, slug)
+
+
+def _staged(api: TestClient, who: dict[str, str], slug: str, timeout: float = 15.0) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while True:
+        lora = api.get(f"/v1/loras/{slug}", headers=who).json()
+        if lora["moderation_status"] != "staging":
+            return lora  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"still staging: {lora}"
+        time.sleep(0.02)
 
 
 def test_import_from_civitai_keeps_metadata_and_waits_for_review(api, alice, civitai) -> None:  # type: ignore[no-untyped-def]
@@ -136,18 +150,25 @@ def test_approval_stages_and_verifies_the_file(api, plane, admin, alice, civitai
     assert api.post(f"/v1/admin/loras/{slug}/approve", headers=alice, json={}).status_code == 403
     lora = _approve(api, admin, slug)
     assert lora["moderation_status"] == "approved" and lora["staged"]
+    assert (
+        lora["staging_bytes_done"] == lora["staging_bytes_total"] == len(civitai.files["v1001.safetensors"])
+    )
+    # Approving an approved LoRA again changes nothing: 200, still approved, nothing staged again.
+    again = api.post(f"/v1/admin/loras/{slug}/approve", headers=admin, json={})
+    assert again.status_code == 200 and again.json()["moderation_status"] == "approved", again.text
     stored = plane.state.store.get_bytes(f"models/loras/{lora['file_sha256']}.safetensors")
     assert stored == civitai.files["v1001.safetensors"]
     # A file whose bytes do not match the declared SHA-256 fails staging, with the reason.
     bad = _import(api, alice, f"{civitai.url}/models/104")["slug"]
     failed = _approve(api, admin, bad)
-    assert (
-        failed["moderation_status"] == "deployment_failed"
-        and "sha256 mismatch" in failed["moderation_reason"]
-    )
+    assert failed["moderation_status"] == "deployment_failed" and not failed["staged"]
+    assert "sha256 mismatch" in failed["failure_reason"] and failed["moderation_reason"] == ""
     rejected = api.post(f"/v1/admin/loras/{bad}/reject", headers=admin, json={"reason": "not ours"}).json()
-    assert rejected["moderation_status"] == "rejected"
-    assert api.post(f"/v1/admin/loras/{bad}/approve", headers=admin, json={}).status_code == 409
+    assert rejected["moderation_status"] == "rejected" and rejected["moderation_reason"] == "not ours"
+    r = api.post(f"/v1/admin/loras/{bad}/approve", headers=admin, json={})
+    assert r.status_code == 409 and r.json()["code"] == "illegal_transition", r.text
+    assert "rejected" in r.json()["detail"]
+    assert api.post("/v1/admin/loras/no-such-lora/approve", headers=admin, json={}).status_code == 404
 
 
 def test_trigger_in_prompt_applies_the_lora_to_the_job(api, admin, alice, civitai) -> None:  # type: ignore[no-untyped-def]

@@ -29,6 +29,7 @@ from swarmstation.config import ConfigError, Settings, reveal
 from swarmstation.control.bootstrap import ensure_admin, ensure_default_pool, seed_tools, write_secret_file
 from swarmstation.control.leader import LeaderLock
 from swarmstation.control.loops import ControlLoops
+from swarmstation.control.moderation import LoraStager
 from swarmstation.control.notify import Notifier
 from swarmstation.control.pools import PoolController
 from swarmstation.control.replicas import ReplicaPresence
@@ -187,15 +188,20 @@ def build(
             on_change=lambda j: notifier.wake(f"job:{j}"),
         )
         loops.extra.append(("comfydeploy", settings.scheduler_interval_seconds, dispatcher.tick))
+    # Approved LoRAs are staged in the background, by the leader (control/moderation.py).
+    lora_stager = LoraStager(settings, sessions, store, clock, leader=loops.leader)
+    loops.extra.append(("lora-staging", settings.lora_staging_poll_seconds, lora_stager.tick))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         notifier.bind(asyncio.get_running_loop())
         await asyncio.to_thread(presence.announce)
+        lora_stager.start()
         loops.start()
         try:
             yield
         finally:
+            await asyncio.to_thread(lora_stager.stop)
             await loops.stop()
             await asyncio.to_thread(presence.leave)
             if plane.stop_instances_on_exit:

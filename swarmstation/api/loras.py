@@ -3,11 +3,10 @@ map, and a resolution preview."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, or_, select
 from starlette.concurrency import run_in_threadpool
@@ -15,11 +14,13 @@ from starlette.concurrency import run_in_threadpool
 from swarmstation.api.deps import DB, AdminUser, CurrentUser, State
 from swarmstation.api.schemas import INT64_MAX, Strict
 from swarmstation.control import loras as registry
+from swarmstation.control import moderation
+from swarmstation.domain.errors import Forbidden, InvalidInput, NotFound
 from swarmstation.domain.loras import PromptTooLong, base_model_family, resolve
+from swarmstation.domain.moderation import ModerationState
 from swarmstation.domain.tools import tool_from_dict
-from swarmstation.loras.sources import CivitaiClient, HuggingFaceClient, ImportError_, fetch_metadata
-from swarmstation.loras.staging import StagingError, stage_file
-from swarmstation.store.models import Lora, LoraGrant, Tool, User
+from swarmstation.store import lora_queries
+from swarmstation.store.models import Lora, Tool
 
 router = APIRouter(prefix="/v1", tags=["loras"])
 
@@ -49,8 +50,13 @@ class LoraOut(BaseModel):
     staged: bool
     visibility: str
     owner_id: str
-    moderation_status: str
-    moderation_reason: str
+    moderation_status: ModerationState = Field(
+        description="pending_review → staging (after approval) → approved or deployment_failed; rejected"
+    )
+    moderation_reason: str = Field(description="The reviewer's reason (a rejection)")
+    staging_bytes_done: int = Field(description="Bytes of the file downloaded so far while staging")
+    staging_bytes_total: int | None = Field(description="The file's size, when known")
+    failure_reason: str = Field(description="Why staging failed (deployment_failed); empty otherwise")
     usage_count: int
     created_at: datetime
     updated_at: datetime
@@ -125,16 +131,10 @@ class ResolveOut(BaseModel):
 
 def lora_out(lora: Lora) -> LoraOut:
     return LoraOut(
-        **{k: getattr(lora, k) for k in LoraOut.model_fields if k != "staged" and hasattr(lora, k)},
+        **{k: getattr(lora, k) for k in LoraOut.model_fields if hasattr(lora, k)},
+        moderation_status=lora.state,
         staged=lora.object_key is not None,
     )
-
-
-def _get_visible(s: DB, slug: str, user: User, state: State) -> Lora:
-    lora = s.scalar(select(Lora).where(Lora.slug == slug))
-    if lora is None or not registry.can_see(s, lora, user, state.clock()):
-        raise HTTPException(404, f"unknown LoRA '{slug}'")
-    return lora
 
 
 @router.get("/loras", response_model=LoraList)
@@ -145,28 +145,24 @@ def list_loras(
     base_model: Annotated[str | None, Query(max_length=40, description="Family-compatible filter")] = None,
     tag: Annotated[str | None, Query(max_length=50)] = None,
     q: Annotated[str | None, Query(max_length=200, description="Text in name, slug or description")] = None,
-    status: Annotated[
-        Literal["pending_review", "approved", "rejected", "deployment_failed"] | None, Query()
-    ] = None,
+    status: Annotated[ModerationState | None, Query()] = None,
     mine: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
 ) -> LoraList:
     query = select(Lora)
     if user.role != "admin":
-        grants = registry.granted_ids(s, user.id, state.clock())
+        grants = lora_queries.granted_lora_ids(s, user.id, state.clock())
         query = query.where(
             or_(
                 Lora.owner_id == user.id,
-                (Lora.moderation_status == registry.APPROVED)
+                (Lora.state == ModerationState.APPROVED)
                 & ((Lora.visibility == "public") | Lora.id.in_(grants)),
             )
         )
     if mine:
         query = query.where(Lora.owner_id == user.id)
-    query = (
-        query.where(Lora.moderation_status == (status or registry.APPROVED)) if status or not mine else query
-    )
+    query = query.where(Lora.state == (status or ModerationState.APPROVED)) if status or not mine else query
     if q:
         like = f"%{q.lower()}%"
         query = query.where(
@@ -188,32 +184,19 @@ def list_loras(
 @router.get("/loras/trigger-map", response_model=dict[str, list[str]])
 def trigger_map(s: DB, user: CurrentUser, state: State) -> dict[str, list[str]]:
     """Trigger word or phrase (lowercased) → the slugs it may select for you."""
-    now = state.clock()
-    grants = registry.granted_ids(s, user.id, now)
-    rows = s.scalars(
-        select(Lora).where(
-            Lora.moderation_status == registry.APPROVED,
-            Lora.object_key.is_not(None),
-            or_(Lora.visibility == "public", Lora.owner_id == user.id, Lora.id.in_(grants)),
-        )
-    )
-    out: dict[str, list[str]] = {}
-    for r in rows:
-        for t in r.triggers:
-            out.setdefault(" ".join(str(t).lower().split()), []).append(r.slug)
-    return {k: sorted(v) for k, v in sorted(out.items())}
+    return registry.trigger_map(s, user, state.clock())
 
 
 @router.get("/loras/{slug}", response_model=LoraOut)
 def get_lora(slug: str, s: DB, user: CurrentUser, state: State) -> LoraOut:
-    return lora_out(_get_visible(s, slug, user, state))
+    return lora_out(registry.visible_lora(s, slug, user, state.clock()))
 
 
 @router.patch("/loras/{slug}", response_model=LoraOut)
 def update_lora(slug: str, body: LoraUpdate, s: DB, user: CurrentUser, state: State) -> LoraOut:
-    lora = _get_visible(s, slug, user, state)
+    lora = registry.visible_lora(s, slug, user, state.clock())
     if lora.owner_id != user.id and user.role != "admin":
-        raise HTTPException(403, "only the owner or an admin can edit a LoRA")
+        raise Forbidden("only the owner or an admin can edit a LoRA")
     for key, value in body.model_dump(exclude_unset=True).items():
         if value is not None:
             setattr(lora, key, value)
@@ -225,171 +208,68 @@ def update_lora(slug: str, body: LoraUpdate, s: DB, user: CurrentUser, state: St
 @router.post("/loras/import", response_model=LoraOut, status_code=201)
 async def import_lora(body: ImportIn, user: CurrentUser, state: State) -> LoraOut:
     """Fetch metadata from Civitai or Hugging Face; the LoRA waits for an admin's approval."""
-    settings = state.settings
-
-    def fetch() -> Any:
-        policy = registry.outbound_policy(settings)
-        civitai = CivitaiClient(settings.civitai_base_url, settings.civitai_token, policy=policy)
-        hf = HuggingFaceClient(settings.huggingface_base_url, settings.huggingface_token, policy=policy)
-        try:
-            return fetch_metadata(body.url, civitai=civitai, huggingface=hf)
-        finally:
-            civitai.close()
-            hf.close()
-
-    try:
-        meta = await run_in_threadpool(fetch)
-    except ImportError_ as exc:
-        raise HTTPException(422, str(exc)) from exc
-
-    def save() -> LoraOut:
-        with state.sessions() as s, s.begin():
-            owner = s.get(User, user.id)
-            assert owner is not None
-            try:
-                lora = registry.create_imported(
-                    s, meta, owner=owner, visibility=body.visibility, now=state.clock()
-                )
-            except ValueError as exc:
-                raise HTTPException(409, str(exc)) from exc
-            s.flush()
-            return lora_out(lora)
-
-    return await run_in_threadpool(save)
+    lora = await run_in_threadpool(
+        moderation.import_lora,
+        state.sessions,
+        state.settings,
+        url=body.url,
+        owner_id=user.id,
+        visibility=body.visibility,
+        clock=state.clock,
+    )
+    return lora_out(lora)
 
 
 @router.get("/admin/loras", response_model=LoraList, tags=["admin"])
 def moderation_queue(
     s: DB,
     _: AdminUser,
-    status: Literal["pending_review", "approved", "rejected", "deployment_failed"] = "pending_review",
+    status: ModerationState = ModerationState.PENDING_REVIEW,
 ) -> LoraList:
-    rows = list(s.scalars(select(Lora).where(Lora.moderation_status == status).order_by(Lora.created_at)))
+    rows = lora_queries.loras_in_state(s, status)
     return LoraList(loras=[lora_out(r) for r in rows], total=len(rows))
 
 
-@router.post("/admin/loras/{slug}/approve", response_model=LoraOut, tags=["admin"])
-async def approve_lora(slug: str, body: ApproveIn, admin: AdminUser, state: State) -> LoraOut:
-    """Stage the file into the object store (download, verify sha256), then approve. A failed
-    staging leaves the LoRA `deployment_failed` with the reason; approving again retries.
-    Every hop of the download is checked (see swarmstation.net.outbound); the source's token
-    goes only to the source's own hosts; `final_url` records where the file came from."""
-
-    def load() -> tuple[str, str | None, str | None, str]:
-        with state.sessions() as s, s.begin():
-            lora = s.scalar(select(Lora).where(Lora.slug == slug))
-            if lora is None:
-                raise HTTPException(404, f"unknown LoRA '{slug}'")
-            if lora.moderation_status == registry.REJECTED:
-                raise HTTPException(409, f"LoRA '{slug}' was rejected")
-            return lora.id, lora.source_url, lora.file_sha256, lora.source_kind
-
-    lora_id, url, sha, kind = await run_in_threadpool(load)
-    settings = state.settings
-    staged, error = None, ""
-    if not url:
-        error = "no download URL"
-    else:
-        try:
-            staged = await run_in_threadpool(
-                stage_file,
-                url,
-                state.store,
-                expected_sha256=sha,
-                max_bytes=settings.lora_max_bytes,
-                policy=registry.outbound_policy(settings),
-                credentials=registry.staging_credentials(settings, kind),
-            )
-        except StagingError as exc:
-            error = str(exc)
-
-    def finish() -> LoraOut:
-        with state.sessions() as s, s.begin():
-            lora = s.get(Lora, lora_id)
-            assert lora is not None
-            now = state.clock()
-            lora.reviewed_by, lora.reviewed_at, lora.updated_at = admin.id, now, now
-            if staged is None:
-                lora.moderation_status = registry.DEPLOYMENT_FAILED
-                lora.moderation_reason = error
-            else:
-                lora.moderation_status = registry.APPROVED
-                lora.moderation_reason = ""
-                lora.object_key, lora.file_sha256, lora.file_size = staged.key, staged.sha256, staged.size
-                lora.final_url = staged.final_url
-                if body.visibility is not None:
-                    lora.visibility = body.visibility
-            registry.bump_version(s)
-            return lora_out(lora)
-
-    return await run_in_threadpool(finish)
+@router.post(
+    "/admin/loras/{slug}/approve",
+    response_model=LoraOut,
+    status_code=202,
+    tags=["admin"],
+    responses={200: {"model": LoraOut, "description": "Already approved: nothing to stage"}},
+)
+def approve_lora(
+    slug: str, body: ApproveIn, s: DB, admin: AdminUser, state: State, response: Response
+) -> LoraOut:
+    """Approve: answers at once with the LoRA `staging` (202); the file is then downloaded,
+    verified (sha256) and stored in the background, with progress in `staging_bytes_done` /
+    `staging_bytes_total`, ending `approved`, or `deployment_failed` with `failure_reason`
+    (approving again retries). Poll `GET /v1/loras/{slug}` to follow it. Every hop of the
+    download is checked (see swarmstation.net.outbound); the source's token goes only to the
+    source's own hosts; `final_url` records where the file came from. 409 for a rejected LoRA."""
+    lora = moderation.approve(s, slug, admin_id=admin.id, visibility=body.visibility, now=state.clock())
+    if lora.state == ModerationState.APPROVED:
+        response.status_code = 200
+    return lora_out(lora)
 
 
 @router.post("/admin/loras/{slug}/reject", response_model=LoraOut, tags=["admin"])
 def reject_lora(slug: str, body: RejectIn, s: DB, admin: AdminUser, state: State) -> LoraOut:
-    lora = s.scalar(select(Lora).where(Lora.slug == slug))
-    if lora is None:
-        raise HTTPException(404, f"unknown LoRA '{slug}'")
-    now = state.clock()
-    lora.moderation_status, lora.moderation_reason = registry.REJECTED, body.reason
-    lora.reviewed_by, lora.reviewed_at, lora.updated_at = admin.id, now, now
-    registry.bump_version(s)
+    """Reject, from any state (a staging under way is abandoned)."""
+    lora = moderation.reject(s, slug, admin_id=admin.id, reason=body.reason, now=state.clock())
     return lora_out(lora)
-
-
-def _grantable(s: DB, slug: str, user: User, state: State) -> Lora:
-    lora = _get_visible(s, slug, user, state)
-    if lora.owner_id != user.id and user.role != "admin":
-        raise HTTPException(403, "only the owner or an admin can grant access")
-    return lora
-
-
-def _target_user(s: DB, ident: str) -> User:
-    target = s.scalar(select(User).where(or_(User.name == ident, User.id == ident)))
-    if target is None:
-        raise HTTPException(404, f"unknown user '{ident}'")
-    return target
 
 
 @router.post("/loras/{slug}/grants", response_model=GrantOut, status_code=201)
 def grant(slug: str, body: GrantIn, s: DB, user: CurrentUser, state: State) -> GrantOut:
-    lora = _grantable(s, slug, user, state)
-    target = _target_user(s, body.user)
-    now = state.clock()
-    if body.expires_at is not None and body.expires_at.tzinfo is None:
-        raise HTTPException(422, "expires_at: give a time zone, e.g. 2026-12-31T00:00:00Z")
-    if body.expires_at is not None and body.expires_at <= now:
-        raise HTTPException(422, "expires_at: must be in the future")
-    row = LoraGrant(
-        id=str(uuid.uuid4()),
-        lora_id=lora.id,
-        user_id=target.id,
-        granted_by=user.id,
-        created_at=now,
-        expires_at=body.expires_at,
-        revoked_at=None,
+    lora, row = registry.grant(s, slug, by=user, to=body.user, expires_at=body.expires_at, now=state.clock())
+    return GrantOut(
+        id=row.id, lora=lora.slug, user_id=row.user_id, expires_at=row.expires_at, revoked_at=None
     )
-    s.add(row)
-    registry.bump_version(s)
-    return GrantOut(id=row.id, lora=lora.slug, user_id=target.id, expires_at=row.expires_at, revoked_at=None)
 
 
 @router.delete("/loras/{slug}/grants/{user_ident}", status_code=204)
 def revoke(slug: str, user_ident: str, s: DB, user: CurrentUser, state: State) -> None:
-    lora = _grantable(s, slug, user, state)
-    target = _target_user(s, user_ident)
-    rows = list(
-        s.scalars(
-            select(LoraGrant).where(
-                LoraGrant.lora_id == lora.id, LoraGrant.user_id == target.id, LoraGrant.revoked_at.is_(None)
-            )
-        )
-    )
-    if not rows:
-        raise HTTPException(404, f"'{user_ident}' has no grant on '{slug}'")
-    for row in rows:
-        row.revoked_at = state.clock()
-    registry.bump_version(s)
+    registry.revoke(s, slug, by=user, user_ident=user_ident, now=state.clock())
 
 
 @router.post("/loras/resolve", response_model=ResolveOut)
@@ -397,7 +277,7 @@ def resolve_preview(body: ResolveIn, s: DB, user: CurrentUser, state: State) -> 
     """What a prompt would resolve to for a tool, without running anything."""
     tool = s.get(Tool, body.tool)
     if tool is None:
-        raise HTTPException(404, f"unknown tool '{body.tool}'")
+        raise NotFound(f"unknown tool '{body.tool}'")
     spec = tool_from_dict(tool.spec)
     matcher = state.matchers.matcher_for(s, user, state.clock())
     try:
@@ -409,7 +289,7 @@ def resolve_preview(body: ResolveIn, s: DB, user: CurrentUser, state: State) -> 
             max_prompt_chars=state.settings.max_prompt_chars,
         )
     except PromptTooLong as exc:
-        raise HTTPException(422, f"prompt: {exc}") from exc
+        raise InvalidInput.at("prompt", str(exc)) from exc
     return ResolveOut(
         prompt=r.prompt,
         loras=[

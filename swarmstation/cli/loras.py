@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
-import httpx
 import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from swarmstation.cli.common import (
@@ -14,12 +15,16 @@ from swarmstation.cli.common import (
     call,
     connect,
     console,
+    err,
     fail,
     print_json,
 )
-from swarmstation.client import ClientError
+from swarmstation.client import Client, ClientError
 
 app = typer.Typer(no_args_is_help=True, help="The LoRA registry: list, import, approve, grant, resolve")
+
+# How often `approve` asks how the staging is going.
+STAGING_POLL_SECONDS = 0.5
 
 
 def _lora_table(loras: list[dict[str, Any]]) -> Table:
@@ -74,6 +79,11 @@ def loras_show(slug: str, as_json: JsonOpt = False) -> None:
     )
     console.print(f"triggers: {', '.join(data['triggers']) or '-'}")
     console.print(f"file: {data['file_name']} sha256 {data['file_sha256'] or '?'} staged {data['staged']}")
+    if data["moderation_status"] == "staging":
+        total = data["staging_bytes_total"]
+        console.print(f"staging: {data['staging_bytes_done']} of {total if total is not None else '?'} bytes")
+    if data["failure_reason"]:
+        console.print(f"staging failed: {data['failure_reason']}")
     if data["moderation_reason"]:
         console.print(f"reason: {data['moderation_reason']}")
 
@@ -95,22 +105,55 @@ def loras_import(
 def loras_approve(
     slug: str,
     visibility: Annotated[str | None, typer.Option("--visibility")] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Follow the staging until approved or failed")
+    ] = True,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Give up waiting after this many seconds")
+    ] = 3600,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stage the file (download, verify sha256) and approve (admin)."""
+    """Approve (admin): the file is staged in the background (download, verify sha256, store);
+    this follows it with a progress bar until the LoRA is approved or failed."""
     body = {"visibility": visibility} if visibility else {}
-    with console.status(f"staging {slug}…"), connect() as client:
-        client.http.timeout = httpx.Timeout(30.0, read=3600.0)
+    with connect() as client:
         try:
             data = client.post(f"/v1/admin/loras/{slug}/approve", json=body)
+            if wait:
+                data = _follow_staging(client, slug, data, quiet=as_json, timeout=timeout)
         except ClientError as exc:
             fail(str(exc))
     if as_json:
         print_json(data)
+    elif data["moderation_status"] == "staging":
+        console.print(f"staging {slug}; follow it with `swarmstation loras show {slug}`")
     elif data["moderation_status"] != "approved":
-        fail(f"{slug} {data['moderation_status']}: {data['moderation_reason']}")
+        fail(f"{slug} {data['moderation_status']}: {data['failure_reason'] or data['moderation_reason']}")
     else:
         console.print(f"approved {slug} ({data['file_size']} bytes staged)")
+
+
+def _follow_staging(
+    client: Client, slug: str, lora: dict[str, Any], *, quiet: bool, timeout: float
+) -> dict[str, Any]:
+    """Poll the LoRA while it is `staging`, showing the bytes staged; returns its last state."""
+    deadline = time.monotonic() + timeout
+    with Progress(
+        TextColumn("staging {task.fields[slug]}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+    ) as bar:
+        task = bar.add_task("staging", slug=slug, total=lora.get("staging_bytes_total"))
+        while lora["moderation_status"] == "staging":
+            if time.monotonic() > deadline:
+                fail(f"{slug} is still staging after {timeout:g} s; `swarmstation loras show {slug}`")
+            time.sleep(STAGING_POLL_SECONDS)
+            lora = client.get(f"/v1/loras/{slug}")
+            bar.update(task, completed=lora["staging_bytes_done"], total=lora["staging_bytes_total"])
+    return lora
 
 
 @app.command("reject", cls=ClientCommand)

@@ -1,5 +1,5 @@
-"""The LoRA registry against the database: who may use what, the trigger matcher per version of
-the map, imports, moderation and grants.
+"""The LoRA registry against the database: who may see and use what, the trigger matcher per
+version of the map, and grants. Moderation (import, approve, reject, staging) is in moderation.py.
 
 Every change to a LoRA or a grant bumps `lora_map_version` in the meta table; matchers are built
 once per (version, user) and kept in process, so resolution per job costs one dictionary lookup
@@ -15,20 +15,18 @@ import uuid
 from collections import OrderedDict
 from datetime import datetime
 
-from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from swarmstation.config import Settings
+from swarmstation.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from swarmstation.domain.loras import Access, LoraInfo, TriggerMatcher
+from swarmstation.domain.moderation import MODERATION, ModerationState
 from swarmstation.loras.sources import ImportedLora, source_credential
 from swarmstation.net.outbound import policy_from_hosts
 from swarmstation.net.policy import Credential, OutboundPolicy
+from swarmstation.store import lora_queries
 from swarmstation.store.models import Lora, LoraGrant, Meta, User
 
-PENDING = "pending_review"
-APPROVED = "approved"
-REJECTED = "rejected"
-DEPLOYMENT_FAILED = "deployment_failed"
 VISIBILITIES = ("public", "private", "unlisted")
 _VERSION_KEY = "lora_map_version"
 
@@ -71,23 +69,15 @@ def to_info(lora: Lora, access: Access) -> LoraInfo:
     )
 
 
-def granted_ids(s: Session, user_id: str, now: datetime) -> set[str]:
-    return set(
-        s.scalars(
-            select(LoraGrant.lora_id).where(
-                LoraGrant.user_id == user_id,
-                LoraGrant.revoked_at.is_(None),
-                or_(LoraGrant.expires_at.is_(None), LoraGrant.expires_at > now),
-            )
-        )
-    )
-
-
 def can_use(s: Session, lora: Lora, user: User, now: datetime) -> bool:
     """Usable in a job: approved and staged, and public, or the user's own, or granted."""
-    if lora.moderation_status != APPROVED or lora.object_key is None:
+    if lora.state != ModerationState.APPROVED or lora.object_key is None:
         return False
-    return lora.visibility == "public" or lora.owner_id == user.id or lora.id in granted_ids(s, user.id, now)
+    return (
+        lora.visibility == "public"
+        or lora.owner_id == user.id
+        or lora.id in lora_queries.granted_lora_ids(s, user.id, now)
+    )
 
 
 def can_see(s: Session, lora: Lora, user: User, now: datetime) -> bool:
@@ -95,9 +85,29 @@ def can_see(s: Session, lora: Lora, user: User, now: datetime) -> bool:
     (in any moderation state) and those granted to them."""
     if user.role == "admin" or lora.owner_id == user.id:
         return True
-    if lora.moderation_status != APPROVED:
+    if lora.state != ModerationState.APPROVED:
         return False
-    return lora.visibility == "public" or lora.id in granted_ids(s, user.id, now)
+    return lora.visibility == "public" or lora.id in lora_queries.granted_lora_ids(s, user.id, now)
+
+
+def visible_lora(s: Session, slug: str, user: User, now: datetime) -> Lora:
+    """The LoRA `slug` if `user` may see it; NotFound otherwise (never telling that it exists)."""
+    lora = lora_queries.lora_by_slug(s, slug)
+    if lora is None or not can_see(s, lora, user, now):
+        raise NotFound(f"unknown LoRA '{slug}'")
+    return lora
+
+
+def trigger_map(s: Session, user: User, now: datetime) -> dict[str, list[str]]:
+    """Trigger word or phrase (lowercased, spaces collapsed) → the slugs it may select for `user`."""
+    rows = lora_queries.usable_loras(
+        s, public=True, owner_id=user.id, lora_ids=lora_queries.granted_lora_ids(s, user.id, now)
+    )
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        for t in r.triggers:
+            out.setdefault(" ".join(str(t).lower().split()), []).append(r.slug)
+    return {k: sorted(v) for k, v in sorted(out.items())}
 
 
 class MatcherCache:
@@ -119,27 +129,15 @@ class MatcherCache:
         if cached is not None:
             return cached
         if public is None:
-            rows = s.scalars(
-                select(Lora).where(
-                    Lora.visibility == "public",
-                    Lora.moderation_status == APPROVED,
-                    Lora.object_key.is_not(None),
-                )
-            )
+            rows = lora_queries.usable_loras(s, public=True)
             public = TriggerMatcher(to_info(r, "public") for r in rows)
             with self._lock:
                 self._public = (version, public)
                 self.builds += 1
-        grants = granted_ids(s, user.id, now)
+        grants = lora_queries.granted_lora_ids(s, user.id, now)
         personal = [
             to_info(r, "own" if r.owner_id == user.id else "shared")
-            for r in s.scalars(
-                select(Lora).where(
-                    Lora.moderation_status == APPROVED,
-                    Lora.object_key.is_not(None),
-                    or_(Lora.owner_id == user.id, Lora.id.in_(grants)),
-                )
-            )
+            for r in lora_queries.usable_loras(s, owner_id=user.id, lora_ids=grants)
         ]
         matcher = public.overlay(personal) if personal else public
         with self._lock:
@@ -172,9 +170,8 @@ def staging_credentials(settings: Settings, source_kind: str) -> list[Credential
 
 def create_imported(s: Session, meta: ImportedLora, *, owner: User, visibility: str, now: datetime) -> Lora:
     slug = make_slug(meta.name, meta.external_id)
-    existing = s.scalar(select(Lora).where(Lora.slug == slug))
-    if existing is not None:
-        raise ValueError(f"already imported as '{slug}'")
+    if lora_queries.lora_by_slug(s, slug) is not None:
+        raise Conflict(f"already imported as '{slug}'")
     lora = Lora(
         id=str(uuid.uuid4()),
         slug=slug,
@@ -197,8 +194,11 @@ def create_imported(s: Session, meta: ImportedLora, *, owner: User, visibility: 
         object_key=None,
         visibility=visibility,
         owner_id=owner.id,
-        moderation_status=PENDING,
+        state=MODERATION.initial,
         moderation_reason="",
+        staging_bytes_done=0,
+        staging_bytes_total=None,
+        failure_reason="",
         usage_count=0,
         created_at=now,
         updated_at=now,
@@ -206,3 +206,52 @@ def create_imported(s: Session, meta: ImportedLora, *, owner: User, visibility: 
     s.add(lora)
     bump_version(s)
     return lora
+
+
+def _grantable(s: Session, slug: str, user: User, now: datetime) -> Lora:
+    lora = visible_lora(s, slug, user, now)
+    if lora.owner_id != user.id and user.role != "admin":
+        raise Forbidden("only the owner or an admin can grant access")
+    return lora
+
+
+def _target_user(s: Session, ident: str) -> User:
+    target = lora_queries.user_by_name_or_id(s, ident)
+    if target is None:
+        raise NotFound(f"unknown user '{ident}'")
+    return target
+
+
+def grant(
+    s: Session, slug: str, *, by: User, to: str, expires_at: datetime | None, now: datetime
+) -> tuple[Lora, LoraGrant]:
+    """Share `slug` with the user named `to` (a name or an id), until `expires_at` if given."""
+    lora = _grantable(s, slug, by, now)
+    target = _target_user(s, to)
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise InvalidInput.at("expires_at", "give a time zone, e.g. 2026-12-31T00:00:00Z")
+    if expires_at is not None and expires_at <= now:
+        raise InvalidInput.at("expires_at", "must be in the future")
+    row = LoraGrant(
+        id=str(uuid.uuid4()),
+        lora_id=lora.id,
+        user_id=target.id,
+        granted_by=by.id,
+        created_at=now,
+        expires_at=expires_at,
+        revoked_at=None,
+    )
+    s.add(row)
+    bump_version(s)
+    return lora, row
+
+
+def revoke(s: Session, slug: str, *, by: User, user_ident: str, now: datetime) -> None:
+    lora = _grantable(s, slug, by, now)
+    target = _target_user(s, user_ident)
+    rows = lora_queries.open_grants(s, lora.id, target.id)
+    if not rows:
+        raise NotFound(f"'{user_ident}' has no grant on '{slug}'")
+    for row in rows:
+        row.revoked_at = now
+    bump_version(s)

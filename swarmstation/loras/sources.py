@@ -16,14 +16,15 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 
+from swarmstation.domain.errors import InvalidInput
 from swarmstation.net import outbound
 from swarmstation.net.policy import Credential, HostRule, OutboundPolicy, origin_rule
 
 LORA_TYPES = frozenset({"LORA", "LOCON", "DORA"})
 
 
-class ImportError_(ValueError):
-    """The URL or what it points at cannot become a LoRA; the message says why."""
+class LoraImportError(InvalidInput):
+    """The URL or what it points at cannot become a LoRA; the message says why (422)."""
 
 
 @dataclass(frozen=True)
@@ -91,13 +92,13 @@ def parse_source_url(
 ) -> SourceRef:
     """Which Civitai model or version, or which Hugging Face repository (and file), a URL names."""
     if not isinstance(url, str) or len(url) > 2000:
-        raise ImportError_("url: must be a Civitai or Hugging Face URL")
+        raise LoraImportError("url: must be a Civitai or Hugging Face URL")
     parsed = urlparse(url.strip())
     host = (parsed.hostname or "").lower()
     if parsed.port:
         host = f"{host}:{parsed.port}"
     if parsed.scheme not in ("http", "https") or not host:
-        raise ImportError_(f"url: {url!r} is not an http(s) URL")
+        raise LoraImportError(f"url: {url!r} is not an http(s) URL")
     parts = [p for p in parsed.path.split("/") if p]
     query = parse_qs(parsed.query)
     if host in (civitai_hosts or _CIVITAI_HOSTS):
@@ -114,17 +115,17 @@ def parse_source_url(
             return SourceRef("civitai", version_id=parts[3])
         if parts[:3] == ["api", "download", "models"] and len(parts) >= 4 and parts[3].isdigit():
             return SourceRef("civitai", version_id=parts[3])
-        raise ImportError_("url: a Civitai URL must name a model (…/models/<id>) or a model version")
+        raise LoraImportError("url: a Civitai URL must name a model (…/models/<id>) or a model version")
     if host in (hf_hosts or _HF_HOSTS):
         if len(parts) < 2 or parts[0] in ("api", "datasets", "spaces", "docs", "models"):
-            raise ImportError_("url: a Hugging Face URL must name a model repository (…/<owner>/<name>)")
+            raise LoraImportError("url: a Hugging Face URL must name a model repository (…/<owner>/<name>)")
         repo = f"{parts[0]}/{parts[1]}"
         revision, file = "main", None
         if len(parts) >= 4 and parts[2] in ("blob", "resolve", "tree"):
             revision = parts[3]
             file = "/".join(parts[4:]) or None
         return SourceRef("huggingface", repo=repo, file=file, revision=revision)
-    raise ImportError_(f"url: {host} is neither Civitai nor Hugging Face; import from one of those")
+    raise LoraImportError(f"url: {host} is neither Civitai nor Hugging Face; import from one of those")
 
 
 # -- clients -----------------------------------------------------------------------------------
@@ -132,25 +133,25 @@ def _get_json(http: httpx.Client, url: str, what: str) -> Any:
     try:
         resp = http.get(url)
     except outbound.RefusedByPolicy as exc:
-        raise ImportError_(f"{what}: refused: {exc}") from exc
+        raise LoraImportError(f"{what}: refused: {exc}") from exc
     except httpx.HTTPError as exc:
-        raise ImportError_(f"{what}: cannot reach {httpx.URL(url).host}: {type(exc).__name__}") from exc
+        raise LoraImportError(f"{what}: cannot reach {httpx.URL(url).host}: {type(exc).__name__}") from exc
     if resp.status_code == 404:
-        raise ImportError_(f"{what}: not found")
+        raise LoraImportError(f"{what}: not found")
     if resp.status_code in (401, 403):
-        raise ImportError_(f"{what}: access denied (a token may be needed)")
+        raise LoraImportError(f"{what}: access denied (a token may be needed)")
     if resp.status_code >= 400:
-        raise ImportError_(f"{what}: the source answered HTTP {resp.status_code}")
+        raise LoraImportError(f"{what}: the source answered HTTP {resp.status_code}")
     try:
         return resp.json()
     except ValueError as exc:
-        raise ImportError_(f"{what}: the source did not answer with JSON") from exc
+        raise LoraImportError(f"{what}: the source did not answer with JSON") from exc
 
 
 def _pick_civitai_file(files: list[dict[str, Any]]) -> dict[str, Any]:
     models = [f for f in files if isinstance(f, dict) and f.get("type") in (None, "Model", "Pruned Model")]
     if not models:
-        raise ImportError_("this model version has no model file")
+        raise LoraImportError("this model version has no model file")
     primary = [f for f in models if f.get("primary")]
     safetensors = [f for f in models if str(f.get("name", "")).lower().endswith(".safetensors")]
     return (primary or safetensors or models)[0]
@@ -203,7 +204,7 @@ class CivitaiClient(_SourceClient):
             )
             versions = model.get("modelVersions") or []
             if not versions:
-                raise ImportError_(f"Civitai model {ref.model_id} has no published version")
+                raise LoraImportError(f"Civitai model {ref.model_id} has no published version")
             version = versions[0]  # newest first
         else:
             version = _get_json(
@@ -217,17 +218,19 @@ class CivitaiClient(_SourceClient):
                     self.http, f"{self.base_url}/api/v1/models/{model_id}", f"Civitai model {model_id}"
                 )
         if not isinstance(version, dict):
-            raise ImportError_("Civitai answered an unexpected shape")
+            raise LoraImportError("Civitai answered an unexpected shape")
         model_type = str((model or {}).get("type") or (version.get("model") or {}).get("type") or "")
         if model_type.upper() not in LORA_TYPES:
-            raise ImportError_(f"this Civitai model is a {model_type or 'model of unknown type'}, not a LoRA")
+            raise LoraImportError(
+                f"this Civitai model is a {model_type or 'model of unknown type'}, not a LoRA"
+            )
         file = _pick_civitai_file(version.get("files") or [])
         hashes = {str(k).upper(): str(v) for k, v in (file.get("hashes") or {}).items()}
         size_kb = file.get("sizeKB")
         version_id = str(version.get("id") or ref.version_id or "")
         download = file.get("downloadUrl") or version.get("downloadUrl")
         if not download:
-            raise ImportError_("this Civitai model version has no download (archived?)")
+            raise LoraImportError("this Civitai model version has no download (archived?)")
         name = str(
             (model or {}).get("name") or (version.get("model") or {}).get("name") or f"civitai-{version_id}"
         )
@@ -273,22 +276,22 @@ class HuggingFaceClient(_SourceClient):
             f"Hugging Face repository {ref.repo}",
         )
         if not isinstance(info, dict):
-            raise ImportError_("Hugging Face answered an unexpected shape")
+            raise LoraImportError("Hugging Face answered an unexpected shape")
         siblings = [s for s in info.get("siblings") or [] if isinstance(s, dict) and s.get("rfilename")]
         weights = [s for s in siblings if str(s["rfilename"]).lower().endswith(".safetensors")]
         if ref.file is not None:
             chosen = [s for s in siblings if s["rfilename"] == ref.file]
             if not chosen:
-                raise ImportError_(f"{ref.repo} has no file {ref.file}")
+                raise LoraImportError(f"{ref.repo} has no file {ref.file}")
         elif len(weights) == 1:
             chosen = weights
         elif not weights:
-            raise ImportError_(f"{ref.repo} has no .safetensors file")
+            raise LoraImportError(f"{ref.repo} has no .safetensors file")
         else:
             loras = [s for s in weights if "lora" in str(s["rfilename"]).lower()]
             if len(loras) != 1:
                 names = ", ".join(sorted(str(s["rfilename"]) for s in weights)[:10])
-                raise ImportError_(
+                raise LoraImportError(
                     f"{ref.repo} has several weight files ({names}); name one in the URL (…/blob/main/<file>)"
                 )
             chosen = loras

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from swarmstation.domain.errors import UpstreamError
 from swarmstation.net import outbound
 from swarmstation.net.policy import Credential, OutboundPolicy, OutboundRefused, redact
 from swarmstation.objectstore.base import ObjectStore, scratch_dir
@@ -27,8 +28,9 @@ from swarmstation.objectstore.base import ObjectStore, scratch_dir
 CHUNK = 1024 * 1024
 
 
-class StagingError(Exception):
-    pass
+class StagingError(UpstreamError):
+    """The source's file could not be staged (refused, unreachable, too large, not what the source
+    declared); the message says why and is recorded on the LoRA as its failure reason."""
 
 
 @dataclass(frozen=True)

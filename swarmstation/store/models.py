@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from swarmstation.domain.moderation import ModerationState
 from swarmstation.domain.states import InstanceState, InstanceTrigger, JobState, JobTrigger
 
 
@@ -267,8 +268,15 @@ class Lora(Base):
     object_key: Mapped[str | None] = mapped_column(String(300))  # set once staged
     visibility: Mapped[str] = mapped_column(String(20))  # public | private | unlisted
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
-    moderation_status: Mapped[str] = mapped_column(String(30), index=True)
-    moderation_reason: Mapped[str] = mapped_column(Text, default="")
+    # The moderation state (domain/moderation.py); the column keeps its first name.
+    state: Mapped[ModerationState] = mapped_column(
+        "moderation_status", state_enum(ModerationState, 30), index=True
+    )
+    moderation_reason: Mapped[str] = mapped_column(Text, default="")  # the reviewer's words
+    # Background staging (control/moderation.py): progress while `staging`, why it failed.
+    staging_bytes_done: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    staging_bytes_total: Mapped[int | None] = mapped_column(BigInteger)
+    failure_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
     reviewed_by: Mapped[str | None] = mapped_column(String(36))
     reviewed_at: Mapped[datetime | None]
     usage_count: Mapped[int] = mapped_column(Integer, default=0)

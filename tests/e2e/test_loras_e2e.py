@@ -25,8 +25,16 @@ def test_trigger_word_generation_fetches_the_lora(up_factory) -> None:  # type: 
         imported = up.cli("loras", "import", f"{hubs.url}/models/7", "--json")
         assert imported.returncode == 0, imported.stderr
         slug = json.loads(imported.stdout)["slug"]
+        # Approval answers at once (the file is staged in the background)...
+        queued = up.cli("loras", "approve", slug, "--no-wait", "--json")
+        assert queued.returncode == 0, queued.stderr
+        assert json.loads(queued.stdout)["moderation_status"] == "staging"
+        # ...and without --no-wait the CLI follows the staging until the LoRA is approved.
         approved = up.cli("loras", "approve", slug)
         assert approved.returncode == 0, approved.stderr
+        assert f"approved {slug}" in approved.stdout, approved.stdout
+        shown = json.loads(up.cli("loras", "show", slug, "--json").stdout)
+        assert shown["moderation_status"] == "approved" and shown["staging_bytes_done"] == len(content)
         resolved = json.loads(up.cli("loras", "resolve", "mountains, Ink Wash Painting", "--json").stdout)
         assert [lo["slug"] for lo in resolved["loras"]] == [slug]
 
