@@ -13,11 +13,15 @@ from typing import Any
 
 import httpx
 
+from swarmstation.domain.errors import SwarmError
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-class ClientError(Exception):
+class ClientError(SwarmError):
     """Something the person at the terminal should read; the CLI prints it without a traceback."""
+
+    code = "client_error"
 
 
 def find_api_key(explicit: str | None = None, data_dir: Path | None = None) -> str | None:

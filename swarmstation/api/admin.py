@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -29,9 +29,11 @@ from swarmstation.control.bootstrap import add_key, create_user_with_key, tool_r
 from swarmstation.control.costs import cost_report
 from swarmstation.control.instances import transitions
 from swarmstation.control.jobs import active_job_count
+from swarmstation.domain.errors import Conflict, InvalidInput, NotFound
 from swarmstation.domain.states import InstanceState, JobState
 from swarmstation.domain.tools import ToolDefinitionError, tool_from_dict, validate_tool
 from swarmstation.providers.static import attach_instance, detach_instance, is_static, rotate_token
+from swarmstation.store import queries
 from swarmstation.store.models import Instance, Job, Pool, Tool, User
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -53,7 +55,7 @@ def add_tool(
     now = state.clock()
     if existing is not None:
         if not replace:
-            raise HTTPException(409, f"tool '{spec.slug}' exists; pass replace=true to update it")
+            raise Conflict(f"tool '{spec.slug}' exists; pass replace=true to update it")
         row = tool_row(spec, builtin=existing.builtin, now=now)
         row.created_at = existing.created_at
         s.merge(row)
@@ -67,21 +69,18 @@ def add_tool(
 
 @router.delete("/tools/{slug}", status_code=204)
 def remove_tool(slug: str, s: DB, _: AdminUser) -> None:
-    tool = s.get(Tool, slug)
-    if tool is None:
-        raise HTTPException(404, f"unknown tool '{slug}'")
-    s.delete(tool)
+    s.delete(queries.tool_by_slug(s, slug))
 
 
 @router.post("/users", response_model=UserCreated, status_code=201)
 def create_user(body: UserCreate, s: DB, _: AdminUser, state: State) -> UserCreated:
     if s.scalar(select(User).where(User.name == body.name)) is not None:
-        raise HTTPException(409, f"user '{body.name}' exists")
+        raise Conflict(f"user '{body.name}' exists")
     try:
         user, key = create_user_with_key(s, body.name, body.role, state.clock())
         s.flush()
     except IntegrityError as exc:
-        raise HTTPException(409, f"user '{body.name}' exists") from exc
+        raise Conflict(f"user '{body.name}' exists") from exc
     return UserCreated(id=user.id, name=user.name, role=user.role, created_at=user.created_at, api_key=key)
 
 
@@ -97,7 +96,7 @@ def list_users(s: DB, _: AdminUser) -> list[UserOut]:
 def create_key(user_id: str, s: DB, _: AdminUser, state: State) -> KeyCreated:
     user = s.get(User, user_id)
     if user is None:
-        raise HTTPException(404, f"user {user_id} not found")
+        raise NotFound(f"user {user_id} not found")
     key = add_key(s, user, state.clock())
     return KeyCreated(user_id=user.id, api_key=key, prefix=display_prefix(key))
 
@@ -140,9 +139,7 @@ def list_instances(s: DB, _: AdminUser, include_terminated: bool = False) -> lis
 
 @router.get("/instances/{instance_id}", response_model=InstanceOut)
 def get_instance(instance_id: str, s: DB, _: AdminUser) -> InstanceOut:
-    inst = s.get(Instance, instance_id)
-    if inst is None:
-        raise HTTPException(404, f"instance {instance_id} not found")
+    inst = queries.instance_by_id(s, instance_id)
     return instance_out(s, inst, with_transitions=True)
 
 
@@ -178,9 +175,7 @@ def _server_url(request: Request, state: State, given: str | None) -> str:
 @router.post("/instances", response_model=InstanceAttached, status_code=201)
 def attach(body: InstanceAttach, request: Request, s: DB, _: AdminUser, state: State) -> InstanceAttached:
     """Register an attached (static) instance and its worker token; prints the worker command."""
-    pool = s.get(Pool, body.pool)
-    if pool is None:
-        raise HTTPException(404, f"unknown pool '{body.pool}'")
+    pool = queries.pool_by_name(s, body.pool)
     attached = attach_instance(
         s,
         pool=pool,
@@ -197,11 +192,9 @@ def attach(body: InstanceAttach, request: Request, s: DB, _: AdminUser, state: S
 
 
 def _static_instance(s: DB, instance_id: str) -> Instance:
-    inst = s.get(Instance, instance_id)
-    if inst is None:
-        raise HTTPException(404, f"instance {instance_id} not found")
+    inst = queries.instance_by_id(s, instance_id)
     if not is_static(inst):
-        raise HTTPException(409, f"instance {instance_id} was launched by {inst.provider}, not attached")
+        raise Conflict(f"instance {instance_id} was launched by {inst.provider}, not attached")
     return inst
 
 
@@ -224,7 +217,7 @@ def rotate(instance_id: str, request: Request, s: DB, _: AdminUser, state: State
     with the printed command."""
     inst = _static_instance(s, instance_id)
     if inst.state == InstanceState.TERMINATED:
-        raise HTTPException(409, f"instance {instance_id} is detached")
+        raise Conflict(f"instance {instance_id} is detached")
     old_hash = inst.token_hash
     attached = rotate_token(s, inst, server_url=_server_url(request, state, None))
     s.commit()
@@ -296,7 +289,7 @@ def costs(
 ) -> CostsOut:
     """Costs by pool, instance, user, day or tool. Job costs add up to the instance bills."""
     if since is not None and since.tzinfo is None:
-        raise HTTPException(422, "since: give a time zone, e.g. 2026-11-01T00:00:00Z")
+        raise InvalidInput("since: give a time zone, e.g. 2026-11-01T00:00:00Z")
     report = cost_report(s, group_by=group_by, now=state.clock(), since=since)
     return CostsOut(
         group_by=report.group_by,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -14,9 +14,11 @@ from swarmstation.api.schemas import Strict, ToolDetail
 from swarmstation.api.views import tool_detail
 from swarmstation.control.bootstrap import tool_row
 from swarmstation.domain.comfydeploy_webhooks import WebhookError, parse_webhook, verify_webhook_secret
+from swarmstation.domain.errors import BadRequest, Conflict, Forbidden, InvalidInput, NotFound, UpstreamError
 from swarmstation.domain.tools import tool_from_dict
 from swarmstation.integrations.comfydeploy.client import ComfyDeployError
 from swarmstation.integrations.comfydeploy.dispatcher import apply_update
+from swarmstation.store import queries
 from swarmstation.store.models import Job, Tool
 
 router = APIRouter(tags=["comfydeploy"])
@@ -32,23 +34,23 @@ async def webhook(
     """ComfyUI Deploy calls this for each run update. The per-job secret in the URL authenticates
     it; duplicated and out-of-order deliveries change nothing."""
     if not verify_webhook_secret(job, secret, state.webhook_key):
-        raise HTTPException(403, "bad webhook secret")
+        raise Forbidden("bad webhook secret")
     body = await request.body()
     try:
         update = parse_webhook(body)
     except WebhookError as exc:
-        raise HTTPException(400, f"unreadable webhook: {exc}") from exc
+        raise BadRequest(f"unreadable webhook: {exc}") from exc
     client = state.comfydeploy
     if client is None:
-        raise HTTPException(409, "ComfyUI Deploy is not configured here")
+        raise Conflict("ComfyUI Deploy is not configured here")
 
     def apply() -> bool:
         with state.sessions() as s, s.begin():
             row = s.get(Job, job)
             if row is None:
-                raise HTTPException(404, f"job {job} not found")
+                raise NotFound(f"job {job} not found")
             if row.external_run_id != update.run_id:
-                raise HTTPException(409, f"run {update.run_id} is not job {job}'s run")
+                raise Conflict(f"run {update.run_id} is not job {job}'s run")
             return apply_update(
                 s, row, update, client=client, store=state.store, settings=state.settings, now=state.clock()
             )
@@ -77,18 +79,16 @@ class SplitOut(BaseModel):
 def set_split(slug: str, body: SplitIn, s: DB, _: AdminUser, state: State) -> SplitOut:
     """Change, at run time, the share of a tool's jobs that ComfyUI Deploy runs. Sticky per job:
     a job keeps the backend it got when it was submitted."""
-    tool = s.get(Tool, slug)
-    if tool is None:
-        raise HTTPException(404, f"unknown tool '{slug}'")
+    tool = queries.tool_by_slug(s, slug)
     deployment = body.deployment_id if body.deployment_id is not None else tool.comfydeploy_deployment_id
     if body.comfydeploy_percent > 0:
         if state.comfydeploy is None:
-            raise HTTPException(422, "ComfyUI Deploy is not configured: set COMFY_DEPLOY_API_KEY")
+            raise InvalidInput("ComfyUI Deploy is not configured: set COMFY_DEPLOY_API_KEY")
         if not deployment:
-            raise HTTPException(422, "deployment_id: needed to send jobs to ComfyUI Deploy")
+            raise InvalidInput("deployment_id: needed to send jobs to ComfyUI Deploy")
         if any(i.type == "image" for i in tool_from_dict(tool.spec).inputs):
-            raise HTTPException(
-                422, f"tool '{slug}' takes input images, which cannot be sent to ComfyUI Deploy yet"
+            raise InvalidInput(
+                f"tool '{slug}' takes input images, which cannot be sent to ComfyUI Deploy yet"
             )
     tool.comfydeploy_percent = body.comfydeploy_percent
     tool.comfydeploy_deployment_id = deployment
@@ -99,13 +99,13 @@ def set_split(slug: str, body: SplitIn, s: DB, _: AdminUser, state: State) -> Sp
 def listing(what: str, s: DB, _: AdminUser, state: State) -> list[dict[str, Any]]:
     """ComfyUI Deploy's deployments, with the tools they serve, or its machines."""
     if what not in ("deployments", "machines"):
-        raise HTTPException(404, "deployments or machines")
+        raise NotFound("deployments or machines")
     if state.comfydeploy is None:
-        raise HTTPException(409, "ComfyUI Deploy is not configured: set COMFY_DEPLOY_API_KEY")
+        raise Conflict("ComfyUI Deploy is not configured: set COMFY_DEPLOY_API_KEY")
     try:
         items = state.comfydeploy.deployments() if what == "deployments" else state.comfydeploy.machines()
     except ComfyDeployError as exc:
-        raise HTTPException(502, f"ComfyUI Deploy: {exc}") from exc
+        raise UpstreamError(f"ComfyUI Deploy: {exc}") from exc
     rows = [{k: v for k, v in vars(i).items() if k != "raw"} for i in items]
     if what == "deployments":
         served: dict[str, list[str]] = {}
@@ -135,22 +135,20 @@ def deployment_as_tool(
     """Offer a ComfyUI Deploy deployment as a tool of its own: the inputs, base model and graph of
     an existing tool (`like`), with every job sent to the deployment."""
     if state.comfydeploy is None:
-        raise HTTPException(409, "ComfyUI Deploy is not configured: set COMFY_DEPLOY_API_KEY")
+        raise Conflict("ComfyUI Deploy is not configured: set COMFY_DEPLOY_API_KEY")
     try:
         deployments = {d.id: d for d in state.comfydeploy.deployments()}
     except ComfyDeployError as exc:
-        raise HTTPException(502, f"ComfyUI Deploy: {exc}") from exc
+        raise UpstreamError(f"ComfyUI Deploy: {exc}") from exc
     if deployment_id not in deployments:
-        raise HTTPException(404, f"ComfyUI Deploy has no deployment '{deployment_id}'")
-    model = s.get(Tool, body.like)
-    if model is None:
-        raise HTTPException(404, f"unknown tool '{body.like}'")
+        raise NotFound(f"ComfyUI Deploy has no deployment '{deployment_id}'")
+    model = queries.tool_by_slug(s, body.like)
     if s.get(Tool, body.slug) is not None:
-        raise HTTPException(409, f"tool '{body.slug}' exists")
+        raise Conflict(f"tool '{body.slug}' exists")
     spec = tool_from_dict(model.spec)
     if any(i.type == "image" for i in spec.inputs):
-        raise HTTPException(
-            422, f"tool '{body.like}' takes input images, which cannot be sent to ComfyUI Deploy yet"
+        raise InvalidInput(
+            f"tool '{body.like}' takes input images, which cannot be sent to ComfyUI Deploy yet"
         )
     name = body.name or f"{deployments[deployment_id].name} (ComfyUI Deploy)"
     spec = replace(

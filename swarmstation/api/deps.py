@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,6 +19,7 @@ from swarmstation.config import Settings
 from swarmstation.control.loops import ControlLoops
 from swarmstation.control.loras import MatcherCache
 from swarmstation.control.notify import Notifier
+from swarmstation.domain.errors import Forbidden, Gone, Unauthorized
 from swarmstation.domain.states import InstanceState
 from swarmstation.integrations.comfydeploy.client import ComfyDeployClient
 from swarmstation.objectstore.base import ObjectStore
@@ -110,16 +111,12 @@ def _bearer(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def _unauthorized(message: str) -> HTTPException:
-    return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
-
-
 def current_user(request: Request, state: State) -> User:
     """Authenticates in a short transaction of its own, so that long-lived handlers (event
     streams, long polls) hold no database transaction while they wait."""
     secret = _bearer(request)
     if secret is None:
-        raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     key_hash = hash_secret(secret)
     cached: User | None = state.user_cache.get(key_hash)
     if cached is not None:
@@ -131,7 +128,7 @@ def current_user(request: Request, state: State) -> User:
         ).first()
     if row is None or row[1].revoked_at is not None:
         state.auth_throttle.failed(request, "API key", key_hash)
-        raise _unauthorized("invalid or revoked API key")
+        raise Unauthorized("invalid or revoked API key")
     state.user_cache.put(key_hash, row[0])
     return row[0]
 
@@ -141,7 +138,7 @@ CurrentUser = Annotated[User, Depends(current_user)]
 
 def admin_user(user: CurrentUser) -> User:
     if user.role != "admin":
-        raise HTTPException(403, "this needs an admin API key")
+        raise Forbidden("this needs an admin API key")
     return user
 
 
@@ -151,7 +148,7 @@ AdminUser = Annotated[User, Depends(admin_user)]
 def current_instance(request: Request, state: State) -> InstanceIdentity:
     secret = _bearer(request)
     if secret is None:
-        raise _unauthorized("missing worker token")
+        raise Unauthorized("missing worker token")
     token_hash = hash_secret(secret)
     cached: InstanceIdentity | None = state.instance_cache.get(token_hash)
     if cached is not None:
@@ -161,9 +158,9 @@ def current_instance(request: Request, state: State) -> InstanceIdentity:
         inst = s.scalar(select(Instance).where(Instance.token_hash == token_hash))
     if inst is None:
         state.auth_throttle.failed(request, "worker token", token_hash)
-        raise _unauthorized("invalid worker token")
+        raise Unauthorized("invalid worker token")
     if inst.state == InstanceState.TERMINATED:
-        raise HTTPException(410, "this instance has been terminated")
+        raise Gone("this instance has been terminated")
     identity = InstanceIdentity(inst.id, token_hash)
     state.instance_cache.put(token_hash, identity)
     return identity

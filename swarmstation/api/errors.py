@@ -11,24 +11,26 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from swarmstation.control.jobs import JobNotFound, StaleLease
-from swarmstation.domain.states import IllegalTransition
-from swarmstation.domain.tools import ToolDefinitionError, ToolInputError
-from swarmstation.objectstore.base import BadKey, NotFound, ObjectStoreError
+from swarmstation.domain.errors import (
+    DatabaseUnavailable,
+    InvalidInput,
+    RateLimited,
+    SwarmError,
+    Unauthorized,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
-# How long a client should wait before retrying after a 503: a database that restarts or fails
-# over is usually back within seconds.
-RETRY_AFTER_SECONDS = 5
-
+# Codes for errors FastAPI and Starlette raise themselves (unknown routes, wrong methods); ours
+# carry their own code (swarmstation.domain.errors).
 _CODES: dict[int, str] = {
     400: "bad_request",
     401: "unauthorized",
@@ -56,14 +58,6 @@ def code_for(status: int) -> str:
         return "error"
 
 
-class ApiError(HTTPException):
-    """An HTTPException with a stable machine-readable `code` of its own."""
-
-    def __init__(self, status_code: int, detail: str, code: str, headers: dict[str, str] | None = None):
-        super().__init__(status_code, detail, headers=headers)
-        self.code = code
-
-
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(p) for p in loc if p != "body") or "body"
 
@@ -82,24 +76,43 @@ def problem(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _unavailable(request: Request, code: str, what: str, exc: Exception) -> JSONResponse:
+def _unavailable(request: Request, exc: Unavailable, cause: BaseException) -> JSONResponse:
     # One line per request and no traceback: during an outage every request fails the same way,
     # and the message is all an operator needs (the driver's text, never the connection URL).
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    # The client gets a generic message: the cause may name internal hosts.
+    reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()
     log.warning(
         "%s unavailable on %s %s: %s: %s",
-        what,
+        exc.what,
         request.method,
         request.url.path,
-        type(exc).__name__,
+        type(cause).__name__,
         reason[0] if reason else "",
     )
     return problem(
-        503,
-        f"the {what} is unavailable; retry in a few seconds",
-        code=code,
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        exc.status_hint,
+        f"the {exc.what} is unavailable; retry in a few seconds",
+        code=exc.code,
+        headers={"Retry-After": str(exc.retry_after_seconds)},
     )
+
+
+def render(request: Request, exc: SwarmError) -> JSONResponse:
+    """The response for any error of the tree: its code and status come from its class (and so
+    along its MRO: a subclass that sets neither answers as its family does)."""
+    if isinstance(exc, Unavailable):
+        return _unavailable(request, exc, exc.__cause__ or exc)
+    if exc.status_hint >= 500:
+        log.error("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.detail)
+    headers: dict[str, str] = {}
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, RateLimited) and exc.retry_after_seconds is not None:
+        headers["Retry-After"] = str(exc.retry_after_seconds)
+    errors = None
+    if isinstance(exc, InvalidInput) and exc.errors:
+        errors = [{"field": e.field, "reason": e.reason} for e in exc.errors]
+    return problem(exc.status_hint, exc.detail, code=exc.code, errors=errors, headers=headers or None)
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -123,54 +136,22 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        # Raised by the framework itself (no route, wrong method); our code raises SwarmError.
         if exc.status_code < 200 or exc.status_code in (204, 304):
             return Response(status_code=exc.status_code, headers=exc.headers)  # no body allowed
-        code = getattr(exc, "code", None)
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return problem(exc.status_code, detail, code=code, headers=dict(exc.headers) if exc.headers else None)
+        return problem(exc.status_code, detail, headers=dict(exc.headers) if exc.headers else None)
 
-    @app.exception_handler(ToolInputError)
-    async def _tool_input(_: Request, exc: ToolInputError) -> JSONResponse:
-        field = f"inputs.{exc.field}" if exc.field else "inputs"
-        return problem(
-            422,
-            f"{field}: {exc.reason}",
-            code="invalid_input",
-            errors=[{"field": field, "reason": exc.reason}],
-        )
+    # Starlette picks the handler along the exception's MRO, so this one serves the whole tree.
+    @app.exception_handler(SwarmError)
+    async def _swarm(request: Request, exc: SwarmError) -> JSONResponse:
+        return render(request, exc)
 
-    @app.exception_handler(ToolDefinitionError)
-    async def _tool_def(_: Request, exc: ToolDefinitionError) -> JSONResponse:
-        return problem(
-            422, str(exc), code="invalid_tool", errors=[{"field": exc.field, "reason": exc.reason}]
-        )
-
-    @app.exception_handler(StaleLease)
-    async def _stale(_: Request, exc: StaleLease) -> JSONResponse:
-        return problem(409, str(exc), code="stale_lease")
-
-    @app.exception_handler(JobNotFound)
-    async def _missing(_: Request, exc: JobNotFound) -> JSONResponse:
-        return problem(404, f"job {exc} not found")
-
-    @app.exception_handler(IllegalTransition)
-    async def _illegal(_: Request, exc: IllegalTransition) -> JSONResponse:
-        return problem(409, str(exc), code="illegal_transition")
-
-    @app.exception_handler(BadKey)
-    async def _bad_key(_: Request, exc: BadKey) -> JSONResponse:
-        return problem(400, str(exc), code="bad_object_key")
-
-    @app.exception_handler(ObjectStoreError)
-    async def _object_store(request: Request, exc: ObjectStoreError) -> JSONResponse:
-        if isinstance(exc, NotFound):
-            return problem(404, f"object {exc} not found in the object store")
-        return _unavailable(request, "object_store_unavailable", "object store", exc)
-
+    # SQLAlchemy's errors enter here, at the edge: an unreachable database is DatabaseUnavailable.
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
         if database_unavailable(exc):
-            return _unavailable(request, "database_unavailable", "database", exc)
+            return _unavailable(request, DatabaseUnavailable(), exc)
         if isinstance(exc, IntegrityError):
             # e.g. two requests creating the same name at once: the loser's commit fails here.
             log.warning("conflict on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
@@ -183,7 +164,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PoolTimeout)
     async def _pool_timeout(request: Request, exc: PoolTimeout) -> JSONResponse:
-        return _unavailable(request, "database_unavailable", "database", exc)
+        return _unavailable(request, DatabaseUnavailable(), exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

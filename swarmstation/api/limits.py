@@ -28,14 +28,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from swarmstation.api.errors import problem, render
 from swarmstation.config import Settings
+from swarmstation.domain.errors import RateLimited, SwarmError
 from swarmstation.domain.ratelimit import FailureLimiter
 
 log = logging.getLogger(__name__)
@@ -87,12 +89,11 @@ class AuthThrottle:
             )
 
 
-def _too_many(wait: float) -> HTTPException:
+def _too_many(wait: float) -> RateLimited:
     seconds = max(1, math.ceil(wait))
-    return HTTPException(
-        429,
+    return RateLimited(
         f"too many failed authentications from this address; retry in {seconds} s",
-        headers={"Retry-After": str(seconds)},
+        retry_after_seconds=seconds,
     )
 
 
@@ -142,7 +143,7 @@ def _needs(dependant: Dependant, wanted: tuple[Callable[..., Any], ...]) -> Call
 class EdgeLimits:
     """See the module's docstring. `authenticators` are the dependency functions that identify a
     caller (`current_user`, `current_instance`), each called as `fn(request, app_state)` and
-    raising HTTPException to refuse."""
+    raising a SwarmError (Unauthorized, RateLimited...) to refuse."""
 
     def __init__(
         self, app: ASGIApp, *, limits: BodyLimits, authenticators: Iterable[Callable[..., Any]]
@@ -162,7 +163,7 @@ class EdgeLimits:
         declared = 0
         if declared_text is not None:
             if not declared_text.strip().isdigit():
-                await _answer(400, "invalid Content-Length header")(scope, receive, send)
+                await problem(400, "invalid Content-Length header")(scope, receive, send)
                 return
             declared = int(declared_text)
             if declared > limit:
@@ -230,9 +231,8 @@ class EdgeLimits:
         request = Request(scope)  # headers only: the body stays unread
         try:
             await asyncio.to_thread(authenticate, request, scope["app"].state.swarm)
-        except HTTPException as exc:
-            code = getattr(exc, "code", None)
-            return _answer(exc.status_code, str(exc.detail), code=code, headers=dict(exc.headers or {}))
+        except SwarmError as exc:
+            return render(request, exc)
         except Exception:
             # e.g. the database is down: let the route's own dependency meet the same error, so
             # that it is answered (503) by the handlers every route has.
@@ -240,25 +240,7 @@ class EdgeLimits:
         return None
 
 
-# The middleware answers before FastAPI's exception handlers can, so it writes the API's error
-# shape ({"detail", "code"}) itself.
-_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    410: "gone",
-    413: "payload_too_large",
-    429: "rate_limited",
-}
-
-
-def _answer(
-    status: int, detail: str, *, code: str | None = None, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(
-        {"detail": detail, "code": code or _CODES.get(status, "error")}, status_code=status, headers=headers
-    )
-
-
+# The middleware answers before FastAPI's exception handlers can, so it renders the API's error
+# shape ({"detail", "code"}) itself, with the same functions.
 def _refuse_size(limit: int) -> JSONResponse:
-    return _answer(413, f"request body too large: the limit here is {limit} bytes")
+    return problem(413, f"request body too large: the limit here is {limit} bytes")

@@ -6,7 +6,7 @@ import hmac
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from swarmstation.api.deps import AppState
 from swarmstation.api.views import hit_rates
 from swarmstation.auth import hash_secret
+from swarmstation.domain.errors import Unauthorized
 from swarmstation.domain.states import InstanceState, JobState
 from swarmstation.store.models import Instance, Job
 
@@ -97,9 +98,7 @@ def require_metrics_token(request: Request, state: AppState) -> None:
     if presented:
         state.auth_throttle.check(request)
         state.auth_throttle.failed(request, "metrics token", hash_secret(presented))
-    raise HTTPException(
-        401, "/metrics needs 'Authorization: Bearer <metrics token>'", headers={"WWW-Authenticate": "Bearer"}
-    )
+    raise Unauthorized("/metrics needs 'Authorization: Bearer <metrics token>'")
 
 
 def render(state: AppState, registry: CollectorRegistry) -> bytes:

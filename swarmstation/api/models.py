@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlparse
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from swarmstation.api.deps import DB, AdminUser, State
 from swarmstation.api.schemas import INT64_MAX, Strict
+from swarmstation.domain.errors import Conflict, InvalidInput, NotFound, TooLarge
 from swarmstation.domain.names import BadName, normalise_path
 from swarmstation.domain.workflow import MODEL_FOLDERS, WorkflowError, normalise_model_name
 from swarmstation.objectstore.base import scratch_dir
@@ -70,28 +71,28 @@ def out(m: Model) -> ModelOut:
 
 def _check_place(folder: str, name: str, kind: str) -> str:
     if folder not in MODEL_FOLDERS:
-        raise HTTPException(
-            422, f"folder: unknown ComfyUI folder {folder!r}; one of {', '.join(sorted(MODEL_FOLDERS))}"
+        raise InvalidInput(
+            f"folder: unknown ComfyUI folder {folder!r}; one of {', '.join(sorted(MODEL_FOLDERS))}"
         )
     if kind not in KINDS:
-        raise HTTPException(422, f"kind: one of {', '.join(KINDS)}")
+        raise InvalidInput(f"kind: one of {', '.join(KINDS)}")
     try:
         # ComfyUI's path rule, then the file-name rule that object keys also use, so that a name
         # accepted here is never refused by the store after the body has streamed.
         rel = normalise_path(normalise_model_name(name), what="model name")
     except (WorkflowError, BadName) as exc:
-        raise HTTPException(422, f"name: {exc}") from exc
+        raise InvalidInput(f"name: {exc}") from exc
     # The catalog's columns: the name (255) and the object key models/<folder>/<sha256>/<file> (300).
     if len(rel) > 255 or len(rel.rsplit("/", 1)[-1]) > MAX_MODEL_FILE_CHARS:
-        raise HTTPException(
-            422, f"name: at most 255 characters, and {MAX_MODEL_FILE_CHARS} for the file name itself"
+        raise InvalidInput(
+            f"name: at most 255 characters, and {MAX_MODEL_FILE_CHARS} for the file name itself"
         )
     return rel
 
 
 def _unique(s: DB, folder: str, name: str) -> None:
     if s.scalar(select(Model).where(Model.folder == folder, Model.name == name)) is not None:
-        raise HTTPException(409, f"{folder}/{name} is already in the catalog")
+        raise Conflict(f"{folder}/{name} is already in the catalog")
 
 
 @router.get("", response_model=list[ModelOut])
@@ -110,9 +111,9 @@ def register_url(body: ModelRegister, s: DB, admin: AdminUser, state: State) -> 
     host = (parsed.hostname or "").lower()
     allowed = [h.lower() for h in state.settings.model_url_hosts]
     if parsed.scheme != "https" and not (parsed.scheme == "http" and host in ("127.0.0.1", "localhost")):
-        raise HTTPException(422, "url: must be https")
+        raise InvalidInput("url: must be https")
     if not any(host == h or host.endswith("." + h) for h in allowed):
-        raise HTTPException(422, f"url: {host} is not an allowed model host ({', '.join(allowed)})")
+        raise InvalidInput(f"url: {host} is not an allowed model host ({', '.join(allowed)})")
     _unique(s, body.folder, name)
     m = Model(
         id=str(uuid.uuid4()),
@@ -151,7 +152,7 @@ async def upload(
             return s.scalar(select(Model).where(Model.folder == folder, Model.name == rel)) is not None
 
     if await asyncio.to_thread(exists):
-        raise HTTPException(409, f"{folder}/{rel} is already in the catalog")
+        raise Conflict(f"{folder}/{rel} is already in the catalog")
     limit = state.settings.max_model_bytes
     digest = hashlib.sha256()
     size = 0
@@ -162,11 +163,11 @@ async def upload(
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise HTTPException(413, f"model too large: the limit is {limit} bytes")
+                    raise TooLarge(f"model too large: the limit is {limit} bytes")
                 digest.update(chunk)
                 fh.write(chunk)
         if size == 0:
-            raise HTTPException(422, "empty upload")
+            raise InvalidInput("empty upload")
         sha = digest.hexdigest()
         key = f"models/{folder}/{sha}/{rel.rsplit('/', 1)[-1]}"
         await asyncio.to_thread(state.store.put_file, key, tmp)
@@ -200,7 +201,7 @@ async def upload(
 def remove(model_id: str, s: DB, _: AdminUser, state: State) -> None:
     m = s.get(Model, model_id)
     if m is None:
-        raise HTTPException(404, f"model {model_id} not found")
+        raise NotFound(f"model {model_id} not found")
     orphan = (
         m.object_key
         if m.object_key

@@ -8,10 +8,11 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
 from swarmstation.api.deps import State
+from swarmstation.domain.errors import Forbidden, NotFound, TooLarge
 from swarmstation.domain.states import LEASED_JOB_STATES
 from swarmstation.objectstore.base import UploadLease
 from swarmstation.objectstore.local import LocalObjectStore
@@ -22,7 +23,7 @@ router = APIRouter(tags=["objects"], include_in_schema=False)
 
 def _local(state: State) -> LocalObjectStore:
     if not isinstance(state.store, LocalObjectStore):
-        raise HTTPException(404, "objects are served by the S3 store, not here")
+        raise NotFound("objects are served by the S3 store, not here")
     return state.store
 
 
@@ -30,17 +31,13 @@ def _check(
     state: State, method: str, key: str, expires: int, signature: str, lease: UploadLease | None = None
 ) -> None:
     if not _local(state).verify(method, key, expires, signature, lease):
-        raise HTTPException(403, "invalid or expired signature")
+        raise Forbidden("invalid or expired signature")
 
 
 def _lease_holds(state: State, lease: UploadLease) -> bool:
     with state.sessions() as s, s.begin():
         job = s.get(Job, lease.job_id)
-        return (
-            job is not None
-            and job.lease_token == lease.lease_token
-            and job.state in LEASED_JOB_STATES
-        )
+        return job is not None and job.lease_token == lease.lease_token and job.state in LEASED_JOB_STATES
 
 
 @router.get("/objects/{key:path}")
@@ -50,7 +47,7 @@ def get_object(
     _check(state, "GET", key, expires, signature)
     path = _local(state).path(key)
     if not path.is_file():
-        raise HTTPException(404, "no such object")
+        raise NotFound("no such object")
     return FileResponse(path)
 
 
@@ -69,11 +66,11 @@ async def put_object(
     # An output's upload URL dies with its job's lease, before its expiry if need be: once the
     # job has completed, failed or moved to another lease, its outputs cannot be replaced.
     if upload_lease is not None and not await asyncio.to_thread(_lease_holds, state, upload_lease):
-        raise HTTPException(403, f"this upload URL ended with the lease of job {upload_lease.job_id}")
+        raise Forbidden(f"this upload URL ended with the lease of job {upload_lease.job_id}")
     limit = state.settings.max_object_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"object too large: the limit is {limit} bytes")
+        raise TooLarge(f"object too large: the limit is {limit} bytes")
     # Stream to a temporary file beside the target and rename it into place: memory stays at one
     # chunk whatever the object's size, and a reader never sees half an object.
     store = _local(state)
@@ -85,7 +82,7 @@ async def put_object(
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise HTTPException(413, f"object too large: the limit is {limit} bytes")
+                    raise TooLarge(f"object too large: the limit is {limit} bytes")
                 fh.write(chunk)
         await asyncio.to_thread(store.put_file, key, tmp)
     finally:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import func, inspect, select
 
 from swarmstation.api.deps import DB, AdminUser, State
 from swarmstation.api.schemas import Strict
+from swarmstation.domain.errors import Conflict, InvalidInput
+from swarmstation.domain.scaling import POOL_DEFAULTS
 from swarmstation.domain.states import LIVE_INSTANCE_STATES, InstanceState, JobState
 from swarmstation.domain.workflow import MODEL_FOLDERS, WorkflowError, normalise_model_name
 from swarmstation.providers.bootstrap import compact_onstart, render_onstart
+from swarmstation.store import queries
 from swarmstation.store.models import Instance, Job, Pool, Tool
 
 router = APIRouter(prefix="/v1/admin/pools", tags=["admin"])
@@ -146,16 +150,16 @@ def _apply(pool: Pool, body: PoolSettings) -> None:
         # null means "off" only where the column allows it (e.g. target_utilisation); elsewhere it
         # would fail at the database as a 500
         if value is None and not inspect(Pool).columns[key].nullable:
-            raise HTTPException(422, f"{key}: must not be null")
+            raise InvalidInput(f"{key}: must not be null")
         setattr(pool, key, value)
     if pool.min_instances > pool.max_instances:
-        raise HTTPException(422, "min_instances must not exceed max_instances")
+        raise InvalidInput("min_instances must not exceed max_instances")
     if pool.provider == "vastai" and not pool.image:
-        raise HTTPException(422, "image: a vastai pool needs the image its instances run")
+        raise InvalidInput("image: a vastai pool needs the image its instances run")
     try:
         compact_onstart(render_onstart(startup_script=pool.startup_script))
     except ValueError as exc:
-        raise HTTPException(422, f"startup_script: {exc}") from exc
+        raise InvalidInput(f"startup_script: {exc}") from exc
 
 
 @router.get("", response_model=list[PoolDetail])
@@ -165,37 +169,23 @@ def list_pools(s: DB, _: AdminUser) -> list[PoolDetail]:
 
 @router.get("/{name}", response_model=PoolDetail)
 def get_pool(name: str, s: DB, _: AdminUser) -> PoolDetail:
-    pool = s.get(Pool, name)
-    if pool is None:
-        raise HTTPException(404, f"unknown pool '{name}'")
+    pool = queries.pool_by_name(s, name)
     return pool_detail(s, pool)
 
 
 @router.post("", response_model=PoolDetail, status_code=201)
 def create_pool(body: PoolCreate, s: DB, _: AdminUser, state: State) -> PoolDetail:
     if s.get(Pool, body.name) is not None:
-        raise HTTPException(409, f"pool '{body.name}' exists")
+        raise Conflict(f"pool '{body.name}' exists")
     pool = Pool(
         name=body.name,
         provider=body.provider or "none",
-        min_instances=0,
-        max_instances=1,
-        scale_up_queue_threshold=1,
-        idle_minutes=10.0,
-        slots_per_instance=1,
         created_at=state.clock(),
         gpu_filters={},
         image="",
         startup_script="",
         preload_models=[],
-        target_wait_seconds=60.0,
-        scale_cooldown_seconds=30.0,
-        target_utilisation=None,
-        utilisation_grace_seconds=60.0,
-        max_parked=0,
-        park_max_hours=24.0,
-        rental="on-demand",
-        bid_margin=1.1,
+        **asdict(POOL_DEFAULTS),
     )
     _apply(pool, body)
     s.add(pool)
@@ -205,20 +195,16 @@ def create_pool(body: PoolCreate, s: DB, _: AdminUser, state: State) -> PoolDeta
 
 @router.patch("/{name}", response_model=PoolDetail)
 def update_pool(name: str, body: PoolSettings, s: DB, _: AdminUser) -> PoolDetail:
-    pool = s.get(Pool, name)
-    if pool is None:
-        raise HTTPException(404, f"unknown pool '{name}'")
+    pool = queries.pool_by_name(s, name)
     _apply(pool, body)
     return pool_detail(s, pool)
 
 
 @router.delete("/{name}", status_code=204)
 def delete_pool(name: str, s: DB, _: AdminUser) -> None:
-    pool = s.get(Pool, name)
-    if pool is None:
-        raise HTTPException(404, f"unknown pool '{name}'")
+    pool = queries.pool_by_name(s, name)
     if name == "default":
-        raise HTTPException(409, "the default pool cannot be removed")
+        raise Conflict("the default pool cannot be removed")
     # parked instances still exist at the provider (and cost storage): they count too
     remaining = LIVE_INSTANCE_STATES | {InstanceState.DRAINING, InstanceState.STOPPED}
     live = s.scalar(
@@ -227,10 +213,10 @@ def delete_pool(name: str, s: DB, _: AdminUser) -> None:
         .where(Instance.pool == name, Instance.state.in_([st.value for st in remaining]))
     )
     if live:
-        raise HTTPException(
-            409, f"pool '{name}' still has {live} instances; set max_instances and max_parked to 0 and wait"
+        raise Conflict(
+            f"pool '{name}' still has {live} instances; set max_instances and max_parked to 0 and wait"
         )
     tools = list(s.scalars(select(Tool.slug).where(Tool.pool == name)))
     if tools:
-        raise HTTPException(409, f"tools still use pool '{name}': {', '.join(tools)}")
+        raise Conflict(f"tools still use pool '{name}': {', '.join(tools)}")
     s.delete(pool)

@@ -6,20 +6,18 @@ import asyncio
 import io
 import json
 import logging
-import secrets
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Header, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy import select
 
 from swarmstation.api.deps import DB, CurrentUser, State
-from swarmstation.api.errors import RETRY_AFTER_SECONDS, ApiError, database_unavailable
+from swarmstation.api.errors import database_unavailable
 from swarmstation.api.schemas import (
     INT64_MAX,
     JobCreate,
@@ -30,33 +28,22 @@ from swarmstation.api.schemas import (
     UploadOut,
 )
 from swarmstation.api.views import job_out, tool_detail, tool_summary
-from swarmstation.control import idempotency
+from swarmstation.control import idempotency, submission
 from swarmstation.control import jobs as jobs_ops
-from swarmstation.control.models import model_sources
-from swarmstation.domain.backends import choose_backend
-from swarmstation.domain.lora_graph import LoraGraphError, apply_loras
-from swarmstation.domain.loras import PromptTooLong, Resolution, TriggerMatcher, resolve
+from swarmstation.control.submission import UPLOAD_REF_PREFIX
+from swarmstation.domain.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound, TooLarge
 from swarmstation.domain.states import TERMINAL_JOB_STATES, JobState
-from swarmstation.domain.tools import ToolInputError, ToolSpec, bind_inputs, tool_from_dict
-from swarmstation.domain.workflow import required_models
-from swarmstation.objectstore.base import NotFound, RedirectTo
-from swarmstation.store.models import IdempotencyKey, Job, JobEvent, Lora, Output, Tool, Upload, User
+from swarmstation.objectstore.base import NotFound as ObjectNotFound
+from swarmstation.objectstore.base import RedirectTo
+from swarmstation.store import queries
+from swarmstation.store.models import IdempotencyKey, Job, JobEvent, Output, Tool, Upload, User
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["public"])
 
-UPLOAD_REF_PREFIX = "upload:"
 _DOWNLOAD_URL_SECONDS = 600  # a redirect to the bucket is followed at once
 _IMAGE_TYPES = {"PNG": ("image/png", "png"), "JPEG": ("image/jpeg", "jpg"), "WEBP": ("image/webp", "webp")}
-
-
-def _own_job(s: DB, job_id: str, user: User) -> Job:
-    job = s.get(Job, job_id)
-    # Another user's job answers exactly like a missing one: ids are not an oracle.
-    if job is None or (job.user_id != user.id and user.role != "admin"):
-        raise HTTPException(404, f"job {job_id} not found")
-    return job
 
 
 @router.get("/tools", response_model=list[ToolSummary])
@@ -66,59 +53,7 @@ def list_tools(s: DB, _: CurrentUser) -> list[ToolSummary]:
 
 @router.get("/tools/{slug}", response_model=ToolDetail)
 def get_tool(slug: str, s: DB, _: CurrentUser) -> ToolDetail:
-    tool = s.get(Tool, slug)
-    if tool is None:
-        raise HTTPException(404, f"unknown tool '{slug}'")
-    return tool_detail(tool)
-
-
-def _resolve_images(
-    s: DB, user: User, images: dict[str, str], bindings: dict[str, list[list[str]]]
-) -> dict[str, Any]:
-    resolved: dict[str, Any] = {}
-    for name, ref in images.items():
-        if not ref.startswith(UPLOAD_REF_PREFIX):
-            raise ToolInputError(
-                name, f"must be an upload reference ('{UPLOAD_REF_PREFIX}<id>' from POST /v1/uploads)"
-            )
-        upload = s.get(Upload, ref.removeprefix(UPLOAD_REF_PREFIX))
-        if upload is None or upload.user_id != user.id:
-            raise ToolInputError(name, f"unknown upload {ref!r}")
-        resolved[name] = {
-            "key": upload.key,
-            "filename": f"{upload.id}.{upload.key.rsplit('.', 1)[-1]}",
-            "bindings": bindings.get(name, []),
-        }
-    return resolved
-
-
-def _resolve_loras(
-    s: DB, state: State, user: User, spec: ToolSpec, inputs: dict[str, Any]
-) -> tuple[dict[str, Any], Resolution | None]:
-    """Resolve LoRA tags and trigger words in the prompt; the encoder gets the cleaned text."""
-    prompt = inputs.get("prompt")
-    if not isinstance(prompt, str) or not any(i.name == "prompt" and i.type == "string" for i in spec.inputs):
-        return inputs, None
-    # A tool that takes no LoRAs still gets its tags removed (ComfyUI would encode them as text).
-    matcher = state.matchers.matcher_for(s, user, state.clock()) if spec.accepts_loras else TriggerMatcher()
-    try:
-        resolution = resolve(
-            prompt,
-            matcher,
-            tool_base_model=spec.base_model,
-            max_loras=state.settings.max_loras_per_job,
-            max_prompt_chars=state.settings.max_prompt_chars,
-        )
-    except PromptTooLong as exc:
-        raise ToolInputError("prompt", str(exc)) from exc
-    return {**inputs, "prompt": resolution.prompt}, resolution
-
-
-def _lora_rows(s: DB, resolution: Resolution | None) -> dict[str, Lora]:
-    if resolution is None or not resolution.loras:
-        return {}
-    slugs = [a.slug for a in resolution.loras]
-    return {r.slug: r for r in s.scalars(select(Lora).where(Lora.slug.in_(slugs)))}
+    return tool_detail(queries.tool_by_slug(s, slug))
 
 
 IdempotencyKeyHeader = Annotated[
@@ -136,27 +71,17 @@ _JOBS_SCOPE = "jobs.create"
 
 
 def _claim_key(s: DB, state: State, user: User, key: str, body: JobCreate) -> IdempotencyKey | JobOut:
-    """The claimed key (give it the job before committing), or the job an earlier request made."""
-    try:
-        found = idempotency.claim(
-            s,
-            user_id=user.id,
-            scope=_JOBS_SCOPE,
-            key=key,
-            digest=idempotency.request_hash(body.model_dump(mode="json")),
-            now=state.clock(),
-            keep=timedelta(hours=state.settings.idempotency_key_hours),
-        )
-    except idempotency.KeyReused as exc:
-        raise ApiError(
-            422,
-            "Idempotency-Key: already used for a different request; send a new key for a new job",
-            code="idempotency_key_reused",
-        ) from exc
-    except idempotency.KeyInFlight as exc:
-        raise ApiError(
-            409, "Idempotency-Key: its first request is still running; retry", "idempotency_key_in_flight"
-        ) from exc
+    """The claimed key (give it the job before committing), or the job an earlier request made.
+    Raises idempotency.KeyReused (422) or KeyInFlight (409)."""
+    found = idempotency.claim(
+        s,
+        user_id=user.id,
+        scope=_JOBS_SCOPE,
+        key=key,
+        digest=idempotency.request_hash(body.model_dump(mode="json")),
+        now=state.clock(),
+        keep=timedelta(hours=state.settings.idempotency_key_hours),
+    )
     if isinstance(found, idempotency.Replay):
         job = s.get(Job, found.job_id)
         assert job is not None  # the key goes with its job (ON DELETE CASCADE)
@@ -180,62 +105,22 @@ def create_job(
             response.headers["Idempotent-Replayed"] = "true"
             return found
         claimed = found
-    tool = s.get(Tool, body.tool)
-    if tool is None:
-        raise HTTPException(404, f"unknown tool '{body.tool}'; GET /v1/tools lists them")
-    spec = tool_from_dict(tool.spec)
-    limit = state.settings.max_prompt_chars
-    for name, value in body.inputs.items():
-        if isinstance(value, str) and len(value) > limit:
-            raise ToolInputError(name, f"too long ({len(value)} characters, the limit is {limit})")
-    inputs, resolution = _resolve_loras(s, state, user, spec, body.inputs)
-    bound = bind_inputs(spec, inputs, random_seed=secrets.randbits(63))
-    rows = _lora_rows(s, resolution)
-    if resolution is not None and resolution.loras:
-        try:
-            graph = apply_loras(bound.workflow, resolution.loras)
-        except LoraGraphError as exc:
-            raise ToolInputError("prompt", f"this tool cannot take LoRAs: {exc}") from exc
-        bound = replace(bound, workflow=graph, required_models=required_models(graph))
-    image_bindings = {
-        i.name: [[b.node_id, b.input_name] for b in i.bindings] for i in spec.inputs if i.type == "image"
-    }
-    images = _resolve_images(s, user, bound.input_images, image_bindings)
-    sources = model_sources(s, [(m.folder, m.name) for m in bound.required_models])
-    job = jobs_ops.submit_job(
+    settings = state.settings
+    job = submission.submit(
         s,
-        user_id=user.id,
-        tool_slug=tool.slug,
-        pool=tool.pool,
-        bound=bound,
-        input_images=images,
-        max_attempts=state.settings.max_attempts,
+        user=user,
+        tool_slug=body.tool,
+        inputs=body.inputs,
+        matchers=state.matchers,
+        limits=submission.SubmissionLimits(
+            max_prompt_chars=settings.max_prompt_chars,
+            max_loras_per_job=settings.max_loras_per_job,
+            max_attempts=settings.max_attempts,
+        ),
         now=state.clock(),
-        model_sources=sources,
     )
-    job.backend = choose_backend(job.id, tool.comfydeploy_percent if tool.comfydeploy_deployment_id else 0)
     if claimed is not None:
         claimed.job_id = job.id
-    if resolution is not None:
-        job.warnings = list(resolution.warnings)
-        job.applied_loras = [
-            {
-                "slug": a.slug,
-                "lora_id": rows[a.slug].id if a.slug in rows else None,
-                "owner_id": a.owner_id,
-                "file_name": a.file_name,
-                "weight": a.weight,
-                "strength_model": a.strength_model,
-                "strength_clip": a.strength_clip,
-                "source": a.source,
-                "matched_text": a.matched_text,
-            }
-            for a in resolution.loras
-        ]
-        for a in resolution.loras:
-            if a.slug in rows:
-                rows[a.slug].usage_count += 1
-    s.flush()
     out = job_out(s, job)
     s.commit()
     state.loops.poke()
@@ -257,14 +142,14 @@ def list_jobs(
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
 def get_job(job_id: str, s: DB, user: CurrentUser) -> JobOut:
-    return job_out(s, _own_job(s, job_id, user))
+    return job_out(s, queries.job_for_user(s, job_id, user))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: str, s: DB, user: CurrentUser, state: State) -> JobOut:
-    job = _own_job(s, job_id, user)
+    job = queries.job_for_user(s, job_id, user)
     if job.state in TERMINAL_JOB_STATES:
-        raise HTTPException(409, f"job {job_id} is already {job.state}")
+        raise Conflict(f"job {job_id} is already {job.state}")
     jobs_ops.cancel_job(s, job, now=state.clock())
     s.flush()
     out = job_out(s, job)
@@ -278,14 +163,14 @@ def cancel_job(job_id: str, s: DB, user: CurrentUser, state: State) -> JobOut:
 def download_output(
     job_id: str, output_id: str, s: DB, user: CurrentUser, state: State
 ) -> FileResponse | RedirectResponse:
-    _own_job(s, job_id, user)
+    queries.job_for_user(s, job_id, user)
     out = s.get(Output, output_id)
     if out is None or out.job_id != job_id or not out.uploaded:
-        raise HTTPException(404, f"output {output_id} not found")
+        raise NotFound(f"output {output_id} not found")
     try:
         where = state.store.download(out.key, _DOWNLOAD_URL_SECONDS)
-    except NotFound as exc:
-        raise HTTPException(404, f"output {output_id} is missing from the object store") from exc
+    except ObjectNotFound as exc:
+        raise NotFound(f"output {output_id} is missing from the object store") from exc
     if isinstance(where, RedirectTo):  # S3/R2: the client fetches it from the bucket
         return RedirectResponse(where.url, status_code=307)
     return FileResponse(where.path, media_type=out.content_type, filename=out.filename)
@@ -308,7 +193,7 @@ async def job_events(
 
     def read(after: int) -> tuple[list[JobEvent], str | None]:
         with state.sessions() as s, s.begin():
-            job = _own_job(s, job_id, user)
+            job = queries.job_for_user(s, job_id, user)
             events = list(
                 s.scalars(
                     select(JobEvent)
@@ -345,7 +230,7 @@ async def job_events(
                 # The response has started, so no 503 can be sent: end the stream cleanly and let
                 # the client reconnect with Last-Event-ID once the database is back.
                 log.warning("database unavailable on the events of job %s: %s", job_id, type(exc).__name__)
-                yield f"retry: {RETRY_AFTER_SECONDS * 1000}\n\n"
+                yield f"retry: {DatabaseUnavailable.retry_after_seconds * 1000}\n\n"
                 return
 
     return StreamingResponse(
@@ -364,22 +249,22 @@ def _decode_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
         with Image.open(io.BytesIO(data)) as img:
             fmt, width, height = img.format or "", img.width, img.height
             if fmt not in _IMAGE_TYPES:
-                raise HTTPException(
-                    422, f"file: unsupported image format {fmt or 'unknown'}; use PNG, JPEG or WebP"
+                raise InvalidInput(
+                    f"file: unsupported image format {fmt or 'unknown'}; use PNG, JPEG or WebP"
                 )
             if width * height > max_pixels:
-                raise HTTPException(
-                    413, f"file: the image is {width}x{height} pixels, more than the limit of {max_pixels}"
+                raise TooLarge(
+                    f"file: the image is {width}x{height} pixels, more than the limit of {max_pixels}"
                 )
             img.verify()  # checksums and structure
         with Image.open(io.BytesIO(data)) as img:
             img.load()  # every pixel: verify() passes a file cut short after its headers
     except Image.DecompressionBombError:
         # Pillow's own ceiling (twice Image.MAX_IMAGE_PIXELS), met before our check can run
-        raise HTTPException(413, f"file: the image has more pixels than the limit of {max_pixels}") from None
+        raise TooLarge(f"file: the image has more pixels than the limit of {max_pixels}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-        raise HTTPException(
-            422, "file: not a readable image (not PNG, JPEG or WebP, or truncated or corrupt)"
+        raise InvalidInput(
+            "file: not a readable image (not PNG, JPEG or WebP, or truncated or corrupt)"
         ) from None
     return fmt, width, height
 
@@ -389,9 +274,9 @@ async def upload_image(file: UploadFile, user: CurrentUser, state: State) -> Upl
     limit = state.settings.max_upload_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
-        raise HTTPException(413, f"image too large: the limit is {limit} bytes")
+        raise TooLarge(f"image too large: the limit is {limit} bytes")
     if not data:
-        raise HTTPException(422, "file: empty upload")
+        raise InvalidInput("file: empty upload")
     fmt, width, height = await asyncio.to_thread(_decode_image, data, state.settings.max_image_pixels)
     content_type, ext = _IMAGE_TYPES[fmt]
     upload_id = str(uuid.uuid4())

@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 
 from swarmstation.api.deps import DB, CurrentInstance, InstanceIdentity, State
@@ -32,6 +32,7 @@ from swarmstation.api.schemas import (
     RegisterIn,
     RegisterOut,
 )
+from swarmstation.control import heartbeats
 from swarmstation.control import jobs as jobs_ops
 from swarmstation.control.instances import (
     move_instance,
@@ -40,6 +41,7 @@ from swarmstation.control.instances import (
 )
 from swarmstation.control.models import model_sources
 from swarmstation.control.routing import measured_rate
+from swarmstation.domain.errors import Gone, InvalidInput, Unauthorized
 from swarmstation.domain.names import safe_file_name
 from swarmstation.domain.states import InstanceState, InstanceTrigger, JobState
 from swarmstation.objectstore.base import UploadLease
@@ -54,10 +56,10 @@ _URL_SECONDS = 3600
 def _instance(s: DB, snapshot: InstanceIdentity) -> Instance:
     inst = s.get(Instance, snapshot.id)
     if inst is None or inst.state == InstanceState.TERMINATED:
-        raise HTTPException(410, "this instance has been terminated")
+        raise Gone("this instance has been terminated")
     # The identity may come from a replica's cache: a token rotated since (on any replica) is refused.
     if snapshot.token_hash and inst.token_hash != snapshot.token_hash:
-        raise HTTPException(401, "invalid worker token", headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized("invalid worker token")
     return inst
 
 
@@ -75,7 +77,7 @@ def register(body: RegisterIn, s: DB, me: CurrentInstance, state: State, ready: 
         if ready:
             recover_if_static(s, inst, now, "its worker registered again with ComfyUI ready")
     elif current == InstanceState.UNHEALTHY:
-        raise HTTPException(410, "this instance was declared unhealthy and is being replaced")
+        raise Gone(heartbeats.UNHEALTHY_REPLACED)
     if current == InstanceState.PROVISIONING:
         move_instance(s, inst, InstanceTrigger.STARTED, "worker started", now)
     if ready and inst.state == InstanceState.INITIALIZING:
@@ -133,86 +135,34 @@ def preload(s: DB, me: CurrentInstance, state: State) -> list[ModelOut]:
 
 @router.post("/heartbeat", response_model=HeartbeatOut)
 def heartbeat(body: HeartbeatIn, s: DB, me: CurrentInstance, state: State) -> HeartbeatOut:
-    inst = _instance(s, me)
-    now = state.clock()
-    if inst.state == InstanceState.UNHEALTHY and not is_static(inst):
-        raise HTTPException(410, "this instance was declared unhealthy and is being replaced")
-    inst.last_heartbeat_at = now
-    if body.comfyui_ok:  # an attached machine that was unhealthy is back in routing
-        recover_if_static(s, inst, now, "healthy again: its worker heartbeats with ComfyUI up")
-    down_since = inst.info.get("comfyui_down_since")
-    if body.comfyui_ok:
-        down_since = None
-    elif down_since is None:
-        down_since = now.isoformat()
-    inst.info = {
-        **inst.info,
-        "disk_free_bytes": body.disk_free_bytes,
-        "models": body.models,
-        "loaded_checkpoint": body.loaded_checkpoint,
-        "comfyui_down_since": down_since,
-        "cache": body.cache,
-    }
-    if (
-        down_since is not None
-        and (now - datetime.fromisoformat(down_since)).total_seconds()
-        >= state.settings.heartbeat_timeout_seconds
-    ):
-        reason = f"ComfyUI has not answered for {state.settings.heartbeat_timeout_seconds:g}s"
-        move_instance(s, inst, InstanceTrigger.COMFY_DOWN, reason, now)
-        s.commit()
-        if not is_static(inst):  # an attached machine keeps heartbeating until its ComfyUI is back
-            raise HTTPException(410, reason)
-    if not body.comfyui_ok:
-        _hand_back_unstarted(s, inst, {ref.job_id for ref in body.running}, state, now)
-    cancel: list[str] = []
-    stale: list[str] = []
-    for ref in body.running:
-        job = s.get(Job, ref.job_id)
-        if job is not None and job.state == JobState.CANCELLED and job.instance_id == inst.id:
-            cancel.append(ref.job_id)
-            continue
-        try:
-            held = jobs_ops.leased_job(s, ref.job_id, inst, ref.lease_token)
-        except (jobs_ops.StaleLease, jobs_ops.JobNotFound):
-            stale.append(ref.job_id)
-            continue
-        jobs_ops.renew_lease(held, lease_seconds=state.settings.lease_seconds, now=now)
-    prefetch = [
-        m
-        for m in _with_urls(
-            s,
-            state,
-            [(k.split("/", 1)[0], k.split("/", 1)[1]) for k in inst.info.get("prefetch") or [] if "/" in k],
-        )
-        if m.url
-    ]
-    # A parked (STOPPED) instance whose container still runs (the stop call is on its way, or was
-    # lost and reconcile sends it again) takes no work meanwhile.
-    return HeartbeatOut(
-        drain=inst.state in (InstanceState.DRAINING, InstanceState.STOPPED),
-        cancel=cancel,
-        stale=stale,
-        prefetch=prefetch,
+    settings = state.settings
+    answer = heartbeats.record_heartbeat(
+        s,
+        _instance(s, me),
+        heartbeats.Heartbeat(
+            running=[heartbeats.RunningJob(r.job_id, r.lease_token) for r in body.running],
+            comfyui_ok=body.comfyui_ok,
+            disk_free_bytes=body.disk_free_bytes,
+            models=body.models,
+            loaded_checkpoint=body.loaded_checkpoint,
+            cache=body.cache,
+        ),
+        settings=heartbeats.HeartbeatSettings(
+            heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
+            lease_seconds=settings.lease_seconds,
+            max_infra_requeues=settings.max_infra_requeues,
+        ),
+        now=state.clock(),
     )
-
-
-def _hand_back_unstarted(s: DB, inst: Instance, running: set[str], state: State, now: datetime) -> None:
-    """A worker whose ComfyUI is down takes no jobs (and the scheduler routes none to it while
-    it says so): what was assigned to it but not taken goes back to the queue at once, without
-    spending an attempt, instead of waiting for its lease to run out."""
-    for job in jobs_ops.leased_jobs_on(s, inst.id):
-        if job.id in running or job.state != JobState.ASSIGNED:
-            continue
-        jobs_ops.requeue_for_infrastructure(
-            s,
-            job,
-            reason="its instance's ComfyUI is not answering",
-            max_infra_requeues=state.settings.max_infra_requeues,
-            now=now,
-        )
-        state.notifier.wake(f"job:{job.id}")
+    if answer.gone is not None:
+        s.commit()  # the instance is UNHEALTHY whatever the worker does with the refusal
+        raise Gone(answer.gone)
+    for job_id in answer.requeued:
+        state.notifier.wake(f"job:{job_id}")
+    if answer.requeued:
         state.loops.poke()
+    prefetch = [m for m in _with_urls(s, state, answer.prefetch) if m.url]
+    return HeartbeatOut(drain=answer.drain, cancel=answer.cancel, stale=answer.stale, prefetch=prefetch)
 
 
 def _assignment_for(state: State, instance_id: str) -> Assignment | bool | None:
@@ -273,7 +223,7 @@ async def next_job(
     while True:
         found = await asyncio.to_thread(_assignment_for, state, me.id)
         if found is False:
-            raise HTTPException(410, "this instance is being stopped")
+            raise Gone("this instance is being stopped")
         if isinstance(found, Assignment):
             return found
         remaining = deadline - time.monotonic()
@@ -368,9 +318,9 @@ def complete(job_id: str, body: CompleteIn, s: DB, me: CurrentInstance, state: S
     for output_id in body.outputs:
         out = s.get(Output, output_id)
         if out is None or out.job_id != job.id:
-            raise HTTPException(422, f"outputs: {output_id} is not an output of job {job.id}")
+            raise InvalidInput(f"outputs: {output_id} is not an output of job {job.id}")
         if not state.store.exists(out.key):
-            raise HTTPException(422, f"outputs: {output_id} was not uploaded")
+            raise InvalidInput(f"outputs: {output_id} was not uploaded")
         out.size = state.store.size(out.key)
         out.uploaded = True
     s.flush()

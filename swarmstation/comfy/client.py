@@ -13,11 +13,14 @@ the client polls ``/api/history/{id}`` instead: the entry appears exactly when t
 
 Errors::
 
-    ComfyError                     anything this client raises on purpose
+    ComfyError                     anything this client raises on purpose (an UpstreamError)
     ├── ComfyUnavailable           connection refused, transport timeouts, HTTP 5xx
     ├── ComfyValidationError       POST /prompt answered 400 (error + node_errors)
     ├── ComfyExecutionError        execution_error or execution_interrupted
     └── ComfyTimeout               run(timeout=...) ran out; also a TimeoutError
+
+All of them belong to the tree of `swarmstation.domain.errors`; ComfyUnavailable is also an
+`Unavailable` (503 comfy_unavailable).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from swarmstation.domain.errors import Unavailable, UpstreamError
+
 __all__ = [
     "ComfyClient",
     "ComfyError",
@@ -54,16 +59,25 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[["ProgressEvent"], Awaitable[None]]
 
 
-class ComfyError(Exception):
+class ComfyError(UpstreamError):
     """Base class of everything this client raises on purpose."""
 
+    code = "comfy_error"
 
-class ComfyUnavailable(ComfyError):
+
+class ComfyUnavailable(ComfyError, Unavailable):
     """The server could not be reached, timed out, or answered 5xx."""
+
+    # Set here, not inherited: along the MRO ComfyError (an UpstreamError, 502) comes first.
+    code = "comfy_unavailable"
+    status_hint = 503
+    what = "ComfyUI server"
 
 
 class ComfyValidationError(ComfyError):
     """``POST /prompt`` rejected the workflow (HTTP 400)."""
+
+    code = "comfy_validation_error"
 
     def __init__(self, error: dict[str, Any], node_errors: dict[str, Any]) -> None:
         self.error = error
@@ -73,6 +87,8 @@ class ComfyValidationError(ComfyError):
 
 class ComfyExecutionError(ComfyError):
     """The prompt failed while running (``execution_error``) or was interrupted."""
+
+    code = "comfy_execution_error"
 
     def __init__(
         self,
@@ -112,6 +128,8 @@ class ComfyExecutionError(ComfyError):
 
 class ComfyTimeout(ComfyError, TimeoutError):
     """``run`` did not finish in time; the prompt may still be queued or running."""
+
+    code = "comfy_timeout"
 
     def __init__(self, prompt_id: str, timeout: float) -> None:
         self.prompt_id = prompt_id

@@ -21,15 +21,30 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from swarmstation.domain.errors import Conflict, InvalidInput
 from swarmstation.store.models import IdempotencyKey
 
 
-class KeyReused(Exception):
+class KeyReused(InvalidInput):
     """The key was used for a different request."""
 
+    code = "idempotency_key_reused"
 
-class KeyInFlight(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            "Idempotency-Key: already used for a different request; send a new key for a new job"
+        )
+        self.key = key
+
+
+class KeyInFlight(Conflict):
     """The key's first request has not produced its result (it cannot be answered yet)."""
+
+    code = "idempotency_key_in_flight"
+
+    def __init__(self, key: str) -> None:
+        super().__init__("Idempotency-Key: its first request is still running; retry")
+        self.key = key
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from swarmstation.control.instances import move_instance
 from swarmstation.domain.breaker import keeps_attempt
+from swarmstation.domain.errors import NotFound, StaleLease
 from swarmstation.domain.states import (
     JOB,
     LEASED_JOB_STATES,
@@ -29,16 +30,10 @@ from swarmstation.domain.tools import BoundJob
 from swarmstation.store.models import Instance, Job, JobEvent, Output
 
 
-class JobError(Exception):
-    pass
-
-
-class StaleLease(JobError):
-    """A worker reported on a lease it no longer holds."""
-
-
-class JobNotFound(JobError):
-    pass
+class JobNotFound(NotFound):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} not found")
+        self.job_id = job_id
 
 
 def record_event(

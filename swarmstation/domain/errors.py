@@ -196,15 +196,21 @@ class Unavailable(SwarmError):
     code = "unavailable"
     status_hint = 503
     retry_after_seconds: ClassVar[int] = DEFAULT_RETRY_AFTER_SECONDS
+    # What is unavailable, for the message clients get ("the database is unavailable; ..."): the
+    # exception's own text may name internal hosts, so it goes to the log only.
+    what: ClassVar[str] = "service"
 
 
 class DatabaseUnavailable(Unavailable):
     code = "database_unavailable"
+    what = "database"
 
 
 class ObjectStoreUnavailable(Unavailable):
     code = "object_store_unavailable"
+    what = "object store"
 
 
 class ProviderUnavailable(Unavailable):
     code = "provider_unavailable"
+    what = "compute provider"

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from swarmstation.domain.errors import InvalidInput
+
 __all__ = [
     "MAX_KEY_BYTES",
     "MAX_SEGMENT_BYTES",
@@ -38,8 +40,10 @@ MAX_KEY_BYTES = 1024  # the longest S3 object key
 MAX_OUTPUT_NAME_BYTES = 200
 
 
-class BadName(ValueError):
+class BadName(InvalidInput):
     """A name that cannot become a file or key; the message says why, for people."""
+
+    code = "invalid_name"
 
 
 def _refused_char(c: str) -> bool:

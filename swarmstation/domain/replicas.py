@@ -10,9 +10,13 @@ store's signed links, webhook URLs), which would otherwise die with the replica 
 
 from __future__ import annotations
 
+from swarmstation.domain.errors import SwarmError
 
-class NoSharedAddress(Exception):
-    """Several replicas, and no address that survives one of them."""
+
+class NoSharedAddress(SwarmError):
+    """Several replicas, and no address that survives one of them (a misconfiguration)."""
+
+    code = "no_shared_address"
 
 
 NO_SHARED_ADDRESS = (

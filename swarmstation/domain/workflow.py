@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from swarmstation.domain.errors import InvalidInput
+
 __all__ = [
     "MODEL_FOLDERS",
     "MODEL_INPUTS",
@@ -31,12 +33,14 @@ __all__ = [
 ]
 
 
-class WorkflowError(ValueError):
+class WorkflowError(InvalidInput):
     """A workflow graph (or a model name inside one) is malformed.
 
     ``problems`` lists every problem found, each a readable sentence such as
     ``"node '7': input 'model' links to missing node '99'"``.
     """
+
+    code = "invalid_workflow"
 
     def __init__(self, problems: list[str] | str) -> None:
         self.problems: list[str] = [problems] if isinstance(problems, str) else list(problems)

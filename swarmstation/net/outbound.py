@@ -37,6 +37,7 @@ import anyio
 import httpcore
 import httpx
 
+from swarmstation.domain.errors import InvalidInput
 from swarmstation.net.policy import (
     Credential,
     HostRule,
@@ -63,8 +64,11 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, read=60.0)
 _LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
 
 
-class RefusedByPolicy(httpx.RequestError):
-    """The outbound policy refused a URL or an address; the message says which and why."""
+class RefusedByPolicy(httpx.RequestError, InvalidInput):
+    """The outbound policy refused a URL or an address; the message says which and why. An httpx
+    RequestError, so that code around a client treats it as one, and in the error tree."""
+
+    code = "outbound_refused"
 
 
 def policy_from_hosts(hosts: Iterable[str], *trusted_urls: str | None) -> OutboundPolicy:

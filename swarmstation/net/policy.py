@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from swarmstation.domain.errors import InvalidInput
+
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 MAX_REDIRECTS = 5
 
@@ -34,8 +36,10 @@ METADATA_ADDRESSES = frozenset(
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
-class OutboundRefused(ValueError):
+class OutboundRefused(InvalidInput):
     """A URL or an address that the policy does not allow; the message says which and why."""
+
+    code = "outbound_refused"
 
 
 @dataclass(frozen=True)

@@ -6,19 +6,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from swarmstation.domain import errors
 from swarmstation.domain.names import BadName, normalise_path
 
 
-class ObjectStoreError(Exception):
-    pass
+class ObjectStoreError(errors.ObjectStoreUnavailable):
+    """The store could not do what was asked (unreachable, refused, misconfigured): a 503."""
 
 
-class NotFound(ObjectStoreError):
-    pass
+class NotFound(errors.NotFound):
+    """No object under this key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+    @property
+    def detail(self) -> str:
+        return f"object {self.key} not found in the object store"
 
 
-class BadKey(ObjectStoreError, ValueError):
-    pass
+class BadKey(errors.BadRequest, ValueError):
+    """A key that cannot name an object (see `normalise_key`)."""
+
+    code = "bad_object_key"
 
 
 def normalise_key(key: str) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from swarmstation.domain.errors import ProviderUnavailable
 from swarmstation.domain.offers import OfferFilters
 
 
-class ProviderError(Exception):
-    pass
+class ProviderError(ProviderUnavailable):
+    """A provider could not do what was asked; providers translate their clients' errors into it."""
 
 
 @dataclass(frozen=True)

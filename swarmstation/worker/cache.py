@@ -71,6 +71,7 @@ from typing import Any, Literal
 import httpx
 
 from swarmstation.domain.cache import CachedModel, plan_eviction
+from swarmstation.domain.errors import SwarmError
 from swarmstation.domain.workflow import WorkflowError, normalise_model_name
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,10 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _SIDECAR_SAVE_EVERY = 16  # chunks
 
 
-class ModelFetchError(Exception):
+class ModelFetchError(SwarmError):
     """A model could not be made available; the job may be retried."""
+
+    code = "model_fetch_failed"
 
 
 @dataclass

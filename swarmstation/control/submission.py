@@ -1,0 +1,173 @@
+"""Submitting a job: from a tool and a user's inputs to a queued job.
+
+One function, `submit`, does every step in order, in the caller's transaction: check the inputs'
+lengths, resolve LoRA tags and trigger words in the prompt (the encoder gets the cleaned text),
+bind the inputs into the tool's workflow, insert the LoRA loaders, resolve image uploads, queue
+the job with its models' sources, pick where it runs (the ComfyUI Deploy traffic split) and count
+each LoRA's use. The public API calls it; so can the simulator or a pipeline runner. The caller
+commits.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from swarmstation.control import jobs as jobs_ops
+from swarmstation.control.models import model_sources
+from swarmstation.domain.backends import choose_backend
+from swarmstation.domain.lora_graph import LoraGraphError, apply_loras
+from swarmstation.domain.loras import PromptTooLong, Resolution, TriggerMatcher, resolve
+from swarmstation.domain.tools import ToolInputError, ToolSpec, bind_inputs, tool_from_dict
+from swarmstation.domain.workflow import required_models
+from swarmstation.store import queries
+from swarmstation.store.models import Job, Lora, Upload, User
+
+UPLOAD_REF_PREFIX = "upload:"
+
+
+class MatcherSource(Protocol):
+    """Where a user's trigger matcher comes from (control.loras.MatcherCache in the server)."""
+
+    def matcher_for(self, s: Session, user: User, now: datetime) -> TriggerMatcher: ...
+
+
+@dataclass(frozen=True)
+class SubmissionLimits:
+    """The settings submission obeys (from `Settings`: max_prompt_chars, max_loras_per_job,
+    max_attempts)."""
+
+    max_prompt_chars: int
+    max_loras_per_job: int
+    max_attempts: int
+
+
+def submit(
+    s: Session,
+    *,
+    user: User,
+    tool_slug: str,
+    inputs: dict[str, Any],
+    matchers: MatcherSource,
+    limits: SubmissionLimits,
+    now: datetime,
+    random_seed: int | None = None,
+) -> Job:
+    """Queue a job of `tool_slug` for `user` (flushed, not committed). Raises NotFound for an
+    unknown tool and ToolInputError for inputs the tool cannot take."""
+    tool = queries.tool_by_slug(s, tool_slug, hint="; GET /v1/tools lists them")
+    spec = tool_from_dict(tool.spec)
+    for name, value in inputs.items():
+        if isinstance(value, str) and len(value) > limits.max_prompt_chars:
+            raise ToolInputError(
+                name, f"too long ({len(value)} characters, the limit is {limits.max_prompt_chars})"
+            )
+    inputs, resolution = _resolve_loras(s, matchers, user, spec, inputs, limits, now)
+    bound = bind_inputs(
+        spec, inputs, random_seed=secrets.randbits(63) if random_seed is None else random_seed
+    )
+    rows = _lora_rows(s, resolution)
+    if resolution is not None and resolution.loras:
+        try:
+            graph = apply_loras(bound.workflow, resolution.loras)
+        except LoraGraphError as exc:
+            raise ToolInputError("prompt", f"this tool cannot take LoRAs: {exc}") from exc
+        bound = replace(bound, workflow=graph, required_models=required_models(graph))
+    image_bindings = {
+        i.name: [[b.node_id, b.input_name] for b in i.bindings] for i in spec.inputs if i.type == "image"
+    }
+    images = _resolve_images(s, user, bound.input_images, image_bindings)
+    sources = model_sources(s, [(m.folder, m.name) for m in bound.required_models])
+    job = jobs_ops.submit_job(
+        s,
+        user_id=user.id,
+        tool_slug=tool.slug,
+        pool=tool.pool,
+        bound=bound,
+        input_images=images,
+        max_attempts=limits.max_attempts,
+        now=now,
+        model_sources=sources,
+    )
+    job.backend = choose_backend(job.id, tool.comfydeploy_percent if tool.comfydeploy_deployment_id else 0)
+    if resolution is not None:
+        job.warnings = list(resolution.warnings)
+        job.applied_loras = [
+            {
+                "slug": a.slug,
+                "lora_id": rows[a.slug].id if a.slug in rows else None,
+                "owner_id": a.owner_id,
+                "file_name": a.file_name,
+                "weight": a.weight,
+                "strength_model": a.strength_model,
+                "strength_clip": a.strength_clip,
+                "source": a.source,
+                "matched_text": a.matched_text,
+            }
+            for a in resolution.loras
+        ]
+        for a in resolution.loras:
+            if a.slug in rows:
+                rows[a.slug].usage_count += 1
+    s.flush()
+    return job
+
+
+def _resolve_images(
+    s: Session, user: User, images: dict[str, str], bindings: dict[str, list[list[str]]]
+) -> dict[str, Any]:
+    resolved: dict[str, Any] = {}
+    for name, ref in images.items():
+        if not ref.startswith(UPLOAD_REF_PREFIX):
+            raise ToolInputError(
+                name, f"must be an upload reference ('{UPLOAD_REF_PREFIX}<id>' from POST /v1/uploads)"
+            )
+        upload = s.get(Upload, ref.removeprefix(UPLOAD_REF_PREFIX))
+        if upload is None or upload.user_id != user.id:
+            raise ToolInputError(name, f"unknown upload {ref!r}")
+        resolved[name] = {
+            "key": upload.key,
+            "filename": f"{upload.id}.{upload.key.rsplit('.', 1)[-1]}",
+            "bindings": bindings.get(name, []),
+        }
+    return resolved
+
+
+def _resolve_loras(
+    s: Session,
+    matchers: MatcherSource,
+    user: User,
+    spec: ToolSpec,
+    inputs: dict[str, Any],
+    limits: SubmissionLimits,
+    now: datetime,
+) -> tuple[dict[str, Any], Resolution | None]:
+    """Resolve LoRA tags and trigger words in the prompt; the encoder gets the cleaned text."""
+    prompt = inputs.get("prompt")
+    if not isinstance(prompt, str) or not any(i.name == "prompt" and i.type == "string" for i in spec.inputs):
+        return inputs, None
+    # A tool that takes no LoRAs still gets its tags removed (ComfyUI would encode them as text).
+    matcher = matchers.matcher_for(s, user, now) if spec.accepts_loras else TriggerMatcher()
+    try:
+        resolution = resolve(
+            prompt,
+            matcher,
+            tool_base_model=spec.base_model,
+            max_loras=limits.max_loras_per_job,
+            max_prompt_chars=limits.max_prompt_chars,
+        )
+    except PromptTooLong as exc:
+        raise ToolInputError("prompt", str(exc)) from exc
+    return {**inputs, "prompt": resolution.prompt}, resolution
+
+
+def _lora_rows(s: Session, resolution: Resolution | None) -> dict[str, Lora]:
+    if resolution is None or not resolution.loras:
+        return {}
+    slugs = [a.slug for a in resolution.loras]
+    return {r.slug: r for r in s.scalars(select(Lora).where(Lora.slug.in_(slugs)))}
