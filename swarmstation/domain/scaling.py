@@ -49,21 +49,44 @@ from swarmstation.domain.states import InstanceState
 
 
 @dataclass(frozen=True)
+class PoolDefaults:
+    """What a pool is when nobody said otherwise: the one place these values are written. A new
+    pool (`POST /v1/admin/pools`), the columns of `store.models.Pool` and `PoolConfig` use them."""
+
+    min_instances: int = 0
+    max_instances: int = 1
+    scale_up_queue_threshold: int = 1
+    idle_minutes: float = 10.0
+    slots_per_instance: int = 1
+    target_wait_seconds: float = 60.0
+    scale_cooldown_seconds: float = 30.0
+    target_utilisation: float | None = None  # 0 < u <= 1; None: drain on idle_minutes only
+    utilisation_grace_seconds: float = 60.0
+    max_parked: int = 0  # stopped instances kept for a quick resume; 0: scale-down destroys
+    park_max_hours: float = 24.0
+    rental: str = "on-demand"  # or "interruptible": bid rentals, stopped when outbid
+    bid_margin: float = 1.1  # the bid is the offer's min_bid times this
+
+
+POOL_DEFAULTS = PoolDefaults()
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     name: str
     min_instances: int
     max_instances: int
     scale_up_queue_threshold: int
     idle_minutes: float
-    slots_per_instance: int = 1
-    target_wait_seconds: float = 60.0
+    slots_per_instance: int = POOL_DEFAULTS.slots_per_instance
+    target_wait_seconds: float = POOL_DEFAULTS.target_wait_seconds
     max_spend_per_hour: float | None = None
     max_lifetime_hours: float | None = None
-    scale_cooldown_seconds: float = 30.0
-    target_utilisation: float | None = None  # 0 < u <= 1; None: drain on idle_minutes only
-    utilisation_grace_seconds: float = 60.0
-    max_parked: int = 0  # stopped instances kept for a quick resume; 0: scale-down destroys
-    park_max_hours: float = 24.0
+    scale_cooldown_seconds: float = POOL_DEFAULTS.scale_cooldown_seconds
+    target_utilisation: float | None = POOL_DEFAULTS.target_utilisation
+    utilisation_grace_seconds: float = POOL_DEFAULTS.utilisation_grace_seconds
+    max_parked: int = POOL_DEFAULTS.max_parked
+    park_max_hours: float = POOL_DEFAULTS.park_max_hours
 
 
 @dataclass(frozen=True)

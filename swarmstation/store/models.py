@@ -24,6 +24,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from swarmstation.domain.moderation import ModerationState
+from swarmstation.domain.scaling import POOL_DEFAULTS
 from swarmstation.domain.states import InstanceState, InstanceTrigger, JobState, JobTrigger
 
 
@@ -96,6 +97,11 @@ class Tool(Base):
     comfydeploy_percent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
+def _sql(value: float | str) -> str:
+    """A server default as SQL text: 60.0 is "60", 1.1 is "1.1"."""
+    return value if isinstance(value, str) else f"{value:g}"
+
+
 class Pool(Base):
     __tablename__ = "pools"
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
@@ -104,7 +110,7 @@ class Pool(Base):
     max_instances: Mapped[int]
     scale_up_queue_threshold: Mapped[int]
     idle_minutes: Mapped[float] = mapped_column(Float)
-    slots_per_instance: Mapped[int] = mapped_column(Integer, default=1)
+    slots_per_instance: Mapped[int] = mapped_column(Integer, default=POOL_DEFAULTS.slots_per_instance)
     created_at: Mapped[datetime]
     # What to rent and run (providers that rent machines); OfferFilters as a dict.
     gpu_filters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
@@ -114,17 +120,38 @@ class Pool(Base):
     max_spend_per_hour: Mapped[float | None] = mapped_column(Float)
     provisioning_timeout_seconds: Mapped[float | None] = mapped_column(Float)
     max_lifetime_hours: Mapped[float | None] = mapped_column(Float)
-    target_wait_seconds: Mapped[float] = mapped_column(Float, default=60.0, server_default="60")
-    scale_cooldown_seconds: Mapped[float] = mapped_column(Float, default=30.0, server_default="30")
+    # Defaults from domain.scaling.POOL_DEFAULTS (server defaults as the migrations wrote them).
+    target_wait_seconds: Mapped[float] = mapped_column(
+        Float,
+        default=POOL_DEFAULTS.target_wait_seconds,
+        server_default=_sql(POOL_DEFAULTS.target_wait_seconds),
+    )
+    scale_cooldown_seconds: Mapped[float] = mapped_column(
+        Float,
+        default=POOL_DEFAULTS.scale_cooldown_seconds,
+        server_default=_sql(POOL_DEFAULTS.scale_cooldown_seconds),
+    )
     # Drain idle instances beyond what recent work needs at this utilisation (None: idle_minutes only).
-    target_utilisation: Mapped[float | None] = mapped_column(Float, default=None)
-    utilisation_grace_seconds: Mapped[float] = mapped_column(Float, default=60.0, server_default="60")
+    target_utilisation: Mapped[float | None] = mapped_column(Float, default=POOL_DEFAULTS.target_utilisation)
+    utilisation_grace_seconds: Mapped[float] = mapped_column(
+        Float,
+        default=POOL_DEFAULTS.utilisation_grace_seconds,
+        server_default=_sql(POOL_DEFAULTS.utilisation_grace_seconds),
+    )
     # Parking: idle instances leaving the pool are stopped with their disk (0: destroyed instead).
-    max_parked: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    park_max_hours: Mapped[float] = mapped_column(Float, default=24.0, server_default="24")
+    max_parked: Mapped[int] = mapped_column(
+        Integer, default=POOL_DEFAULTS.max_parked, server_default=_sql(POOL_DEFAULTS.max_parked)
+    )
+    park_max_hours: Mapped[float] = mapped_column(
+        Float, default=POOL_DEFAULTS.park_max_hours, server_default=_sql(POOL_DEFAULTS.park_max_hours)
+    )
     # "on-demand" or "interruptible" (bid rentals, stopped when outbid); the bid is min_bid * bid_margin.
-    rental: Mapped[str] = mapped_column(String(20), default="on-demand", server_default="on-demand")
-    bid_margin: Mapped[float] = mapped_column(Float, default=1.1, server_default="1.1")
+    rental: Mapped[str] = mapped_column(
+        String(20), default=POOL_DEFAULTS.rental, server_default=_sql(POOL_DEFAULTS.rental)
+    )
+    bid_margin: Mapped[float] = mapped_column(
+        Float, default=POOL_DEFAULTS.bid_margin, server_default=_sql(POOL_DEFAULTS.bid_margin)
+    )
     last_scale_up_at: Mapped[datetime | None]
 
 
