@@ -15,12 +15,12 @@ from swarmstation.api.deps import DB, AdminUser, CurrentUser, State
 from swarmstation.api.schemas import INT64_MAX, Strict
 from swarmstation.control import loras as registry
 from swarmstation.control import moderation
-from swarmstation.domain.errors import Forbidden, InvalidInput, NotFound
+from swarmstation.domain.errors import Forbidden, InvalidInput
 from swarmstation.domain.loras import PromptTooLong, base_model_family, resolve
 from swarmstation.domain.moderation import ModerationState
 from swarmstation.domain.tools import tool_from_dict
-from swarmstation.store import lora_queries
-from swarmstation.store.models import Lora, Tool
+from swarmstation.store import lora_queries, queries
+from swarmstation.store.models import Lora
 
 router = APIRouter(prefix="/v1", tags=["loras"])
 
@@ -275,9 +275,7 @@ def revoke(slug: str, user_ident: str, s: DB, user: CurrentUser, state: State) -
 @router.post("/loras/resolve", response_model=ResolveOut)
 def resolve_preview(body: ResolveIn, s: DB, user: CurrentUser, state: State) -> ResolveOut:
     """What a prompt would resolve to for a tool, without running anything."""
-    tool = s.get(Tool, body.tool)
-    if tool is None:
-        raise NotFound(f"unknown tool '{body.tool}'")
+    tool = queries.tool_by_slug(s, body.tool)
     spec = tool_from_dict(tool.spec)
     matcher = state.matchers.matcher_for(s, user, state.clock())
     try:

@@ -17,14 +17,14 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from swarmstation.config import Settings
+from swarmstation.config import Settings, reveal
 from swarmstation.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from swarmstation.domain.loras import Access, LoraInfo, TriggerMatcher
 from swarmstation.domain.moderation import MODERATION, ModerationState
 from swarmstation.loras.sources import ImportedLora, source_credential
 from swarmstation.net.outbound import policy_from_hosts
 from swarmstation.net.policy import Credential, OutboundPolicy
-from swarmstation.store import lora_queries
+from swarmstation.store import lora_queries, queries
 from swarmstation.store.models import Lora, LoraGrant, Meta, User
 
 VISIBILITIES = ("public", "private", "unlisted")
@@ -158,10 +158,10 @@ def outbound_policy(settings: Settings) -> OutboundPolicy:
 def staging_credentials(settings: Settings, source_kind: str) -> list[Credential]:
     """The token of the LoRA's own source, scoped to that source's hosts (none for other kinds)."""
     if source_kind == "civitai":
-        credential = source_credential("civitai", settings.civitai_token, settings.civitai_base_url)
+        credential = source_credential("civitai", reveal(settings.civitai_token), settings.civitai_base_url)
     elif source_kind == "huggingface":
         credential = source_credential(
-            "huggingface", settings.huggingface_token, settings.huggingface_base_url
+            "huggingface", reveal(settings.huggingface_token), settings.huggingface_base_url
         )
     else:
         credential = None
@@ -216,7 +216,7 @@ def _grantable(s: Session, slug: str, user: User, now: datetime) -> Lora:
 
 
 def _target_user(s: Session, ident: str) -> User:
-    target = lora_queries.user_by_name_or_id(s, ident)
+    target = queries.find_user_by_id_or_name(s, ident)
     if target is None:
         raise NotFound(f"unknown user '{ident}'")
     return target

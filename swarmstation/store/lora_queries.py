@@ -1,6 +1,7 @@
 """Named queries over the LoRA registry, for the lookups that several modules make.
 
-Policies (who may see or use a LoRA) stay in control/loras.py; these only fetch rows.
+Policies (who may see or use a LoRA) stay in control/loras.py; these only fetch rows. Lookups
+shared with the rest of the API (users, tools) are in store/queries.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from swarmstation.domain.moderation import ModerationState
-from swarmstation.store.models import Lora, LoraGrant, User
+from swarmstation.store.models import Lora, LoraGrant
 
 
 def lora_by_slug(s: Session, slug: str) -> Lora | None:
@@ -71,7 +72,3 @@ def usable_loras(
             )
         )
     )
-
-
-def user_by_name_or_id(s: Session, ident: str) -> User | None:
-    return s.scalar(select(User).where(or_(User.name == ident, User.id == ident)))
