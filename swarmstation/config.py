@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(
         30, ge=0, description="Failed authentications one client address may make per minute (0: no limit)"
     )
-    metrics_token: str | None = Field(
+    metrics_token: SecretStr | None = Field(
         None, repr=False, description="When set, /metrics needs 'Authorization: Bearer <token>'"
     )
 
@@ -172,11 +172,11 @@ class Settings(BaseSettings):
         1.0, gt=0, le=60, description="How often the leader looks for approved LoRAs to stage"
     )
     civitai_base_url: str = "https://civitai.com"
-    civitai_token: str | None = Field(
+    civitai_token: SecretStr | None = Field(
         None, repr=False, description="Civitai API token, for models that need one"
     )
     huggingface_base_url: str = "https://huggingface.co"
-    huggingface_token: str | None = Field(
+    huggingface_token: SecretStr | None = Field(
         None, repr=False, description="Hugging Face token, for gated repositories"
     )
 

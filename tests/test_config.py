@@ -68,3 +68,28 @@ def test_bad_env_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SWARMSTATION_PORT", "0")
     with pytest.raises(ConfigError, match="port"):
         load_settings()
+
+
+def test_secrets_are_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import SecretStr
+
+    from swarmstation.config import reveal
+
+    names = {
+        "SECRET_KEY": "secret_key",
+        "METRICS_TOKEN": "metrics_token",
+        "CIVITAI_TOKEN": "civitai_token",
+        "HUGGINGFACE_TOKEN": "huggingface_token",
+        "S3_SECRET_ACCESS_KEY": "s3_secret_access_key",
+        "VASTAI_API_KEY": "vastai_api_key",
+        "COMFYDEPLOY_API_KEY": "comfydeploy_api_key",
+    }
+    for env, _ in names.items():
+        monkeypatch.setenv(f"SWARMSTATION_{env}", f"hush-{env.lower()}")
+    s = load_settings(data_dir=Path("/nonexistent-dir"))
+    for env, field in names.items():
+        value = getattr(s, field)
+        assert isinstance(value, SecretStr), field
+        assert reveal(value) == f"hush-{env.lower()}"
+        assert f"hush-{env.lower()}" not in repr(s) + str(s) + repr(s.model_dump())
+    assert reveal(None) is None

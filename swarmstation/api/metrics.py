@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from swarmstation.api.deps import AppState
 from swarmstation.api.views import hit_rates
 from swarmstation.auth import hash_secret
+from swarmstation.config import reveal
 from swarmstation.domain.errors import Unauthorized
 from swarmstation.domain.states import InstanceState, JobState
 from swarmstation.store.models import Instance, Job
@@ -88,7 +89,7 @@ def require_metrics_token(request: Request, state: AppState) -> None:
     """When the operator set `metrics_token`, a scrape must send it as a bearer token (401
     otherwise); unset, /metrics is open, as for the embedded default that listens on loopback.
     Wrong tokens count as failed authentications, like wrong API keys."""
-    expected = state.settings.metrics_token
+    expected = reveal(state.settings.metrics_token)
     if not expected:
         return
     scheme, _, value = request.headers.get("authorization", "").partition(" ")

@@ -21,7 +21,7 @@ from datetime import datetime
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from swarmstation.config import Settings
+from swarmstation.config import Settings, reveal
 from swarmstation.control import loras as registry
 from swarmstation.control.leader import LeaderLock
 from swarmstation.domain.errors import NotFound
@@ -54,8 +54,8 @@ def _lora(s: Session, slug: str) -> Lora:
 def fetch_import(settings: Settings, url: str) -> ImportedLora:
     """The metadata a Civitai or Hugging Face URL names (outbound I/O: call it off the event loop)."""
     policy = registry.outbound_policy(settings)
-    civitai = CivitaiClient(settings.civitai_base_url, settings.civitai_token, policy=policy)
-    hf = HuggingFaceClient(settings.huggingface_base_url, settings.huggingface_token, policy=policy)
+    civitai = CivitaiClient(settings.civitai_base_url, reveal(settings.civitai_token), policy=policy)
+    hf = HuggingFaceClient(settings.huggingface_base_url, reveal(settings.huggingface_token), policy=policy)
     try:
         return fetch_metadata(url, civitai=civitai, huggingface=hf)
     finally:
