@@ -20,10 +20,10 @@ from sqlalchemy.orm import Session
 
 from swarmstation.control import jobs as jobs_ops
 from swarmstation.control.models import model_sources
-from swarmstation.domain.backends import choose_backend
 from swarmstation.domain.lora_graph import LoraGraphError, apply_loras
 from swarmstation.domain.loras import PromptTooLong, Resolution, TriggerMatcher, resolve
 from swarmstation.domain.tools import ToolInputError, ToolSpec, bind_inputs, tool_from_dict
+from swarmstation.domain.traffic_split import choose_executor
 from swarmstation.domain.workflow import required_models
 from swarmstation.store import queries
 from swarmstation.store.models import Job, Lora, Upload, User
@@ -94,7 +94,7 @@ def submit(
         now=now,
         model_sources=sources,
     )
-    job.backend = choose_backend(job.id, tool.comfydeploy_percent if tool.comfydeploy_deployment_id else 0)
+    job.backend = choose_executor(job.id, tool.comfydeploy_percent if tool.comfydeploy_deployment_id else 0)
     if resolution is not None:
         job.warnings = list(resolution.warnings)
         job.applied_loras = [

@@ -1,4 +1,9 @@
-"""Which execution backend runs a job: the self-hosted pool or ComfyUI Deploy (a traffic split).
+"""The traffic split: which executor runs a job, our pool or ComfyUI Deploy.
+
+Words: an *executor* is where a job runs (`pool`: our instances; `comfydeploy`: the managed
+service); the *traffic split* is a tool's share of jobs sent to ComfyUI Deploy
+(`Tool.comfydeploy_percent`). The job's column and API field keep their first name, `backend`,
+and hold an `Executor`.
 
 The choice is a pure function of the job id and the tool's split, so it is sticky: the same job
 always goes the same way, whichever replica asks and however often.
@@ -9,11 +14,11 @@ from __future__ import annotations
 import hashlib
 from typing import Literal
 
-Backend = Literal["pool", "comfydeploy"]
-BACKENDS: tuple[Backend, ...] = ("pool", "comfydeploy")
+Executor = Literal["pool", "comfydeploy"]
+EXECUTORS: tuple[Executor, ...] = ("pool", "comfydeploy")
 
 
-def choose_backend(job_id: str, comfydeploy_percent: int) -> Backend:
+def choose_executor(job_id: str, comfydeploy_percent: int) -> Executor:
     """`comfydeploy_percent` of jobs (by a hash of their id, uniform) go to ComfyUI Deploy."""
     if comfydeploy_percent <= 0:
         return "pool"
