@@ -1,0 +1,21 @@
+"""tool prices (issue 13; reserved for C2 — fill upgrade/downgrade, keep the revision ids)
+
+Revision ID: 0016
+Revises: 0015
+Create Date: 2026-12-02 08:00:00.000000
+"""
+
+from alembic import op  # noqa: F401
+
+revision = "0016"
+down_revision = "0015"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
