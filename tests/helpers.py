@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +23,64 @@ from swarmstation.domain.tools import bind_inputs
 from swarmstation.providers.base import ComputeProvider
 from swarmstation.store.db import transaction
 from swarmstation.store.models import Instance, Job, Pool, User
+
+
+def async_test(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test function in its own event loop (the suite has no asyncio plugin)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+def txt2img(
+    ckpt: str = "sd15.safetensors",
+    *,
+    seed: int = 42,
+    steps: int = 3,
+    width: int = 64,
+    height: int = 48,
+    batch: int = 1,
+    prefix: str = "swarmstation",
+    text: str = "a lighthouse at dusk",
+    negative: str = "blurry, watermark",
+    latent: list[Any] | None = None,
+    denoise: float = 1.0,
+) -> dict[str, Any]:
+    """The stock SD1.5 API-format graph, as the ComfyUI frontend exports it (a fresh copy each
+    call): checkpoint 4, prompts 6 and 7, latent 5, sampler 3, decode 8, save 9."""
+    return {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": negative, "clip": ["4", 1]}},
+        "5": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": width, "height": height, "batch_size": batch},
+        },
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": seed,
+                "steps": steps,
+                "cfg": 7.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": denoise,
+                "model": ["4", 0],
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "latent_image": latent or ["5", 0],
+            },
+        },
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {
+            "class_type": "SaveImage",
+            "inputs": {"filename_prefix": prefix, "images": ["8", 0]},
+            "_meta": {"title": "Save Image"},
+        },
+    }
 
 
 def add_instance(

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import io
 import json
 import re
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,55 +19,7 @@ from PIL import Image
 from swarmstation.comfy.emulator import EmulatorConfig, running_emulator
 from swarmstation.comfy.emulator.nodes import NODE_CLASSES, render_image
 from tests.fake_models import fake_weights
-
-
-def async_test(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(fn(*args, **kwargs))
-
-    return wrapper
-
-
-def txt2img(
-    ckpt: str = "sd15.safetensors",
-    *,
-    seed: int = 42,
-    steps: int = 2,
-    width: int = 64,
-    height: int = 48,
-    batch: int = 1,
-    prefix: str = "swarmstation",
-    text: str = "a lighthouse at dusk",
-) -> dict[str, Any]:
-    """The stock SD1.5 API-format graph, as the ComfyUI frontend exports it."""
-    return {
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry, watermark", "clip": ["4", 1]}},
-        "5": {
-            "class_type": "EmptyLatentImage",
-            "inputs": {"width": width, "height": height, "batch_size": batch},
-        },
-        "3": {
-            "class_type": "KSampler",
-            "inputs": {
-                "seed": seed,
-                "steps": steps,
-                "cfg": 7.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-                "model": ["4", 0],
-                "positive": ["6", 0],
-                "negative": ["7", 0],
-                "latent_image": ["5", 0],
-            },
-        },
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": prefix, "images": ["8", 0]}},
-    }
-
+from tests.helpers import async_test, txt2img
 
 #: ComfyUI's own §1.2 example: no models needed.
 IMAGE_GRAPH: dict[str, Any] = {

@@ -16,39 +16,7 @@ from swarmstation.domain.workflow import (
     set_input,
     validate_graph,
 )
-
-
-def txt2img() -> dict[str, Any]:
-    return {
-        "4": {
-            "class_type": "CheckpointLoaderSimple",
-            "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"},
-        },
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
-        "3": {
-            "class_type": "KSampler",
-            "inputs": {
-                "seed": 0,
-                "steps": 20,
-                "cfg": 7.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-                "model": ["4", 0],
-                "positive": ["6", 0],
-                "negative": ["7", 0],
-                "latent_image": ["5", 0],
-            },
-        },
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {
-            "class_type": "SaveImage",
-            "inputs": {"filename_prefix": "swarmstation", "images": ["8", 0]},
-            "_meta": {"title": "Save Image"},
-        },
-    }
+from tests.helpers import txt2img
 
 
 def problems_of(graph: object, **kwargs: Any) -> list[str]:
@@ -166,7 +134,8 @@ def test_no_output_node() -> None:
 def test_extra_output_classes() -> None:
     graph = txt2img()
     graph["9"]["class_type"] = "MyCustomSaver"
-    problems_of(graph)
+    (problem,) = problems_of(graph)
+    assert problem.startswith("the workflow has no output node (one of: ")
     validate_graph(graph, extra_output_classes=frozenset({"MyCustomSaver"}))
 
 
@@ -248,7 +217,7 @@ def test_required_models_sorted_deduplicated_literal_only() -> None:
         "inputs": {"clip_name1": "t5.safetensors", "clip_name2": "clip_l.safetensors", "type": "flux"},
     }
     assert required_models(graph) == (
-        ModelRef("checkpoints", "v1-5-pruned-emaonly.safetensors"),
+        ModelRef("checkpoints", "sd15.safetensors"),
         ModelRef("loras", "a.safetensors"),
         ModelRef("loras", "style.safetensors"),
         ModelRef("text_encoders", "clip_l.safetensors"),
