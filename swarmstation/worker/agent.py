@@ -44,7 +44,8 @@ from swarmstation.comfy.client import (
 from swarmstation.domain.backoff import backoff_delays
 from swarmstation.net import outbound
 from swarmstation.net.policy import OutboundPolicy, parse_host_list
-from swarmstation.worker.cache import FetchReport, ModelCache, ModelFetchError
+from swarmstation.worker.cache import FetchReport, ModelCache
+from swarmstation.worker.downloads import ModelFetchError
 
 log = logging.getLogger("swarmstation.worker")
 

@@ -5,31 +5,11 @@ Layout. A model ``{"folder": "loras", "name": "sdxl/a.safetensors"}`` lives at
 (``loras/sdxl/a.safetensors``). Folder and name are normalised first (no ``..``, no absolute
 paths), see :func:`swarmstation.domain.workflow.normalise_model_name`.
 
-Downloads (``ensure``/``preload``/``using``):
-
-- A model is written to ``<name>.part`` beside its final name (``.part`` is not a model
-  extension, so ComfyUI never lists a half-written file), checked, then renamed into place with
-  ``os.replace`` (atomic): ComfyUI sees the whole file or nothing.
-- One download per key however many jobs ask at once: a per-key ``asyncio.Lock``; the jobs that
-  waited find the file in place (reported as a ``shared`` miss, not downloaded again).
-- Sequential downloads hash with SHA-256 while streaming. Resuming hashes the bytes already in
-  the ``.part`` file first, then streams the rest.
-- Resume: a leftover ``.part`` (a killed process, a cut connection) is continued with
-  ``Range: bytes=<part size>-``. A 206 whose ``Content-Range`` starts there appends; a 200 (the
-  server ignores ranges) starts over from that very response. A cut connection or an HTTP error
-  keeps the ``.part`` for the next try.
-- Parallel ranges: a file whose size is known (from the model's ``size`` or a probe) and at
-  least ``range_threshold`` bytes, from a server that answers the probe ``Range: bytes=0-0`` with
-  206, is fetched as ``parallel_ranges`` concurrent ranges written at their offsets into the
-  ``.part`` file (pre-sized to the full length). ``<name>.part.json`` records each range and how
-  far it got (saved every 16 chunks and whenever a range stops); it is written *before* the
-  ``.part`` is sized, so a ``.part`` without one always holds a contiguous prefix. A restart
-  continues every range from its recorded offset; a sequential ``.part`` left by an earlier try is
-  taken as the finished range ``[0, size)``. Ranges are hashed after assembly, reading the file
-  once (in a thread).
-- Corruption: a SHA-256 mismatch, or more or fewer bytes than the model's size, deletes the
-  ``.part`` (and its ``.part.json``) and raises :class:`ModelFetchError`; the caller retries and
-  the retry fetches from scratch.
+Downloads (``ensure``/``preload``/``using``) are :class:`swarmstation.worker.downloads.Downloader`'s
+(``.part`` + atomic rename, resume with Range, parallel ranges, SHA-256); this module decides
+which models to fetch and makes room for them. One download per key however many jobs ask at
+once: a per-key ``asyncio.Lock``; the jobs that waited find the file in place (reported as a
+``shared`` miss, not downloaded again).
 
 Budget and eviction: with ``budget_bytes`` set, the space counted is every cached model, every
 leftover ``.part`` file and the full size of every download in flight. Before a download the
@@ -42,7 +22,6 @@ nothing and the budget is restored by eviction after its download, when possible
 
 Hits: a model is a hit when its file is on disk with the expected ``size`` (any size when none is
 given); its SHA-256 is not read again. A file of another size under that name is replaced.
-Ranges are at least ``chunk`` bytes each, so a file under ``2 * chunk`` uses one range.
 
 In use: ``ensure`` marks every model of the job in use (a count per key) before fetching any,
 so a job's own models never evict each other, until ``release`` — or use
@@ -57,11 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import os
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
@@ -71,27 +47,25 @@ from typing import Any, Literal
 import httpx
 
 from swarmstation.domain.cache import CachedModel, plan_eviction
-from swarmstation.domain.errors import SwarmError
 from swarmstation.domain.workflow import WorkflowError, normalise_model_name
+from swarmstation.worker.downloads import (
+    PART_SUFFIX,
+    SIDECAR_SUFFIX,
+    Downloader,
+    DownloadProgress,
+    MiB,
+    ModelFetchError,
+    part_path,
+    sidecar_path,
+)
 
 log = logging.getLogger(__name__)
 
-MiB = 1024 * 1024
-PART_SUFFIX = ".part"
-SIDECAR_SUFFIX = ".part.json"
 # ComfyUI's weight extensions (protocols.md §1.9) plus .gguf (custom loaders). Files with other
 # extensions under models/ (put_*_here markers, configs) are not cache entries on rescan.
 MODEL_EXTENSIONS = frozenset(
     {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft", ".gguf"}
 )
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
-_SIDECAR_SAVE_EVERY = 16  # chunks
-
-
-class ModelFetchError(SwarmError):
-    """A model could not be made available; the job may be retried."""
-
-    code = "model_fetch_failed"
 
 
 @dataclass
@@ -160,27 +134,6 @@ class _Entry:
     pinned: bool = False
 
 
-@dataclass
-class _Range:
-    start: int
-    end: int  # exclusive
-    done: int  # next offset to fetch; the range is finished when done == end
-
-
-def _hash_file(path: Path, digest: Any, chunk: int) -> None:
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
-
-
 class ModelCache:
     def __init__(
         self,
@@ -196,11 +149,10 @@ class ModelCache:
         if budget_bytes is not None and budget_bytes < 0:
             raise ValueError("budget_bytes must not be negative")
         self.models_dir = Path(comfy_dir) / "models"
-        self.http = http
+        self.downloader = Downloader(
+            http, parallel_ranges=parallel_ranges, range_threshold=range_threshold, chunk=chunk
+        )
         self.budget_bytes = budget_bytes
-        self.parallel_ranges = max(1, parallel_ranges)
-        self.range_threshold = range_threshold
-        self.chunk = max(1, chunk)
         self.clock = clock
         self._entries: dict[str, _Entry] = {}
         self._parts: dict[str, int] = {}  # key -> size of a leftover .part not being downloaded
@@ -213,7 +165,6 @@ class ModelCache:
         self.request_hits = 0
         self.bytes_requested = 0
         self.bytes_hit = 0
-        self.bytes_downloaded = 0
         self.downloads = 0
         self.resumed_downloads = 0
         self.failed_downloads = 0
@@ -302,8 +253,7 @@ class ModelCache:
         """Incomplete downloads on disk (``.part`` files), in flight or left over."""
         out = [{"key": k, "bytes": v, "in_flight": False} for k, v in self._parts.items()]
         for key in self._reserved:
-            folder_path = self.models_dir / key
-            part = folder_path.with_name(folder_path.name + PART_SUFFIX)
+            part = part_path(self.models_dir / key)
             size = part.stat().st_size if part.exists() else 0
             out.append({"key": key, "bytes": size, "in_flight": True})
         return sorted(out, key=lambda d: str(d["key"]))
@@ -324,7 +274,7 @@ class ModelCache:
             "bytes_requested": self.bytes_requested,
             "bytes_hit": self.bytes_hit,
             "byte_hit_rate": (self.bytes_hit / self.bytes_requested) if self.bytes_requested else None,
-            "bytes_downloaded": self.bytes_downloaded,
+            "bytes_downloaded": self.downloader.bytes_downloaded,
             "downloads": self.downloads,
             "resumed_downloads": self.resumed_downloads,
             "failed_downloads": self.failed_downloads,
@@ -443,19 +393,28 @@ class ModelCache:
                 log.warning("model %s on disk has the wrong size; fetching it again", key)
                 target.unlink(missing_ok=True)
                 self._entries.pop(key, None)
-            fetch = ModelFetch(key, folder, name, "miss", size)
+            progress = DownloadProgress()
             try:
-                total = await self._download(str(url), key, target, size, sha256, fetch)
+                total = await self._download(str(url), key, target, size, sha256, progress)
             except BaseException:
                 self.failed_downloads += 1
                 raise
+            fetch = ModelFetch(
+                key,
+                folder,
+                name,
+                "miss",
+                total,
+                bytes_downloaded=progress.bytes_downloaded,
+                resumed=progress.resumed,
+                ranges=progress.ranges,
+            )
             self._entries[key] = _Entry(size=total, last_used=self.clock(), pinned=pin)
             if pin:
                 self._pins.add(key)
             self.downloads += 1
             if fetch.resumed:
                 self.resumed_downloads += 1
-            fetch.size = total
             self._count(False, total)
             if size is None:
                 self._enforce_budget()
@@ -542,9 +501,8 @@ class ModelCache:
         for k in keys:
             if k.startswith(PART_SUFFIX + ":"):
                 key = k[len(PART_SUFFIX) + 1 :]
-                path = self.models_dir / key
-                path.with_name(path.name + PART_SUFFIX).unlink(missing_ok=True)
-                path.with_name(path.name + SIDECAR_SUFFIX).unlink(missing_ok=True)
+                part_path(self.models_dir / key).unlink(missing_ok=True)
+                sidecar_path(self.models_dir / key).unlink(missing_ok=True)
                 self.bytes_evicted += self._parts.pop(key, 0)
                 log.info("evicted the incomplete download of %s", key)
                 continue
@@ -558,238 +516,21 @@ class ModelCache:
     # downloads ------------------------------------------------------------------------
 
     async def _download(
-        self, url: str, key: str, target: Path, size: int | None, sha256: str | None, fetch: ModelFetch
-    ) -> int:
-        """Fetch ``url`` into ``target`` (through ``.part``); returns the file's size."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        part = target.with_name(target.name + PART_SUFFIX)
-        side = target.with_name(target.name + SIDECAR_SUFFIX)
-        total = size
-        ranges_ok = False
-        if total is None or (self.parallel_ranges > 1 and total >= self.range_threshold):
-            probed, ranges_ok = await self._probe(url, target.name)
-            if total is None:
-                total = probed
-            elif probed is not None and probed != total:
-                raise ModelFetchError(
-                    f"{target.name}: the server has {probed} bytes, the catalog says {total}"
-                )
-        self._reserve(key, total or 0)
-        try:
-            if ranges_ok and total is not None and self.parallel_ranges > 1 and total >= self.range_threshold:
-                await self._download_parallel(url, part, side, total, sha256, fetch)
-            else:
-                await self._download_sequential(url, part, side, total, sha256, fetch)
-            final = part.stat().st_size
-            os.replace(part, target)
-            side.unlink(missing_ok=True)
-            return final
-        finally:
-            self._reserved.pop(key, None)
-            if part.exists():
-                self._parts[key] = part.stat().st_size
-
-    async def _probe(self, url: str, label: str) -> tuple[int | None, bool]:
-        """``(total size or None, ranges supported)`` from ``GET`` with ``Range: bytes=0-0``."""
-        try:
-            async with self.http.stream("GET", url, headers={"Range": "bytes=0-0"}) as resp:
-                if resp.status_code == 206:
-                    m = _CONTENT_RANGE.match(resp.headers.get("content-range", ""))
-                    if m and m.group(3) != "*":
-                        return int(m.group(3)), True
-                    return None, False
-                if resp.status_code >= 400:
-                    raise ModelFetchError(f"download of {label} failed: HTTP {resp.status_code}")
-                length = resp.headers.get("content-length")
-                return (int(length) if length and length.isdigit() else None), False
-        except httpx.HTTPError as exc:
-            raise ModelFetchError(f"download of {label} failed: {type(exc).__name__}: {exc}") from exc
-
-    def _corrupt(self, part: Path, side: Path, message: str) -> ModelFetchError:
-        part.unlink(missing_ok=True)
-        side.unlink(missing_ok=True)
-        return ModelFetchError(
-            f"{message}; the download is corrupt and was deleted, a retry fetches it again"
-        )
-
-    def _verify(
-        self, part: Path, side: Path, total: int | None, got: int, digest: Any, sha256: str | None
-    ) -> None:
-        if total is not None and got != total:
-            raise self._corrupt(
-                part, side, f"{part.name[: -len(PART_SUFFIX)]}: got {got} bytes, expected {total}"
-            )
-        if sha256 and digest.hexdigest() != sha256:
-            raise self._corrupt(part, side, f"{part.name[: -len(PART_SUFFIX)]}: sha256 mismatch")
-
-    async def _download_sequential(
-        self, url: str, part: Path, side: Path, total: int | None, sha256: str | None, fetch: ModelFetch
-    ) -> None:
-        label = part.name[: -len(PART_SUFFIX)]
-        if side.exists():  # a parallel download's .part has holes: it cannot be continued in order
-            side.unlink()
-            part.unlink(missing_ok=True)
-        offset = part.stat().st_size if part.exists() else 0
-        if total is not None and offset > total:
-            part.unlink()
-            offset = 0
-        digest = hashlib.sha256()
-        if total is not None and offset == total and offset > 0:
-            await asyncio.to_thread(_hash_file, part, digest, self.chunk)  # whole already
-            fetch.resumed = True
-            self._verify(part, side, total, offset, digest, sha256)
-            return
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
-        written = 0
-        try:
-            async with self.http.stream("GET", url, headers=headers) as resp:
-                if offset and resp.status_code == 206:
-                    m = _CONTENT_RANGE.match(resp.headers.get("content-range", ""))
-                    if not m or int(m.group(1)) != offset:
-                        raise ModelFetchError(f"download of {label}: the server resumed at the wrong offset")
-                    await asyncio.to_thread(_hash_file, part, digest, self.chunk)
-                    fetch.resumed = True
-                    mode = "ab"
-                    written = offset
-                elif offset and resp.status_code == 416:
-                    # nothing after the part's end: the part may be whole (size unknown here)
-                    await asyncio.to_thread(_hash_file, part, digest, self.chunk)
-                    fetch.resumed = True
-                    self._verify(part, side, total, offset, digest, sha256)
-                    return
-                elif resp.status_code == 200:
-                    mode = "wb"  # a fresh download, or a server that ignores Range: start over
-                else:
-                    raise ModelFetchError(f"download of {label} failed: HTTP {resp.status_code}")
-                with part.open(mode) as out:
-                    async for data in resp.aiter_bytes():
-                        if total is not None and written + len(data) > total:
-                            raise self._corrupt(
-                                part, side, f"{label}: the server sent more than {total} bytes"
-                            )
-                        digest.update(data)
-                        out.write(data)
-                        written += len(data)
-                        fetch.bytes_downloaded += len(data)
-                        self.bytes_downloaded += len(data)
-        except httpx.HTTPError as exc:
-            raise ModelFetchError(
-                f"download of {label} failed after {written} bytes: {type(exc).__name__}: {exc}"
-                " (the partial file is kept and a retry resumes it)"
-            ) from exc
-        self._verify(part, side, total, written, digest, sha256)
-
-    def _load_sidecar(self, side: Path, total: int, sha256: str | None) -> list[_Range] | None:
-        try:
-            data = json.loads(side.read_text())
-            if data.get("size") != total or data.get("sha256") != sha256:
-                return None
-            ranges = [_Range(int(s), int(e), int(d)) for s, e, d in data["ranges"]]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        if not all(r.start <= r.done <= r.end for r in ranges):
-            return None
-        return ranges
-
-    def _save_sidecar(self, side: Path, total: int, sha256: str | None, ranges: list[_Range]) -> None:
-        tmp = side.with_name(side.name + ".tmp")
-        tmp.write_text(
-            json.dumps(
-                {"size": total, "sha256": sha256, "ranges": [[r.start, r.end, r.done] for r in ranges]}
-            )
-        )
-        os.replace(tmp, side)
-
-    def _plan_ranges(self, start: int, total: int) -> list[_Range]:
-        remaining = total - start
-        n = max(1, min(self.parallel_ranges, -(-remaining // self.chunk)))
-        step = -(-remaining // n)
-        out = []
-        pos = start
-        while pos < total:
-            end = min(total, pos + step)
-            out.append(_Range(pos, end, pos))
-            pos = end
-        return out
-
-    async def _download_parallel(
-        self, url: str, part: Path, side: Path, total: int, sha256: str | None, fetch: ModelFetch
-    ) -> None:
-        label = part.name[: -len(PART_SUFFIX)]
-        ranges = self._load_sidecar(side, total, sha256) if side.exists() and part.exists() else None
-        if ranges is not None:
-            fetch.resumed = any(r.done > r.start for r in ranges)
-        else:
-            if side.exists():  # stale or unreadable: the part's content is unknown
-                side.unlink()
-                part.unlink(missing_ok=True)
-            prefix = part.stat().st_size if part.exists() else 0  # a sequential try left a prefix
-            if prefix > total:
-                part.unlink()
-                prefix = 0
-            fetch.resumed = prefix > 0
-            ranges = ([_Range(0, prefix, prefix)] if prefix else []) + self._plan_ranges(prefix, total)
-            self._save_sidecar(side, total, sha256, ranges)  # before sizing the part, see module doc
-        with part.open("ab") as f:
-            f.truncate(total)
-        todo = [r for r in ranges if r.done < r.end]
-        fetch.ranges = len(todo)
-        fd = os.open(part, os.O_WRONLY)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for r in todo:
-                    tg.create_task(self._fetch_range(url, fd, r, ranges, side, total, sha256, fetch, label))
-        except BaseExceptionGroup as eg:
-            first = eg.exceptions[0]
-            if isinstance(first, ModelFetchError):
-                raise first from None
-            raise ModelFetchError(f"download of {label} failed: {type(first).__name__}: {first}") from first
-        finally:
-            os.close(fd)
-            self._save_sidecar(side, total, sha256, ranges)
-        digest = hashlib.sha256()
-        await asyncio.to_thread(_hash_file, part, digest, self.chunk)
-        self._verify(part, side, total, part.stat().st_size, digest, sha256)
-
-    async def _fetch_range(
         self,
         url: str,
-        fd: int,
-        r: _Range,
-        ranges: list[_Range],
-        side: Path,
-        total: int,
+        key: str,
+        target: Path,
+        size: int | None,
         sha256: str | None,
-        fetch: ModelFetch,
-        label: str,
-    ) -> None:
-        unsaved = 0
+        progress: DownloadProgress,
+    ) -> int:
+        """Fetch ``url`` into ``target`` with the space reserved meanwhile; returns the file's size."""
+        plan = await self.downloader.plan(url, target.name, size)
+        self._reserve(key, plan.total or 0)
         try:
-            headers = {"Range": f"bytes={r.done}-{r.end - 1}"}
-            async with self.http.stream("GET", url, headers=headers) as resp:
-                if resp.status_code != 206:
-                    raise ModelFetchError(
-                        f"download of {label}: a range request was answered HTTP {resp.status_code}"
-                    )
-                m = _CONTENT_RANGE.match(resp.headers.get("content-range", ""))
-                if not m or int(m.group(1)) != r.done:
-                    raise ModelFetchError(f"download of {label}: the server answered the wrong range")
-                async for data in resp.aiter_bytes():
-                    if r.done + len(data) > r.end:
-                        raise ModelFetchError(f"download of {label}: the server sent more than the range")
-                    _pwrite_all(fd, data, r.done)
-                    r.done += len(data)
-                    fetch.bytes_downloaded += len(data)
-                    self.bytes_downloaded += len(data)
-                    unsaved += len(data)
-                    if unsaved >= _SIDECAR_SAVE_EVERY * self.chunk:
-                        self._save_sidecar(side, total, sha256, ranges)
-                        unsaved = 0
-            if r.done != r.end:
-                raise ModelFetchError(f"download of {label}: a range ended early at {r.done} of {r.end}")
-        except httpx.HTTPError as exc:
-            raise ModelFetchError(
-                f"download of {label} failed: {type(exc).__name__}: {exc} (progress is kept; a retry resumes)"
-            ) from exc
+            return await self.downloader.fetch(url, target, plan, sha256, progress)
         finally:
-            self._save_sidecar(side, total, sha256, ranges)
+            self._reserved.pop(key, None)
+            part = part_path(target)
+            if part.exists():
+                self._parts[key] = part.stat().st_size
