@@ -30,11 +30,17 @@ typecheck: $(STAMP)
 	$(BIN)/mypy swarmstation
 	$(BIN)/mypy --strict swarmstation/domain
 
-test: lint typecheck
+# The local Ethereum node and Solidity compiler the chain tests use (tests/chain/harness.py).
+CHAIN_STAMP := tests/chain/node_modules/.installed
+$(CHAIN_STAMP): tests/chain/package.json tests/chain/package-lock.json
+	cd tests/chain && npm ci --no-audit --no-fund
+	touch $(CHAIN_STAMP)
+
+test: lint typecheck $(CHAIN_STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
 	$(BIN)/swarmstation bench --workers 16 --jobs 2000
 
 clean:
-	rm -rf $(VENV) .swarmstation .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .swarmstation .pytest_cache .mypy_cache .ruff_cache tests/chain/node_modules

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from swarmstation.config import Settings
+from tests.chain.harness import chain  # noqa: F401 - the local Ethereum node, for any test
 
 POSTGRES_URL = os.environ.get(
     "SWARMSTATION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
