@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from swarmstation.config import ClientSettings
 from swarmstation.domain.errors import SwarmError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -27,9 +28,10 @@ class ClientError(SwarmError):
 def find_api_key(explicit: str | None = None, data_dir: Path | None = None) -> str | None:
     if explicit:
         return explicit
-    if os.environ.get("SWARMSTATION_API_KEY"):
-        return os.environ["SWARMSTATION_API_KEY"]
-    folder = data_dir or Path(os.environ.get("SWARMSTATION_DATA_DIR", ".swarmstation"))
+    settings = ClientSettings()
+    if settings.api_key is not None and settings.api_key.get_secret_value():
+        return settings.api_key.get_secret_value()
+    folder = data_dir or settings.data_dir
     key_file = folder / "admin.key"
     try:
         return key_file.read_text().strip() or None
@@ -120,7 +122,7 @@ class SseParser:
 
 class Client:
     def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0) -> None:
-        self.url = (url or os.environ.get("SWARMSTATION_URL") or DEFAULT_URL).rstrip("/")
+        self.url = (url or ClientSettings().url or DEFAULT_URL).rstrip("/")
         key = find_api_key(api_key)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         # Redirects are followed: with S3/R2 an output answers 307 to a presigned URL. httpx drops

@@ -242,6 +242,16 @@ def _field_env_names(name: str) -> tuple[str, ...]:
 _ENV_NAMES: dict[str, tuple[str, ...]] = {name: _field_env_names(name) for name in Settings.model_fields}
 
 
+class ClientSettings(BaseSettings):
+    """What the CLI reads as a client of a control plane (not the server's settings)."""
+
+    model_config = SettingsConfigDict(env_prefix="SWARMSTATION_", extra="ignore")
+
+    url: str | None = Field(None, description="The control plane's URL (default http://127.0.0.1:8000)")
+    api_key: SecretStr | None = Field(None, repr=False, description="An API key")
+    data_dir: Path = Field(Path(".swarmstation"), description="Where `up` wrote admin.key")
+
+
 def _file_values(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text())
