@@ -79,6 +79,7 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    name: Mapped[str] = mapped_column(String(100), default="", server_default="")  # the owner's label
 
 
 class Tool(Base):
@@ -367,3 +368,37 @@ class Meta(Base):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# -- sign-in: SIWE nonces, browser sessions, wallets (control/auth.py) ----------------------------
+class AuthNonce(Base):
+    """A nonce issued for one Sign-In with Ethereum message: used once, before `expires_at`."""
+
+    __tablename__ = "auth_nonces"
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]
+
+
+class BrowserSession(Base):
+    """A signed-in browser: the cookie's random token and its CSRF token, stored only as hashes."""
+
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_hash: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str | None] = mapped_column(String(42))  # the wallet it signed in with
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class Wallet(Base):
+    """An address proven by a SIWE signature; it belongs to one user (deposits from it are theirs)."""
+
+    __tablename__ = "wallets"
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)  # lowercase 0x + 40 hex
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    linked_at: Mapped[datetime]

@@ -10,7 +10,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from swarmstation.domain.errors import NotFound
-from swarmstation.store.models import Instance, Job, Pool, Tool, User
+from swarmstation.store.models import Instance, Job, Pool, Tool, User, Wallet
 
 
 def tool_by_slug(s: Session, slug: str, *, hint: str = "") -> Tool:
@@ -47,3 +47,9 @@ def instance_by_id(s: Session, instance_id: str) -> Instance:
 def find_user_by_id_or_name(s: Session, ident: str) -> User | None:
     """A user named by id or by name, as the API's paths and bodies allow."""
     return s.scalar(select(User).where(or_(User.name == ident, User.id == ident)))
+
+
+def user_for_address(s: Session, address: str) -> User | None:
+    """The user who proved `address` with a SIWE signature (its linked wallet), or None. Any
+    case of the hex is accepted; wallets are stored lowercase."""
+    return s.scalar(select(User).join(Wallet, Wallet.user_id == User.id).where(Wallet.address == address.lower()))
