@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import swarmstation.domain
-from swarmstation.domain.states import ALL_TABLES, Lifecycle
+from swarmstation.domain.states import ALL_TABLES, INSTANCE, JOB, Lifecycle
 
 __all__ = ["DOC_PATH", "load_all_lifecycles", "render", "render_lifecycle"]
 
@@ -35,11 +35,13 @@ back to the queue says why.
 
 
 def load_all_lifecycles() -> list[Lifecycle[Any, Any]]:
-    """Every lifecycle, in registration order; importing `swarmstation.domain`'s modules is what
-    registers them."""
+    """Every lifecycle: those of domain/states.py first, the others by name; importing
+    `swarmstation.domain`'s modules is what registers them."""
     for module in pkgutil.iter_modules(swarmstation.domain.__path__):
         importlib.import_module(f"swarmstation.domain.{module.name}")
-    return list(ALL_TABLES.values())
+    # Not in registration order: that depends on which module happened to be imported first.
+    own: list[Lifecycle[Any, Any]] = [JOB, INSTANCE]
+    return own + sorted((lc for lc in ALL_TABLES.values() if lc not in own), key=lambda lc: lc.kind)
 
 
 def _edges(lifecycle: Lifecycle[Any, Any]) -> dict[tuple[str, str], list[str]]:

@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Enum,
     Float,
@@ -23,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from swarmstation.domain.credits import EntryKind, HoldState
 from swarmstation.domain.moderation import ModerationState
 from swarmstation.domain.scaling import POOL_DEFAULTS
 from swarmstation.domain.states import InstanceState, InstanceTrigger, JobState, JobTrigger
@@ -402,3 +404,69 @@ class Wallet(Base):
     address: Mapped[str] = mapped_column(String(42), primary_key=True)  # lowercase 0x + 40 hex
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     linked_at: Mapped[datetime]
+
+
+# -- credits (domain/credits.py describes the model; control/ledger.py is the only writer) --------
+# Money is BigInteger; on SQLite only INTEGER PRIMARY KEY autoincrements, hence the variant.
+_LEDGER_ID = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Account(Base):
+    """A user's credits: `balance` (held credits included) and `held` (reserved by open holds).
+    Both equal sums over the user's ledger entries; the CHECKs keep them from going negative."""
+
+    __tablename__ = "accounts"
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    balance: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    held: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        CheckConstraint("balance >= 0", name="ck_accounts_balance_not_negative"),
+        CheckConstraint("held >= 0", name="ck_accounts_held_not_negative"),
+        CheckConstraint("held <= balance", name="ck_accounts_held_within_balance"),
+    )
+
+
+class Hold(Base):
+    """Credits reserved for one job or run (`ref_type`, `ref_id`); settled once (HOLD lifecycle)."""
+
+    __tablename__ = "holds"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    captured: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    state: Mapped[HoldState] = mapped_column(state_enum(HoldState, 10), default=HoldState.OPEN)
+    ref_type: Mapped[str] = mapped_column(String(40))
+    ref_id: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+    settled_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_holds_ref", "ref_type", "ref_id"),
+        CheckConstraint("amount >= 0 AND captured >= 0 AND captured <= amount", name="ck_holds_amounts"),
+    )
+
+
+class LedgerEntry(Base):
+    """One movement of credits; append-only (nothing updates or deletes an entry). `amount` is
+    its change to the balance, `held_change` its change to the held credits; `*_after` are the
+    account's values after it. `idempotency_key` is unique: a retried movement finds its entry."""
+
+    __tablename__ = "ledger_entries"
+    id: Mapped[int] = mapped_column(_LEDGER_ID, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[EntryKind] = mapped_column(state_enum(EntryKind, 20))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    held_change: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    held_after: Mapped[int] = mapped_column(BigInteger)
+    hold_id: Mapped[str | None] = mapped_column(ForeignKey("holds.id", ondelete="CASCADE"))
+    ref_type: Mapped[str] = mapped_column(String(40))
+    ref_id: Mapped[str] = mapped_column(String(100))
+    actor_id: Mapped[str | None] = mapped_column(String(36))  # the admin who granted or adjusted
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_ledger_entries_user_id_id", "user_id", "id"),)

@@ -1,0 +1,203 @@
+"""Credits: the unit of money, how a hold is settled, how royalties are split, the Hold lifecycle.
+
+Units
+-----
+Money is an integer number of credits everywhere; `SWARMSTATION_CREDITS_PER_USD` (default 1000)
+fixes their worth, so by default 1 credit = $0.001. No float ever holds money: dollar amounts come
+in as `Decimal` dollars or as integer micro-dollars, and a conversion to credits rounds *up* (a
+price never rounds in the payer's favour to zero).
+
+The account model (kept by `control/ledger.py`)
+---------------------------------------------
+An account has a `balance` (credits owned, held ones included) and `held` (credits reserved by
+open holds); `available = balance - held`, and `0 <= held <= balance` always. Every movement is
+a ledger entry carrying its change to the balance (`amount`) and its change to the held credits
+(`held_change`), so the balance is the sum of the entries' amounts and `held` the sum of their
+held changes:
+
+| entry      | amount   | held_change | when                                                  |
+|------------|----------|-------------|-------------------------------------------------------|
+| grant      | +N       | 0           | an admin (or the welcome grant) gives credits         |
+| adjustment | -N       | 0           | an admin takes credits back (never below what is held) |
+| deposit    | +N       | 0           | a confirmed on-chain deposit                          |
+| hold       | 0        | +N          | a job is submitted with a quote of N                  |
+| capture    | -C       | -C          | the job's charge C (C <= N) is taken from the hold    |
+| release    | 0        | -(N - C)    | the rest of the hold goes back to available           |
+| royalty    | +R       | 0           | an author's share of a captured charge (R from C)      |
+
+A hold is OPEN until it is settled once: CAPTURED (with a capture entry and, if anything is left,
+a release entry) or RELEASED (a release entry for all of it). Royalties come out of the captured
+charge: the payer pays C in total, authors receive their shares, the platform keeps the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
+from enum import StrEnum
+
+from swarmstation.domain.errors import InvalidInput, PaymentRequired
+from swarmstation.domain.states import Lifecycle, Rule, register
+
+__all__ = [
+    "BPS",
+    "DEFAULT_ROYALTY_CAP_BPS",
+    "DEFAULT_ROYALTY_PER_LORA_BPS",
+    "HOLD",
+    "MAX_CREDITS",
+    "EntryKind",
+    "HoldState",
+    "HoldTrigger",
+    "InsufficientCredits",
+    "Settlement",
+    "credits_to_usd",
+    "royalty_split",
+    "settle",
+    "usd_to_credits",
+]
+
+# Basis points: 10_000 = 100%.
+BPS = 10_000
+# The earlier platform's shares: 5% of the charge per LoRA of another author, at most 15% a job.
+DEFAULT_ROYALTY_PER_LORA_BPS = 500
+DEFAULT_ROYALTY_CAP_BPS = 1_500
+# The largest amount one movement may carry: far above any real charge, far below BigInteger's
+# 2**63 - 1, so that sums of many entries cannot overflow the column.
+MAX_CREDITS = 10**15
+
+_MICROS_PER_USD = 1_000_000
+
+
+class EntryKind(StrEnum):
+    """What a ledger entry records (the table in the module docstring)."""
+
+    GRANT = "grant"
+    ADJUSTMENT = "adjustment"
+    DEPOSIT = "deposit"
+    HOLD = "hold"
+    CAPTURE = "capture"
+    RELEASE = "release"
+    ROYALTY = "royalty"
+
+
+class InsufficientCredits(PaymentRequired):
+    """A hold larger than the account's available credits. The API answers 402 with `required`
+    and `available` in the body, and nothing is written."""
+
+    code = "insufficient_credits"
+
+    def __init__(self, required: int, available: int) -> None:
+        super().__init__(f"insufficient credits: this needs {required}, {available} available")
+        self.required = required
+        self.available = available
+
+    @property
+    def extra_body(self) -> dict[str, int]:
+        """Fields the API adds to the error body (api/errors.py)."""
+        return {"required": self.required, "available": self.available}
+
+
+def usd_to_credits(usd: Decimal | int, credits_per_usd: int) -> int:
+    """Dollars as credits, rounded up. `usd` is a `Decimal` number of dollars or an `int` number
+    of micro-dollars (1_000_000 = $1); a float is refused, since it cannot hold money exactly."""
+    if isinstance(usd, bool) or not isinstance(usd, Decimal | int):
+        raise TypeError(
+            f"money must be a Decimal (dollars) or an int (micro-dollars), not {type(usd).__name__}"
+        )
+    if credits_per_usd <= 0:
+        raise InvalidInput("credits_per_usd must be positive")
+    if isinstance(usd, int):
+        # ceil(micros * rate / 1e6) in integers
+        return -((-usd * credits_per_usd) // _MICROS_PER_USD)
+    if not usd.is_finite():
+        raise InvalidInput(f"not an amount of money: {usd}")
+    return int((usd * credits_per_usd).to_integral_value(rounding=ROUND_CEILING))
+
+
+def credits_to_usd(credits: int, credits_per_usd: int) -> Decimal:
+    """What credits are worth in dollars, exactly (for reports such as the P&L)."""
+    if credits_per_usd <= 0:
+        raise InvalidInput("credits_per_usd must be positive")
+    return Decimal(credits) / Decimal(credits_per_usd)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How a hold ends: `captured` is charged, `released` goes back to available."""
+
+    captured: int
+    released: int
+
+
+def settle(held: int, charge: int) -> Settlement:
+    """Settle a hold of `held` credits for a charge of `charge`: the charge may not exceed the
+    hold (the quote is the most a run can cost) and the rest is released."""
+    if charge < 0:
+        raise InvalidInput.at("amount", f"a charge cannot be negative ({charge})")
+    if charge > held:
+        raise InvalidInput.at("amount", f"a charge of {charge} exceeds its hold of {held}")
+    return Settlement(captured=charge, released=held - charge)
+
+
+def royalty_split(
+    charge: int,
+    loras: int,
+    *,
+    per_lora_bps: int = DEFAULT_ROYALTY_PER_LORA_BPS,
+    cap_bps: int = DEFAULT_ROYALTY_CAP_BPS,
+) -> list[int]:
+    """Each of `loras` royalty-earning LoRAs' share of `charge`: `per_lora_bps` each, but the
+    shares together at most `cap_bps`, split equally when the cap binds. Shares are rounded down;
+    what rounding leaves stays with the platform, so the shares never exceed the charge."""
+    if charge < 0 or loras < 0:
+        raise InvalidInput("charge and count must not be negative")
+    if not 0 <= per_lora_bps <= BPS or not 0 <= cap_bps <= BPS:
+        raise InvalidInput(f"royalty shares are basis points between 0 and {BPS}")
+    if loras == 0:
+        return []
+    total_bps = min(per_lora_bps * loras, cap_bps)
+    share = charge * total_bps // (BPS * loras)
+    return [share] * loras
+
+
+def split_is_within(charge: int, shares: Sequence[int], cap_bps: int = DEFAULT_ROYALTY_CAP_BPS) -> bool:
+    """Whether `shares` of `charge` respect the cap (for callers that build their own shares)."""
+    return all(x >= 0 for x in shares) and sum(shares) * BPS <= charge * cap_bps
+
+
+# -- the Hold lifecycle ---------------------------------------------------------------------------
+
+
+class HoldState(StrEnum):
+    OPEN = "open"
+    CAPTURED = "captured"
+    RELEASED = "released"
+
+
+class HoldTrigger(StrEnum):
+    CAPTURE = "CAPTURE"
+    RELEASE = "RELEASE"
+
+
+HOLD: Lifecycle[HoldState, HoldTrigger] = register(
+    Lifecycle(
+        "hold",
+        HoldState,
+        HoldTrigger,
+        initial=HoldState.OPEN,
+        about="Credits reserved for one job or run; settled exactly once. A capture takes at most "
+        "the hold and releases the rest.",
+        rules=[
+            Rule(
+                (HoldState.OPEN,),
+                HoldTrigger.CAPTURE,
+                HoldState.CAPTURED,
+                "the run ended: its charge is taken",
+            ),
+            Rule(
+                (HoldState.OPEN,), HoldTrigger.RELEASE, HoldState.RELEASED, "not charged: all of it goes back"
+            ),
+        ],
+    )
+)
