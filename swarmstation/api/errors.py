@@ -69,8 +69,10 @@ def problem(
     code: str | None = None,
     errors: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {"detail": detail, "code": code or code_for(status)}
+    # `extra`: an error's own fields beside these (InsufficientCredits: required, available)
+    body: dict[str, Any] = {**(extra or {}), "detail": detail, "code": code or code_for(status)}
     if errors is not None:
         body["errors"] = errors
     return JSONResponse(body, status_code=status, headers=headers)
@@ -112,7 +114,15 @@ def render(request: Request, exc: SwarmError) -> JSONResponse:
     errors = None
     if isinstance(exc, InvalidInput) and exc.errors:
         errors = [{"field": e.field, "reason": e.reason} for e in exc.errors]
-    return problem(exc.status_hint, exc.detail, code=exc.code, errors=errors, headers=headers or None)
+    extra = getattr(exc, "extra_body", None)  # a class may add fields to its body (a dict)
+    return problem(
+        exc.status_hint,
+        exc.detail,
+        code=exc.code,
+        errors=errors,
+        headers=headers or None,
+        extra=extra if isinstance(extra, dict) else None,
+    )
 
 
 def database_unavailable(exc: BaseException) -> bool:
