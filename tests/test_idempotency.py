@@ -8,16 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, select
 
 from swarmstation.api.app import ControlPlane, build
 from swarmstation.config import Settings
-from swarmstation.store.db import alembic_config, make_engine, migrate, transaction
-from swarmstation.store.models import Base, IdempotencyKey, Job
+from swarmstation.store.db import transaction
+from swarmstation.store.models import IdempotencyKey, Job
 from tests.conftest import FakeClock
 from tests.helpers import add_user
 
@@ -147,19 +144,3 @@ def test_the_key_is_documented(api: TestClient) -> None:
     op = api.get("/openapi.json").json()["paths"]["/v1/jobs"]["post"]
     header = next(p for p in op["parameters"] if p["name"] == "Idempotency-Key")
     assert header["in"] == "header" and header["schema"]["anyOf"][0]["maxLength"] == 255
-
-
-def test_migration_matches_the_table_and_goes_both_ways(database_url: str) -> None:
-    engine = make_engine(database_url)
-    try:
-        migrate(engine)
-        with engine.connect() as conn:
-            diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-        assert not [d for d in diffs if "idempotency_keys" in str(d)], diffs
-        cfg = alembic_config(engine)
-        command.downgrade(cfg, "0010")
-        assert "idempotency_keys" not in inspect(engine).get_table_names()
-        migrate(engine)
-        assert "idempotency_keys" in inspect(engine).get_table_names()
-    finally:
-        engine.dispose()

@@ -1,6 +1,6 @@
 """Interruptible rentals as an operator sets them: `rental` and `bid_margin` over the pools API
-(validated, shown in the pool view), how they reach the provider's offer filters, and the 0008
-migration on both database backends."""
+(validated, shown in the pool view) and how they reach the provider's offer filters (the 0008
+migration is tested in tests/store/test_migrations.py)."""
 
 from __future__ import annotations
 
@@ -73,34 +73,3 @@ def test_offer_filters_carry_the_rental_from_the_pool_columns_only() -> None:
     assert filters.interruptible and filters.bid_margin == 1.5 and filters.max_price_per_hour == 0.3
     pool.rental = "on-demand"
     assert not offer_filters(pool).interruptible
-
-
-def test_migration_0008_adds_and_removes_the_rental_columns(database_url: str) -> None:
-    """On both backends: pools that existed before stay on-demand with a margin of 1.1."""
-    from alembic import command
-    from sqlalchemy import inspect, text
-
-    from swarmstation.store.db import alembic_config, make_engine, migrate
-
-    engine = make_engine(database_url)
-    try:
-        cfg = alembic_config(engine)
-        command.upgrade(cfg, "0007")
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO pools (name, provider, min_instances, max_instances, "
-                    "scale_up_queue_threshold, idle_minutes, slots_per_instance, created_at) "
-                    "VALUES ('old', 'vastai', 0, 2, 1, 5, 1, CURRENT_TIMESTAMP)"
-                )
-            )
-        migrate(engine)
-        with engine.connect() as conn:
-            row = conn.execute(text("SELECT rental, bid_margin FROM pools WHERE name = 'old'")).one()
-        assert tuple(row) == ("on-demand", 1.1)
-        command.downgrade(cfg, "0007")
-        columns = {c["name"] for c in inspect(engine).get_columns("pools")}
-        assert "rental" not in columns and "bid_margin" not in columns
-        migrate(engine)
-    finally:
-        engine.dispose()

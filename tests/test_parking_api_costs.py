@@ -202,35 +202,3 @@ def test_parked_spans_are_not_billed_and_job_costs_add_up(
     )
     assert sorted(j.job_id for j in result.jobs) == sorted(r.job_id for r in runs)
     assert all(j.gpu_cost >= 0 and j.overhead_cost >= 0 for j in result.jobs)
-
-
-def test_migration_0007_adds_and_removes_the_parking_columns(database_url: str) -> None:
-    """On both backends: pools that existed before get parking off (0, 24 h), and it downgrades."""
-    from alembic import command
-    from sqlalchemy import inspect, text
-
-    from swarmstation.store.db import alembic_config, make_engine, migrate
-
-    engine = make_engine(database_url)
-    try:
-        cfg = alembic_config(engine)
-        command.upgrade(cfg, "0006")
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO pools (name, provider, min_instances, max_instances, "
-                    "scale_up_queue_threshold, idle_minutes, slots_per_instance, created_at) "
-                    "VALUES ('old', 'vastai', 0, 2, 1, 5, 1, CURRENT_TIMESTAMP)"
-                )
-            )
-        migrate(engine)
-        with engine.connect() as conn:
-            row = conn.execute(text("SELECT max_parked, park_max_hours FROM pools WHERE name = 'old'")).one()
-        assert tuple(row) == (0, 24)
-        assert "parked_at" in {c["name"] for c in inspect(engine).get_columns("instances")}
-        command.downgrade(cfg, "0006")
-        assert "max_parked" not in {c["name"] for c in inspect(engine).get_columns("pools")}
-        assert "parked_at" not in {c["name"] for c in inspect(engine).get_columns("instances")}
-        migrate(engine)
-    finally:
-        engine.dispose()

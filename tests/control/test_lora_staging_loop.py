@@ -16,17 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
-from sqlalchemy import inspect, select, text
+from sqlalchemy import select, text
 
 from swarmstation.api.app import ControlPlane, build
 from swarmstation.config import Settings
 from swarmstation.domain.moderation import ModerationState
-from swarmstation.store.db import alembic_config, make_engine, migrate, transaction
-from swarmstation.store.models import Base, Lora
+from swarmstation.store.db import transaction
+from swarmstation.store.models import Lora
 from tests.conftest import FakeClock
 from tests.fakes.model_hubs import FakeHubs, lora_bytes
 
@@ -265,21 +262,3 @@ def test_rejecting_while_staging_abandons_the_staging(
         after = api.get(f"/v1/loras/{slug}").json()
     assert after["moderation_status"] == "rejected" and after["moderation_reason"] == "changed my mind"
     assert not after["staged"] and after["final_url"] is None
-
-
-def test_the_migration_matches_the_table_and_goes_both_ways(database_url: str) -> None:
-    engine = make_engine(database_url)
-    try:
-        migrate(engine)
-        with engine.connect() as conn:
-            diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-        assert not [d for d in diffs if "loras" in str(d)], diffs
-        cfg = alembic_config(engine)
-        command.downgrade(cfg, "0013")
-        columns = {c["name"] for c in inspect(engine).get_columns("loras")}
-        assert not columns & {"staging_bytes_done", "staging_bytes_total", "failure_reason"}
-        migrate(engine)
-        columns = {c["name"] for c in inspect(engine).get_columns("loras")}
-        assert {"staging_bytes_done", "staging_bytes_total", "failure_reason"} <= columns
-    finally:
-        engine.dispose()
