@@ -110,6 +110,30 @@ class Settings(BaseSettings):
         None, repr=False, description="Signs object URLs; generated into data_dir when unset"
     )
 
+    # sign-in with Ethereum (EIP-4361) and browser sessions (api/auth.py, control/auth.py)
+    open_signup: bool | None = Field(
+        None, description="A new address's first sign-in creates a user; unset: on for `up`, off for `serve`"
+    )
+    siwe_domain: str | None = Field(
+        None, description="The domain SIWE messages must name; default the host[:port] of public_url/base_url"
+    )
+    siwe_chain_ids: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [1], description="Chain ids a SIWE message may name; comma separated"
+    )
+    siwe_rpc_url: str | None = Field(
+        None, description="JSON-RPC URL for EIP-1271 (contract wallet) signatures, for chains without their own"
+    )
+    siwe_nonce_ttl_seconds: float = Field(300.0, gt=0, le=3600, description="How long a sign-in nonce lives")
+    session_hours: float = Field(168.0, gt=0, le=24 * 365, description="How long a browser session lives")
+
+    @field_validator("siwe_chain_ids", mode="before")
+    @classmethod
+    def _chain_id_list(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            text = v.strip().strip("[]")
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return v
+
     # what rented instances run (the bootstrap script, providers/bootstrap.py)
     worker_install_spec: str = Field(
         default_factory=default_install_spec,

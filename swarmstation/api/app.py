@@ -20,7 +20,10 @@ from fastapi.responses import JSONResponse
 
 from swarmstation import __version__
 from swarmstation.api import admin, comfydeploy, loras, models, objects, public, worker, worker_install
+from swarmstation.api import auth as auth_api
+from swarmstation.api import keys as keys_api
 from swarmstation.api import pools as pools_api
+from swarmstation.api import wallets as wallets_api
 from swarmstation.api.deps import AppState, current_instance, current_user
 from swarmstation.api.errors import install_error_handlers
 from swarmstation.api.limits import AuthThrottle, BodyLimits, EdgeLimits
@@ -231,6 +234,9 @@ def build(
     app.include_router(worker.router)
     app.include_router(worker_install.router)
     app.include_router(objects.router)
+    app.include_router(auth_api.router)
+    app.include_router(wallets_api.router)
+    app.include_router(keys_api.router)
     registry = make_registry(state)
 
     @app.get("/healthz", tags=["ops"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from swarmstation.api.limits import AuthThrottle
 from swarmstation.auth import hash_secret
 from swarmstation.config import Settings
+from swarmstation.control.auth import session_user
 from swarmstation.control.loops import ControlLoops
 from swarmstation.control.loras import MatcherCache
 from swarmstation.control.notify import Notifier
@@ -24,6 +26,17 @@ from swarmstation.domain.states import InstanceState
 from swarmstation.integrations.comfydeploy.client import ComfyDeployClient
 from swarmstation.objectstore.base import ObjectStore
 from swarmstation.store.models import ApiKey, Instance, User
+
+# A browser session (control/auth.py): the httpOnly cookie holds its token; the readable cookie
+# holds the CSRF token that unsafe requests authenticated by the cookie echo in CSRF_HEADER.
+SESSION_COOKIE = "swarm_session"
+CSRF_COOKIE = "swarm_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+class CsrfRefused(Forbidden):
+    code = "csrf_failed"
 
 
 class TtlCache:
@@ -66,6 +79,24 @@ class InstanceIdentity:
     token_hash: str = ""
 
 
+@dataclass(frozen=True)
+class SessionIdentity:
+    """A live browser session as the cache keeps it; its expiry is checked on every request."""
+
+    user: User
+    session_id: str
+    expires_at: datetime
+    csrf_hash: str
+
+
+@dataclass(frozen=True)
+class Authentication:
+    """How the caller of this request proved who they are (`request.state.auth`)."""
+
+    via: str  # "api_key" | "session"
+    session: SessionIdentity | None = None
+
+
 @dataclass
 class AppState:
     settings: Settings
@@ -78,6 +109,7 @@ class AppState:
     webhook_key: bytes = b""
     comfydeploy: ComfyDeployClient | None = None
     user_cache: TtlCache = field(default_factory=lambda: TtlCache(ttl=5.0))
+    session_cache: TtlCache = field(default_factory=lambda: TtlCache(ttl=5.0))
     instance_cache: TtlCache = field(default_factory=lambda: TtlCache(ttl=3600.0))
     matchers: MatcherCache = field(default_factory=MatcherCache)
     auth_throttle: AuthThrottle = field(default_factory=lambda: AuthThrottle(per_minute=30))
@@ -113,10 +145,17 @@ def _bearer(request: Request) -> str | None:
 
 def current_user(request: Request, state: State) -> User:
     """Authenticates in a short transaction of its own, so that long-lived handlers (event
-    streams, long polls) hold no database transaction while they wait."""
+    streams, long polls) hold no database transaction while they wait. An API key wins over a
+    session cookie (programs send keys and need no CSRF token)."""
     secret = _bearer(request)
     if secret is None:
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            return _session_user(request, state, token)
+        raise Unauthorized(
+            "missing credentials: send 'Authorization: Bearer <key>' or sign in (a session cookie)"
+        )
+    request.state.auth = Authentication(via="api_key")
     key_hash = hash_secret(secret)
     cached: User | None = state.user_cache.get(key_hash)
     if cached is not None:
@@ -131,6 +170,39 @@ def current_user(request: Request, state: State) -> User:
         raise Unauthorized("invalid or revoked API key")
     state.user_cache.put(key_hash, row[0])
     return row[0]
+
+
+def _session_user(request: Request, state: State, token: str) -> User:
+    token_hash = hash_secret(token)
+    now = state.clock()
+    identity: SessionIdentity | None = state.session_cache.get(token_hash)
+    if identity is None or identity.expires_at <= now:
+        state.auth_throttle.check(request)
+        with state.sessions() as s, s.begin():
+            found = session_user(s, token_hash, now)
+        if found is None:
+            state.session_cache.discard(token_hash)
+            state.auth_throttle.failed(request, "session", token_hash)
+            raise Unauthorized("the session has expired or was signed out: sign in again")
+        user, row = found
+        identity = SessionIdentity(user, row.id, row.expires_at, row.csrf_hash)
+        state.session_cache.put(token_hash, identity)
+    if request.method.upper() not in SAFE_METHODS:
+        _check_csrf(request, identity)
+    request.state.auth = Authentication(via="session", session=identity)
+    return identity.user
+
+
+def _check_csrf(request: Request, identity: SessionIdentity) -> None:
+    """Double submit, bound to the session: the header must equal the readable cookie (another
+    site can send the cookies but cannot read them) and be this session's CSRF token (a cookie
+    planted from a sibling domain does not belong to the session)."""
+    header = request.headers.get(CSRF_HEADER, "")
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    if not header or not hmac.compare_digest(header, cookie) or hash_secret(header) != identity.csrf_hash:
+        raise CsrfRefused(
+            f"a request signed in by cookie needs the {CSRF_HEADER} header, equal to the {CSRF_COOKIE} cookie"
+        )
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

@@ -19,6 +19,7 @@ from swarmstation.cli import (
     emulator,
     instances,
     jobs,
+    keys,
     loras,
     models,
     pool,
@@ -49,6 +50,7 @@ for commands in (
     app.add_typer(commands)
 app.add_typer(tools.app, name="tools")
 app.add_typer(users.app, name="users")
+app.add_typer(keys.app, name="keys")
 app.add_typer(loras.app, name="loras")
 app.add_typer(pool.app, name="pool")
 app.add_typer(instances.app, name="instances")

@@ -23,6 +23,7 @@ def _serve(
     database_url: str | None,
     provider: str | None,
     stop_instances: bool,
+    open_signup: bool,
     log_level: str,
 ) -> None:
     import uvicorn
@@ -37,6 +38,8 @@ def _serve(
         )
     except ConfigError as exc:
         fail(str(exc))
+    if settings.open_signup is None:  # unset: each command's own default (`up` on, `serve` off)
+        settings = settings.model_copy(update={"open_signup": open_signup})
     try:
         plane = build(settings)
     except Exception as exc:  # an unreachable database, an unwritable folder: say so plainly
@@ -92,6 +95,7 @@ def up(
         database_url=database_url,
         provider=None,
         stop_instances=True,
+        open_signup=True,  # one machine, one person: a wallet signs in without an admin
         log_level=log_level,
     )
 
@@ -113,5 +117,6 @@ def serve(
         database_url=database_url,
         provider=provider,
         stop_instances=False,
+        open_signup=False,
         log_level=log_level,
     )
