@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -188,6 +189,24 @@ class Settings(BaseSettings):
         0.000337, ge=0, description="What ComfyUI Deploy charges per GPU second (A10G), for cost reports"
     )
     comfydeploy_poll_seconds: float = Field(15.0, gt=0, description="Poll a run whose webhook is this late")
+
+    # prices and charges (domain/prices.py, control/charging.py); money in integer credits
+    price_markup: Decimal = Field(
+        Decimal("2.0"), ge=0, description="A derived price is what a run costs us times this"
+    )
+    min_price_credits: int = Field(1, ge=0, description="The least a run with a derived price costs")
+    default_gpu_seconds_estimate: Decimal = Field(
+        Decimal("10"), gt=0, description="GPU seconds a tool is assumed to take until it has runs"
+    )
+    default_gpu_price_per_hour: Decimal = Field(
+        Decimal("0.50"), ge=0, description="$/hour of a pool whose instances' price is unknown"
+    )
+    price_sample_runs: int = Field(50, ge=1, description="Recent runs whose p95 GPU seconds derive a price")
+    lora_royalty_bps: int = Field(
+        500, ge=0, le=10_000, description="A LoRA author's share of a job's charge, in basis points"
+    )
+    max_royalty_bps: int = Field(1500, ge=0, le=10_000, description="All royalties of one job at most")
+    charge_admins: bool = Field(False, description="Charge admins' jobs too (off: admins run free)")
 
     # LoRAs
     max_loras_per_job: int = Field(8, ge=0, le=32)

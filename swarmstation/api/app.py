@@ -23,6 +23,8 @@ from swarmstation.api import admin, comfydeploy, loras, models, objects, public,
 from swarmstation.api import auth as auth_api
 from swarmstation.api import keys as keys_api
 from swarmstation.api import pools as pools_api
+from swarmstation.api import prices as prices_api
+from swarmstation.api import quotes as quotes_api
 from swarmstation.api import wallets as wallets_api
 from swarmstation.api.deps import AppState, current_instance, current_user
 from swarmstation.api.errors import install_error_handlers
@@ -226,6 +228,8 @@ def build(
         authenticators=(current_user, current_instance),
     )
     app.include_router(public.router)
+    app.include_router(quotes_api.router)
+    app.include_router(prices_api.router)
     app.include_router(admin.router)
     app.include_router(loras.router)
     app.include_router(pools_api.router)

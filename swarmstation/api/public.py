@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from swarmstation.api.deps import DB, CurrentUser, State
 from swarmstation.api.errors import database_unavailable
+from swarmstation.api.prices import price_out
 from swarmstation.api.schemas import (
     INT64_MAX,
     JobCreate,
@@ -28,7 +29,7 @@ from swarmstation.api.schemas import (
     UploadOut,
 )
 from swarmstation.api.views import job_out, tool_detail, tool_summary
-from swarmstation.control import idempotency, submission
+from swarmstation.control import charging, idempotency, submission
 from swarmstation.control import jobs as jobs_ops
 from swarmstation.control.submission import UPLOAD_REF_PREFIX
 from swarmstation.domain.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound, TooLarge
@@ -47,13 +48,17 @@ _IMAGE_TYPES = {"PNG": ("image/png", "png"), "JPEG": ("image/jpeg", "jpg"), "WEB
 
 
 @router.get("/tools", response_model=list[ToolSummary])
-def list_tools(s: DB, _: CurrentUser) -> list[ToolSummary]:
-    return [tool_summary(t) for t in s.scalars(select(Tool).order_by(Tool.slug))]
+def list_tools(s: DB, _: CurrentUser, state: State) -> list[ToolSummary]:
+    cfg = charging.ChargeSettings.from_settings(state.settings)
+    tools = s.scalars(select(Tool).order_by(Tool.slug))
+    return [tool_summary(t, price_out(charging.price_view(s, t, cfg))) for t in tools]
 
 
 @router.get("/tools/{slug}", response_model=ToolDetail)
-def get_tool(slug: str, s: DB, _: CurrentUser) -> ToolDetail:
-    return tool_detail(queries.tool_by_slug(s, slug))
+def get_tool(slug: str, s: DB, _: CurrentUser, state: State) -> ToolDetail:
+    tool = queries.tool_by_slug(s, slug)
+    cfg = charging.ChargeSettings.from_settings(state.settings)
+    return tool_detail(tool, price_out(charging.price_view(s, tool, cfg)))
 
 
 IdempotencyKeyHeader = Annotated[
@@ -112,12 +117,9 @@ def create_job(
         tool_slug=body.tool,
         inputs=body.inputs,
         matchers=state.matchers,
-        limits=submission.SubmissionLimits(
-            max_prompt_chars=settings.max_prompt_chars,
-            max_loras_per_job=settings.max_loras_per_job,
-            max_attempts=settings.max_attempts,
-        ),
+        limits=submission.SubmissionLimits.from_settings(settings),
         now=state.clock(),
+        pricing=charging.ChargeSettings.from_settings(settings),  # the quote is held with the job
     )
     if claimed is not None:
         claimed.job_id = job.id
@@ -148,6 +150,8 @@ def get_job(job_id: str, s: DB, user: CurrentUser) -> JobOut:
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: str, s: DB, user: CurrentUser, state: State) -> JobOut:
     job = queries.job_for_user(s, job_id, user)
+    # locked: a cancel racing a worker's report moves (and settles) the job once
+    s.refresh(job, with_for_update=True)
     if job.state in TERMINAL_JOB_STATES:
         raise Conflict(f"job {job_id} is already {job.state}")
     jobs_ops.cancel_job(s, job, now=state.clock())

@@ -62,6 +62,13 @@ class JobList(BaseModel):
     jobs: list[JobOut]
 
 
+class PriceOut(BaseModel):
+    model: str = Field(description="per_run, per_megapixel, per_gpu_second, or derived (from our cost)")
+    credits: int | None = Field(description="Credits per run, per output megapixel or per GPU second")
+    cap: int | None = Field(None, description="per_gpu_second: the most one run costs")
+    estimate: int | None = Field(description="One run with the tool's defaults, in credits (the quote)")
+
+
 class ToolSummary(BaseModel):
     slug: str
     name: str
@@ -70,6 +77,7 @@ class ToolSummary(BaseModel):
     base_model: str
     pool: str
     builtin: bool
+    price: PriceOut | None = Field(None, description="What a run costs (POST /v1/quotes for given inputs)")
 
 
 class ToolDetail(ToolSummary):

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from swarmstation.api.schemas import JobOut, OutputOut, ToolDetail, ToolSummary
+from swarmstation.api.schemas import JobOut, OutputOut, PriceOut, ToolDetail, ToolSummary
 from swarmstation.domain.tools import input_schema, tool_from_dict, tool_to_dict
 from swarmstation.domain.workflow import required_models
 from swarmstation.store.models import Job, Output, Tool
@@ -66,7 +66,7 @@ def job_out(s: Session, job: Job) -> JobOut:
     )
 
 
-def tool_summary(t: Tool) -> ToolSummary:
+def tool_summary(t: Tool, price: PriceOut | None = None) -> ToolSummary:
     return ToolSummary(
         slug=t.slug,
         name=t.name,
@@ -75,14 +75,15 @@ def tool_summary(t: Tool) -> ToolSummary:
         base_model=t.base_model,
         pool=t.pool,
         builtin=t.builtin,
+        price=price,
     )
 
 
-def tool_detail(t: Tool) -> ToolDetail:
+def tool_detail(t: Tool, price: PriceOut | None = None) -> ToolDetail:
     spec = tool_from_dict(t.spec)
     as_dict: dict[str, Any] = tool_to_dict(spec)
     return ToolDetail(
-        **tool_summary(t).model_dump(),
+        **tool_summary(t, price).model_dump(),
         input_schema=input_schema(spec),
         required_models=[{"folder": m.folder, "name": m.name} for m in required_models(spec.workflow)],
         workflow=dict(spec.workflow),

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Literal
 
 from sqlalchemy import select
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from swarmstation.domain.pricing import BilledInstance, JobCost, JobRun, bill
 from swarmstation.domain.states import InstanceState
-from swarmstation.store.models import Instance, InstanceTransition, Job
+from swarmstation.store.models import Instance, InstanceTransition, Job, JobCharge
 
 GroupBy = Literal["pool", "instance", "user", "day", "tool", "backend"]
 
@@ -213,3 +214,65 @@ def cost_report(s: Session, *, group_by: GroupBy, now: datetime, since: datetime
         jobs=len(jobs) + external_jobs,
         notes=notes,
     )
+
+
+# -- profit and loss: what the jobs earned (captured credits) against what they cost us ------------
+PnlGroupBy = Literal["tool", "user", "day"]
+_MICRO = Decimal("0.000001")
+
+
+@dataclass
+class PnlRow:
+    key: str
+    revenue_credits: int = 0  # captured from the payers
+    royalty_credits: int = 0  # paid out of it to LoRA authors
+    jobs_charged: int = 0
+    cost: Decimal = Decimal(0)  # what the jobs cost us, $ (cost_report's job costs)
+    jobs: int = 0
+
+
+@dataclass
+class PnlReport:
+    group_by: str
+    credits_per_usd: int
+    rows: list[PnlRow]
+    unattributed_cost: Decimal  # idle instances that ran no job (included in the rows' costs)
+    notes: list[str] = field(default_factory=list)
+
+
+def pnl_report(
+    s: Session, *, group_by: PnlGroupBy, now: datetime, credits_per_usd: int, since: datetime | None = None
+) -> PnlReport:
+    """Revenue (credits captured at settlement, and the royalties paid out of them) against the
+    jobs' costs, by tool, user or day (the day a job finished). Revenue is exact (integer
+    credits); costs come from the instance bills (`cost_report`)."""
+    costs = cost_report(s, group_by=group_by, now=now, since=since)
+    # cost rows include the idle instances' bills ("(idle, no jobs)", or their day)
+    rows = {c.key: PnlRow(key=c.key, cost=Decimal(repr(c.cost)), jobs=c.jobs) for c in costs.rows}
+    q = (
+        select(JobCharge, Job)
+        .join(Job, Job.id == JobCharge.job_id)
+        .where(JobCharge.settled_at.is_not(None), Job.finished_at.is_not(None))
+    )
+    if since is not None:
+        q = q.where(Job.finished_at >= since)
+    for charge, job in s.execute(q).tuples():
+        assert job.finished_at is not None
+        keys = {"tool": job.tool_slug, "user": job.user_id, "day": job.finished_at.date().isoformat()}
+        key = keys[group_by]
+        row = rows.setdefault(key, PnlRow(key=key))
+        row.revenue_credits += charge.captured or 0
+        row.royalty_credits += charge.royalties_paid
+        row.jobs_charged += 1
+    return PnlReport(
+        group_by=group_by,
+        credits_per_usd=credits_per_usd,
+        rows=sorted(rows.values(), key=lambda r: (-r.revenue_credits, r.key)),
+        unattributed_cost=Decimal(repr(costs.unattributed)),
+        notes=costs.notes,
+    )
+
+
+def usd(credits: int, credits_per_usd: int) -> Decimal:
+    """Credits in dollars, to the micro-dollar."""
+    return (Decimal(credits) / credits_per_usd).quantize(_MICRO)

@@ -1,5 +1,9 @@
 """The job lifecycle against the database: submit, lease, report, finish, requeue.
 
+Every move into a terminal state (complete, fail, cancel) settles the job's charge in the same
+transaction (control/charging.py), whoever makes it: a worker's report, the scheduler, ComfyUI
+Deploy's dispatcher, a user's cancel.
+
 Every state change goes through `_move`, which applies a trigger through the domain's table
 (`domain.states.JOB`) and records a `state` event, with its trigger, that users see on the job's
 event stream. Reports from workers carry the lease's
@@ -15,6 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from swarmstation.control import charging
 from swarmstation.control.instances import move_instance
 from swarmstation.domain.breaker import keeps_attempt
 from swarmstation.domain.errors import NotFound, StaleLease
@@ -201,6 +206,7 @@ def complete_job(s: Session, job: Job, *, timings: dict[str, Any], now: datetime
     }
     _move(s, job, JobTrigger.COMPLETE, now, outputs=[o.id for o in outputs])
     s.flush()
+    charging.settle_job(s, job, now=now)  # with the transition: settled once, or not at all
     _release_instance(s, job, now)
 
 
@@ -210,6 +216,7 @@ def fail_job(s: Session, job: Job, *, reason: str, now: datetime) -> None:
     job.lease_expires_at = None
     _move(s, job, JobTrigger.FAIL, now, error=reason)
     s.flush()
+    charging.settle_job(s, job, now=now)  # a failed job is free: its hold is released
     _release_instance(s, job, now)
 
 
@@ -273,4 +280,5 @@ def cancel_job(s: Session, job: Job, *, now: datetime) -> None:
     job.lease_expires_at = None
     _move(s, job, JobTrigger.CANCEL, now)
     s.flush()
+    charging.settle_job(s, job, now=now)  # free before it started, its GPU seconds after
     _release_instance(s, job, now)

@@ -3,9 +3,10 @@
 One function, `submit`, does every step in order, in the caller's transaction: check the inputs'
 lengths, resolve LoRA tags and trigger words in the prompt (the encoder gets the cleaned text),
 bind the inputs into the tool's workflow, insert the LoRA loaders, resolve image uploads, queue
-the job with its models' sources, pick where it runs (the ComfyUI Deploy traffic split) and count
-each LoRA's use. The public API calls it; so can the simulator or a pipeline runner. The caller
-commits.
+the job with its models' sources, pick where it runs (the ComfyUI Deploy traffic split), count
+each LoRA's use and hold the job's quote (control/charging.py). The public API calls it; so can
+the simulator or a pipeline runner. The caller commits. `prepare` does the checking and binding
+alone, writing nothing, for a quote (POST /v1/quotes).
 """
 
 from __future__ import annotations
@@ -13,20 +14,25 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from swarmstation.control import charging
 from swarmstation.control import jobs as jobs_ops
+from swarmstation.control.charging import ChargeSettings, Quote
 from swarmstation.control.models import model_sources
 from swarmstation.domain.lora_graph import LoraGraphError, apply_loras
 from swarmstation.domain.loras import PromptTooLong, Resolution, TriggerMatcher, resolve
-from swarmstation.domain.tools import ToolInputError, ToolSpec, bind_inputs, tool_from_dict
+from swarmstation.domain.tools import BoundJob, ToolInputError, ToolSpec, bind_inputs, tool_from_dict
 from swarmstation.domain.traffic_split import choose_executor
 from swarmstation.domain.workflow import required_models
 from swarmstation.store import queries
-from swarmstation.store.models import Job, Lora, Upload, User
+from swarmstation.store.models import Job, Lora, Tool, Upload, User
+
+if TYPE_CHECKING:
+    from swarmstation.config import Settings
 
 UPLOAD_REF_PREFIX = "upload:"
 
@@ -46,8 +52,29 @@ class SubmissionLimits:
     max_loras_per_job: int
     max_attempts: int
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SubmissionLimits:
+        return cls(settings.max_prompt_chars, settings.max_loras_per_job, settings.max_attempts)
 
-def submit(
+
+@dataclass(frozen=True)
+class Prepared:
+    """A user's run of a tool, checked and bound, not yet queued: what `submit` queues and what
+    `quote_run` prices."""
+
+    tool: Tool
+    bound: BoundJob
+    resolution: Resolution | None
+    lora_rows: dict[str, Lora]
+    images: dict[str, Any]
+
+    @property
+    def applied_loras(self) -> list[tuple[str, str | None]]:
+        """(slug, owner id) of each LoRA the run applies, in order (for royalties)."""
+        return [(a.slug, a.owner_id) for a in self.resolution.loras] if self.resolution else []
+
+
+def prepare(
     s: Session,
     *,
     user: User,
@@ -57,8 +84,8 @@ def submit(
     limits: SubmissionLimits,
     now: datetime,
     random_seed: int | None = None,
-) -> Job:
-    """Queue a job of `tool_slug` for `user` (flushed, not committed). Raises NotFound for an
+) -> Prepared:
+    """Check and bind a run of `tool_slug` for `user`, writing nothing. Raises NotFound for an
     unknown tool and ToolInputError for inputs the tool cannot take."""
     tool = queries.tool_by_slug(s, tool_slug, hint="; GET /v1/tools lists them")
     spec = tool_from_dict(tool.spec)
@@ -82,6 +109,50 @@ def submit(
         i.name: [[b.node_id, b.input_name] for b in i.bindings] for i in spec.inputs if i.type == "image"
     }
     images = _resolve_images(s, user, bound.input_images, image_bindings)
+    return Prepared(tool=tool, bound=bound, resolution=resolution, lora_rows=rows, images=images)
+
+
+def quote_run(s: Session, prepared: Prepared, *, user: User, pricing: ChargeSettings) -> Quote:
+    """The most the prepared run can cost `user` (POST /v1/quotes and the hold at submission)."""
+    return charging.quote(
+        s,
+        tool=prepared.tool,
+        workflow=prepared.bound.workflow,
+        applied_loras=prepared.applied_loras,
+        payer=user,
+        cfg=pricing,
+    )
+
+
+def submit(
+    s: Session,
+    *,
+    user: User,
+    tool_slug: str,
+    inputs: dict[str, Any],
+    matchers: MatcherSource,
+    limits: SubmissionLimits,
+    now: datetime,
+    random_seed: int | None = None,
+    pricing: ChargeSettings | None = None,
+) -> Job:
+    """Queue a job of `tool_slug` for `user` (flushed, not committed). Raises NotFound for an
+    unknown tool and ToolInputError for inputs the tool cannot take. With `pricing`, the job's
+    quote is held in the same transaction (InsufficientCredits, 402, when the user's available
+    credits are fewer: the caller rolls back and nothing is queued); without, it is free."""
+    prepared = prepare(
+        s,
+        user=user,
+        tool_slug=tool_slug,
+        inputs=inputs,
+        matchers=matchers,
+        limits=limits,
+        now=now,
+        random_seed=random_seed,
+    )
+    tool, bound, resolution, rows = prepared.tool, prepared.bound, prepared.resolution, prepared.lora_rows
+    # Priced before anything is written: a tool whose price cannot apply is refused, not queued.
+    priced = quote_run(s, prepared, user=user, pricing=pricing) if pricing is not None else None
     sources = model_sources(s, [(m.folder, m.name) for m in bound.required_models])
     job = jobs_ops.submit_job(
         s,
@@ -89,7 +160,7 @@ def submit(
         tool_slug=tool.slug,
         pool=tool.pool,
         bound=bound,
-        input_images=images,
+        input_images=prepared.images,
         max_attempts=limits.max_attempts,
         now=now,
         model_sources=sources,
@@ -115,6 +186,8 @@ def submit(
             if a.slug in rows:
                 rows[a.slug].usage_count += 1
     s.flush()
+    if priced is not None and pricing is not None:
+        charging.hold_for_job(s, job=job, payer=user, priced=priced, cfg=pricing, now=now)
     return job
 
 

@@ -470,3 +470,38 @@ class LedgerEntry(Base):
     created_at: Mapped[datetime]
 
     __table_args__ = (Index("ix_ledger_entries_user_id_id", "user_id", "id"),)
+
+# -- prices and job charges (domain/prices.py; control/charging.py writes them) -------------------
+class ToolPrice(Base):
+    """The price model an admin set for a tool (a tool without one has a derived price)."""
+
+    __tablename__ = "tool_prices"
+    tool_slug: Mapped[str] = mapped_column(ForeignKey("tools.slug", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(20))  # domain.prices.PriceKind, never "derived"
+    credits: Mapped[int] = mapped_column(BigInteger)
+    cap: Mapped[int | None] = mapped_column(BigInteger)  # per_gpu_second: the most a run costs
+    updated_by: Mapped[str | None] = mapped_column(String(36))
+    updated_at: Mapped[datetime]
+
+
+class JobCharge(Base):
+    """How a job is charged: its plan at submission (the quote held by `hold_id`, the unit price,
+    the output size, the GPU-second rate a cancel after the start pays, the royalty shares) and
+    what settlement captured. No row: the job is free (an admin's, unless charge_admins is set)."""
+
+    __tablename__ = "job_charges"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    hold_id: Mapped[str] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(20))  # domain.prices.PriceKind
+    quote: Mapped[int] = mapped_column(BigInteger)
+    unit_credits: Mapped[int] = mapped_column(BigInteger)
+    per_second: Mapped[str] = mapped_column(String(50))  # credits per GPU second, as Decimal text
+    output_pixels: Mapped[int | None] = mapped_column(BigInteger)
+    output_images: Mapped[int | None] = mapped_column(Integer)
+    royalties: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{lora, author_id, bps}]
+    captured: Mapped[int | None] = mapped_column(BigInteger)  # set once, at settlement
+    royalties_paid: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    settled_at: Mapped[datetime | None] = mapped_column(index=True)
+    created_at: Mapped[datetime]
+

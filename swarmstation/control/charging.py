@@ -1,0 +1,358 @@
+"""Charging jobs: the quote before a run, one hold at submission, one settlement at its end.
+
+`quote` prices a bound job (domain/prices.py) from the tool's price model or, without one, from
+what the tool costs us (`cost_basis`: p95 GPU seconds of its recent runs x its pool's $/hour).
+`hold_for_job` places ONE hold of the quote in the submission's transaction and records the
+plan in `job_charges`; `settle_job` runs in the transaction of the job's terminal transition
+(control/jobs.py calls it from complete, fail and cancel) and captures the actual charge, with
+the LoRA authors' royalties out of it, or releases everything. The ledger's idempotency keys
+(`hold:job:<id>`, `capture:job:<id>`, `release:job:<id>`) and the settled mark on the locked
+charge row make a second settlement (two replicas, a retried report) a no-op.
+
+What is charged when (README "Prices and charges" says the same):
+- completed: the price — per run (or derived) the quote; per megapixel the images it made; per
+  GPU second its measured run seconds — never more than the hold; the rest is released;
+- failed, for whatever reason (lost instance, provider, our bug, attempts exhausted, a ComfyUI
+  error — its inputs were validated before we accepted it): nothing;
+- cancelled before it started: nothing; after it started: its GPU seconds at the plan's rate
+  (the tool's per-second price, else the derived rate), up to the hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from swarmstation.control import ledger
+from swarmstation.domain.prices import (
+    ChargePlan,
+    CostBasis,
+    JobEnd,
+    Outcome,
+    OutputSize,
+    PriceKind,
+    PriceModel,
+    RoyaltyShare,
+    actual_charge,
+    plan_charge,
+    royalty_amounts,
+    royalty_shares,
+)
+from swarmstation.domain.states import InstanceState, JobState
+from swarmstation.domain.stats import percentile
+from swarmstation.store.models import Instance, Job, JobCharge, Output, Pool, Tool, ToolPrice, User
+
+if TYPE_CHECKING:
+    from swarmstation.config import Settings
+
+JOB_REF = "job"
+LORA_REF = "lora"
+
+
+@dataclass(frozen=True)
+class ChargeSettings:
+    """The settings charging obeys (from `Settings`)."""
+
+    credits_per_usd: int
+    markup: Decimal
+    min_credits: int
+    default_gpu_seconds: Decimal
+    default_price_per_hour: Decimal
+    lora_royalty_bps: int
+    max_royalty_bps: int
+    charge_admins: bool
+    sample_runs: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ChargeSettings:
+        return cls(
+            credits_per_usd=settings.credits_per_usd,
+            markup=settings.price_markup,
+            min_credits=settings.min_price_credits,
+            default_gpu_seconds=settings.default_gpu_seconds_estimate,
+            default_price_per_hour=settings.default_gpu_price_per_hour,
+            lora_royalty_bps=settings.lora_royalty_bps,
+            max_royalty_bps=settings.max_royalty_bps,
+            charge_admins=settings.charge_admins,
+            sample_runs=settings.price_sample_runs,
+        )
+
+
+# -- prices -----------------------------------------------------------------------------------
+
+
+def price_model(s: Session, slug: str) -> PriceModel | None:
+    row = s.get(ToolPrice, slug)
+    return PriceModel(PriceKind(row.model), row.credits, row.cap) if row is not None else None
+
+
+def _decimal(value: float) -> Decimal:
+    # a float column's value as the decimal text it was written as (0.36, not 0.35999...)
+    return Decimal(repr(value))
+
+
+def measured_gpu_seconds(s: Session, tool_slug: str, sample: int) -> list[Decimal]:
+    """The run seconds of the tool's last `sample` completed jobs (the worker's `run_seconds`,
+    else started → finished)."""
+    jobs = s.scalars(
+        select(Job)
+        .where(Job.tool_slug == tool_slug, Job.state == JobState.COMPLETED, Job.finished_at.is_not(None))
+        .order_by(Job.finished_at.desc())
+        .limit(sample)
+    )
+    seconds = []
+    for job in jobs:
+        measured = (job.timings or {}).get("run_seconds")
+        if isinstance(measured, int | float) and not isinstance(measured, bool):
+            seconds.append(_decimal(float(measured)))
+        elif job.started_at is not None and job.finished_at is not None:
+            seconds.append(_decimal((job.finished_at - job.started_at).total_seconds()))
+    return seconds
+
+
+def pool_price_per_hour(s: Session, pool_name: str, default: Decimal) -> Decimal:
+    """The pool's $/hour: the dearest of its live instances' known prices (a job may run on any);
+    for a pool of the local provider 0 (the minimum price applies); else `default`."""
+    prices = [
+        p
+        for p in s.scalars(
+            select(Instance.price_per_hour).where(
+                Instance.pool == pool_name, Instance.state != InstanceState.TERMINATED
+            )
+        )
+        if p is not None
+    ]
+    if prices:
+        return _decimal(max(prices))
+    pool = s.get(Pool, pool_name)
+    return Decimal(0) if pool is not None and pool.provider == "local" else default
+
+
+def cost_basis(s: Session, tool: Tool, cfg: ChargeSettings) -> CostBasis:
+    measured = measured_gpu_seconds(s, tool.slug, cfg.sample_runs)
+    # percentile works in floats; the result goes back through its decimal text, once
+    p95 = _decimal(percentile([float(x) for x in measured], 0.95)) if measured else cfg.default_gpu_seconds
+    return CostBasis(
+        gpu_seconds_p95=p95,
+        price_per_hour=pool_price_per_hour(s, tool.pool, cfg.default_price_per_hour),
+        markup=cfg.markup,
+        credits_per_usd=cfg.credits_per_usd,
+        min_credits=cfg.min_credits,
+    )
+
+
+@dataclass(frozen=True)
+class PriceView:
+    """A tool's price as `GET /v1/tools` shows it: the model, its unit credits and cap, and an
+    estimate of one run with the tool's defaults (None when it depends on the inputs)."""
+
+    model: str
+    credits: int | None
+    cap: int | None
+    estimate: int | None
+
+
+def price_view(s: Session, tool: Tool, cfg: ChargeSettings) -> PriceView:
+    model = price_model(s, tool.slug)
+    basis = cost_basis(s, tool, cfg)
+    try:
+        estimate: int | None = plan_charge(model, workflow=tool.spec.get("workflow", {}), basis=basis).quote
+    except ValueError:  # per megapixel on a workflow whose size the inputs decide
+        estimate = None
+    if model is None:
+        return PriceView(PriceKind.DERIVED.value, estimate, None, estimate)
+    return PriceView(model.kind.value, model.credits, model.cap, estimate)
+
+
+def set_price(s: Session, tool: Tool, model: PriceModel, *, admin_id: str, now: datetime) -> None:
+    """Set a tool's price model. Raises PriceSpecError for per megapixel on a tool whose workflow
+    does not say its output size."""
+    if model.kind == PriceKind.PER_MEGAPIXEL:
+        plan_charge(model, workflow=tool.spec.get("workflow", {}), basis=_NO_COST)
+    row = s.get(ToolPrice, tool.slug)
+    if row is None:
+        row = ToolPrice(tool_slug=tool.slug, model=model.kind.value, credits=model.credits, updated_at=now)
+        s.add(row)
+    row.model, row.credits, row.cap = model.kind.value, model.credits, model.cap
+    row.updated_by, row.updated_at = admin_id, now
+    s.flush()
+
+
+def clear_price(s: Session, tool: Tool) -> None:
+    row = s.get(ToolPrice, tool.slug)
+    if row is not None:
+        s.delete(row)
+        s.flush()
+
+
+_NO_COST = CostBasis(Decimal(0), Decimal(0), Decimal(0), 1, 0)
+
+
+# -- quotes -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Quote:
+    """The most a run can cost (`total`, the hold) and its lines: the tool, then each LoRA
+    author's royalty (paid out of the total, never added to it)."""
+
+    total: int
+    plan: ChargePlan
+    shares: tuple[RoyaltyShare, ...]
+    lines: tuple[dict[str, Any], ...]
+
+
+def quote(
+    s: Session,
+    *,
+    tool: Tool,
+    workflow: dict[str, Any],
+    applied_loras: Sequence[tuple[str, str | None]],
+    payer: User,
+    cfg: ChargeSettings,
+) -> Quote:
+    """The quote of one bound run of `tool` for `payer`; `applied_loras` are (slug, owner id)."""
+    plan = plan_charge(price_model(s, tool.slug), workflow=workflow, basis=cost_basis(s, tool, cfg))
+    shares = royalty_shares(
+        applied_loras, payer_id=payer.id, lora_bps=cfg.lora_royalty_bps, max_bps=cfg.max_royalty_bps
+    )
+    lines: list[dict[str, Any]] = [
+        {"kind": "tool", "tool": tool.slug, "model": plan.kind.value, "credits": plan.quote}
+    ]
+    authors = {
+        u.id: u.name for u in s.scalars(select(User).where(User.id.in_([x.author_id for x in shares])))
+    }
+    for share in shares:
+        lines.append(
+            {
+                "kind": "royalty",
+                "lora": share.lora,
+                "author": authors.get(share.author_id, share.author_id),
+                "bps": share.bps,
+                "credits": plan.quote * share.bps // 10_000,
+                "included": True,  # out of the tool's credits: the total does not grow
+            }
+        )
+    return Quote(total=plan.quote, plan=plan, shares=tuple(shares), lines=tuple(lines))
+
+
+# -- holds and settlement ----------------------------------------------------------------------
+
+
+def is_charged(user: User, cfg: ChargeSettings) -> bool:
+    return user.role != "admin" or cfg.charge_admins
+
+
+def hold_for_job(
+    s: Session, *, job: Job, payer: User, priced: Quote, cfg: ChargeSettings, now: datetime
+) -> None:
+    """Hold the quote for `job` (in the submission's transaction: with the job or not at all).
+    Raises InsufficientCredits (402) when the payer's available credits are fewer. A free job
+    (an admin's, or a quote of 0) gets no hold."""
+    if not is_charged(payer, cfg) or priced.total <= 0:
+        return
+    hold = ledger.place_hold(
+        s,
+        user_id=payer.id,
+        amount=priced.total,
+        ref_type=JOB_REF,
+        ref_id=job.id,
+        key=f"hold:job:{job.id}",
+        now=now,
+    )
+    plan = priced.plan
+    s.add(
+        JobCharge(
+            job_id=job.id,
+            user_id=payer.id,
+            hold_id=hold.id,
+            kind=plan.kind.value,
+            quote=plan.quote,
+            unit_credits=plan.unit_credits,
+            per_second=str(plan.per_second),
+            output_pixels=plan.size.pixels if plan.size else None,
+            output_images=plan.size.images if plan.size else None,
+            royalties=[{"lora": x.lora, "author_id": x.author_id, "bps": x.bps} for x in priced.shares],
+            created_at=now,
+        )
+    )
+    s.flush()
+
+
+def _plan(charge: JobCharge) -> ChargePlan:
+    size = (
+        OutputSize(charge.output_pixels, charge.output_images or 0)
+        if charge.output_pixels is not None
+        else None
+    )
+    return ChargePlan(
+        PriceKind(charge.kind), charge.quote, charge.unit_credits, Decimal(charge.per_second), size
+    )
+
+
+_ENDS = {
+    JobState.COMPLETED: JobEnd.COMPLETED,
+    JobState.FAILED: JobEnd.FAILED,
+    JobState.CANCELLED: JobEnd.CANCELLED,
+}
+
+
+def _outcome(s: Session, job: Job, now: datetime) -> Outcome:
+    end = _ENDS[job.state]
+    started = job.started_at is not None
+    seconds = Decimal(0)
+    if started and job.started_at is not None:
+        measured = (job.timings or {}).get("run_seconds")
+        if end == JobEnd.COMPLETED and isinstance(measured, int | float) and not isinstance(measured, bool):
+            seconds = _decimal(float(measured))
+        else:
+            seconds = _decimal(max(0.0, ((job.finished_at or now) - job.started_at).total_seconds()))
+    images = len(
+        list(
+            s.scalars(
+                select(Output.id).where(
+                    Output.job_id == job.id, Output.uploaded.is_(True), Output.content_type.like("image/%")
+                )
+            )
+        )
+    )
+    return Outcome(end, started=started, gpu_seconds=seconds, images=images)
+
+
+def settle_job(s: Session, job: Job, *, now: datetime) -> int | None:
+    """Settle a job that reached a terminal state, in that transition's transaction: capture its
+    actual charge (≤ the hold; royalties out of it) or release the hold. Returns the credits
+    captured, None when the job has no charge. A second call changes nothing."""
+    charge = s.scalar(select(JobCharge).where(JobCharge.job_id == job.id).with_for_update())
+    if charge is None:
+        return None
+    if charge.settled_at is not None:
+        return charge.captured
+    amount = actual_charge(_plan(charge), _outcome(s, job, now), hold=charge.quote)
+    paid = 0
+    if amount > 0:
+        shares = [RoyaltyShare(x["lora"], x["author_id"], int(x["bps"])) for x in charge.royalties]
+        royalties = [
+            ledger.Royalty(user_id=share.author_id, amount=credits, ref_type=LORA_REF, ref_id=share.lora)
+            for share, credits in royalty_amounts(amount, shares)
+        ]
+        paid = sum(r.amount for r in royalties)
+        ledger.capture(
+            s,
+            hold_id=charge.hold_id,
+            amount=amount,
+            key=f"capture:job:{job.id}",
+            now=now,
+            royalties=royalties,
+        )
+    else:
+        ledger.release(s, hold_id=charge.hold_id, key=f"release:job:{job.id}", now=now)
+    charge.captured, charge.royalties_paid, charge.settled_at = amount, paid, now
+    s.flush()
+    return amount
