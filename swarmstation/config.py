@@ -208,6 +208,15 @@ class Settings(BaseSettings):
     max_royalty_bps: int = Field(1500, ge=0, le=10_000, description="All royalties of one job at most")
     charge_admins: bool = Field(False, description="Charge admins' jobs too (off: admins run free)")
 
+    # credits (domain/credits.py, control/ledger.py): their worth, new users' grant, an admin's bound
+    credits_per_usd: int = Field(1000, ge=1, description="Credits worth $1 (1000: 1 credit = $0.001)")
+    welcome_credits: int = Field(
+        0, ge=0, le=10**12, description="Credits every new user is granted (a ledger entry)"
+    )
+    max_credit_grant: int = Field(
+        10**12, ge=1, le=10**15, description="The most credits one admin grant or adjustment may move"
+    )
+
     # LoRAs
     max_loras_per_job: int = Field(8, ge=0, le=32)
     lora_max_bytes: int = Field(4 * 1024**3, ge=1, description="Largest LoRA file staged on approval")

@@ -77,7 +77,9 @@ def create_user(body: UserCreate, s: DB, _: AdminUser, state: State) -> UserCrea
     if s.scalar(select(User).where(User.name == body.name)) is not None:
         raise Conflict(f"user '{body.name}' exists")
     try:
-        user, key = create_user_with_key(s, body.name, body.role, state.clock())
+        user, key = create_user_with_key(
+            s, body.name, body.role, state.clock(), welcome_credits=state.settings.welcome_credits
+        )
         s.flush()
     except IntegrityError as exc:
         raise Conflict(f"user '{body.name}' exists") from exc

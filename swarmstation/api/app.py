@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from swarmstation import __version__
+from swarmstation.api import account as account_api
 from swarmstation.api import admin, comfydeploy, loras, models, objects, public, worker, worker_install
 from swarmstation.api import auth as auth_api
 from swarmstation.api import keys as keys_api
@@ -228,6 +229,7 @@ def build(
         authenticators=(current_user, current_instance),
     )
     app.include_router(public.router)
+    app.include_router(account_api.router)
     app.include_router(quotes_api.router)
     app.include_router(prices_api.router)
     app.include_router(admin.router)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from swarmstation.auth import API_KEY_PREFIX, display_prefix, hash_secret, new_secret
 from swarmstation.catalog import bundled_tools
 from swarmstation.config import Settings
+from swarmstation.control import ledger
 from swarmstation.domain.tools import ToolSpec, tool_to_dict
 from swarmstation.store.models import ApiKey, Meta, Pool, Tool, User
 
@@ -67,10 +68,15 @@ def seed_tools(s: Session, now: datetime) -> None:
     s.add(Meta(key="bundled_tools_seeded", value=now.isoformat()))
 
 
-def create_user_with_key(s: Session, name: str, role: str, now: datetime) -> tuple[User, str]:
+def create_user_with_key(
+    s: Session, name: str, role: str, now: datetime, *, welcome_credits: int = 0
+) -> tuple[User, str]:
+    """A new user and its first API key; `welcome_credits` (SWARMSTATION_WELCOME_CREDITS) are
+    granted as a ledger entry."""
     user = User(id=str(uuid.uuid4()), name=name, role=role, created_at=now)
     s.add(user)
     s.flush()
+    ledger.welcome(s, user_id=user.id, amount=welcome_credits, now=now)
     return user, add_key(s, user, now)
 
 

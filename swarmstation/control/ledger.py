@@ -57,6 +57,7 @@ __all__ = [
     "place_hold",
     "release",
     "verify",
+    "welcome",
 ]
 
 MAX_KEY_LENGTH = 255
@@ -142,6 +143,22 @@ def grant(
         actor_id=actor_id,
         reason=reason,
         key=key,
+        now=now,
+    )
+
+
+def welcome(s: Session, *, user_id: str, amount: int, now: datetime) -> LedgerEntry | None:
+    """A new user's welcome grant (SWARMSTATION_WELCOME_CREDITS; none when 0). Call it wherever a
+    user is created; its key is the user's, so it is granted once."""
+    if amount == 0:
+        return None
+    return grant(
+        s,
+        user_id=user_id,
+        amount=amount,
+        reason="welcome credits",
+        actor_id=None,
+        key=f"welcome:{user_id}",
         now=now,
     )
 

@@ -8,18 +8,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlalchemy import event, func, inspect, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from swarmstation.control import ledger
 from swarmstation.control.ledger import LedgerKeyReused, Royalty
 from swarmstation.domain.credits import EntryKind, HoldState, InsufficientCredits
 from swarmstation.domain.errors import IllegalTransition, InvalidInput, NotFound
-from swarmstation.store.db import alembic_config, make_engine, make_sessionmaker, migrate, transaction
-from swarmstation.store.models import Account, Base, Hold, LedgerEntry
+from swarmstation.store.db import make_engine, make_sessionmaker, migrate, transaction
+from swarmstation.store.models import Hold, LedgerEntry
 from tests.helpers import add_user
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -353,21 +350,3 @@ def test_concurrent_holds_that_exceed_the_balance_let_exactly_one_through(
     finally:
         event.remove(engine, "after_cursor_execute", after_reading_the_account)
     books_balance(sessions)
-
-
-def test_migration_matches_the_tables_and_goes_both_ways(database_url: str) -> None:
-    engine = make_engine(database_url)
-    try:
-        migrate(engine)
-        ours = ("accounts", "holds", "ledger_entries")
-        with engine.connect() as conn:
-            diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-        assert not [d for d in diffs if any(t in str(d) for t in ours)], diffs
-        command.downgrade(alembic_config(engine), "0014")
-        assert not set(ours) & set(inspect(engine).get_table_names())
-        migrate(engine)
-        assert set(ours) <= set(inspect(engine).get_table_names())
-        with make_sessionmaker(engine)() as s:
-            assert s.scalar(select(func.count()).select_from(Account)) == 0
-    finally:
-        engine.dispose()
