@@ -1,4 +1,8 @@
-"""`swarmstation up` as a real process, with its local instances, for end-to-end tests."""
+"""`swarmstation up` as a real process, with its local instances, for end-to-end tests.
+
+When a test fails, the logs of the processes it ran are shown with its report: every `Up` that
+`up_factory` made, and whatever else a test hands to the `failure_logs` fixture (see
+`pytest_runtest_makereport`), so that no test needs a try/except to print them."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +52,8 @@ class Up:
         return (self.data_dir / "admin.key").read_text().strip()
 
     def start(self) -> None:
-        log = self.folder / f"up-{len(self.logs)}.log"
+        # named by port too: two control planes may share a folder (and its instances)
+        log = self.folder / f"up-{self.port}-{len(self.logs)}.log"
         self.logs.append(log)
         self.proc = subprocess.Popen(
             [str(BIN), "up", "--port", str(self.port), "--log-level", "info"],
@@ -123,13 +128,58 @@ def make_up(tmp_path: Path, **settings: object) -> Up:
     return Up(folder=tmp_path, port=free_port(), env=env)
 
 
+@dataclass
+class FailureLogs:
+    """Logs to show with a test's report if it fails: (title, a function that reads them)."""
+
+    sources: list[tuple[str, Callable[[], str]]] = field(default_factory=list)
+    shown: bool = False
+
+    def add(self, title: str, read: Callable[[], str]) -> None:
+        self.sources.append((title, read))
+
+    def sections(self) -> list[tuple[str, str]]:
+        found = []
+        for title, read in self.sources:
+            try:
+                text = read()
+            except Exception as exc:  # a log that cannot be read must not hide the failure
+                text = f"(cannot read: {exc!r})"
+            found.append((title, text))
+        return found
+
+
+_FAILURE_LOGS = pytest.StashKey[FailureLogs]()
+
+
 @pytest.fixture
-def up_factory(tmp_path: Path) -> Iterator[object]:
+def failure_logs(request: pytest.FixtureRequest) -> FailureLogs:
+    """Register the logs of a process the test runs; they are shown if the test fails."""
+    return request.node.stash.setdefault(_FAILURE_LOGS, FailureLogs())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    # Read while the processes are still there: a failing call is reported before the fixtures'
+    # teardown stops them. A failure in setup or teardown shows the logs too, once per test.
+    report = yield
+    logs = item.stash.get(_FAILURE_LOGS, None)
+    if report.failed and logs is not None and not logs.shown:
+        logs.shown = True
+        report.sections.extend(logs.sections())
+    return report
+
+
+@pytest.fixture
+def up_factory(tmp_path: Path, failure_logs: FailureLogs) -> Iterator[Callable[..., Up]]:
+    """Makes `Up`s (in `folder`, by default the test's folder) that are cleaned up after the test
+    and whose logs a failing test shows."""
     created: list[Up] = []
 
-    def factory(**settings: object) -> Up:
-        up = make_up(tmp_path, **settings)
+    def factory(folder: Path | None = None, **settings: object) -> Up:
+        up = make_up(folder or tmp_path, **settings)
         created.append(up)
+        failure_logs.add(f"swarmstation up on port {up.port}", up.dump_logs)
         return up
 
     yield factory

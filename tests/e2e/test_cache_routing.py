@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Up, make_up, wait_for, wait_idle
+from tests.e2e.conftest import Up, wait_for, wait_idle
 from tests.fakes.model_hubs import FakeHubs, lora_bytes
 
 pytestmark = pytest.mark.slow
@@ -68,7 +68,7 @@ def run_trace(up: Up, hubs: FakeHubs, trace: list[int]) -> list[dict[str, Any]]:
     return jobs
 
 
-def test_cache_aware_routing_downloads_less_than_fifo(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cache_aware_routing_downloads_less_than_fifo(tmp_path, up_factory) -> None:  # type: ignore[no-untyped-def]
     hubs = FakeHubs().start()
     for k in range(LORAS):
         hubs.add_civitai_lora(
@@ -84,7 +84,7 @@ def test_cache_aware_routing_downloads_less_than_fifo(tmp_path) -> None:  # type
         for policy in ("cache", "fifo"):
             folder = tmp_path / policy
             folder.mkdir()
-            up = make_up(
+            up: Up = up_factory(
                 folder,
                 routing=policy,
                 pool_min_instances=3,
@@ -95,9 +95,6 @@ def test_cache_aware_routing_downloads_less_than_fifo(tmp_path) -> None:  # type
             )
             try:
                 results[policy] = run_trace(up, hubs, trace)
-            except Exception:
-                print(up.dump_logs())
-                raise
             finally:
                 up.cleanup()
     finally:

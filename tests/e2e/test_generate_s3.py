@@ -34,48 +34,44 @@ def test_generate_on_s3_writes_the_image_and_the_bucket_never_sees_the_api_key(u
             emulator_step_seconds=0.02,
         )
         up.start()
-        try:
-            made = up.cli(
-                "generate",
-                "a red fox in the snow",
-                "--tool",
-                "sd15-txt2img",
-                *("-i", "steps=3", "-i", "width=96", "-i", "height=64"),
-                "--out",
-                "fox.png",
-                "--json",
-            )
-            assert made.returncode == 0, made.stderr + up.dump_logs()
-            job = json.loads(made.stdout)
-            out = up.folder / "fox.png"
-            assert out.stat().st_size > 0
-            with Image.open(out) as img:
-                assert img.format == "PNG" and img.size == (96, 64)
+        made = up.cli(
+            "generate",
+            "a red fox in the snow",
+            "--tool",
+            "sd15-txt2img",
+            *("-i", "steps=3", "-i", "width=96", "-i", "height=64"),
+            "--out",
+            "fox.png",
+            "--json",
+        )
+        assert made.returncode == 0, made.stderr
+        job = json.loads(made.stdout)
+        out = up.folder / "fox.png"
+        assert out.stat().st_size > 0
+        with Image.open(out) as img:
+            assert img.format == "PNG" and img.size == (96, 64)
 
-            # The CLI fetched the output from the bucket through the presigned URL, and the
-            # bucket saw no Authorization header (httpx drops it on the cross-origin redirect).
-            fetched = bucket_side.requests("GET", "/outputs/")
-            assert fetched, [(r.method, r.path) for r in bucket_side.seen]
-            assert all("X-Amz-Signature=" in r.path for r in fetched)
-            assert all("authorization" not in r.headers for r in fetched), [r.headers for r in fetched]
-            assert not any(up.admin_key in json.dumps(r.headers) + r.path for r in bucket_side.seen)
+        # The CLI fetched the output from the bucket through the presigned URL, and the
+        # bucket saw no Authorization header (httpx drops it on the cross-origin redirect).
+        fetched = bucket_side.requests("GET", "/outputs/")
+        assert fetched, [(r.method, r.path) for r in bucket_side.seen]
+        assert all("X-Amz-Signature=" in r.path for r in fetched)
+        assert all("authorization" not in r.headers for r in fetched), [r.headers for r in fetched]
+        assert not any(up.admin_key in json.dumps(r.headers) + r.path for r in bucket_side.seen)
 
-            # The output vanishes from the bucket: the download fails with the bucket's status
-            # and leaves no file behind, not an empty or partial one.
-            s3 = boto3.client(
-                "s3",
-                endpoint_url=moto,
-                region_name="us-east-1",
-                aws_access_key_id=ACCESS_KEY,
-                aws_secret_access_key=SECRET_KEY,
-            )
-            for obj in s3.list_objects_v2(Bucket=bucket, Prefix="swarm/outputs/")["Contents"]:
-                s3.delete_object(Bucket=bucket, Key=obj["Key"])
-            target = up.folder / "again.png"
-            with Client(up.url, up.admin_key) as client, pytest.raises(ClientError, match="HTTP 404"):
-                client.download(job["outputs"][0]["url"], target)
-            assert not target.exists()
-            assert [p.name for p in Path(up.folder).glob(".again.png*")] == []
-        except Exception:
-            print(up.dump_logs())
-            raise
+        # The output vanishes from the bucket: the download fails with the bucket's status
+        # and leaves no file behind, not an empty or partial one.
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=moto,
+            region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
+        for obj in s3.list_objects_v2(Bucket=bucket, Prefix="swarm/outputs/")["Contents"]:
+            s3.delete_object(Bucket=bucket, Key=obj["Key"])
+        target = up.folder / "again.png"
+        with Client(up.url, up.admin_key) as client, pytest.raises(ClientError, match="HTTP 404"):
+            client.download(job["outputs"][0]["url"], target)
+        assert not target.exists()
+        assert [p.name for p in Path(up.folder).glob(".again.png*")] == []

@@ -47,7 +47,7 @@ def test_trigger_word_generation_fetches_the_lora(up_factory) -> None:  # type: 
             "ink.png",
             "--json",
         )
-        assert made.returncode == 0, made.stderr + up.dump_logs()
+        assert made.returncode == 0, made.stderr
         job = json.loads(made.stdout)
         assert job["state"] == "COMPLETED" and job["applied_loras"][0]["slug"] == slug
         assert job["timings"]["models_downloaded"] == 1

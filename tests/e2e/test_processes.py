@@ -44,44 +44,36 @@ def test_children_get_no_secrets_and_die_with_a_killed_up(up_factory) -> None:  
     up.env["VASTAI_BASE_URL"] = "http://127.0.0.1:9"  # the vastai provider comes up; nothing answers
     up.env["LANG"] = "C.UTF-8"
     up.start()
-    try:
-        http = up.client()
-        wait_idle(http, 1)
-        pids = _pids(up)
-        assert len(pids) == 2
-        for pid in pids:
-            env = _environ(pid)
-            leaked = {k for k, v in env.items() if k in SECRETS or v in SECRETS.values()}
-            assert not leaked, f"process {pid} inherited {sorted(leaked)}"
-            assert env.get("PATH") and env.get("LANG") == "C.UTF-8"
-        worker_env = _environ(pids[0])
-        assert worker_env.get("SWARMSTATION_WORKER_TOKEN", "").startswith("sst_")
-        assert "SWARMSTATION_WORKER_TOKEN" not in _environ(pids[1])  # the emulator has no use for it
-        http.close()
+    http = up.client()
+    wait_idle(http, 1)
+    pids = _pids(up)
+    assert len(pids) == 2
+    for pid in pids:
+        env = _environ(pid)
+        leaked = {k for k, v in env.items() if k in SECRETS or v in SECRETS.values()}
+        assert not leaked, f"process {pid} inherited {sorted(leaked)}"
+        assert env.get("PATH") and env.get("LANG") == "C.UTF-8"
+    worker_env = _environ(pids[0])
+    assert worker_env.get("SWARMSTATION_WORKER_TOKEN", "").startswith("sst_")
+    assert "SWARMSTATION_WORKER_TOKEN" not in _environ(pids[1])  # the emulator has no use for it
+    http.close()
 
-        up.kill()  # SIGKILL: no shutdown runs
-        wait_for(lambda: all(map(_gone, pids)), 5, "the worker and the emulator to end with up")
-    except Exception:
-        print(up.dump_logs())
-        raise
+    up.kill()  # SIGKILL: no shutdown runs
+    wait_for(lambda: all(map(_gone, pids)), 5, "the worker and the emulator to end with up")
 
 
 def test_sigterm_stops_up_at_once_with_workers_polling(up_factory) -> None:  # type: ignore[no-untyped-def]
     up: Up = up_factory(pool_min_instances=2, pool_max_instances=2)
     up.start()
-    try:
-        http = up.client()
-        wait_idle(http, 2)
-        http.close()
-        time.sleep(1.0)  # the workers are in their 20 s long polls
-        pids = _pids(up)
-        assert len(pids) == 4 and up.proc is not None
-        started = time.monotonic()
-        up.proc.send_signal(signal.SIGTERM)
-        up.proc.wait(timeout=30)
-        took = time.monotonic() - started
-        assert took < 5.0, f"up took {took:.1f}s to stop"
-        assert all(map(_gone, pids)), "instances left running"
-    except Exception:
-        print(up.dump_logs())
-        raise
+    http = up.client()
+    wait_idle(http, 2)
+    http.close()
+    time.sleep(1.0)  # the workers are in their 20 s long polls
+    pids = _pids(up)
+    assert len(pids) == 4 and up.proc is not None
+    started = time.monotonic()
+    up.proc.send_signal(signal.SIGTERM)
+    up.proc.wait(timeout=30)
+    took = time.monotonic() - started
+    assert took < 5.0, f"up took {took:.1f}s to stop"
+    assert all(map(_gone, pids)), "instances left running"

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +28,7 @@ from swarmstation.providers.vastai.provider import VastAIProvider
 from swarmstation.store.db import make_engine, transaction
 from swarmstation.store.models import Instance, Pool
 from tests.conftest import FakeClock
-from tests.e2e.conftest import BIN, free_port, wait_for
+from tests.e2e.conftest import BIN, FailureLogs, free_port, wait_for
 from tests.fakes.vastai import FakeVastAI, make_offer
 from tests.helpers import add_user, submit
 
@@ -45,7 +45,7 @@ def pg_url(database_url: str) -> str:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeVastAI]:
+def fake(failure_logs: FailureLogs) -> Iterator[FakeVastAI]:
     offers = [make_offer(i, dph_total=0.30 + i / 100) for i in range(1, 8)]
     env = {"SWARMSTATION_SKIP_INSTALL": "1", "SWARMSTATION_BIN": str(BIN)}
     with FakeVastAI(
@@ -56,6 +56,7 @@ def fake() -> Iterator[FakeVastAI]:
         load_seconds=0.3,
         onstart_env=env,
     ) as f:
+        failure_logs.add("the fake Vast.ai's machines", f.dump_logs)
         yield f
 
 
@@ -154,6 +155,9 @@ class Replica:
 
         wait_for(healthy, 60, f"replica on {self.port}")
 
+    def dump_log(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.kill()
@@ -187,9 +191,26 @@ def replica_env(pg_url: str, fake: FakeVastAI, **settings: object) -> dict[str, 
     return env
 
 
+class Replicas(list[Replica]):
+    """The replicas a test starts: stopped after it, their logs shown if it fails."""
+
+    def __init__(self, failure_logs: FailureLogs) -> None:
+        super().__init__()
+        self.failure_logs = failure_logs
+
+    def append(self, replica: Replica) -> None:
+        super().append(replica)
+        self.failure_logs.add(f"replica {replica.folder.name}", replica.dump_log)
+
+    def extend(self, replicas: Iterable[Replica]) -> None:
+        for replica in replicas:
+            self.append(replica)
+
+
 @pytest.fixture
-def replicas() -> Iterator[list[Replica]]:
-    made: list[Replica] = []
+def replicas(fake: FakeVastAI, failure_logs: FailureLogs) -> Iterator[list[Replica]]:
+    # after `fake`, so that the replicas stop while the fake Vast.ai still answers
+    made = Replicas(failure_logs)
     yield made
     for r in made:
         r.stop()
@@ -301,12 +322,6 @@ def test_killing_the_leader_loses_no_job_and_replaces_no_instance(
         states = [(i["state"], i["state_reason"]) for i in now]
         assert all(state in ("IDLE", "BUSY") for state, _ in states), states
         assert len(fake.create_bodies) == 2
-    except Exception:
-        for r in (a, b):
-            print(f"== {r.folder.name}\n{r.log.read_text()[-4000:] if r.log.exists() else ''}")
-        for log in sorted(Path(str(fake._root)).glob("*/*.log")):
-            print(f"== {log.parent.name}/{log.name}\n{log.read_text()[-3000:]}")
-        raise
     finally:
         proxy.close()
 

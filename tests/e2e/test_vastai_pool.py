@@ -6,14 +6,14 @@ planes on one PostgreSQL at once."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import BIN, Up, make_up, wait_for
+from tests.e2e.conftest import BIN, FailureLogs, Up, wait_for
 from tests.fake_models import fake_weights
 from tests.fakes.vastai import FakeVastAI, make_offer
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeVastAI]:
+def fake(failure_logs: FailureLogs) -> Iterator[FakeVastAI]:
     offers = [make_offer(i, dph_total=0.30 + i / 100) for i in range(1, 8)]
     env = {"SWARMSTATION_SKIP_INSTALL": "1", "SWARMSTATION_BIN": str(BIN)}
     with FakeVastAI(
@@ -32,7 +32,15 @@ def fake() -> Iterator[FakeVastAI]:
         load_seconds=0.3,
         onstart_env=env,
     ) as f:
+        failure_logs.add("the fake Vast.ai's machines", f.dump_logs)
         yield f
+
+
+@pytest.fixture
+def up_factory(fake: FakeVastAI, up_factory: Callable[..., Up]) -> Callable[..., Up]:
+    """The conftest's, set up after the fake: so the Ups stop (and give their instances back)
+    while the fake still answers, instead of retrying a gone Vast.ai for 15 s."""
+    return up_factory
 
 
 def vast_env(fake: FakeVastAI) -> dict[str, object]:
@@ -101,62 +109,54 @@ def all_finished(up: Up, ids: list[str]) -> list[dict[str, Any]] | None:
 def test_burst_scales_zero_to_max_and_back(up_factory, fake: FakeVastAI) -> None:  # type: ignore[no-untyped-def]
     up: Up = up_factory(**vast_env(fake))
     start(up, fake)
-    try:
-        setup_pool(up, max_instances=3, idle_minutes=0.1)
-        fake.fail("create", 429, times=2, body="text")  # a rate-limit storm on the way up
-        fake.fail("search", 500, times=1)
-        ids = submit_burst(up, 50)
-        peak = 0
+    setup_pool(up, max_instances=3, idle_minutes=0.1)
+    fake.fail("create", 429, times=2, body="text")  # a rate-limit storm on the way up
+    fake.fail("search", 500, times=1)
+    ids = submit_burst(up, 50)
+    peak = 0
 
-        urls: set[str] = set()
+    urls: set[str] = set()
 
-        def finished() -> list[dict[str, Any]] | None:
-            nonlocal peak
-            live = [i for i in live_instances(up) if i["state"] != "TERMINATED"]
-            peak = max(peak, len(live))
-            urls.update(i["comfyui_url"] for i in live if i["comfyui_url"])
-            return all_finished(up, ids)
+    def finished() -> list[dict[str, Any]] | None:
+        nonlocal peak
+        live = [i for i in live_instances(up) if i["state"] != "TERMINATED"]
+        peak = max(peak, len(live))
+        urls.update(i["comfyui_url"] for i in live if i["comfyui_url"])
+        return all_finished(up, ids)
 
-        jobs = wait_for(finished, 240, "all 50 jobs", interval=1.0)
-        assert [j["state"] for j in jobs] == ["COMPLETED"] * 50, [j["error"] for j in jobs if j["error"]]
-        assert peak == 3
-        assert len(urls) >= 3  # each rented machine ran its own ComfyUI
-        assert len({j["instance_id"] for j in jobs}) >= 2
-        # Idle past the timeout: drained and destroyed, back to the minimum of 0.
-        wait_for(lambda: live_instances(up) == [] and fake.instances() == [], 120, "scale back to zero")
-        costs = up.client().get("/v1/admin/costs?group_by=pool").json()
-        assert costs["billed"] > 0 and costs["attributed"] > 0
-        assert abs(costs["attributed"] + costs["unattributed"] - costs["billed"]) < 1e-6
-        status = json.loads(up.cli("status", "--json", "--all").stdout)
-        assert all(i["state"] == "TERMINATED" for i in status["instances"] if i["pool"] == "gpu")
-    except Exception:
-        print(up.dump_logs())
-        raise
+    jobs = wait_for(finished, 240, "all 50 jobs", interval=1.0)
+    assert [j["state"] for j in jobs] == ["COMPLETED"] * 50, [j["error"] for j in jobs if j["error"]]
+    assert peak == 3
+    assert len(urls) >= 3  # each rented machine ran its own ComfyUI
+    assert len({j["instance_id"] for j in jobs}) >= 2
+    # Idle past the timeout: drained and destroyed, back to the minimum of 0.
+    wait_for(lambda: live_instances(up) == [] and fake.instances() == [], 120, "scale back to zero")
+    costs = up.client().get("/v1/admin/costs?group_by=pool").json()
+    assert costs["billed"] > 0 and costs["attributed"] > 0
+    assert abs(costs["attributed"] + costs["unattributed"] - costs["billed"]) < 1e-6
+    status = json.loads(up.cli("status", "--json", "--all").stdout)
+    assert all(i["state"] == "TERMINATED" for i in status["instances"] if i["pool"] == "gpu")
 
 
 def test_instance_vanishing_mid_job(up_factory, fake: FakeVastAI) -> None:  # type: ignore[no-untyped-def]
     up: Up = up_factory(**vast_env(fake))
     start(up, fake)
-    try:
-        setup_pool(up, max_instances=2, idle_minutes=5)
-        http = up.client()
-        job = http.post(
-            "/v1/jobs",
-            json={"tool": "gpu-sd15", "inputs": {"prompt": "slow", "steps": 120, "width": 64, "height": 64}},
-        ).json()
-        running = wait_for(
-            lambda: (j := http.get(f"/v1/jobs/{job['id']}").json())["state"] == "RUNNING" and j,
-            120,
-            "the job to run",
-        )
-        victim = next(i for i in live_instances(up) if i["id"] == running["instance_id"])
-        fake.vanish(int(victim["provider_instance_id"]))
-        done = wait_for(lambda: all_finished(up, [job["id"]]), 180, "the job to finish elsewhere")[0]
-        assert done["state"] == "COMPLETED" and done["instance_id"] != victim["id"] and done["attempt"] == 2
-        wait_for(lambda: no_strays(up, fake), 30, "no unknown instances")
-    except Exception:
-        print(up.dump_logs())
-        raise
+    setup_pool(up, max_instances=2, idle_minutes=5)
+    http = up.client()
+    job = http.post(
+        "/v1/jobs",
+        json={"tool": "gpu-sd15", "inputs": {"prompt": "slow", "steps": 120, "width": 64, "height": 64}},
+    ).json()
+    running = wait_for(
+        lambda: (j := http.get(f"/v1/jobs/{job['id']}").json())["state"] == "RUNNING" and j,
+        120,
+        "the job to run",
+    )
+    victim = next(i for i in live_instances(up) if i["id"] == running["instance_id"])
+    fake.vanish(int(victim["provider_instance_id"]))
+    done = wait_for(lambda: all_finished(up, [job["id"]]), 180, "the job to finish elsewhere")[0]
+    assert done["state"] == "COMPLETED" and done["instance_id"] != victim["id"] and done["attempt"] == 2
+    wait_for(lambda: no_strays(up, fake), 30, "no unknown instances")
 
 
 @pytest.mark.postgres
@@ -164,94 +164,80 @@ def test_two_control_planes_on_one_postgres(up_factory, fake: FakeVastAI, databa
     if not database_url.startswith("postgresql"):
         pytest.skip("this one is about PostgreSQL")
     a: Up = up_factory(**vast_env(fake), database_url=database_url, secret_key="shared-secret-for-both")
-    b: Up = make_up(
+    b: Up = up_factory(
         a.folder, **vast_env(fake), database_url=database_url, secret_key="shared-secret-for-both"
     )
     for up in (a, b):  # beside another replica, workers need one shared address (here a's)
         up.env["SWARMSTATION_PUBLIC_URL"] = a.url
     start(a, fake)
     start(b, fake)
-    try:
-        setup_pool(a, max_instances=2, idle_minutes=0.1)
-        ids = submit_burst(a, 10) + submit_burst(b, 10)
-        jobs = wait_for(lambda: all_finished(a, ids), 240, "all jobs", interval=1.0)
-        assert [j["state"] for j in jobs] == ["COMPLETED"] * 20
-        assert len(fake.create_bodies) <= 2 + 1  # one leader launched; no duplicate pools of machines
-        wait_for(lambda: live_instances(a) == [] and fake.instances() == [], 120, "scale back to zero")
-    except Exception:
-        print(a.dump_logs())
-        raise
-    finally:
-        b.cleanup()
+    setup_pool(a, max_instances=2, idle_minutes=0.1)
+    ids = submit_burst(a, 10) + submit_burst(b, 10)
+    jobs = wait_for(lambda: all_finished(a, ids), 240, "all jobs", interval=1.0)
+    assert [j["state"] for j in jobs] == ["COMPLETED"] * 20
+    assert len(fake.create_bodies) <= 2 + 1  # one leader launched; no duplicate pools of machines
+    wait_for(lambda: live_instances(a) == [] and fake.instances() == [], 120, "scale back to zero")
 
 
 def test_idle_instance_is_parked_and_resumed_with_its_model_cache(up_factory, fake: FakeVastAI) -> None:  # type: ignore[no-untyped-def]
     up: Up = up_factory(**vast_env(fake))
     start(up, fake)
-    try:
-        setup_pool(up, max_instances=1, idle_minutes=0.05)  # 3 s idle, then parked
-        http = up.client()
-        assert http.patch("/v1/admin/pools/gpu", json={"max_parked": 1}).status_code == 200
-        # the checkpoint from the catalog, so that the worker downloads it (the emulator's
-        # placeholder under that name has another size and is replaced)
-        weights = fake_weights(b"sd15 weights " * 40_000)
-        r = http.put(
-            "/v1/admin/models/upload/checkpoints/v1-5-pruned-emaonly.safetensors",
-            content=weights,
-            params={"kind": "checkpoint", "base_model": "SD1.5"},
-        )
-        assert r.status_code == 201, r.text
-        ids = submit_burst(up, 2)
-        inst = wait_for(
-            lambda: (i := live_instances(up)) and i[0]["provider_instance_id"] and i[0], 60, "an instance"
-        )
-        provider_id = int(inst["provider_instance_id"])
-        bootstrap = wait_for(lambda: fake.process(provider_id), 30, "its bootstrap to run")
-        old_port = fake.host_port(provider_id)
-        jobs = wait_for(lambda: all_finished(up, ids), 90, "the first jobs", interval=0.5)
-        assert [j["state"] for j in jobs] == ["COMPLETED"] * 2, [j["error"] for j in jobs]
-        assert {j["instance_id"] for j in jobs} == {inst["id"]}
+    setup_pool(up, max_instances=1, idle_minutes=0.05)  # 3 s idle, then parked
+    http = up.client()
+    assert http.patch("/v1/admin/pools/gpu", json={"max_parked": 1}).status_code == 200
+    # the checkpoint from the catalog, so that the worker downloads it (the emulator's
+    # placeholder under that name has another size and is replaced)
+    weights = fake_weights(b"sd15 weights " * 40_000)
+    r = http.put(
+        "/v1/admin/models/upload/checkpoints/v1-5-pruned-emaonly.safetensors",
+        content=weights,
+        params={"kind": "checkpoint", "base_model": "SD1.5"},
+    )
+    assert r.status_code == 201, r.text
+    ids = submit_burst(up, 2)
+    inst = wait_for(
+        lambda: (i := live_instances(up)) and i[0]["provider_instance_id"] and i[0], 60, "an instance"
+    )
+    provider_id = int(inst["provider_instance_id"])
+    bootstrap = wait_for(lambda: fake.process(provider_id), 30, "its bootstrap to run")
+    old_port = fake.host_port(provider_id)
+    jobs = wait_for(lambda: all_finished(up, ids), 90, "the first jobs", interval=0.5)
+    assert [j["state"] for j in jobs] == ["COMPLETED"] * 2, [j["error"] for j in jobs]
+    assert {j["instance_id"] for j in jobs} == {inst["id"]}
 
-        def cache(instance_id: str) -> dict[str, float]:
-            counters: dict[str, float] = http.get(f"/v1/admin/instances/{instance_id}").json()["info"][
-                "cache"
-            ]
-            return counters
+    def cache(instance_id: str) -> dict[str, float]:
+        counters: dict[str, float] = http.get(f"/v1/admin/instances/{instance_id}").json()["info"]["cache"]
+        return counters
 
-        # downloaded once (by a job, or a prefetch), from the worker's counters in its heartbeats
-        wait_for(lambda: cache(inst["id"]).get("bytes_downloaded") == len(weights), 30, "the download")
+    # downloaded once (by a job, or a prefetch), from the worker's counters in its heartbeats
+    wait_for(lambda: cache(inst["id"]).get("bytes_downloaded") == len(weights), 30, "the download")
 
-        # idle: parked, stopped at the provider with its disk, its processes gone
-        parked = wait_for(
-            lambda: (i := live_instances(up)) and i[0]["state"] == "STOPPED" and i[0], 60, "a park"
-        )
-        assert parked["id"] == inst["id"] and parked["parked_at"] and parked["comfyui_url"] is None
-        shown = fake.instance(provider_id)
-        assert shown is not None and (shown["actual_status"], shown["intended_status"]) == ("stopped",) * 2
-        assert bootstrap.poll() is not None and fake.process(provider_id) is None
-        with pytest.raises(httpx.TransportError):
-            httpx.get(f"http://127.0.0.1:{old_port}/system_stats", timeout=2)
-        assert http.get("/v1/admin/pools/gpu").json()["parked"] == 1
+    # idle: parked, stopped at the provider with its disk, its processes gone
+    parked = wait_for(lambda: (i := live_instances(up)) and i[0]["state"] == "STOPPED" and i[0], 60, "a park")
+    assert parked["id"] == inst["id"] and parked["parked_at"] and parked["comfyui_url"] is None
+    shown = fake.instance(provider_id)
+    assert shown is not None and (shown["actual_status"], shown["intended_status"]) == ("stopped",) * 2
+    assert bootstrap.poll() is not None and fake.process(provider_id) is None
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{old_port}/system_stats", timeout=2)
+    assert http.get("/v1/admin/pools/gpu").json()["parked"] == 1
 
-        # demand again: the same machine is started again, nothing is rented, the cache is there
-        [again] = submit_burst(up, 1)
-        done = wait_for(lambda: all_finished(up, [again]), 90, "the job on the resumed instance")[0]
-        assert done["state"] == "COMPLETED", done["error"]
-        assert done["instance_id"] == inst["id"]
-        assert done["timings"]["model_bytes_downloaded"] == 0 and done["timings"]["model_cache_hits"] == 1
-        assert len(fake.create_bodies) == 1 and fake.starts(provider_id) == 1
-        # the resumed worker is a new process with new counters: a hit, and nothing downloaded
-        resumed = wait_for(lambda: (c := cache(inst["id"])).get("hits") and c, 30, "a heartbeat")
-        assert resumed["bytes_downloaded"] == 0 and resumed["bytes_hit"] == len(weights)
-        detail = http.get(f"/v1/admin/instances/{inst['id']}").json()
-        states = [t["to_state"] for t in detail["transitions"]]
-        assert states[states.index("STOPPED") :][:2] == ["STOPPED", "PROVISIONING"]
-        assert detail["comfyui_url"] and detail["parked_at"] is None
-        costs = http.get("/v1/admin/costs?group_by=pool").json()
-        assert abs(costs["attributed"] + costs["unattributed"] - costs["billed"]) < 1e-6
-    except Exception:
-        print(up.dump_logs())
-        raise
+    # demand again: the same machine is started again, nothing is rented, the cache is there
+    [again] = submit_burst(up, 1)
+    done = wait_for(lambda: all_finished(up, [again]), 90, "the job on the resumed instance")[0]
+    assert done["state"] == "COMPLETED", done["error"]
+    assert done["instance_id"] == inst["id"]
+    assert done["timings"]["model_bytes_downloaded"] == 0 and done["timings"]["model_cache_hits"] == 1
+    assert len(fake.create_bodies) == 1 and fake.starts(provider_id) == 1
+    # the resumed worker is a new process with new counters: a hit, and nothing downloaded
+    resumed = wait_for(lambda: (c := cache(inst["id"])).get("hits") and c, 30, "a heartbeat")
+    assert resumed["bytes_downloaded"] == 0 and resumed["bytes_hit"] == len(weights)
+    detail = http.get(f"/v1/admin/instances/{inst['id']}").json()
+    states = [t["to_state"] for t in detail["transitions"]]
+    assert states[states.index("STOPPED") :][:2] == ["STOPPED", "PROVISIONING"]
+    assert detail["comfyui_url"] and detail["parked_at"] is None
+    costs = http.get("/v1/admin/costs?group_by=pool").json()
+    assert abs(costs["attributed"] + costs["unattributed"] - costs["billed"]) < 1e-6
 
 
 def test_interruptible_instance_outbid_mid_job(up_factory, fake: FakeVastAI) -> None:  # type: ignore[no-untyped-def]
@@ -259,43 +245,37 @@ def test_interruptible_instance_outbid_mid_job(up_factory, fake: FakeVastAI) -> 
     stops it), the job is requeued and completes on a replacement, and costs bill the bids."""
     up: Up = up_factory(**vast_env(fake))
     start(up, fake)
-    try:
-        setup_pool(up, max_instances=1, idle_minutes=5)
-        http = up.client()
-        r = http.patch("/v1/admin/pools/gpu", json={"rental": "interruptible", "bid_margin": 1.2})
-        assert r.status_code == 200 and r.json()["rental"] == "interruptible", r.text
-        job = http.post(
-            "/v1/jobs",
-            json={"tool": "gpu-sd15", "inputs": {"prompt": "slow", "steps": 120, "width": 64, "height": 64}},
-        ).json()
-        running = wait_for(
-            lambda: (j := http.get(f"/v1/jobs/{job['id']}").json())["state"] == "RUNNING" and j,
-            120,
-            "the job to run",
-        )
-        victim = next(i for i in live_instances(up) if i["id"] == running["instance_id"])
-        # offer 1 is the cheapest: dph_total 0.31, min_bid 0.155 → bid 0.186
-        [first_body] = fake.create_bodies
-        assert first_body["price"] == 0.186 and fake.search_queries[-1]["type"] == "bid"
-        fake.outbid(int(victim["provider_instance_id"]))
-        done = wait_for(lambda: all_finished(up, [job["id"]]), 120, "the job to finish elsewhere")[0]
-        assert done["state"] == "COMPLETED" and done["instance_id"] != victim["id"] and done["attempt"] == 2
-        detail = http.get(f"/v1/admin/instances/{victim['id']}").json()
-        assert detail["state"] == "TERMINATED"
-        reasons = [t["reason"] for t in detail["transitions"]]
-        assert "outbid: the provider stopped this interruptible instance" in reasons
-        assert fake.instance(int(victim["provider_instance_id"])) is None  # destroyed, not left stopped
-        assert len(fake.create_bodies) == 2 and all("price" in b for b in fake.create_bodies)
-        wait_for(lambda: no_strays(up, fake), 30, "no unknown instances")
-        by_instance = {
-            row["key"]: row for row in http.get("/v1/admin/costs?group_by=instance").json()["rows"]
-        }
-        # billed from creation to its end at the bid (recorded from the listing), not at the
-        # offer's on-demand 0.31/h; its job was requeued, so the bill is unattributed
-        lived = (
-            datetime.fromisoformat(detail["terminated_at"]) - datetime.fromisoformat(detail["created_at"])
-        ).total_seconds()
-        assert by_instance[victim["id"]]["cost"] == pytest.approx(lived * 0.186 / 3600, rel=1e-3, abs=1e-6)
-    except Exception:
-        print(up.dump_logs())
-        raise
+    setup_pool(up, max_instances=1, idle_minutes=5)
+    http = up.client()
+    r = http.patch("/v1/admin/pools/gpu", json={"rental": "interruptible", "bid_margin": 1.2})
+    assert r.status_code == 200 and r.json()["rental"] == "interruptible", r.text
+    job = http.post(
+        "/v1/jobs",
+        json={"tool": "gpu-sd15", "inputs": {"prompt": "slow", "steps": 120, "width": 64, "height": 64}},
+    ).json()
+    running = wait_for(
+        lambda: (j := http.get(f"/v1/jobs/{job['id']}").json())["state"] == "RUNNING" and j,
+        120,
+        "the job to run",
+    )
+    victim = next(i for i in live_instances(up) if i["id"] == running["instance_id"])
+    # offer 1 is the cheapest: dph_total 0.31, min_bid 0.155 → bid 0.186
+    [first_body] = fake.create_bodies
+    assert first_body["price"] == 0.186 and fake.search_queries[-1]["type"] == "bid"
+    fake.outbid(int(victim["provider_instance_id"]))
+    done = wait_for(lambda: all_finished(up, [job["id"]]), 120, "the job to finish elsewhere")[0]
+    assert done["state"] == "COMPLETED" and done["instance_id"] != victim["id"] and done["attempt"] == 2
+    detail = http.get(f"/v1/admin/instances/{victim['id']}").json()
+    assert detail["state"] == "TERMINATED"
+    reasons = [t["reason"] for t in detail["transitions"]]
+    assert "outbid: the provider stopped this interruptible instance" in reasons
+    assert fake.instance(int(victim["provider_instance_id"])) is None  # destroyed, not left stopped
+    assert len(fake.create_bodies) == 2 and all("price" in b for b in fake.create_bodies)
+    wait_for(lambda: no_strays(up, fake), 30, "no unknown instances")
+    by_instance = {row["key"]: row for row in http.get("/v1/admin/costs?group_by=instance").json()["rows"]}
+    # billed from creation to its end at the bid (recorded from the listing), not at the
+    # offer's on-demand 0.31/h; its job was requeued, so the bill is unattributed
+    lived = (
+        datetime.fromisoformat(detail["terminated_at"]) - datetime.fromisoformat(detail["created_at"])
+    ).total_seconds()
+    assert by_instance[victim["id"]]["cost"] == pytest.approx(lived * 0.186 / 3600, rel=1e-3, abs=1e-6)

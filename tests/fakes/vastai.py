@@ -471,6 +471,15 @@ class FakeVastAI:
             inst = self._instances.get(instance_id)
             return inst.process if inst else None
 
+    def dump_logs(self) -> str:
+        """The tails of the rented machines' logs (bootstrap, worker, ComfyUI), for a failing test."""
+        if self._root is None or not self._root.exists():
+            return ""
+        return "\n".join(
+            f"== {log.parent.name}/{log.name}\n{log.read_text(errors='replace')[-3000:]}"
+            for log in sorted(self._root.glob("*/*.log"))
+        )
+
     # -- state -----------------------------------------------------------------------------------
     def _new_instance(
         self, offer_id: int, body: dict[str, Any], gpu_name: str, num_gpus: int, dph_total: float
