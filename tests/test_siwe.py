@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -20,6 +21,7 @@ from swarmstation.store.models import AuthNonce, User
 from swarmstation.store.queries import user_for_address
 from tests.conftest import FakeClock
 from tests.helpers import add_user
+from tests.served import Served, served
 from tests.siwe_helpers import (
     ALICE,
     BOB,
@@ -256,15 +258,25 @@ def test_closed_signup_refuses_new_addresses_but_takes_linked_ones(
         assert resp.status_code == 200 and resp.json()["user"]["id"] == user.id
 
 
-def test_up_opens_signup_and_serve_does_not() -> None:
-    import inspect
+def test_up_opens_signup_and_serve_does_not(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
 
-    from swarmstation.cli import serve as serve_cli
+    def first_sign_in(plane: Served) -> int:
+        with httpx.Client(base_url=plane.url, timeout=30) as http:
+            issued = http.get("/v1/auth/nonce").json()  # what the message must say, on this port
+            text = siwe_message(
+                ALICE, issued["nonce"], datetime.now(UTC), domain=issued["domain"], uri=issued["uri"]
+            )
+            return http.post(
+                "/v1/auth/siwe", json={"message": text, "signature": sign(ALICE, text)}
+            ).status_code
 
-    # The commands pass their defaults; SWARMSTATION_OPEN_SIGNUP wins over both (Settings).
-    assert "open_signup=True" in inspect.getsource(serve_cli.up)
-    assert "open_signup=False" in inspect.getsource(serve_cli.serve)
-    assert Settings(open_signup="true").open_signup is True  # type: ignore[arg-type]
+    with served(tmp_path / "serve", "serve") as plane:
+        assert first_sign_in(plane) == 403
+    with served(tmp_path / "serve-open", "serve", env={"SWARMSTATION_OPEN_SIGNUP": "true"}) as plane:
+        assert first_sign_in(plane) == 200  # the variable wins over the command's default
+    with served(tmp_path / "up", "up", env={"SWARMSTATION_POOL_MIN_INSTANCES": "0"}) as plane:
+        assert first_sign_in(plane) == 200
 
 
 # -- linking ------------------------------------------------------------------------------------------
