@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import itertools
 import json
@@ -13,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +21,11 @@ import pytest
 
 from swarmstation.worker.cache import FetchReport, ModelCache
 from swarmstation.worker.downloads import ModelFetchError
+from tests.helpers import async_test
 from tests.worker.file_server import FileServer
 
 KiB = 1024
 REPO = Path(__file__).resolve().parents[2]
-
-
-def async_test(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(fn(*args, **kwargs))
-
-    return wrapper
 
 
 def blob(n: int, seed: int = 0) -> bytes:
