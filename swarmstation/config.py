@@ -19,9 +19,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from swarmstation.domain.deposits import AssetConfig, ChainConfig
 from swarmstation.domain.errors import SwarmError
 from swarmstation.providers.install import default_install_spec
 
@@ -35,6 +36,48 @@ class ConfigError(SwarmError, ValueError):
 def reveal(secret: SecretStr | None) -> str | None:
     """The secret's text, or None when it is unset: only where it goes to the service it is for."""
     return secret.get_secret_value() if secret is not None else None
+
+
+_ADDRESS = r"^0x[0-9a-fA-F]{40}$"
+
+
+class DepositAsset(BaseModel):
+    """An asset a chain's treasury accepts: `contract` null is the native currency (ETH)."""
+
+    model_config = ConfigDict(extra="forbid")
+    symbol: str = Field(min_length=1, max_length=20, pattern=r"^[A-Za-z0-9.]+$")
+    contract: str | None = Field(None, pattern=_ADDRESS, description="ERC-20 address; null: native")
+    decimals: int = Field(ge=0, le=36, strict=True)
+    credits_per_unit: int = Field(gt=0, strict=True, description="Credits per whole unit (10**decimals)")
+
+
+class DepositChain(BaseModel):
+    """A chain deposits arrive on (SWARMSTATION_CHAINS, a JSON list, or [[chains]] in the TOML)."""
+
+    model_config = ConfigDict(extra="forbid")
+    chain_id: int = Field(ge=1, strict=True)
+    name: str = Field(min_length=1, max_length=60)
+    rpc_url: SecretStr = Field(repr=False, description="JSON-RPC URL; may carry a key, never shown")
+    treasury: str = Field(pattern=_ADDRESS, description="The address deposits are sent to")
+    confirmations: int = Field(12, ge=1, le=10_000, strict=True)
+    start_block: int | None = Field(None, ge=0, description="Scan from here; unset: the head at first scan")
+    assets: list[DepositAsset] = Field(min_length=1)
+
+    @field_validator("assets")
+    @classmethod
+    def _one_each(cls, v: list[DepositAsset]) -> list[DepositAsset]:
+        contracts = [(a.contract or "").lower() for a in v]
+        if len(set(contracts)) != len(contracts):
+            raise ValueError("an asset (contract, or the native currency) is listed twice")
+        return v
+
+    def config(self) -> ChainConfig:
+        """The chain as the deposit policy sees it (addresses lowercase, no RPC URL)."""
+        assets = tuple(
+            AssetConfig(a.symbol, a.contract.lower() if a.contract else None, a.decimals, a.credits_per_unit)
+            for a in self.assets
+        )
+        return ChainConfig(self.chain_id, self.name, self.treasury.lower(), self.confirmations, assets)
 
 
 class Settings(BaseSettings):
@@ -133,6 +176,25 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             text = v.strip().strip("[]")
             return [part.strip() for part in text.split(",") if part.strip()]
+        return v
+
+    # deposits on EVM chains (control/deposits.py)
+    chains: list[DepositChain] = Field(
+        default_factory=list, description="Chains deposits are accepted on (JSON list); none: no deposits"
+    )
+    deposit_scan_interval_seconds: float = Field(
+        15.0, gt=0, description="How often the leader scans the treasuries for incoming transfers"
+    )
+    deposit_scan_max_blocks: int = Field(
+        500, ge=1, le=100_000, description="Most blocks one scan of one chain reads"
+    )
+
+    @field_validator("chains")
+    @classmethod
+    def _unique_chains(cls, v: list[DepositChain]) -> list[DepositChain]:
+        ids = [c.chain_id for c in v]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a chain_id is configured twice")
         return v
 
     # what rented instances run (the bootstrap script, providers/bootstrap.py)

@@ -22,6 +22,7 @@ from swarmstation import __version__
 from swarmstation.api import account as account_api
 from swarmstation.api import admin, comfydeploy, loras, models, objects, public, worker, worker_install
 from swarmstation.api import auth as auth_api
+from swarmstation.api import deposits as deposits_api
 from swarmstation.api import keys as keys_api
 from swarmstation.api import pools as pools_api
 from swarmstation.api import prices as prices_api
@@ -33,6 +34,7 @@ from swarmstation.api.limits import AuthThrottle, BodyLimits, EdgeLimits
 from swarmstation.api.metrics import make_registry, render, require_metrics_token
 from swarmstation.config import ConfigError, Settings, reveal
 from swarmstation.control.bootstrap import ensure_admin, ensure_default_pool, seed_tools, write_secret_file
+from swarmstation.control.deposits import Deposits
 from swarmstation.control.leader import LeaderLock
 from swarmstation.control.loops import ControlLoops
 from swarmstation.control.moderation import LoraStager
@@ -197,6 +199,10 @@ def build(
     # Approved LoRAs are staged in the background, by the leader (control/moderation.py).
     lora_stager = LoraStager(settings, sessions, store, clock, leader=loops.leader)
     loops.extra.append(("lora-staging", settings.lora_staging_poll_seconds, lora_stager.tick))
+    # Deposits on the configured chains: reported by users, and found by the leader's scanner.
+    deposits = Deposits(settings, sessions, clock)
+    if deposits.configs:
+        loops.extra.append(("deposit-scanner", settings.deposit_scan_interval_seconds, deposits.tick))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -209,6 +215,7 @@ def build(
         finally:
             await asyncio.to_thread(lora_stager.stop)
             await loops.stop()
+            deposits.close()
             await asyncio.to_thread(presence.leave)
             if plane.stop_instances_on_exit:
                 log.warning("stopping local instances")
@@ -221,6 +228,7 @@ def build(
         lifespan=lifespan,
     )
     app.state.swarm = state
+    app.state.deposits = deposits
     install_error_handlers(app)
     # Body sizes and authentication are checked before FastAPI reads a body (api/limits.py).
     app.add_middleware(
@@ -240,6 +248,7 @@ def build(
     app.include_router(worker.router)
     app.include_router(worker_install.router)
     app.include_router(objects.router)
+    app.include_router(deposits_api.router)
     app.include_router(auth_api.router)
     app.include_router(wallets_api.router)
     app.include_router(keys_api.router)

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from swarmstation.domain.credits import EntryKind, HoldState
+from swarmstation.domain.deposits import DepositState
 from swarmstation.domain.moderation import ModerationState
 from swarmstation.domain.scaling import POOL_DEFAULTS
 from swarmstation.domain.states import InstanceState, InstanceTrigger, JobState, JobTrigger
@@ -505,3 +506,46 @@ class JobCharge(Base):
     settled_at: Mapped[datetime | None] = mapped_column(index=True)
     created_at: Mapped[datetime]
 
+
+# -- deposits on EVM chains (domain/deposits.py, control/deposits.py) -----------------------------
+class Deposit(Base):
+    """One transfer to a treasury (or one refused transaction), keyed by (chain, tx, log index):
+    the native value of a transaction is log index -1. `amount` is in the asset's base units, as
+    decimal text (a uint256 does not fit a BigInteger); `credits` what it is worth; `user_id` whom
+    it was credited to; `reported_by` who reported it first (the scanner may find it first)."""
+
+    __tablename__ = "deposits"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
+    state: Mapped[DepositState] = mapped_column(state_enum(DepositState, 16), default=DepositState.PENDING)
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    block_hash: Mapped[str] = mapped_column(String(66))
+    sender: Mapped[str] = mapped_column(String(42), index=True)
+    symbol: Mapped[str | None] = mapped_column(String(20))
+    token: Mapped[str | None] = mapped_column(String(42))  # None: the native currency
+    amount: Mapped[str] = mapped_column(String(80), default="0", server_default="0")
+    credits: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    reported_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    credited_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ux_deposits_chain_tx_log", "chain_id", "tx_hash", "log_index", unique=True),
+        Index("ix_deposits_chain_state", "chain_id", "state"),
+        CheckConstraint("credits >= 0", name="ck_deposits_credits_not_negative"),
+    )
+
+
+class ChainCursor(Base):
+    """How far the deposit scanner has read a chain: every block up to `last_block` is final
+    (has its confirmations) and was scanned."""
+
+    __tablename__ = "chain_cursors"
+    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    last_block: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
