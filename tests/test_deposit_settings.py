@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -50,3 +51,27 @@ def test_bad_chains_stop_the_server_with_a_message(
     with pytest.raises(ConfigError, match=words) as caught:
         load_settings()
     assert "SECRETKEY" not in str(caught.value)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+PLANE_SETTINGS = {
+    "chains": [chain(chain_id=1337, rpc_url=f"http://127.0.0.1:{_closed_port()}/v2/SECRETKEY")],
+}
+
+
+def test_an_unreachable_node_is_a_502_that_does_not_name_the_url(api: Any, admin: dict[str, str]) -> None:
+    answer = api.post(
+        "/v1/account/deposits", json={"chain_id": 1337, "tx_hash": "0x" + "ab" * 32}, headers=admin
+    )
+    assert answer.status_code == 502, answer.text
+    assert answer.json()["code"] == "chain_unavailable"
+    assert "did not answer" in answer.json()["detail"]
+    assert "SECRETKEY" not in answer.text and "127.0.0.1" not in answer.text
+    assert api.get("/v1/account/deposits", headers=admin).json() == {"deposits": []}
