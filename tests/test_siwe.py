@@ -335,3 +335,129 @@ def test_linking_needs_a_signed_in_user(plane: ControlPlane, api: TestClient, cl
     resp = api.post("/v1/account/wallets", json=signed(api, ALICE, clock.now))
     assert resp.status_code == 401
     assert counts(plane.state.sessions)["wallets"] == 0
+
+
+def test_a_signed_up_user_gets_the_welcome_credits(tmp_path: Path, clock: FakeClock) -> None:
+    cp = build(
+        Settings(data_dir=tmp_path / "w", provider="none", open_signup=True, welcome_credits=50),
+        provider=None,
+        clock=clock,
+    )
+    try:
+        with TestClient(cp.app) as api:
+            sign_in(api, ALICE, clock.now)
+            account = api.get("/v1/account")
+            assert account.status_code == 200, account.text
+            assert account.json()["balance"] == 50
+            sign_in(api, ALICE, clock.now)  # once: a second sign-in is no new user
+            assert api.get("/v1/account").json()["balance"] == 50
+    finally:
+        cp.state.engine.dispose()
+
+
+# -- contract wallets (EIP-1271) on a real local chain -----------------------------------------------
+OWNED_WALLET_SOL = """
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.20;
+
+/// The smallest EIP-1271 wallet: a signature is valid when it recovers to the owner.
+contract OwnedWallet {
+    address public owner;
+
+    constructor(address owner_) {
+        owner = owner_;
+    }
+
+    function isValidSignature(bytes32 hash, bytes calldata signature) external view returns (bytes4) {
+        if (signature.length != 65) return 0xffffffff;
+        bytes32 r;
+        bytes32 s;
+        uint8 v;
+        assembly {
+            r := calldataload(signature.offset)
+            s := calldataload(add(signature.offset, 32))
+            v := byte(0, calldataload(add(signature.offset, 64)))
+        }
+        if (v < 27) v += 27;
+        address signer = ecrecover(hash, v, r, s);
+        return signer != address(0) && signer == owner ? bytes4(0x1626ba7e) : bytes4(0xffffffff);
+    }
+}
+"""
+
+
+@pytest.fixture
+def chain_plane(tmp_path: Path, clock: FakeClock, chain: Any) -> Iterator[tuple[TestClient, Any, str]]:
+    from eth_utils import to_checksum_address
+
+    from tests.chain.harness import compile_solidity
+
+    compiled = compile_solidity({"OwnedWallet.sol": OWNED_WALLET_SOL})["OwnedWallet"]
+    wallet = chain.deploy(compiled, [ALICE.address], chain.accounts[0].key)
+    cp = build(
+        Settings(
+            data_dir=tmp_path / "chain",
+            provider="none",
+            open_signup=True,
+            siwe_chain_ids=[1, chain.chain_id],
+            siwe_rpc_url=chain.rpc_url,
+        ),
+        provider=None,
+        clock=clock,
+    )
+    try:
+        with TestClient(cp.app) as api:
+            yield api, cp, str(to_checksum_address(wallet))
+    finally:
+        cp.state.engine.dispose()
+
+
+def test_a_contract_wallet_signs_in_through_eip1271(
+    chain_plane: tuple[TestClient, ControlPlane, str], clock: FakeClock, chain: Any
+) -> None:
+    api, cp, wallet = chain_plane
+    before = counts(cp.state.sessions)
+    # Bob signs for Alice's wallet: the contract says no, and nothing is written.
+    text = siwe_message(BOB, get_nonce(api), clock.now, address=wallet, chain_id=chain.chain_id)
+    refused = api.post("/v1/auth/siwe", json={"message": text, "signature": sign(BOB, text)})
+    assert refused.status_code == 401 and refused.json()["code"] == "siwe_signature_invalid"
+    # An address with no contract behind it, and a signature that is not its own: no.
+    text = siwe_message(CAROL, get_nonce(api), clock.now, chain_id=chain.chain_id)
+    assert api.post("/v1/auth/siwe", json={"message": text, "signature": sign(BOB, text)}).status_code == 401
+    assert counts(cp.state.sessions) == before
+
+    # The owner signs for the wallet: the contract vouches for it; the wallet's address signs in.
+    text = siwe_message(ALICE, get_nonce(api), clock.now, address=wallet, chain_id=chain.chain_id)
+    resp = api.post("/v1/auth/siwe", json={"message": text, "signature": sign(ALICE, text)})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["address"] == wallet.lower() and resp.json()["created"] is True
+    # The RPC is chain 1337's: for a message naming chain 1 it vouches for nothing.
+    text = siwe_message(ALICE, get_nonce(api), clock.now, address=wallet, chain_id=1)
+    assert (
+        api.post("/v1/auth/siwe", json={"message": text, "signature": sign(ALICE, text)}).status_code == 401
+    )
+
+
+def test_an_unreachable_chain_is_a_503_that_writes_nothing(tmp_path: Path, clock: FakeClock) -> None:
+    from tests.e2e.conftest import free_port
+
+    cp = build(
+        Settings(
+            data_dir=tmp_path / "down",
+            provider="none",
+            open_signup=True,
+            siwe_rpc_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        ),
+        provider=None,
+        clock=clock,
+    )
+    try:
+        with TestClient(cp.app) as api:
+            before = counts(cp.state.sessions)
+            text = siwe_message(ALICE, get_nonce(api), clock.now, address=BOB.address)
+            resp = api.post("/v1/auth/siwe", json={"message": text, "signature": sign(ALICE, text)})
+            assert resp.status_code == 503 and resp.json()["code"] == "chain_unavailable", resp.text
+            assert "Retry-After" in resp.headers
+            assert counts(cp.state.sessions) == before
+    finally:
+        cp.state.engine.dispose()

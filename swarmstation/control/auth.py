@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from swarmstation.auth import API_KEY_PREFIX, display_prefix, hash_secret, new_secret
 from swarmstation.config import Settings
+from swarmstation.control import ledger
 from swarmstation.domain.errors import Conflict, Forbidden, NotFound, Unavailable
 from swarmstation.domain.siwe import (
     EOA_SIGNATURE_BYTES,
@@ -73,8 +74,8 @@ class ChainUnavailable(Unavailable):
     what = "chain's JSON-RPC"
 
 
-# (rpc_url, address, eip191_digest, signature) -> whether the contract accepts the signature
-ContractCheck = Callable[[str, str, bytes, bytes], bool]
+# (rpc_url, chain_id, address, eip191_digest, signature) -> whether the contract accepts it
+ContractCheck = Callable[[str, int, str, bytes, bytes], bool]
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class SiweConfig:
     nonce_ttl: timedelta
     session_ttl: timedelta
     open_signup: bool
+    welcome_credits: int = 0  # granted to a user that a sign-in creates
 
 
 def siwe_config(settings: Settings) -> SiweConfig:
@@ -104,6 +106,7 @@ def siwe_config(settings: Settings) -> SiweConfig:
         nonce_ttl=timedelta(seconds=settings.siwe_nonce_ttl_seconds),
         session_ttl=timedelta(hours=settings.session_hours),
         open_signup=bool(settings.open_signup),
+        welcome_credits=settings.welcome_credits,
     )
 
 
@@ -139,8 +142,10 @@ def consume_nonce(s: Session, nonce: str, now: datetime) -> None:
 
 
 # -- signatures -----------------------------------------------------------------------------------
-def eip1271_accepts(rpc_url: str, address: str, digest: bytes, signature: bytes) -> bool:
-    """Ask the contract at `address` (EIP-1271) whether `signature` signs `digest`."""
+def eip1271_accepts(rpc_url: str, chain_id: int, address: str, digest: bytes, signature: bytes) -> bool:
+    """Ask the contract at `address` on chain `chain_id` (EIP-1271) whether `signature` signs
+    `digest`. An RPC of another chain answers no: the same address may be another contract (or
+    nobody's) there, so a wallet is trusted only on the chain its message names."""
     import requests
     from web3 import HTTPProvider, Web3
     from web3.exceptions import BadFunctionCallOutput, ContractLogicError, Web3Exception
@@ -148,6 +153,8 @@ def eip1271_accepts(rpc_url: str, address: str, digest: bytes, signature: bytes)
     w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": RPC_TIMEOUT_SECONDS}))
     contract = w3.eth.contract(address=Web3.to_checksum_address(address), abi=EIP1271_ABI)
     try:
+        if w3.eth.chain_id != chain_id:
+            return False
         answer = contract.functions.isValidSignature(digest, signature).call()
     except (BadFunctionCallOutput, ContractLogicError):
         return False  # no contract there, or one that refuses: not a valid signature
@@ -175,7 +182,7 @@ def verify_signature(
     from eth_account.messages import defunct_hash_message
 
     digest = bytes(defunct_hash_message(text=claim.text))
-    if not contract_check(rpc_url, claim.address, digest, signature):
+    if not contract_check(rpc_url, claim.chain_id, claim.address, digest, signature):
         raise SiweSignatureInvalid(
             "the signature does not match the message's address (nor its contract wallet)"
         )
@@ -226,6 +233,7 @@ def sign_in(s: Session, config: SiweConfig, claim: SiweClaim, now: datetime) -> 
     s.flush()
     s.add(Wallet(address=claim.address, user_id=user.id, linked_at=now))
     s.flush()
+    ledger.welcome(s, user_id=user.id, amount=config.welcome_credits, now=now)
     return SignIn(user, claim.address, created=True)
 
 
