@@ -386,22 +386,31 @@ contract OwnedWallet {
 """
 
 
-@pytest.fixture
-def chain_plane(tmp_path: Path, clock: FakeClock, chain: Any) -> Iterator[tuple[TestClient, Any, str]]:
+@pytest.fixture(params=["deposit chain", "siwe rpc url"])
+def chain_plane(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock, chain: Any
+) -> Iterator[tuple[TestClient, ControlPlane, str]]:
+    """A control plane that knows the local chain either as a deposit chain (its chain id and RPC
+    come from SWARMSTATION_CHAINS) or through SWARMSTATION_SIWE_CHAIN_IDS and _SIWE_RPC_URL."""
     from eth_utils import to_checksum_address
 
     from tests.chain.harness import compile_solidity
 
     compiled = compile_solidity({"OwnedWallet.sol": OWNED_WALLET_SOL})["OwnedWallet"]
     wallet = chain.deploy(compiled, [ALICE.address], chain.accounts[0].key)
+    if request.param == "deposit chain":
+        deposit = {
+            "chain_id": chain.chain_id,
+            "name": "local",
+            "rpc_url": chain.rpc_url,
+            "treasury": chain.new_address(),
+            "assets": [{"symbol": "ETH", "contract": None, "decimals": 18, "credits_per_unit": 1000}],
+        }
+        known: dict[str, Any] = {"chains": [deposit]}
+    else:
+        known = {"siwe_chain_ids": [1, chain.chain_id], "siwe_rpc_url": chain.rpc_url}
     cp = build(
-        Settings(
-            data_dir=tmp_path / "chain",
-            provider="none",
-            open_signup=True,
-            siwe_chain_ids=[1, chain.chain_id],
-            siwe_rpc_url=chain.rpc_url,
-        ),
+        Settings(data_dir=tmp_path / "chain", provider="none", open_signup=True, **known),
         provider=None,
         clock=clock,
     )
@@ -431,7 +440,7 @@ def test_a_contract_wallet_signs_in_through_eip1271(
     resp = api.post("/v1/auth/siwe", json={"message": text, "signature": sign(ALICE, text)})
     assert resp.status_code == 200, resp.text
     assert resp.json()["address"] == wallet.lower() and resp.json()["created"] is True
-    # The RPC is chain 1337's: for a message naming chain 1 it vouches for nothing.
+    # The only RPC is chain 1337's: for a message naming chain 1 it vouches for nothing.
     text = siwe_message(ALICE, get_nonce(api), clock.now, address=wallet, chain_id=1)
     assert (
         api.post("/v1/auth/siwe", json={"message": text, "signature": sign(ALICE, text)}).status_code == 401

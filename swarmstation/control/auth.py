@@ -27,7 +27,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from swarmstation.auth import API_KEY_PREFIX, display_prefix, hash_secret, new_secret
-from swarmstation.config import Settings
+from swarmstation.config import Settings, reveal
 from swarmstation.control import ledger
 from swarmstation.domain.errors import Conflict, Forbidden, NotFound, Unavailable
 from swarmstation.domain.siwe import (
@@ -92,10 +92,15 @@ def siwe_config(settings: Settings) -> SiweConfig:
     """What the settings say SIWE accepts: the domain (default: the host[:port] of public_url,
     else of host and port), the chains, and where to ask about contract wallets."""
     origin = urlsplit(settings.base_url)
-    chain_ids = set(settings.siwe_chain_ids)
+    # The deposit chains are accepted too (a wallet that deposits must be able to prove itself),
+    # each with its own RPC; SWARMSTATION_SIWE_RPC_URL serves the others (eip1271_accepts checks
+    # that it is their chain's).
+    chain_ids = set(settings.siwe_chain_ids) | {chain.chain_id for chain in settings.chains}
     rpc_urls: dict[int, str] = {}
     if settings.siwe_rpc_url:
         rpc_urls = {chain_id: settings.siwe_rpc_url for chain_id in chain_ids}
+    for chain in settings.chains:
+        rpc_urls[chain.chain_id] = reveal(chain.rpc_url) or ""
     return SiweConfig(
         expectation=SiweExpectation(
             domain=settings.siwe_domain or origin.netloc,
