@@ -198,3 +198,15 @@ def grant_credits(
         ) from exc
     b = ledger.balance(s, target.id)
     return CreditGranted(entry=_entry_out(entry), balance=b.balance, held=b.held, available=b.available)
+
+
+class VerifyOut(BaseModel):
+    ok: bool
+    problems: list[str] = Field(description="Empty: every balance equals the sum of its entries")
+
+
+@router.get("/v1/admin/credits/verify", response_model=VerifyOut, tags=["admin"])
+def verify_ledger(s: DB, _: AdminUser) -> VerifyOut:
+    """Check the books: balances and held credits against their entries, holds against theirs."""
+    problems = ledger.verify(s)
+    return VerifyOut(ok=not problems, problems=problems)

@@ -16,6 +16,7 @@ from swarmstation.cli import (
     bench,
     comfydeploy,
     costs,
+    credits,
     emulator,
     instances,
     jobs,
@@ -50,6 +51,7 @@ for commands in (
     app.add_typer(commands)
 app.add_typer(tools.app, name="tools")
 app.add_typer(users.app, name="users")
+app.add_typer(credits.app, name="credits")
 app.add_typer(keys.app, name="keys")
 app.add_typer(loras.app, name="loras")
 app.add_typer(pool.app, name="pool")
