@@ -15,6 +15,12 @@ from sqlalchemy import create_engine, text
 from swarmstation.config import Settings
 from tests.chain.harness import chain  # noqa: F401 - the local Ethereum node, for any test
 
+# Tests that are not about money run free: a tool without a price model derives a price of 0 (no
+# $/hour, no minimum), so a submission holds nothing; this reaches every Settings() of the run and
+# the servers tests start as subprocesses. Tests of charging set a tool's price or these settings.
+os.environ.setdefault("SWARMSTATION_DEFAULT_GPU_PRICE_PER_HOUR", "0")
+os.environ.setdefault("SWARMSTATION_MIN_PRICE_CREDITS", "0")
+
 POSTGRES_URL = os.environ.get(
     "SWARMSTATION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
