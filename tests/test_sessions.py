@@ -174,3 +174,39 @@ def test_a_made_up_session_cookie_is_refused(plane: ControlPlane, api: TestClien
     assert api.get("/v1/auth/session", headers={"Authorization": f"Bearer {plane.admin_key}"}).json()[
         "via"
     ] == ("api_key")
+
+
+def test_a_cookie_request_is_checked_before_its_body_is_read(tmp_path: Path) -> None:
+    import socket
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from tests.served import served
+    from tests.siwe_helpers import sign, siwe_message
+
+    with served(tmp_path, "serve", env={"SWARMSTATION_OPEN_SIGNUP": "true"}) as plane:
+        with httpx.Client(base_url=plane.url, timeout=30) as http:
+            issued = http.get("/v1/auth/nonce").json()
+            text = siwe_message(
+                ALICE, issued["nonce"], datetime.now(UTC), domain=issued["domain"], uri=issued["uri"]
+            )
+            resp = http.post("/v1/auth/siwe", json={"message": text, "signature": sign(ALICE, text)})
+            assert resp.status_code == 200, resp.text
+            session = resp.cookies["swarm_session"]
+        port = int(plane.url.rsplit(":", 1)[1])
+        for cookie, expected in [(f"swarm_session={session}", 403), ("swarm_session=made-up", 401)]:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                head = [
+                    "POST /v1/account/keys HTTP/1.1",
+                    f"Host: 127.0.0.1:{port}",
+                    "Content-Type: application/json",
+                    "Transfer-Encoding: chunked",
+                    f"Cookie: {cookie}",  # and no X-CSRF-Token
+                ]
+                sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+                # One chunk of a body that never ends: an answer can only come from not reading it.
+                sock.sendall(b"10000\r\n" + b"\x00" * 0x10000 + b"\r\n")
+                sock.settimeout(5)
+                answer = sock.recv(65536)
+            assert int(answer.split(b" ", 2)[1]) == expected, answer
