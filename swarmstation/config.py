@@ -165,7 +165,7 @@ class Settings(BaseSettings):
         default_factory=lambda: [1], description="Chain ids a SIWE message may name; comma separated"
     )
     siwe_rpc_url: str | None = Field(
-        None, description="JSON-RPC URL for EIP-1271 (contract wallet) signatures, for chains without their own"
+        None, description="JSON-RPC URL for EIP-1271 (contract wallet) signatures on non-deposit chains"
     )
     siwe_nonce_ttl_seconds: float = Field(300.0, gt=0, le=3600, description="How long a sign-in nonce lives")
     session_hours: float = Field(168.0, gt=0, le=24 * 365, description="How long a browser session lives")

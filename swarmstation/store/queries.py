@@ -52,4 +52,6 @@ def find_user_by_id_or_name(s: Session, ident: str) -> User | None:
 def user_for_address(s: Session, address: str) -> User | None:
     """The user who proved `address` with a SIWE signature (its linked wallet), or None. Any
     case of the hex is accepted; wallets are stored lowercase."""
-    return s.scalar(select(User).join(Wallet, Wallet.user_id == User.id).where(Wallet.address == address.lower()))
+    return s.scalar(
+        select(User).join(Wallet, Wallet.user_id == User.id).where(Wallet.address == address.lower())
+    )
