@@ -1,4 +1,4 @@
-"""`swarmstation tools`: list, show, add, split and remove tools."""
+"""`swarmstation tools`: list, show, add, split, price and remove tools."""
 
 from __future__ import annotations
 
@@ -35,10 +35,13 @@ def tools_list(as_json: JsonOpt = False) -> None:
         print_json(tools)
         return
     table = Table()
-    for col in ("slug", "name", "category", "base model", "pool"):
+    for col in ("slug", "name", "category", "base model", "pool", "price"):
         table.add_column(col)
     for t in tools:
-        table.add_row(t["slug"], t["name"], t["category"], t["base_model"], t["pool"])
+        price = t.get("price") or {}
+        estimate = price.get("estimate")
+        shown = f"{price.get('model', '')} {'' if estimate is None else f'~{estimate}'}".strip()
+        table.add_row(t["slug"], t["name"], t["category"], t["base_model"], t["pool"], shown)
     console.print(table)
 
 
@@ -132,3 +135,64 @@ def tools_remove(slug: str) -> None:
         except ClientError as exc:
             fail(str(exc))
     console.print(f"removed tool {slug}")
+
+
+@app.command("price", cls=ClientCommand)
+def tools_price(
+    slug: str,
+    per_run: Annotated[int | None, typer.Option("--per-run", min=0, help="Credits per run")] = None,
+    per_megapixel: Annotated[
+        int | None, typer.Option("--per-megapixel", min=0, help="Credits per output megapixel")
+    ] = None,
+    per_gpu_second: Annotated[
+        int | None, typer.Option("--per-gpu-second", min=0, help="Credits per GPU second (needs --cap)")
+    ] = None,
+    cap: Annotated[
+        int | None, typer.Option("--cap", min=1, help="The most one run costs, in credits")
+    ] = None,
+    derived: Annotated[
+        bool, typer.Option("--derived", help="Remove the price model: derive it from what the tool costs us")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set a tool's price (admin): one of --per-run, --per-megapixel, --per-gpu-second N --cap M,
+    or --derived; with none, show it."""
+    given = {
+        k: v
+        for k, v in {
+            "per_run": per_run,
+            "per_megapixel": per_megapixel,
+            "per_gpu_second": per_gpu_second,
+        }.items()
+        if v is not None
+    }
+    if len(given) + derived > 1:
+        fail("give one of --per-run, --per-megapixel, --per-gpu-second or --derived")
+    if given:
+        model, credits = next(iter(given.items()))
+        body: dict[str, Any] = {
+            "model": model,
+            "credits": credits,
+            **({"cap": cap} if cap is not None else {}),
+        }
+        price = call("PUT", f"/v1/admin/tools/{slug}/price", json=body)
+    elif derived:
+        price = call("DELETE", f"/v1/admin/tools/{slug}/price")
+    else:
+        price = call("GET", f"/v1/tools/{slug}")["price"]
+    if as_json:
+        print_json(price)
+        return
+    unit = {"per_run": "per run", "per_megapixel": "per megapixel", "per_gpu_second": "per GPU second"}
+    what = (
+        f"{price['credits']} credits {unit[price['model']]}"
+        if price["model"] in unit
+        else "derived from what it costs us"
+    )
+    if price.get("cap") is not None:
+        what += f", at most {price['cap']}"
+    estimate = price.get("estimate")
+    console.print(
+        f"{slug}: {what}"
+        + (f" (a run with its defaults: {estimate} credits)" if estimate is not None else "")
+    )
