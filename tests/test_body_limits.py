@@ -9,6 +9,7 @@ checks the counted limits of each route in process."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -134,6 +135,15 @@ def read_status(sock: socket.socket, timeout: float) -> tuple[int, bytes]:
         data += chunk
     if not data:
         raise AssertionError("the server closed the connection without an answer")
+    # The head and the body may arrive in separate segments: read the body it declares too.
+    head, _, body = data.partition(b"\r\n\r\n")
+    declared = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    while declared is not None and len(body) < int(declared.group(1)):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+        data += chunk
     return int(data.split(b" ", 2)[1]), data
 
 
