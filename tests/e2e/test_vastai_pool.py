@@ -217,7 +217,9 @@ def test_idle_instance_is_parked_and_resumed_with_its_model_cache(up_factory, fa
     assert parked["id"] == inst["id"] and parked["parked_at"] and parked["comfyui_url"] is None
     shown = fake.instance(provider_id)
     assert shown is not None and (shown["actual_status"], shown["intended_status"]) == ("stopped",) * 2
-    assert bootstrap.poll() is not None and fake.process(provider_id) is None
+    # the fake marks the instance stopped before its process group has finished exiting
+    wait_for(lambda: bootstrap.poll() is not None, 15, "its processes to exit")
+    assert fake.process(provider_id) is None
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{old_port}/system_stats", timeout=2)
     assert http.get("/v1/admin/pools/gpu").json()["parked"] == 1
