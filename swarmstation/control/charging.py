@@ -30,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from swarmstation.control import ledger
+from swarmstation.domain.credits import BPS, RoyaltyShare, royalty_amounts, royalty_shares
 from swarmstation.domain.prices import (
     ChargePlan,
     CostBasis,
@@ -38,11 +39,8 @@ from swarmstation.domain.prices import (
     OutputSize,
     PriceKind,
     PriceModel,
-    RoyaltyShare,
     actual_charge,
     plan_charge,
-    royalty_amounts,
-    royalty_shares,
 )
 from swarmstation.domain.states import InstanceState, JobState
 from swarmstation.domain.stats import percentile
@@ -220,7 +218,7 @@ def quote(
     """The quote of one bound run of `tool` for `payer`; `applied_loras` are (slug, owner id)."""
     plan = plan_charge(price_model(s, tool.slug), workflow=workflow, basis=cost_basis(s, tool, cfg))
     shares = royalty_shares(
-        applied_loras, payer_id=payer.id, lora_bps=cfg.lora_royalty_bps, max_bps=cfg.max_royalty_bps
+        applied_loras, payer_id=payer.id, per_lora_bps=cfg.lora_royalty_bps, cap_bps=cfg.max_royalty_bps
     )
     lines: list[dict[str, Any]] = [
         {"kind": "tool", "tool": tool.slug, "model": plan.kind.value, "credits": plan.quote}
@@ -235,7 +233,7 @@ def quote(
                 "lora": share.lora,
                 "author": authors.get(share.author_id, share.author_id),
                 "bps": share.bps,
-                "credits": plan.quote * share.bps // 10_000,
+                "credits": plan.quote * share.bps // BPS,
                 "included": True,  # out of the tool's credits: the total does not grow
             }
         )

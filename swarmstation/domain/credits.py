@@ -50,9 +50,11 @@ __all__ = [
     "HoldState",
     "HoldTrigger",
     "InsufficientCredits",
+    "RoyaltyShare",
     "Settlement",
     "credits_to_usd",
-    "royalty_split",
+    "royalty_amounts",
+    "royalty_shares",
     "settle",
     "usd_to_credits",
 ]
@@ -140,30 +142,55 @@ def settle(held: int, charge: int) -> Settlement:
     return Settlement(captured=charge, released=held - charge)
 
 
-def royalty_split(
-    charge: int,
-    loras: int,
-    *,
-    per_lora_bps: int = DEFAULT_ROYALTY_PER_LORA_BPS,
-    cap_bps: int = DEFAULT_ROYALTY_CAP_BPS,
-) -> list[int]:
-    """Each of `loras` royalty-earning LoRAs' share of `charge`: `per_lora_bps` each, but the
-    shares together at most `cap_bps`, split equally when the cap binds. Shares are rounded down;
-    what rounding leaves stays with the platform, so the shares never exceed the charge."""
-    if charge < 0 or loras < 0:
-        raise InvalidInput("charge and count must not be negative")
+@dataclass(frozen=True)
+class RoyaltyShare:
+    """A LoRA author's share of a job's charge, in basis points: fixed when the job is quoted
+    (and stored with its hold), paid out of the captured charge by `royalty_amounts`."""
+
+    lora: str
+    author_id: str
+    bps: int
+
+
+def _check_bps(per_lora_bps: int, cap_bps: int) -> None:
     if not 0 <= per_lora_bps <= BPS or not 0 <= cap_bps <= BPS:
         raise InvalidInput(f"royalty shares are basis points between 0 and {BPS}")
-    if loras == 0:
+
+
+def royalty_shares(
+    applied: Sequence[tuple[str, str | None]],
+    *,
+    payer_id: str,
+    per_lora_bps: int = DEFAULT_ROYALTY_PER_LORA_BPS,
+    cap_bps: int = DEFAULT_ROYALTY_CAP_BPS,
+) -> list[RoyaltyShare]:
+    """The royalty shares of the LoRAs a job applied, `(slug, owner_id)` in the order applied.
+    A LoRA earns `per_lora_bps` for its owner when someone else owns it (the payer's own LoRAs
+    and ownerless ones earn nothing), once however often the job applies it; when the shares
+    together would exceed `cap_bps`, each gets an equal part of the cap, rounded down."""
+    _check_bps(per_lora_bps, cap_bps)
+    earning: dict[str, str] = {}
+    for slug, owner in applied:
+        if owner is not None and owner != payer_id and slug not in earning:
+            earning[slug] = owner
+    if not earning:
         return []
-    total_bps = min(per_lora_bps * loras, cap_bps)
-    share = charge * total_bps // (BPS * loras)
-    return [share] * loras
+    each = min(per_lora_bps, cap_bps // len(earning))
+    if each == 0:
+        return []
+    return [RoyaltyShare(slug, owner, each) for slug, owner in earning.items()]
 
 
-def split_is_within(charge: int, shares: Sequence[int], cap_bps: int = DEFAULT_ROYALTY_CAP_BPS) -> bool:
-    """Whether `shares` of `charge` respect the cap (for callers that build their own shares)."""
-    return all(x >= 0 for x in shares) and sum(shares) * BPS <= charge * cap_bps
+def royalty_amounts(charge: int, shares: Sequence[RoyaltyShare]) -> list[tuple[RoyaltyShare, int]]:
+    """Each share's credits out of a captured `charge`, rounded down (the platform keeps the
+    remainders, so the authors together never receive more than the charge); shares that come
+    to nothing are left out."""
+    if charge < 0:
+        raise InvalidInput(f"a charge cannot be negative ({charge})")
+    if any(x.bps < 0 for x in shares) or sum(x.bps for x in shares) > BPS:
+        raise InvalidInput(f"royalty shares are basis points adding up to at most {BPS}")
+    paid = [(share, charge * share.bps // BPS) for share in shares]
+    return [(share, amount) for share, amount in paid if amount > 0]
 
 
 # -- the Hold lifecycle ---------------------------------------------------------------------------

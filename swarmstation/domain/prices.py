@@ -13,12 +13,13 @@ A tool's price is set by an admin as one of three models, or derived from what i
 A quote is the most a run can cost: submission holds it, settlement captures the actual charge
 (never more than the hold) and releases the rest. Money never passes through a float: rates are
 `Decimal` (from their decimal text) or integer arithmetic, and each amount is rounded up once.
-Royalties are shares (basis points) of the captured charge, paid out of it, never added to it.
+Royalties are shares (basis points) of the captured charge, paid out of it, never added to it
+(domain/credits.py `royalty_shares` and `royalty_amounts`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from enum import StrEnum
@@ -27,7 +28,6 @@ from typing import Any
 from swarmstation.domain.errors import InvalidInput
 
 __all__ = [
-    "BPS",
     "ChargePlan",
     "CostBasis",
     "JobEnd",
@@ -36,17 +36,13 @@ __all__ = [
     "PriceKind",
     "PriceModel",
     "PriceSpecError",
-    "RoyaltyShare",
     "actual_charge",
     "derived_per_second",
     "derived_price",
     "output_size",
     "plan_charge",
-    "royalty_amounts",
-    "royalty_shares",
 ]
 
-BPS = 10_000  # basis points in a whole
 PIXELS_PER_MEGAPIXEL = 1_000_000
 
 
@@ -215,39 +211,3 @@ def actual_charge(plan: ChargePlan, outcome: Outcome, *, hold: int) -> int:
     else:
         charge = plan.quote
     return max(0, min(hold, charge))
-
-
-@dataclass(frozen=True)
-class RoyaltyShare:
-    """A LoRA author's share of a job's charge, in basis points."""
-
-    lora: str
-    author_id: str
-    bps: int
-
-
-def royalty_shares(
-    applied: Sequence[tuple[str, str | None]], *, payer_id: str, lora_bps: int, max_bps: int
-) -> list[RoyaltyShare]:
-    """The shares of the LoRAs a job applied, `(slug, owner_id)` in order: each LoRA owned by
-    someone other than the payer earns `lora_bps`, once however often it is applied; when they
-    add up to more than `max_bps` each gets an equal part of it (rounded down)."""
-    seen: dict[str, str] = {}
-    for slug, owner in applied:
-        if owner is not None and owner != payer_id and slug not in seen:
-            seen[slug] = owner
-    if not seen or lora_bps <= 0 or max_bps <= 0:
-        return []
-    each = min(lora_bps, max_bps // len(seen))
-    return [RoyaltyShare(slug, owner, each) for slug, owner in seen.items() if each > 0]
-
-
-def royalty_amounts(charge: int, shares: Sequence[RoyaltyShare]) -> list[tuple[RoyaltyShare, int]]:
-    """Each share's credits out of `charge`, rounded down (the platform keeps the remainders);
-    shares that come to nothing are left out."""
-    result = []
-    for share in shares:
-        amount = charge * share.bps // BPS
-        if amount > 0:
-            result.append((share, amount))
-    return result

@@ -17,8 +17,10 @@ from swarmstation.domain.credits import (
     HoldState,
     HoldTrigger,
     InsufficientCredits,
+    RoyaltyShare,
     credits_to_usd,
-    royalty_split,
+    royalty_amounts,
+    royalty_shares,
     settle,
     usd_to_credits,
 )
@@ -83,17 +85,39 @@ def test_a_settlement_conserves_the_hold(held: int, data: st.DataObject) -> None
     assert s.captured + s.released == held and s.captured == charge and s.released >= 0
 
 
+def other_authors(n: int) -> list[tuple[str, str | None]]:
+    return [(f"lora{i}", f"author{i}") for i in range(n)]
+
+
+def paid(charge: int, applied: list[tuple[str, str | None]], **bps: int) -> list[int]:
+    return [x for _, x in royalty_amounts(charge, royalty_shares(applied, payer_id="me", **bps))]
+
+
 def test_royalties_are_five_percent_per_lora_capped_at_fifteen() -> None:
-    assert royalty_split(1000, 0) == []
-    assert royalty_split(1000, 1) == [50]
-    assert royalty_split(1000, 3) == [50, 50, 50]
-    assert royalty_split(1000, 4) == [37, 37, 37, 37]  # 15% shared: 150 / 4, the rest stays ours
-    assert royalty_split(19, 1) == [0]  # rounded down
-    assert royalty_split(1000, 2, per_lora_bps=1000, cap_bps=1500) == [75, 75]
+    assert paid(1000, []) == []
+    assert paid(1000, other_authors(1)) == [50]
+    assert paid(1000, other_authors(3)) == [50, 50, 50]
+    assert paid(1000, other_authors(4)) == [37, 37, 37, 37]  # 15% shared: 375 bps each, the rest stays ours
+    assert paid(19, other_authors(1)) == []  # 0.95 rounded down: nothing to pay
+    assert paid(1000, other_authors(2), per_lora_bps=1000, cap_bps=1500) == [75, 75]
     with pytest.raises(InvalidInput):
-        royalty_split(-1, 1)
+        royalty_amounts(-1, royalty_shares(other_authors(1), payer_id="me"))
     with pytest.raises(InvalidInput):
-        royalty_split(100, 1, per_lora_bps=BPS + 1)
+        royalty_shares(other_authors(1), payer_id="me", per_lora_bps=BPS + 1)
+    with pytest.raises(InvalidInput):  # stored shares that would pay out more than the charge
+        royalty_amounts(100, [RoyaltyShare("a", "alice", 6000), RoyaltyShare("b", "bob", 6000)])
+
+
+def test_royalties_go_to_other_authors_once_each() -> None:
+    applied = [("a", "alice"), ("mine", "me"), ("a", "alice"), ("b", "bob"), ("c", None)]
+    shares = royalty_shares(applied, payer_id="me")
+    # the payer's own LoRA and an ownerless one earn nothing; "a" applied twice earns once
+    assert shares == [RoyaltyShare("a", "alice", 500), RoyaltyShare("b", "bob", 500)]
+    assert royalty_shares(applied, payer_id="me", per_lora_bps=0) == []
+    assert royalty_shares([("mine", "me")], payer_id="me") == []
+    capped = royalty_shares(other_authors(4), payer_id="me")
+    assert [x.bps for x in capped] == [375] * 4
+    assert royalty_amounts(10, shares) == []  # 0.5 credits each: nothing
 
 
 @given(
@@ -103,14 +127,17 @@ def test_royalties_are_five_percent_per_lora_capped_at_fifteen() -> None:
     st.integers(min_value=0, max_value=BPS),
 )
 def test_royalties_never_exceed_the_cap_or_the_charge(charge: int, loras: int, per: int, cap: int) -> None:
-    shares = royalty_split(charge, loras, per_lora_bps=per, cap_bps=cap)
-    assert len(shares) == loras and all(x >= 0 for x in shares)
-    assert sum(shares) * BPS <= charge * min(cap, per * loras)
-    platform = charge - sum(shares)
-    assert platform >= 0 and platform + sum(shares) == charge
-    if loras:
-        # within one credit per LoRA of the exact share: rounding only ever favours the platform
-        assert charge * min(cap, per * loras) - sum(shares) * BPS < loras * BPS
+    shares = royalty_shares(other_authors(loras), payer_id="me", per_lora_bps=per, cap_bps=cap)
+    assert sum(x.bps for x in shares) <= min(cap, per * loras)
+    amounts = [x for _, x in royalty_amounts(charge, shares)]
+    assert all(x > 0 for x in amounts) and sum(amounts) * BPS <= charge * min(cap, per * loras)
+    platform = charge - sum(amounts)
+    assert platform >= 0 and platform + sum(amounts) == charge
+    if shares:
+        # each share is within one basis point per LoRA of an equal part of the cap, and each
+        # amount within one credit of its exact share: rounding only ever favours the platform
+        assert min(cap, per * loras) - sum(x.bps for x in shares) < loras
+        assert charge * sum(x.bps for x in shares) - sum(amounts) * BPS < loras * BPS
 
 
 def test_insufficient_credits_is_a_402_with_its_numbers() -> None:

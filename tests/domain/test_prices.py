@@ -1,5 +1,5 @@
-"""domain.prices: price models, derived prices, quotes, actual charges and royalty shares, all
-in integer credits."""
+"""domain.prices: price models, derived prices, quotes and actual charges, all in integer credits
+(royalty shares are in domain.credits, tested in test_credits.py)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,11 @@ from swarmstation.domain.prices import (
     PriceKind,
     PriceModel,
     PriceSpecError,
-    RoyaltyShare,
     actual_charge,
     derived_per_second,
     derived_price,
     output_size,
     plan_charge,
-    royalty_amounts,
-    royalty_shares,
 )
 
 
@@ -123,19 +120,3 @@ def test_bad_price_models_are_refused(kind: PriceKind, credits: int, cap: int | 
     with pytest.raises(PriceSpecError, match=message) as caught:
         PriceModel(kind, credits, cap)
     assert caught.value.status_hint == 422
-
-
-def test_royalties_go_to_other_authors_once_each_capped_per_job() -> None:
-    applied = [("a", "alice"), ("mine", "me"), ("a", "alice"), ("b", "bob"), ("c", None)]
-    shares = royalty_shares(applied, payer_id="me", lora_bps=500, max_bps=1500)
-    assert shares == [RoyaltyShare("a", "alice", 500), RoyaltyShare("b", "bob", 500)]
-    four = [(f"l{i}", f"u{i}") for i in range(4)]
-    capped = royalty_shares(four, payer_id="me", lora_bps=500, max_bps=1500)
-    assert [s.bps for s in capped] == [375] * 4 and sum(s.bps for s in capped) == 1500
-    assert royalty_shares(applied, payer_id="me", lora_bps=0, max_bps=1500) == []
-
-
-def test_royalty_amounts_are_rounded_down_out_of_the_charge() -> None:
-    shares = [RoyaltyShare("a", "alice", 500), RoyaltyShare("b", "bob", 500)]
-    assert royalty_amounts(99, shares) == [(shares[0], 4), (shares[1], 4)]
-    assert royalty_amounts(10, shares) == []  # 0.5 credits each: nothing
