@@ -3,6 +3,7 @@ the work; domain/credits.py describes the model)."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime
 from typing import Annotated
@@ -136,10 +137,11 @@ IdempotencyKeyHeader = Annotated[
     Header(
         alias="Idempotency-Key",
         min_length=1,
-        max_length=200,
+        max_length=255,
         pattern=r"^[!-~]+$",
-        description="Printable ASCII, no spaces. A retry with the same key and body answers the "
-        "first grant again (no second entry); the same key with another body is a 422",
+        description="Printable ASCII, no spaces, at most 255 characters (as on POST /v1/jobs). A retry "
+        "with the same key and body answers the first grant again (no second entry); the same key "
+        "with another body is a 422",
     ),
 ]
 
@@ -180,8 +182,10 @@ def grant_credits(
     if abs(body.amount) > limit:
         raise InvalidInput.at("amount", f"at most {limit} credits at once (SWARMSTATION_MAX_CREDIT_GRANT)")
     target = _user(s, user)
-    # The admin's key, in the admin's namespace: two admins' keys never collide.
-    key = f"admin-credits:{admin.id}:{idempotency_key or uuid.uuid4()}"
+    # The admin's key, in the admin's namespace: two admins' keys never collide. Hashed, so that
+    # a key of the full 255 characters fits the ledger's key column with the prefix.
+    client_key = hashlib.sha256(idempotency_key.encode()).hexdigest() if idempotency_key else uuid.uuid4()
+    key = f"admin-credits:{admin.id}:{client_key}"
     try:
         entry = ledger.grant(
             s,
