@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +39,19 @@ def test_cli_bench_commands_print_json(args: list[str], key: str) -> None:
     result = subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert key in json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_control_plane_bench_completes_its_jobs_as_a_charged_user(tmp_path: Path) -> None:
+    """The bench's user is an ordinary user: its jobs are quoted, held and captured, so it needs
+    credits (it once stopped at the first job with a 402)."""
+    result = subprocess.run(
+        [str(BIN), "bench", "--workers", "1", "--jobs", "3", "--concurrency", "1"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout)
+    assert figures["completed"] == 3 and figures["failed"] == 0

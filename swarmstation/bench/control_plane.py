@@ -33,6 +33,7 @@ from swarmstation.api.app import build
 from swarmstation.auth import WORKER_TOKEN_PREFIX, hash_secret, new_secret
 from swarmstation.comfy.emulator import EmulatorConfig, running_emulator
 from swarmstation.config import Settings
+from swarmstation.control import ledger
 from swarmstation.control.bootstrap import create_user_with_key
 from swarmstation.control.pools import preload_models
 from swarmstation.domain.states import InstanceState
@@ -65,7 +66,17 @@ def _prepare(settings: Settings, workers: int) -> tuple[str, list[str], list[tup
     now = utcnow()
     tokens: list[str] = []
     with transaction(plane.state.sessions) as s:
-        _, key = create_user_with_key(s, f"bench-{int(time.time())}", "user", now)
+        user, key = create_user_with_key(s, f"bench-{int(time.time())}", "user", now)
+        # Jobs are charged as for any user (quote, hold, capture): the bench measures that too.
+        ledger.grant(
+            s,
+            user_id=user.id,
+            amount=10**12,
+            reason="bench",
+            actor_id=None,
+            key=f"bench:{uuid.uuid4()}",
+            now=now,
+        )
         for _ in range(workers):
             token = new_secret(WORKER_TOKEN_PREFIX)
             tokens.append(token)
