@@ -128,7 +128,7 @@ def test_other_errors_validate_too(api: TestClient, spec: dict[str, Any], admin:
     r = api.post("/v1/jobs", headers={**admin, "Content-Type": "application/json"}, content=b"{")
     assert r.status_code == 400 and r.json()["code"] == "malformed_json"
     check(spec, create, 400, r.json())
-    # 503 (tests/test_db_outage.py sends real ones) is documented as 5XX, with Retry-After
+    # 503 (tests/api/test_errors_db_outage.py sends real ones) is documented as 5XX, with Retry-After
     listing = ops[("get", "/v1/jobs")]
     assert "Retry-After" in listing["responses"]["5XX"]["headers"]
 

@@ -36,7 +36,7 @@ from swarmstation.store.db import make_engine, make_sessionmaker, transaction
 from swarmstation.store.models import utcnow
 from tests.helpers import add_instance
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent / "swarmstation"
 TOKEN_RE = re.compile(r"sst_[A-Za-z0-9_-]{20,}")
 
