@@ -1,7 +1,7 @@
 # The prebuilt swarmstation worker image: CUDA PyTorch, ComfyUI at a pinned tag, and the worker.
 #
 # Docker does not run on the machine where this file was written, so it has never been built
-# there: it is kept correct by reading, and tests/test_bootstrap.py checks it as text. What it
+# there: it is kept correct by reading, and tests/providers/test_bootstrap.py checks it as text. What it
 # runs is the onstart bootstrap (swarmstation/providers/bootstrap.py) that the tests do run for real.
 #
 # Build from the repository root:
