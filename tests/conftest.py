@@ -105,3 +105,12 @@ def api(plane: Any) -> Iterator[Any]:
 @pytest.fixture
 def admin(plane: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {plane.admin_key}"}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """One S3-compatible server (moto) for the session; each test makes its own bucket."""
+    from tests.s3_server import moto_endpoint
+
+    with moto_endpoint() as url:
+        yield url

@@ -5,14 +5,19 @@ bucket (moto itself ignores presigned signatures and extra credentials)."""
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
 from moto import server as moto_server
+
+from swarmstation.config import Settings
 
 ACCESS_KEY = "AKIDTESTSWARMSTATION"
 SECRET_KEY = "s3cr3t-Never-Show-This-0123456789abcdef"
@@ -27,6 +32,26 @@ def moto_endpoint() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+def s3_settings(endpoint: str, data_dir: Path, **overrides: Any) -> Settings:
+    """Settings of a control plane whose object store is a new bucket on `endpoint`, with loops
+    that tests drive themselves."""
+    bucket = f"ss-{uuid.uuid4().hex[:12]}"
+    create_bucket(endpoint, bucket)
+    values: dict[str, Any] = {
+        "s3_bucket": bucket,
+        "s3_endpoint_url": endpoint,
+        "s3_region": "us-east-1",
+        "s3_access_key_id": ACCESS_KEY,
+        "s3_secret_access_key": SECRET_KEY,
+        "s3_prefix": "swarm",
+        "data_dir": data_dir,
+        "provider": "none",
+        "scheduler_interval_seconds": 60,
+        "control_interval_seconds": 60,
+    }
+    return Settings(**{**values, **overrides})
 
 
 def create_bucket(endpoint: str, name: str) -> None:

@@ -9,14 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from moto import server as moto_server
 
 from swarmstation.api.app import ControlPlane, build
-from swarmstation.config import Settings
 from swarmstation.control.scheduler import scheduler_pass
 from swarmstation.domain.names import BadName, normalise_path, normalise_segment, safe_file_name
 from swarmstation.objectstore.base import BadKey, normalise_key
@@ -25,6 +22,7 @@ from swarmstation.objectstore.s3 import S3ObjectStore
 from swarmstation.store.db import transaction
 from tests.conftest import FakeClock
 from tests.helpers import add_instance, add_user
+from tests.s3_server import s3_settings
 
 FOX = "狐狸_00001_.png"
 PNG = b"\x89PNG\r\n\x1a\n fox pixels"
@@ -125,39 +123,9 @@ def test_a_unicode_output_through_the_local_store(
     assert r.status_code == 200 and r.content == PNG
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def s3_plane(tmp_path: Path, clock: FakeClock, s3_endpoint: str) -> Iterator[ControlPlane]:
-    bucket = f"ss-{uuid.uuid4().hex[:12]}"
-    boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="a",
-        aws_secret_access_key="b",
-    ).create_bucket(Bucket=bucket)
-    settings = Settings(
-        s3_bucket=bucket,
-        s3_endpoint_url=s3_endpoint,
-        s3_region="us-east-1",
-        s3_access_key_id="a",
-        s3_secret_access_key="b",
-        s3_prefix="swarm",
-        data_dir=tmp_path / "data",
-        provider="none",
-        scheduler_interval_seconds=60,
-        control_interval_seconds=60,
-    )
+    settings = s3_settings(s3_endpoint, tmp_path / "data")
     cp = build(settings, provider=None, clock=clock)
     yield cp
     cp.state.engine.dispose()

@@ -13,7 +13,6 @@ import hmac
 import logging
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
@@ -22,7 +21,6 @@ import boto3
 import httpx
 import pytest
 from botocore.exceptions import ClientError
-from moto import server as moto_server
 
 from swarmstation.config import Settings, reveal
 from swarmstation.objectstore.base import BadKey, NotFound, ObjectStoreError
@@ -33,14 +31,8 @@ SECRET_KEY = "s3cr3t-Never-Show-This-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+def endpoint(s3_endpoint: str) -> str:
+    return s3_endpoint
 
 
 @pytest.fixture(scope="module")

@@ -4,55 +4,31 @@ and clients and workers are sent there with presigned URLs."""
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from moto import server as moto_server
 
 from swarmstation.api.app import ControlPlane, build
-from swarmstation.config import Settings
 from swarmstation.control.scheduler import scheduler_pass
 from swarmstation.objectstore.s3 import S3ObjectStore
 from swarmstation.store.db import transaction
 from tests.conftest import FakeClock
 from tests.helpers import add_instance, add_user
+from tests.s3_server import s3_settings
 
 
 @pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+def endpoint(s3_endpoint: str) -> str:
+    return s3_endpoint
 
 
 @pytest.fixture
 def plane(tmp_path: Path, clock: FakeClock, endpoint: str) -> Iterator[ControlPlane]:
-    bucket = f"ss-{uuid.uuid4().hex[:12]}"
-    boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b"
-    ).create_bucket(Bucket=bucket)
-    settings = Settings(
-        s3_bucket=bucket,
-        s3_endpoint_url=endpoint,
-        s3_region="us-east-1",
-        s3_access_key_id="a",
-        s3_secret_access_key="b",
-        s3_prefix="swarm",
-        data_dir=tmp_path / "data",
-        provider="none",
-        scheduler_interval_seconds=60,
-        control_interval_seconds=60,
-    )
+    settings = s3_settings(endpoint, tmp_path / "data")
     cp = build(settings, provider=None, clock=clock)
     yield cp
     cp.state.engine.dispose()

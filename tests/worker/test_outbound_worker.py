@@ -27,7 +27,6 @@ from urllib.parse import urlsplit
 import boto3
 import httpx
 import pytest
-from moto import server as moto_server
 from PIL import Image
 
 from swarmstation.comfy.emulator import EmulatorConfig, running_emulator
@@ -104,14 +103,8 @@ class S3Gateway:
 
 
 @pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+def moto_endpoint(s3_endpoint: str) -> str:
+    return s3_endpoint
 
 
 @pytest.fixture
