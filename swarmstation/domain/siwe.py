@@ -135,10 +135,11 @@ def _parse(text: str) -> Any:
     try:
         return SiweMessage.from_message(text)
     except Exception as exc:  # the grammar's and pydantic's errors: all "not an EIP-4361 message"
+        # The parser's first line says where it stopped; a bare exception name says nothing to a
+        # person, so then the message is left without one.
         reason = str(exc).strip().splitlines()
-        raise SiweMalformed.at(
-            "message", f"is not an EIP-4361 message ({reason[0] if reason else type(exc).__name__})"
-        ) from exc
+        detail = f" ({reason[0]})" if reason else ""
+        raise SiweMalformed.at("message", f"is not an EIP-4361 message{detail}") from exc
 
 
 def _timestamp(value: Any, field: str) -> datetime:

@@ -5,6 +5,7 @@ wallet linking, one user per address."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,6 +134,8 @@ def test_every_refusal_is_a_clear_4xx_and_writes_nothing(
         resp = api.post("/v1/auth/siwe", json=body)
         assert (resp.status_code, resp.json()["code"]) == (status, code), f"{what}: {resp.text}"
         assert resp.json()["detail"], what
+        # a message for people: no Python exception names or reprs
+        assert not re.search(r"\w+(Error|Exception)\b|object at 0x", resp.json()["detail"]), what
         assert "swarm_session" not in resp.cookies, what
         assert counts(plane.state.sessions) == before, what
         seen += 1
