@@ -27,6 +27,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from swarmstation.domain.credits import EntryKind, HoldState
 from swarmstation.domain.deposits import DepositState
 from swarmstation.domain.moderation import ModerationState
+from swarmstation.domain.pipelines.states import RunState, StepState
 from swarmstation.domain.scaling import POOL_DEFAULTS
 from swarmstation.domain.states import InstanceState, InstanceTrigger, JobState, JobTrigger
 
@@ -231,6 +232,15 @@ class Job(Base):
     external_run_id: Mapped[str | None] = mapped_column(String(100), index=True)
     # the last run update from the external backend
     external: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    # Outputs that are values, not files, by output port: {"text": "..."} (a file output is an
+    # Output row whose node_id is the port name for tools that are not ComfyUI workflows).
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    # The run step this job is one item of (None for a job submitted on its own): the run, the
+    # step id, the variation index and the run attempt (a retry makes new jobs for the step).
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    run_step: Mapped[str | None] = mapped_column(String(64))
+    run_item: Mapped[int | None] = mapped_column(Integer)
+    run_attempt: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_jobs_state_queued_at", "state", "queued_at"),)
 
@@ -358,6 +368,7 @@ class IdempotencyKey(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the canonical request body
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))  # runs.create
     created_at: Mapped[datetime] = mapped_column(index=True)
 
 
@@ -472,6 +483,7 @@ class LedgerEntry(Base):
 
     __table_args__ = (Index("ix_ledger_entries_user_id_id", "user_id", "id"),)
 
+
 # -- prices and job charges (domain/prices.py; control/charging.py writes them) -------------------
 class ToolPrice(Base):
     """The price model an admin set for a tool (a tool without one has a derived price)."""
@@ -549,3 +561,95 @@ class ChainCursor(Base):
     chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     last_block: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime]
+
+
+# -- pipelines and runs (domain/pipelines/, control/runs.py, control/saved_pipelines.py) --------
+class SavedPipeline(Base):
+    """A pipeline someone saved (the earlier platform's *spell*): its versions are immutable rows
+    of `pipeline_versions`; `latest_version` is the one a run without a version uses."""
+
+    __tablename__ = "pipelines"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    visibility: Mapped[str] = mapped_column(String(10))  # private | unlisted | public
+    latest_version: Mapped[int] = mapped_column(Integer, default=1)
+    run_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_pipelines_visibility", "visibility"),)
+
+
+class PipelineVersion(Base):
+    """One immutable version of a saved pipeline: the graph (wire form) and its exposed inputs
+    ([{name, label, default, description}], the only inputs another user may give)."""
+
+    __tablename__ = "pipeline_versions"
+    pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    definition: Mapped[dict[str, Any]]
+    exposed: Mapped[list[Any]]
+    created_at: Mapped[datetime]
+
+
+class Run(Base):
+    """One execution of a pipeline (RUN lifecycle). `pipeline` is the graph as run (the saved
+    version's, when `pipeline_id` is set); `hold_id` is the run's current hold (a retry places a
+    new one) and `quote` its amount; `author_id` earns the pipeline royalty on each step's charge."""
+
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    state: Mapped[RunState] = mapped_column(state_enum(RunState, 12))
+    pipeline: Mapped[dict[str, Any]]
+    inputs: Mapped[dict[str, Any]]
+    pipeline_id: Mapped[str | None] = mapped_column(ForeignKey("pipelines.id", ondelete="SET NULL"))
+    pipeline_version: Mapped[int | None] = mapped_column(Integer)
+    author_id: Mapped[str | None] = mapped_column(String(36))
+    seed: Mapped[int] = mapped_column(BigInteger)  # variations by seed count up from it
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    hold_id: Mapped[str | None] = mapped_column(String(36))
+    quote: Mapped[int] = mapped_column(BigInteger, default=0)
+    captured: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_runs_state", "state"),)
+
+
+class RunStep(Base):
+    """One step of a run (STEP lifecycle): how many jobs it fans out to (`items`), its outputs
+    once completed ({port: value}, or {port: [value per item]} for a fanned-out step), its quote
+    share and what its jobs were charged."""
+
+    __tablename__ = "run_steps"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    step_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tool_slug: Mapped[str] = mapped_column(String(63))
+    state: Mapped[StepState] = mapped_column(state_enum(StepState, 12))
+    items: Mapped[int] = mapped_column(Integer, default=1)
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    quote: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class RunEvent(Base):
+    """What happened to a run, in order (GET /v1/runs/{id}/events streams these; the id is the
+    SSE event id). `type`: state (the run's), step (a step's state), job (a step job's state or
+    progress)."""
+
+    __tablename__ = "run_events"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(20))
+    data: Mapped[dict[str, Any]]
+    trigger: Mapped[str | None] = mapped_column(String(20))  # a RunTrigger or StepTrigger value
+    at: Mapped[datetime]
