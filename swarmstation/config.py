@@ -279,6 +279,43 @@ class Settings(BaseSettings):
         10**12, ge=1, le=10**15, description="The most credits one admin grant or adjustment may move"
     )
 
+    # pipelines (domain/pipelines/, control/runs.py, control/saved_pipelines.py)
+    max_pipeline_steps: int = Field(20, ge=1, le=200, description="The most steps one pipeline may have")
+    max_step_items: int = Field(
+        16, ge=1, le=256, description="The most jobs one step may fan out to (variations, batches)"
+    )
+    pipeline_royalty_bps: int = Field(
+        500, ge=0, le=10_000, description="A saved pipeline's author's share of others' runs' charges"
+    )
+    run_interval_seconds: float = Field(
+        0.5, gt=0, le=60, description="How often the leader advances runs (it is also woken by jobs)"
+    )
+
+    # tools that run on the control plane (localtools/): LLM text tools and image utilities
+    llm_base_url: str | None = Field(
+        None,
+        description="An OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (unset: LLM tools "
+        "are listed as unavailable)",
+    )
+    llm_api_key: SecretStr | None = Field(None, repr=False, description="The LLM endpoint's API key")
+    llm_model: str = Field("gpt-4o-mini", min_length=1, description="The model of the LLM text tools")
+    llm_vision_model: str | None = Field(
+        None, description="The model that captions images (vision-capable); unset: llm_model"
+    )
+    llm_max_tokens: int = Field(512, ge=16, le=32_768, description="The most tokens one LLM answer may take")
+    llm_timeout_seconds: float = Field(60.0, gt=0, le=600, description="How long one LLM call may take")
+    llm_credits_per_1k_tokens: int = Field(2, ge=0, description="What LLM tools charge per 1000 tokens")
+    image_tool_credits: int = Field(1, ge=0, description="What one run of an image utility tool charges")
+    local_tool_workers: int = Field(
+        2, ge=1, le=64, description="Local tool jobs (LLM, image utilities) run at once on the leader"
+    )
+    local_tool_timeout_seconds: float = Field(
+        60.0, gt=0, le=3600, description="The most one local tool job may take"
+    )
+    local_tool_max_pixels: int = Field(
+        64 * 1024 * 1024, ge=1, description="The most pixels an image utility reads or writes"
+    )
+
     # LoRAs
     max_loras_per_job: int = Field(8, ge=0, le=32)
     lora_max_bytes: int = Field(4 * 1024**3, ge=1, description="Largest LoRA file staged on approval")

@@ -24,9 +24,11 @@ from swarmstation.api import admin, comfydeploy, loras, models, objects, public,
 from swarmstation.api import auth as auth_api
 from swarmstation.api import deposits as deposits_api
 from swarmstation.api import keys as keys_api
+from swarmstation.api import pipelines as pipelines_api
 from swarmstation.api import pools as pools_api
 from swarmstation.api import prices as prices_api
 from swarmstation.api import quotes as quotes_api
+from swarmstation.api import runs as runs_api
 from swarmstation.api import wallets as wallets_api
 from swarmstation.api.deps import AppState, current_instance, current_user
 from swarmstation.api.errors import install_error_handlers
@@ -252,6 +254,8 @@ def build(
     app.include_router(auth_api.router)
     app.include_router(wallets_api.router)
     app.include_router(keys_api.router)
+    app.include_router(runs_api.router)
+    app.include_router(pipelines_api.router)
     registry = make_registry(state)
 
     @app.get("/healthz", tags=["ops"])
