@@ -6,6 +6,8 @@ A tool's price is set by an admin as one of three models, or derived from what i
 - ``per_megapixel``: ``credits`` per output megapixel; the output size (width x height x batch)
   comes from the bound workflow's latent-size nodes, so it is known before anything runs.
 - ``per_gpu_second``: ``credits`` per GPU second, at most ``cap`` credits (the quote is the cap).
+- ``per_1k_tokens``: ``credits`` per 1000 tokens (prompt + completion) of an LLM tool; the quote is
+  the tool's token bound (``LocalTool.max_tokens``) at that rate, the charge the tokens it used.
 - derived (no model set): p95 GPU seconds of the tool's recent runs (a configured estimate
   until there are runs) x the pool's $/hour x the markup, in credits, rounded up, at least the
   minimum. It is charged as a fixed price per completed run.
@@ -44,12 +46,14 @@ __all__ = [
 ]
 
 PIXELS_PER_MEGAPIXEL = 1_000_000
+TOKENS_PER_UNIT = 1000  # per_1k_tokens
 
 
 class PriceKind(StrEnum):
     PER_RUN = "per_run"
     PER_MEGAPIXEL = "per_megapixel"
     PER_GPU_SECOND = "per_gpu_second"
+    PER_1K_TOKENS = "per_1k_tokens"  # LLM tools: prompt + completion tokens
     DERIVED = "derived"  # no model set: from what the tool costs us
 
 
@@ -62,7 +66,8 @@ class PriceSpecError(InvalidInput):
 @dataclass(frozen=True)
 class PriceModel:
     """A price an admin set: `credits` per run, per output megapixel or per GPU second; `cap` (in
-    credits) bounds a per-GPU-second run and is its quote."""
+    credits) bounds a per-GPU-second run and is its quote. Per 1k tokens, `credits` is the rate of
+    1000 tokens; the run's token bound (not the model) bounds it."""
 
     kind: PriceKind
     credits: int
@@ -138,6 +143,11 @@ def _megapixel_credits(credits: int, pixels: int, images: int) -> int:
     return -(-(credits * pixels * images) // PIXELS_PER_MEGAPIXEL)
 
 
+def _token_credits(credits: int, tokens: int) -> int:
+    # integer ceiling of credits x tokens / 1000: a single token is never free
+    return -(-(credits * max(0, tokens)) // TOKENS_PER_UNIT)
+
+
 @dataclass(frozen=True)
 class ChargePlan:
     """What submission decides about a job's charge and settlement reads back: the price model,
@@ -151,10 +161,22 @@ class ChargePlan:
     size: OutputSize | None = None
 
 
-def plan_charge(price: PriceModel | None, *, workflow: Mapping[str, Any], basis: CostBasis) -> ChargePlan:
-    """The charge plan of one run of a bound workflow. Raises PriceSpecError for a per-megapixel
-    price on a workflow whose output size is not known before it runs."""
+def plan_charge(
+    price: PriceModel | None, *, workflow: Mapping[str, Any], basis: CostBasis, max_tokens: int = 0
+) -> ChargePlan:
+    """The charge plan of one run of a bound workflow. `max_tokens` is the most tokens (prompt +
+    completion) one run of an LLM tool can use (`LocalTool.max_tokens`); a per-1k-tokens quote is
+    that bound at the rate, rounded up. Raises PriceSpecError for a per-megapixel price on a
+    workflow whose output size is not known before it runs, and for a per-1k-tokens price on a
+    run without a token bound (a tool that does not use tokens: it would be free)."""
     fallback_rate = derived_per_second(basis)
+    if price is not None and price.kind == PriceKind.PER_1K_TOKENS:
+        if max_tokens <= 0:
+            raise PriceSpecError(
+                "this tool is priced per 1k tokens but does not use tokens (no token bound); "
+                "an admin should give it another price model"
+            )
+        return ChargePlan(price.kind, _token_credits(price.credits, max_tokens), price.credits, fallback_rate)
     if price is None:
         quote = derived_price(basis)
         return ChargePlan(PriceKind.DERIVED, quote, quote, fallback_rate)
@@ -182,26 +204,31 @@ class JobEnd(StrEnum):
 @dataclass(frozen=True)
 class Outcome:
     """How a job ended, as settlement sees it. `gpu_seconds` is its measured run time (0 if it
-    never started); `images` the image outputs it uploaded."""
+    never started); `images` the image outputs it uploaded; `tokens` the prompt + completion
+    tokens an LLM tool used (`job.timings["tokens"]`, 0 when unknown)."""
 
     end: JobEnd
     started: bool
     gpu_seconds: Decimal
     images: int = 0
+    tokens: int = 0
 
 
 def actual_charge(plan: ChargePlan, outcome: Outcome, *, hold: int) -> int:
     """The credits to capture, never more than the hold.
 
     Completed: the price (per megapixel: of the images it made; per GPU second: of the seconds it
-    ran). Failed: nothing, whatever the cause (we validated its inputs before accepting it, so
-    even a ComfyUI error is ours to carry). Cancelled before it started: nothing; after: its GPU
-    seconds at the plan's rate.
+    ran; per 1k tokens: of the tokens it used, at most the quote). Failed: nothing, whatever the
+    cause (we validated its inputs before accepting it, so even a ComfyUI error is ours to carry).
+    Cancelled before it started: nothing; after: its GPU seconds at the plan's rate, or for a
+    per-1k-tokens plan the tokens it had used (an LLM run's cost is its tokens, not its seconds).
     """
     if outcome.end == JobEnd.FAILED:
         return 0
     seconds = max(Decimal(0), outcome.gpu_seconds)
-    if outcome.end == JobEnd.CANCELLED:
+    if plan.kind == PriceKind.PER_1K_TOKENS:
+        charge = min(plan.quote, _token_credits(plan.unit_credits, outcome.tokens))  # 0 if never started
+    elif outcome.end == JobEnd.CANCELLED:
         charge = _ceil(seconds * plan.per_second) if outcome.started else 0
     elif plan.kind == PriceKind.PER_GPU_SECOND:
         charge = _ceil(seconds * plan.unit_credits)

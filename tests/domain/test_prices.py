@@ -120,3 +120,51 @@ def test_bad_price_models_are_refused(kind: PriceKind, credits: int, cap: int | 
     with pytest.raises(PriceSpecError, match=message) as caught:
         PriceModel(kind, credits, cap)
     assert caught.value.status_hint == 422
+
+
+def test_per_1k_tokens_quotes_the_token_bound_and_charges_the_tokens_used() -> None:
+    model = PriceModel(PriceKind.PER_1K_TOKENS, 2)
+    plan = plan_charge(model, workflow={}, basis=basis(), max_tokens=1_801)
+    # 1801 tokens x 2 credits / 1000 = 3.602 → 4
+    assert plan.kind == PriceKind.PER_1K_TOKENS and plan.quote == 4 and plan.unit_credits == 2
+    used = Outcome(JobEnd.COMPLETED, started=True, gpu_seconds=Decimal(3), tokens=600)
+    assert actual_charge(plan, used, hold=plan.quote) == 2  # 1.2 → 2
+    one = Outcome(JobEnd.COMPLETED, started=True, gpu_seconds=Decimal(3), tokens=1)
+    assert actual_charge(plan, one, hold=plan.quote) == 1  # a token is never free
+    over = Outcome(JobEnd.COMPLETED, started=True, gpu_seconds=Decimal(3), tokens=50_000)
+    assert actual_charge(plan, over, hold=plan.quote) == 4  # never more than the quote
+    assert actual_charge(plan, over, hold=3) == 3  # nor the hold
+    unknown = Outcome(JobEnd.COMPLETED, started=True, gpu_seconds=Decimal(3))
+    assert actual_charge(plan, unknown, hold=plan.quote) == 0
+    # seconds do not matter: an LLM run costs its tokens, not the control plane's time
+    slow = Outcome(JobEnd.COMPLETED, started=True, gpu_seconds=Decimal(10_000), tokens=600)
+    assert actual_charge(plan, slow, hold=plan.quote) == 2
+
+
+def test_per_1k_tokens_failures_are_free_and_cancels_pay_for_the_tokens_used() -> None:
+    plan = plan_charge(PriceModel(PriceKind.PER_1K_TOKENS, 3), workflow={}, basis=basis(), max_tokens=2000)
+    assert plan.quote == 6
+    failed = Outcome(JobEnd.FAILED, started=True, gpu_seconds=Decimal(5), tokens=1500)
+    assert actual_charge(plan, failed, hold=6) == 0
+    before = Outcome(JobEnd.CANCELLED, started=False, gpu_seconds=Decimal(0))
+    assert actual_charge(plan, before, hold=6) == 0
+    after = Outcome(JobEnd.CANCELLED, started=True, gpu_seconds=Decimal(100), tokens=400)
+    assert actual_charge(plan, after, hold=6) == 2  # 1.2 → 2, not 100 s at the fallback rate
+
+
+def test_per_1k_tokens_needs_a_token_bound_and_other_models_ignore_it() -> None:
+    with pytest.raises(PriceSpecError, match="does not use tokens") as caught:
+        plan_charge(PriceModel(PriceKind.PER_1K_TOKENS, 2), workflow=LATENT, basis=basis())
+    assert caught.value.status_hint == 422
+    with pytest.raises(PriceSpecError, match="0 or more"):
+        PriceModel(PriceKind.PER_1K_TOKENS, -1)
+    with pytest.raises(PriceSpecError, match="only a per_gpu_second"):
+        PriceModel(PriceKind.PER_1K_TOKENS, 2, cap=10)
+    # a free LLM tool: quoted and charged 0
+    free = plan_charge(PriceModel(PriceKind.PER_1K_TOKENS, 0), workflow={}, basis=basis(), max_tokens=900)
+    done = Outcome(JobEnd.COMPLETED, started=True, gpu_seconds=Decimal(1), tokens=900)
+    assert free.quote == 0 and actual_charge(free, done, hold=0) == 0
+    # the token bound changes nothing for the other models
+    per_run = plan_charge(PriceModel(PriceKind.PER_RUN, 40), workflow={}, basis=basis(), max_tokens=5000)
+    assert per_run.quote == 40
+    assert plan_charge(None, workflow=LATENT, basis=basis(), max_tokens=5000).quote == 2
