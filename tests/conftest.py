@@ -114,3 +114,13 @@ def s3_endpoint() -> Iterator[str]:
 
     with moto_endpoint() as url:
         yield url
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[Any]:
+    """A fake OpenAI-compatible endpoint (tests/fake_openai.py) on a free port: point
+    `llm_base_url` at `fake_openai.base_url` and `llm_api_key` at `fake_openai.api_key`."""
+    from tests.fake_openai import fake_openai_server
+
+    with fake_openai_server() as fake:
+        yield fake
