@@ -35,6 +35,7 @@ from swarmstation.store.models import PipelineVersion, SavedPipeline, Tool, User
 __all__ = [
     "MAX_DESCRIPTION_CHARS",
     "MAX_EXPOSED",
+    "MAX_LABEL_CHARS",
     "MAX_NAME_CHARS",
     "VISIBILITIES",
     "SavedRef",
