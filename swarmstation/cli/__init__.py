@@ -23,6 +23,7 @@ from swarmstation.cli import (
     keys,
     loras,
     models,
+    pipelines,
     pool,
     serve,
     status,
@@ -57,6 +58,7 @@ app.add_typer(loras.app, name="loras")
 app.add_typer(pool.app, name="pool")
 app.add_typer(instances.app, name="instances")
 app.add_typer(models.app, name="models")
+app.add_typer(pipelines.app, name="pipelines")
 app.add_typer(sim_app, name="simulate", help="Discrete-event simulation of the pool against the alternatives")
 
 
