@@ -12,6 +12,9 @@ can tell what reached the server from what came back.
 
     with fake_openai_server() as fake:
         settings = Settings(..., llm_base_url=fake.base_url, llm_api_key=fake.api_key)
+
+or `fake = FakeOpenAI(api_key="sk-...").start()` ... `fake.stop()` where a context manager is awkward
+(a subprocess's settings take `fake.base_url`, or `fake.url + "/v1"`).
 """
 
 from __future__ import annotations
@@ -91,6 +94,31 @@ class FakeOpenAI:
     _delay: float = 0.0
     _delay_times: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self) -> FakeOpenAI:
+        """Serve on 127.0.0.1 on a free port (in a thread) until `stop`; `base_url` ends in `/v1`
+        as OpenAI's does, `url` is the server's root."""
+        server = _Server(("127.0.0.1", 0), _handler(self))
+        self._server = server
+        self.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=server.serve_forever, name="fake-openai", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    @property
+    def url(self) -> str:
+        return self.base_url.removesuffix("/v1")
 
     def answer(self, *texts: str) -> None:
         """Queue exact answers for the next requests, in order."""
@@ -323,15 +351,9 @@ class _Server(ThreadingHTTPServer):
 
 @contextmanager
 def fake_openai_server(api_key: str = API_KEY) -> Iterator[FakeOpenAI]:
-    """Start the fake on 127.0.0.1 on a free port; `base_url` ends in `/v1`, as OpenAI's does."""
-    fake = FakeOpenAI(api_key=api_key)
-    server = _Server(("127.0.0.1", 0), _handler(fake))
-    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, name="fake-openai", daemon=True)
-    thread.start()
+    """A started fake (see `FakeOpenAI.start`), stopped on the way out."""
+    fake = FakeOpenAI(api_key=api_key).start()
     try:
         yield fake
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        fake.stop()
