@@ -58,6 +58,7 @@ MAX_NAME_CHARS = 200  # the column's width
 MAX_DESCRIPTION_CHARS = 20_000  # as a LoRA's description
 MAX_EXPOSED = 50  # more exposed inputs than a form can reasonably show
 MAX_LABEL_CHARS = 200
+MAX_VERSION = 2**31 - 1  # pipeline_versions.version is a 32-bit integer
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,8 @@ def owned_by(s: Session, user: User, pipeline_id: str) -> SavedPipeline:
 def version_of(s: Session, row: SavedPipeline, version: int | None) -> PipelineVersion:
     """Version `version` of the pipeline (None: its latest); NotFound when it has no such version."""
     number = row.latest_version if version is None else version
-    found = s.get(PipelineVersion, (row.id, number))
+    # Outside the column's range PostgreSQL would refuse the query itself: no such version either.
+    found = s.get(PipelineVersion, (row.id, number)) if 1 <= number <= MAX_VERSION else None
     if found is None:
         raise NotFound(f"pipeline '{row.id}' has no version {number} (its latest is {row.latest_version})")
     return found

@@ -233,8 +233,9 @@ def test_others_give_only_exposed_inputs_the_owner_any(plane: ControlPlane, cloc
         with pytest.raises(InvalidInput) as unknown:
             saved.resolve_for_run(s, user=owner, pipeline_id=row.id, version=None, inputs={"z": 1})
         assert unknown.value.errors[0].field == "inputs.z"
-        with pytest.raises(NotFound):
-            saved.resolve_for_run(s, user=other, pipeline_id=row.id, version=2, inputs={})
+        for version in (2, 0, 2**40):  # no such version; 2**40 does not even fit the column
+            with pytest.raises(NotFound):
+                saved.resolve_for_run(s, user=other, pipeline_id=row.id, version=version, inputs={})
 
 
 def test_versions_are_immutable_and_a_run_of_version_one_gets_its_graph(
