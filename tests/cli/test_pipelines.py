@@ -214,7 +214,7 @@ class RunsServer(BaseHTTPRequestHandler):
             self._json(404, {"detail": "no such thing", "code": "not_found"})
             return
         end = self.final
-        events = [
+        events: list[tuple[int, str, dict[str, Any]]] = [
             (1, "state", {"state": "RUNNING"}),
             (2, "step", {"step": "enhance", "state": "RUNNING"}),
             (3, "job", {"step": "enhance", "job_id": "j1", "state": "RUNNING", "progress": 0.5}),
