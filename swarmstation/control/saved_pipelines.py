@@ -198,6 +198,14 @@ def resolve_for_run(
         else:
             reason = "is not an input of this pipeline; its inputs: " + (", ".join(sorted(allowed)) or "none")
         errors.append(FieldError(f"inputs.{name}", f"'{name}' {reason}"))
+    if row.owner_id != user.id:
+        # A required input nobody but the owner may give, with no default, would make every run of
+        # others fail as "required": say why instead.
+        for name, spec in (definition.get("inputs") or {}).items():
+            if name not in exposed and spec.get("required", True) and spec.get("default") is None:
+                errors.append(
+                    FieldError(f"inputs.{name}", f"'{name}' is required, and its author did not expose it")
+                )
     if errors:
         raise InvalidInput("; ".join(f"{e.field}: {e.reason}" for e in errors), errors=errors)
     values = {name: e["default"] for name, e in exposed.items() if e.get("default") is not None}

@@ -233,6 +233,13 @@ def test_others_give_only_exposed_inputs_the_owner_any(plane: ControlPlane, cloc
         with pytest.raises(InvalidInput) as unknown:
             saved.resolve_for_run(s, user=owner, pipeline_id=row.id, version=None, inputs={"z": 1})
         assert unknown.value.errors[0].field == "inputs.z"
+        # a required input that only the owner may give and that has no default
+        closed, _ = _save(s, plane, owner, clock, exposed=[{"name": "negative"}])
+        with pytest.raises(InvalidInput) as needs:
+            saved.resolve_for_run(
+                s, user=other, pipeline_id=closed.id, version=None, inputs={"negative": "y"}
+            )
+        assert needs.value.errors[0].field == "inputs.idea" and "did not expose" in needs.value.detail
         for version in (2, 0, 2**40):  # no such version; 2**40 does not even fit the column
             with pytest.raises(NotFound):
                 saved.resolve_for_run(s, user=other, pipeline_id=row.id, version=version, inputs={})
