@@ -57,7 +57,7 @@ def bind_inputs(spec: ToolSpec, raw: Mapping[str, Any], *, random_seed: int) -> 
 
     workflow: dict[str, Any] = copy.deepcopy(dict(spec.workflow))
     resolved: dict[str, Any] = {}
-    images: dict[str, str] = {}
+    images: dict[str, str | list[str]] = {}
     seed_index = 0
     for inp in spec.inputs:
         value = raw.get(inp.name)

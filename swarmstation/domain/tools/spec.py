@@ -1,6 +1,7 @@
 """What a tool is: :class:`ToolSpec`, its inputs (:class:`InputSpec`) and where they bind
-(:class:`InputBinding`), the bound result (:class:`BoundJob`), the input types and limits, and the
-errors of tool definitions and input values."""
+(:class:`InputBinding`), its typed outputs (:class:`OutputSpec`), the bound result
+(:class:`BoundJob`), the input and port types and limits, and the errors of tool definitions and
+input values."""
 
 from __future__ import annotations
 
@@ -17,6 +18,25 @@ from swarmstation.domain.workflow import (
 InputType = Literal["string", "integer", "number", "boolean", "image", "seed"]
 INPUT_TYPES: tuple[InputType, ...] = ("string", "integer", "number", "boolean", "image", "seed")
 
+#: The type of a tool's output port. ``text`` is a string value (it feeds ``string`` inputs);
+#: the reserved types are accepted as declarations so that tools for later issues can be
+#: described now, though no input accepts them yet.
+PortType = Literal[
+    "image", "text", "integer", "number", "boolean", "seed", "video", "audio", "mask", "latent"
+]
+PORT_TYPES: tuple[PortType, ...] = (
+    "image", "text", "integer", "number", "boolean", "seed", "video", "audio", "mask", "latent",
+)  # fmt: skip
+RESERVED_PORT_TYPES: tuple[PortType, ...] = ("video", "audio", "mask", "latent")
+
+#: How a tool runs: a ComfyUI workflow on a worker, or a local tool on the control plane (an LLM
+#: text tool through an OpenAI-compatible endpoint, or a Pillow image utility).
+ToolKind = Literal["comfyui", "llm", "image"]
+TOOL_KINDS: tuple[ToolKind, ...] = ("comfyui", "llm", "image")
+
+#: The pool of local (non-ComfyUI) tools: they run on the control plane, not on a worker.
+LOCAL_POOL = "control"
+
 #: Model families a tool can declare. Pony, Illustrious and NoobAI are SDXL-derived but need
 #: their own checkpoints/LoRAs; "other" covers tools without a diffusion model (e.g. upscalers).
 BASE_MODELS: tuple[str, ...] = ("SD1.5", "SDXL", "Pony", "Illustrious", "NoobAI", "FLUX", "SD3", "other")
@@ -24,6 +44,8 @@ BASE_MODELS: tuple[str, ...] = ("SD1.5", "SDXL", "Pony", "Illustrious", "NoobAI"
 SEED_MAX = 2**64 - 1
 DEFAULT_STRING_MAX_LENGTH = 10_000
 DEFAULT_IMAGE_REF_MAX_LENGTH = 1024
+#: The most images a ``many`` image input takes when its ``max_items`` is not given.
+DEFAULT_MAX_ITEMS = 16
 SLUG_PATTERN = r"[a-z0-9][a-z0-9-]{1,62}"
 
 SLUG_RE = re.compile(SLUG_PATTERN)
@@ -84,14 +106,36 @@ class InputSpec:
     max_length: int | None = None
     choices: tuple[object, ...] | None = None
     description: str = ""
+    #: Only for ``image`` inputs of non-ComfyUI tools: the value is a JSON list of 1..``max_items``
+    #: image references (``max_items`` None means :data:`DEFAULT_MAX_ITEMS`).
+    many: bool = False
+    max_items: int | None = None
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One typed output port of a tool.
+
+    ``node_id``: for a ComfyUI tool, the output node whose files (or values) fill the port; None
+    for local tools, whose ports are filled by name. ``many``: the port yields a list (a batch of
+    images from one job), so a consumer taking one value gets the items fanned out.
+    """
+
+    name: str
+    type: PortType
+    node_id: str | None = None
+    many: bool = False
+    description: str = ""
 
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """A tool: metadata, an API-format workflow template and its inputs.
+    """A tool: metadata, an API-format workflow template, its inputs and its typed outputs.
 
     ``output_classes`` names extra output node classes (custom nodes) that count as outputs when
-    validating the workflow. ``pool`` is the worker pool that runs the tool.
+    validating the workflow. ``pool`` is the worker pool that runs the tool. ``kind`` says how it
+    runs: a non-ComfyUI tool has an empty workflow, inputs without bindings, pool
+    :data:`LOCAL_POOL` and no LoRAs. ``outputs`` are the ports a pipeline step can read.
     """
 
     slug: str
@@ -104,6 +148,8 @@ class ToolSpec:
     pool: str = "default"
     output_classes: frozenset[str] = frozenset()
     accepts_loras: bool = True
+    kind: ToolKind = "comfyui"
+    outputs: tuple[OutputSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,10 +158,11 @@ class BoundJob:
 
     ``workflow`` is a fresh graph ready for ComfyUI (after image references are resolved);
     ``inputs`` holds every input's resolved value, including the chosen seed; ``input_images``
-    maps image input names to their references.
+    maps image input names to their references (a list of references for a ``many`` input).
+    For a non-ComfyUI tool ``workflow`` is ``{}`` and ``required_models`` empty.
     """
 
     workflow: dict[str, Any]
     inputs: dict[str, Any]
     required_models: tuple[ModelRef, ...]
-    input_images: dict[str, str]
+    input_images: dict[str, str | list[str]]
