@@ -17,6 +17,7 @@ from swarmstation.domain.tools import (
     BoundJob,
     InputBinding,
     InputSpec,
+    OutputSpec,
     ToolDefinitionError,
     ToolInputError,
     ToolSpec,
@@ -89,6 +90,7 @@ def tool(**changes: Any) -> ToolSpec:
         base_model="SD1.5",
         workflow=graph(),
         inputs=inputs(),
+        outputs=(OutputSpec("image", "image", node_id="9"),),
     )
     return dataclasses.replace(spec, **changes)
 

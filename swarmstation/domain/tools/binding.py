@@ -10,6 +10,7 @@ from typing import Any
 from swarmstation.domain.tools.spec import BoundJob, ToolDefinitionError, ToolInputError, ToolSpec
 from swarmstation.domain.tools.values import (
     _BadValue,
+    check_many,
     check_value,
     draw_random_seed,
     format_value,
@@ -39,7 +40,9 @@ def bind_inputs(spec: ToolSpec, raw: Mapping[str, Any], *, random_seed: int) -> 
     Raises :class:`ToolInputError` for a non-object body, unknown input names (checked first, in
     sorted order), then per input in declaration order: a missing required input, a wrong type,
     a value out of range, too long, or not one of the choices, or a bound model name that is not
-    a clean relative path. ``random_seed`` (any int, taken modulo 2**64) supplies every random
+    a clean relative path. A ``many`` image input takes a list of 1..``max_items`` references.
+    A non-ComfyUI tool (empty workflow, no bindings) gets its values checked the same way and an
+    empty workflow back. ``random_seed`` (any int, taken modulo 2**64) supplies every random
     seed: the first seed input gets it directly (narrowed into its range), later ones get
     values mixed from it. ``spec.workflow`` is never mutated.
     """
@@ -78,7 +81,7 @@ def bind_inputs(spec: ToolSpec, raw: Mapping[str, Any], *, random_seed: int) -> 
                 resolved[inp.name] = None
             continue
         try:
-            value = check_value(inp, value)
+            value = check_many(inp, value) if inp.many else check_value(inp, value)
         except _BadValue as exc:
             raise ToolInputError(inp.name, exc.reason) from None
 
@@ -98,7 +101,7 @@ def bind_inputs(spec: ToolSpec, raw: Mapping[str, Any], *, random_seed: int) -> 
             node["inputs"][binding.input_name] = value
         resolved[inp.name] = value
         if inp.type == "image":
-            images[inp.name] = value
+            images[inp.name] = list(value) if isinstance(value, list) else value
 
     return BoundJob(
         workflow=workflow,

@@ -11,7 +11,7 @@ from swarmstation.domain.tools.spec import (
     InputSpec,
     ToolSpec,
 )
-from swarmstation.domain.tools.values import is_random_seed, seed_bounds
+from swarmstation.domain.tools.values import is_random_seed, max_items, seed_bounds
 
 # --------------------------------------------------------------------------- JSON schema
 
@@ -24,9 +24,15 @@ def _property_schema(inp: InputSpec) -> dict[str, Any]:
         prop["type"] = "string"
         prop["maxLength"] = inp.max_length if inp.max_length is not None else DEFAULT_STRING_MAX_LENGTH
     elif inp.type == "image":
-        prop["type"] = "string"
-        prop["minLength"] = 1
-        prop["maxLength"] = inp.max_length if inp.max_length is not None else DEFAULT_IMAGE_REF_MAX_LENGTH
+        ref = {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": inp.max_length if inp.max_length is not None else DEFAULT_IMAGE_REF_MAX_LENGTH,
+        }
+        if inp.many:
+            prop.update({"type": "array", "items": ref, "minItems": 1, "maxItems": max_items(inp)})
+        else:
+            prop.update(ref)
     elif inp.type in ("integer", "number"):
         prop["type"] = inp.type
         if inp.minimum is not None:
@@ -51,6 +57,8 @@ def _property_schema(inp: InputSpec) -> dict[str, Any]:
         elif inp.default is not None:
             prop["default"] = inp.default
     prop["x-input-type"] = inp.type
+    if inp.many:
+        prop["x-many"] = True
     return prop
 
 
@@ -58,7 +66,8 @@ def input_schema(spec: ToolSpec) -> dict[str, Any]:
     """A JSON Schema (draft 2020-12) for the inputs object that :func:`bind_inputs` accepts.
 
     Each property carries ``x-input-type`` (the :data:`INPUT_TYPES` name) as an annotation, so a
-    UI can tell an image reference or a seed from a plain string or integer. ``null`` is accepted
+    UI can tell an image reference or a seed from a plain string or integer; a ``many`` image
+    input is an array of references (with ``x-many: true``). ``null`` is accepted
     by :func:`bind_inputs` for optional inputs (meaning "absent") but only published for seeds.
     """
     return {

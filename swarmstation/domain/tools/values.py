@@ -9,6 +9,7 @@ from typing import Any
 
 from swarmstation.domain.tools.spec import (
     DEFAULT_IMAGE_REF_MAX_LENGTH,
+    DEFAULT_MAX_ITEMS,
     DEFAULT_STRING_MAX_LENGTH,
     SEED_MAX,
     InputSpec,
@@ -140,3 +141,27 @@ def check_value(spec: InputSpec, value: object) -> Any:
             + ", ".join(format_value(c) for c in spec.choices)
         )
     return result
+
+
+def max_items(spec: InputSpec) -> int:
+    """The most images a ``many`` input takes."""
+    return spec.max_items if spec.max_items is not None else DEFAULT_MAX_ITEMS
+
+
+def check_many(spec: InputSpec, value: object) -> list[Any]:
+    """Validate the value of a ``many`` input: a JSON list of 1..``max_items`` values, each
+    checked by :func:`check_value` (for images: a non-empty reference). Returns a fresh list."""
+    if not isinstance(value, list | tuple):
+        raise _BadValue(f"expected a list of image references, got {json_type(value)}")
+    limit = max_items(spec)
+    if not value:
+        raise _BadValue("expected at least one image reference, got an empty list")
+    if len(value) > limit:
+        raise _BadValue(f"too many images ({len(value)}, the limit is {limit})")
+    items: list[Any] = []
+    for i, item in enumerate(value):
+        try:
+            items.append(check_value(spec, item))
+        except _BadValue as exc:
+            raise _BadValue(f"item {i}: {exc.reason}") from None
+    return items
