@@ -48,10 +48,16 @@ def add_tool(
     replace: bool = False,
 ) -> ToolDetail:
     spec = tool_from_dict(body)
+    if spec.kind != "comfyui":
+        # A local tool is code (swarmstation/localtools), seeded at start-up; a definition alone
+        # would be a tool nothing can run.
+        raise ToolDefinitionError("kind", f"{spec.kind} tools are built in; an admin adds ComfyUI tools only")
     validate_tool(spec)
+    existing = s.get(Tool, spec.slug)
+    if existing is not None and existing.spec.get("kind", "comfyui") != "comfyui":
+        raise ToolDefinitionError("slug", f"'{spec.slug}' is a built-in {existing.spec['kind']} tool")
     if s.get(Pool, spec.pool) is None:
         raise ToolDefinitionError("pool", f"unknown pool '{spec.pool}'")
-    existing = s.get(Tool, spec.slug)
     now = state.clock()
     if existing is not None:
         if not replace:
@@ -64,7 +70,7 @@ def add_tool(
     s.flush()
     tool = s.get(Tool, spec.slug)
     assert tool is not None
-    return tool_detail(tool)
+    return tool_detail(tool, settings=state.settings)
 
 
 @router.delete("/tools/{slug}", status_code=204)

@@ -69,6 +69,15 @@ class PriceOut(BaseModel):
     estimate: int | None = Field(description="One run with the tool's defaults, in credits (the quote)")
 
 
+class ToolOutputOut(BaseModel):
+    name: str = Field(description="The port's name: a pipeline step reads it as {from: STEP, output: NAME}")
+    type: str = Field(
+        description="image, text, integer, number, boolean, seed (video, audio, mask, latent reserved)"
+    )
+    many: bool = Field(description="The port yields a list (a batch)")
+    description: str
+
+
 class ToolSummary(BaseModel):
     slug: str
     name: str
@@ -77,6 +86,10 @@ class ToolSummary(BaseModel):
     base_model: str
     pool: str
     builtin: bool
+    kind: str = Field(description="comfyui (a workflow on a worker), llm or image (run on the control plane)")
+    outputs: list[ToolOutputOut]
+    available: bool = Field(description="Whether the tool can run with this control plane's settings")
+    unavailable_reason: str | None = Field(None, description="Why not, when available is false")
     price: PriceOut | None = Field(None, description="What a run costs (POST /v1/quotes for given inputs)")
 
 

@@ -7,8 +7,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from swarmstation.api.schemas import JobOut, OutputOut, PriceOut, ToolDetail, ToolSummary
-from swarmstation.domain.tools import input_schema, tool_from_dict, tool_to_dict
+from swarmstation.api.schemas import JobOut, OutputOut, PriceOut, ToolDetail, ToolOutputOut, ToolSummary
+from swarmstation.config import Settings
+from swarmstation.domain.tools import ToolSpec, input_schema, tool_from_dict, tool_to_dict
 from swarmstation.domain.workflow import required_models
 from swarmstation.store.models import Job, Output, Tool
 
@@ -66,24 +67,52 @@ def job_out(s: Session, job: Job) -> JobOut:
     )
 
 
-def tool_summary(t: Tool, price: PriceOut | None = None) -> ToolSummary:
+def unavailable_reason(slug: str, settings: Settings | None) -> str | None:
+    """Why the tool cannot run with these settings (a local LLM tool without an endpoint), from
+    the local tools' registry; None for ComfyUI tools, available ones, or when no settings are
+    given (a caller that cannot tell)."""
+    if settings is None:
+        return None
+    try:
+        from swarmstation.localtools.registry import unavailable_reason as registry_reason
+    except ImportError:  # the registry is being written (issue 14); until it lands nothing is unavailable
+        return None
+    reason: str | None = registry_reason(slug, settings)
+    return reason
+
+
+def _summary(t: Tool, spec: ToolSpec, price: PriceOut | None, settings: Settings | None) -> ToolSummary:
+    reason = unavailable_reason(t.slug, settings)
     return ToolSummary(
         slug=t.slug,
         name=t.name,
-        description=str(t.spec.get("description", "")),
+        description=spec.description,
         category=t.category,
         base_model=t.base_model,
         pool=t.pool,
         builtin=t.builtin,
+        kind=spec.kind,
+        outputs=[
+            ToolOutputOut(name=o.name, type=o.type, many=o.many, description=o.description)
+            for o in spec.outputs
+        ],
+        available=reason is None,
+        unavailable_reason=reason,
         price=price,
     )
 
 
-def tool_detail(t: Tool, price: PriceOut | None = None) -> ToolDetail:
+def tool_summary(t: Tool, price: PriceOut | None = None, *, settings: Settings | None = None) -> ToolSummary:
+    """A tool as listed. Pass ``settings`` so that a local tool that cannot run here (no LLM
+    endpoint) is listed as unavailable, with the reason, rather than failing when used."""
+    return _summary(t, tool_from_dict(t.spec), price, settings)
+
+
+def tool_detail(t: Tool, price: PriceOut | None = None, *, settings: Settings | None = None) -> ToolDetail:
     spec = tool_from_dict(t.spec)
     as_dict: dict[str, Any] = tool_to_dict(spec)
     return ToolDetail(
-        **tool_summary(t, price).model_dump(),
+        **_summary(t, spec, price, settings).model_dump(),
         input_schema=input_schema(spec),
         required_models=[{"folder": m.folder, "name": m.name} for m in required_models(spec.workflow)],
         workflow=dict(spec.workflow),
