@@ -1,4 +1,5 @@
-"""First start of a database: the default pool, the bundled tools and a first admin key."""
+"""First start of a database: the default pool, the bundled tools, the local tools (and their
+default prices) and a first admin key."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from swarmstation.auth import API_KEY_PREFIX, display_prefix, hash_secret, new_s
 from swarmstation.catalog import bundled_tools
 from swarmstation.config import Settings
 from swarmstation.control import ledger
+from swarmstation.domain.prices import PriceKind
 from swarmstation.domain.tools import ToolSpec, tool_to_dict
-from swarmstation.store.models import ApiKey, Meta, Pool, Tool, User
+from swarmstation.localtools.base import LocalTool
+from swarmstation.localtools.registry import local_tools
+from swarmstation.store.models import ApiKey, Meta, Pool, Tool, ToolPrice, User
 
 DEFAULT_POOL = "default"
 
@@ -58,14 +62,72 @@ def ensure_default_pool(s: Session, settings: Settings, now: datetime) -> None:
         pool.idle_minutes = settings.pool_idle_minutes
 
 
-def seed_tools(s: Session, now: datetime) -> None:
-    """The bundled catalog goes in once; tools an admin removed later stay removed."""
-    if s.get(Meta, "bundled_tools_seeded") is not None:
-        return
-    for spec in bundled_tools():
-        if s.get(Tool, spec.slug) is None:
+def seed_tools(s: Session, now: datetime, settings: Settings | None = None) -> None:
+    """The bundled catalog goes in once; tools an admin removed later stay removed. The local
+    tools (localtools/registry.py) are seeded the same way, each once, and after that kept as
+    their code says (they are code, not data). With `settings`, each local tool without a price
+    gets its default one (`default_local_price`)."""
+    if s.get(Meta, "bundled_tools_seeded") is None:
+        for spec in bundled_tools():
+            if s.get(Tool, spec.slug) is None:
+                s.add(tool_row(spec, builtin=True, now=now))
+        s.add(Meta(key="bundled_tools_seeded", value=now.isoformat()))
+    for tool in local_tools().values():
+        seed_local_tool(s, tool, now)
+    if settings is not None:
+        s.flush()
+        for tool in local_tools().values():
+            seed_local_price(s, tool, settings, now)
+
+
+def seed_local_tool(s: Session, tool: LocalTool, now: datetime) -> None:
+    """A local tool's row: added the first time this database sees the tool (a per-slug marker,
+    so a tool added in a later release is seeded too, and one an admin removed is not brought
+    back); refreshed from the code when the code changed it."""
+    spec = tool.spec
+    marker = f"local_tool_seeded:{spec.slug}"
+    row = s.get(Tool, spec.slug)
+    if s.get(Meta, marker) is None:
+        if row is None:
             s.add(tool_row(spec, builtin=True, now=now))
-    s.add(Meta(key="bundled_tools_seeded", value=now.isoformat()))
+        s.add(Meta(key=marker, value=now.isoformat()))
+        return
+    if row is None:
+        return
+    fresh = tool_to_dict(spec)
+    if (row.spec, row.name, row.category, row.base_model, row.pool) != (
+        fresh,
+        spec.name,
+        spec.category,
+        spec.base_model,
+        spec.pool,
+    ):
+        row.spec, row.name, row.category = fresh, spec.name, spec.category
+        row.base_model, row.pool, row.builtin = spec.base_model, spec.pool, True
+        row.updated_at = now
+
+
+def default_local_price(tool: LocalTool, settings: Settings) -> tuple[PriceKind, int]:
+    """An LLM tool (it has a token bound) costs `llm_credits_per_1k_tokens` per 1000 tokens; an
+    image utility `image_tool_credits` per run. A local tool has no GPU time to derive a price
+    from, so it always has a price row."""
+    if tool.max_tokens(settings) > 0:
+        return PriceKind.PER_1K_TOKENS, settings.llm_credits_per_1k_tokens
+    return PriceKind.PER_RUN, settings.image_tool_credits
+
+
+def seed_local_price(s: Session, tool: LocalTool, settings: Settings, now: datetime) -> None:
+    """The default price of a local tool that has no price; a default seeded earlier (no
+    `updated_by`) follows the settings, as the default pool does; a price an admin set stays."""
+    slug = tool.spec.slug
+    if s.get(Tool, slug) is None:
+        return
+    kind, credits = default_local_price(tool, settings)
+    row = s.get(ToolPrice, slug)
+    if row is None:
+        s.add(ToolPrice(tool_slug=slug, model=kind.value, credits=credits, cap=None, updated_at=now))
+    elif row.updated_by is None and (row.model, row.credits, row.cap) != (kind.value, credits, None):
+        row.model, row.credits, row.cap, row.updated_at = kind.value, credits, None, now
 
 
 def create_user_with_key(
