@@ -119,8 +119,9 @@ def open_image(
     caller needs no more than this size, so a JPEG may be decoded at a fraction of its size."""
     try:
         img = Image.open(io.BytesIO(image.data), formats=OPEN_FORMATS)
-    except Image.DecompressionBombError as exc:
-        raise LocalToolError(f"{name}: the image is too large to open ({exc})") from None
+    except Image.DecompressionBombError:  # Pillow's backstop: twice Image.MAX_IMAGE_PIXELS
+        limit = min(ctx.max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or ctx.max_pixels))
+        raise LocalToolError(f"{name}: the image has more pixels than the {limit:,} allowed") from None
     except (UnidentifiedImageError, OSError, ValueError):
         raise LocalToolError(
             f"{name}: not an image in a supported format ({', '.join(f.lower() for f in OPEN_FORMATS)})"
