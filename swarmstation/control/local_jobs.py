@@ -56,6 +56,9 @@ BACKEND = "local"
 #: A lease outlasts the deadline by this much: the run's own bookkeeping (fetching inputs,
 #: storing outputs) is not the tool's time, and a lease that runs out requeues a live run.
 LEASE_MARGIN_SECONDS = 30.0
+#: How often `tick` looks for expired leases: leases are the deadline plus the margin long, so a
+#: few seconds late is nothing, and the claim query alone runs at the loop's cadence.
+EXPIRY_INTERVAL_SECONDS = 5.0
 #: What a user sees when a tool raised something it should not have (the details are logged).
 UNEXPECTED = "the tool failed unexpectedly (the control plane's log has the details)"
 
@@ -105,11 +108,14 @@ class LocalExecutor:
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="local-tool")
         self._running: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
+        self._next_expiry = 0.0  # time.monotonic() of the next lease check
 
     # -- the loop's entry point ----------------------------------------------------------------
 
     def tick(self) -> None:
-        self.expire_leases()
+        if time.monotonic() >= self._next_expiry:
+            self._next_expiry = time.monotonic() + EXPIRY_INTERVAL_SECONDS
+            self.expire_leases()
         for claim in self.claim():
             self._start(claim)
 
