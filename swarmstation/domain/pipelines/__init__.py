@@ -1,2 +1,94 @@
-"""Pipelines: graphs of tool steps with typed ports (spec, validate), and the pure policy that
-runs them (engine); `states` holds the run and step lifecycles."""
+"""Pipelines: graphs of tool steps with typed ports (``spec``, ``validate``), and the pure policy
+that runs them (``engine``); ``states`` holds the run and step lifecycles."""
+
+from __future__ import annotations
+
+from swarmstation.domain.pipelines.engine import (
+    Action,
+    CancelStep,
+    CompleteStep,
+    FailStep,
+    FinishRun,
+    ItemSnapshot,
+    RunSnapshot,
+    SkipStep,
+    StartStep,
+    StepSnapshot,
+    next_actions,
+    retry_steps,
+    run_outputs,
+)
+from swarmstation.domain.pipelines.spec import (
+    IDENTIFIER_PATTERN,
+    FromInput,
+    FromStep,
+    LiteralValue,
+    Pipeline,
+    PipelineError,
+    PipelineInput,
+    Source,
+    Step,
+    Variations,
+    output_steps,
+    pipeline_from_dict,
+    pipeline_to_dict,
+)
+from swarmstation.domain.pipelines.states import (
+    RUN,
+    STEP,
+    TERMINAL_RUN_STATES,
+    TERMINAL_STEP_STATES,
+    RunState,
+    RunTrigger,
+    StepState,
+    StepTrigger,
+)
+from swarmstation.domain.pipelines.validate import (
+    IMAGE_REF_PREFIXES,
+    check_run_inputs,
+    item_counts,
+    topological_order,
+    validate_pipeline,
+)
+
+__all__ = [
+    "IDENTIFIER_PATTERN",
+    "IMAGE_REF_PREFIXES",
+    "RUN",
+    "STEP",
+    "TERMINAL_RUN_STATES",
+    "TERMINAL_STEP_STATES",
+    "Action",
+    "CancelStep",
+    "CompleteStep",
+    "FailStep",
+    "FinishRun",
+    "FromInput",
+    "FromStep",
+    "ItemSnapshot",
+    "LiteralValue",
+    "Pipeline",
+    "PipelineError",
+    "PipelineInput",
+    "RunSnapshot",
+    "RunState",
+    "RunTrigger",
+    "SkipStep",
+    "Source",
+    "StartStep",
+    "Step",
+    "StepSnapshot",
+    "StepState",
+    "StepTrigger",
+    "Variations",
+    "check_run_inputs",
+    "item_counts",
+    "next_actions",
+    "output_steps",
+    "pipeline_from_dict",
+    "pipeline_to_dict",
+    "retry_steps",
+    "run_outputs",
+    "topological_order",
+    "validate_pipeline",
+]
