@@ -51,11 +51,13 @@ __all__ = [
     "Royalty",
     "balance",
     "capture",
+    "capture_part",
     "credit_deposit",
     "entries",
     "grant",
     "place_hold",
     "release",
+    "settle_rest",
     "verify",
     "welcome",
 ]
@@ -261,6 +263,9 @@ def capture(
         _same(earlier, key, user_id=hold.user_id, kind=EntryKind.CAPTURE, amount=-amount, hold_id=hold_id)
         return _replayed_capture(s, earlier, key, paid)
     hold = _hold(s, hold_id, lock=True)
+    if hold.captured:
+        # a run's hold, captured in parts: only settle_rest closes it
+        raise InvalidInput.at("hold_id", "this hold is captured in parts; settle_rest closes it")
     settlement = settle(hold.amount, amount)
     HOLD.apply(hold, HoldTrigger.CAPTURE)  # a hold settled before: IllegalTransition, nothing written
     hold.captured = settlement.captured
@@ -341,6 +346,106 @@ def release(s: Session, *, hold_id: str, key: str, now: datetime) -> LedgerEntry
     )
 
 
+def capture_part(
+    s: Session,
+    *,
+    hold_id: str,
+    amount: int,
+    key: str,
+    now: datetime,
+    royalties: Sequence[Royalty] = (),
+) -> list[LedgerEntry]:
+    """Charge `amount` out of an open hold and keep it open (a run's hold: one part per step job);
+    credit `royalties` out of the part. The parts together never exceed the hold (InvalidInput,
+    nothing written). `settle_rest` releases what is left when the run ends. Returns the capture
+    entry, then the royalty entries."""
+    _check_amount(amount)
+    if amount == 0:
+        raise InvalidInput.at("amount", "a part of a hold must be positive (nothing to capture)")
+    _check_key(key)
+    paid = [r for r in royalties if r.amount != 0]
+    for r in paid:
+        _check_amount(r.amount)
+    if sum(r.amount for r in paid) > amount:
+        raise InvalidInput.at("royalties", f"royalties of {sum(r.amount for r in paid)} exceed the charge")
+    hold = _hold(s, hold_id)
+    accounts = _lock_accounts(s, [hold.user_id, *(r.user_id for r in paid)], now)
+    earlier = _entry_by_key(s, key)
+    if earlier is not None:
+        _same(earlier, key, user_id=hold.user_id, kind=EntryKind.CAPTURE, amount=-amount, hold_id=hold_id)
+        return _replayed_capture(s, earlier, key, paid)
+    hold = _hold(s, hold_id, lock=True)
+    # a hold settled before: IllegalTransition, nothing written
+    HOLD.next_state(hold.state, HoldTrigger.CAPTURE_PART)
+    left = hold.amount - hold.captured
+    if amount > left:
+        raise InvalidInput.at("amount", f"a part of {amount} exceeds what the hold has left ({left})")
+    HOLD.apply(hold, HoldTrigger.CAPTURE_PART)
+    hold.captured += amount
+    written = [
+        _append(
+            s,
+            accounts[hold.user_id],
+            kind=EntryKind.CAPTURE,
+            amount=-amount,
+            held_change=-amount,
+            hold_id=hold.id,
+            ref_type=hold.ref_type,
+            ref_id=hold.ref_id,
+            key=key,
+            now=now,
+        )
+    ]
+    for n, r in enumerate(paid):
+        written.append(
+            _append(
+                s,
+                accounts[r.user_id],
+                kind=EntryKind.ROYALTY,
+                amount=r.amount,
+                hold_id=hold.id,
+                ref_type=r.ref_type,
+                ref_id=r.ref_id,
+                key=f"{key}:royalty:{n}",
+                now=now,
+            )
+        )
+    return written
+
+
+def settle_rest(s: Session, *, hold_id: str, key: str, now: datetime) -> LedgerEntry | None:
+    """Close a hold captured in parts (or in none): release what is left and settle it, CAPTURED
+    when any part was captured, else RELEASED. Returns the release entry; None when nothing was
+    left to release or the hold was settled before (a second call changes nothing)."""
+    _check_key(key)
+    hold = _hold(s, hold_id)
+    account = _lock_accounts(s, [hold.user_id], now)[hold.user_id]
+    earlier = _entry_by_key(s, key)
+    if earlier is not None:
+        _same(earlier, key, user_id=hold.user_id, kind=EntryKind.RELEASE, hold_id=hold_id)
+        return earlier
+    hold = _hold(s, hold_id, lock=True)
+    if hold.state != HoldState.OPEN:
+        return None
+    HOLD.apply(hold, HoldTrigger.CAPTURE if hold.captured else HoldTrigger.RELEASE)
+    hold.settled_at = now
+    rest = hold.amount - hold.captured
+    if rest == 0:
+        return None
+    return _append(
+        s,
+        account,
+        kind=EntryKind.RELEASE,
+        amount=0,
+        held_change=-rest,
+        hold_id=hold.id,
+        ref_type=hold.ref_type,
+        ref_id=hold.ref_id,
+        key=key,
+        now=now,
+    )
+
+
 # -- checking -------------------------------------------------------------------------------------
 
 
@@ -394,14 +499,15 @@ def verify(s: Session) -> list[str]:
         held = int(row.held or 0) if row else 0
         paid = -int(row.paid or 0) if row else 0
         royalties = int(row.royalties or 0) if row else 0
-        still_held = hold.amount if hold.state == HoldState.OPEN else 0
+        # an open hold holds what its parts have not captured yet (all of it, for a job's hold)
+        still_held = hold.amount - hold.captured if hold.state == HoldState.OPEN else 0
         if hold.state == HoldState.OPEN:
-            open_held[hold.user_id] = open_held.get(hold.user_id, 0) + hold.amount
+            open_held[hold.user_id] = open_held.get(hold.user_id, 0) + still_held
         if held != still_held:
             problems.append(f"hold {hold.id} ({hold.state}): its entries hold {held}, it holds {still_held}")
         if paid != hold.captured:
             problems.append(f"hold {hold.id}: its entries charge {paid}, it captured {hold.captured}")
-        if hold.captured > hold.amount or (hold.state != HoldState.CAPTURED and hold.captured):
+        if hold.captured > hold.amount or (hold.state == HoldState.RELEASED and hold.captured):
             problems.append(f"hold {hold.id} ({hold.state}): captured {hold.captured} of {hold.amount}")
         if (hold.state == HoldState.OPEN) != (hold.settled_at is None):
             problems.append(f"hold {hold.id} ({hold.state}): settled_at {hold.settled_at}")

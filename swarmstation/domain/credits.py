@@ -28,6 +28,11 @@ held changes:
 A hold is OPEN until it is settled once: CAPTURED (with a capture entry and, if anything is left,
 a release entry) or RELEASED (a release entry for all of it). Royalties come out of the captured
 charge: the payer pays C in total, authors receive their shares, the platform keeps the rest.
+
+A run's hold is captured in parts: each step job's charge is a capture entry of its own while the
+hold stays OPEN (`captured` adds up, never beyond `amount`), and when the run ends what is left
+is released and the hold closes: CAPTURED if any part was captured, else RELEASED. An open hold
+holds `amount - captured`.
 """
 
 from __future__ import annotations
@@ -204,6 +209,7 @@ class HoldState(StrEnum):
 
 class HoldTrigger(StrEnum):
     CAPTURE = "CAPTURE"
+    CAPTURE_PART = "CAPTURE_PART"
     RELEASE = "RELEASE"
 
 
@@ -214,16 +220,26 @@ HOLD: Lifecycle[HoldState, HoldTrigger] = register(
         HoldTrigger,
         initial=HoldState.OPEN,
         about="Credits reserved for one job or run; settled exactly once. A capture takes at most "
-        "the hold and releases the rest.",
+        "the hold and releases the rest; a run's hold is captured in parts (one per step job) and "
+        "closed when the run ends.",
         rules=[
+            Rule(
+                (HoldState.OPEN,),
+                HoldTrigger.CAPTURE_PART,
+                HoldState.OPEN,
+                "a run's step job was charged: its part is taken, the rest stays held",
+            ),
             Rule(
                 (HoldState.OPEN,),
                 HoldTrigger.CAPTURE,
                 HoldState.CAPTURED,
-                "the run ended: its charge is taken",
+                "the job or run ended charged: its charge is taken, the rest released",
             ),
             Rule(
-                (HoldState.OPEN,), HoldTrigger.RELEASE, HoldState.RELEASED, "not charged: all of it goes back"
+                (HoldState.OPEN,),
+                HoldTrigger.RELEASE,
+                HoldState.RELEASED,
+                "not charged (no part captured): all of it goes back",
             ),
         ],
     )
