@@ -38,6 +38,7 @@ from swarmstation.config import ConfigError, Settings, reveal
 from swarmstation.control.bootstrap import ensure_admin, ensure_default_pool, seed_tools, write_secret_file
 from swarmstation.control.deposits import Deposits
 from swarmstation.control.leader import LeaderLock
+from swarmstation.control.local_jobs import LocalExecutor
 from swarmstation.control.loops import ControlLoops
 from swarmstation.control.moderation import LoraStager
 from swarmstation.control.notify import Notifier
@@ -139,7 +140,7 @@ def build(
     now = clock()
     with transaction(sessions) as s:
         ensure_default_pool(s, settings, now)
-        seed_tools(s, now)
+        seed_tools(s, now, settings)
         admin_key = ensure_admin(s, settings, now)
 
     if providers is None:
@@ -200,6 +201,13 @@ def build(
         loops.extra.append(("comfydeploy", settings.scheduler_interval_seconds, dispatcher.tick))
     # Approved LoRAs are staged in the background, by the leader (control/moderation.py).
     lora_stager = LoraStager(settings, sessions, store, clock, leader=loops.leader)
+    # Tools that are not ComfyUI workflows (LLM text, image utilities) run here, by the leader.
+    def local_job_changed(job_id: str) -> None:
+        notifier.wake(f"job:{job_id}")
+        loops.poke()
+
+    local_executor = LocalExecutor(settings, sessions, store, clock, on_change=local_job_changed)
+    loops.extra.append(("local-tools", 0.2, local_executor.tick))
     loops.extra.append(("lora-staging", settings.lora_staging_poll_seconds, lora_stager.tick))
     # Deposits on the configured chains: reported by users, and found by the leader's scanner.
     deposits = Deposits(settings, sessions, clock)
@@ -217,6 +225,7 @@ def build(
         finally:
             await asyncio.to_thread(lora_stager.stop)
             await loops.stop()
+            await asyncio.to_thread(local_executor.close)
             deposits.close()
             await asyncio.to_thread(presence.leave)
             if plane.stop_instances_on_exit:
