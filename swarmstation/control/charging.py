@@ -9,6 +9,14 @@ the LoRA authors' royalties out of it, or releases everything. The ledger's idem
 (`hold:job:<id>`, `capture:job:<id>`, `release:job:<id>`) and the settled mark on the locked
 charge row make a second settlement (two replicas, a retried report) a no-op.
 
+A step job of a pipeline run places no hold of its own: its `JobCharge.hold_id` is the run's hold
+(`RunHold`, control/runs.py), its quote at most its share of it, and its settlement captures a
+*part* of that hold (`ledger.capture_part`, key `capture:job:<id>`; nothing when the charge is
+0: the share stays held until the run ends and `control/runs.py` releases what is left). The
+part is added to `Run.captured` and the step's `RunStep.cost`. A saved pipeline's author earns
+`pipeline_royalty_bps` of each part when the payer is someone else, beside the LoRA authors,
+all within `max_royalty_bps`.
+
 What is charged when (README "Prices and charges" says the same):
 - completed: the price — per run (or derived) the quote; per megapixel the images it made; per
   GPU second its measured run seconds — never more than the hold; the rest is released;
@@ -20,17 +28,18 @@ What is charged when (README "Prices and charges" says the same):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from swarmstation.control import ledger
-from swarmstation.domain.credits import BPS, RoyaltyShare, royalty_amounts, royalty_shares
+from swarmstation.domain.credits import BPS, HoldState, RoyaltyShare, royalty_amounts, royalty_shares
 from swarmstation.domain.prices import (
     ChargePlan,
     CostBasis,
@@ -44,13 +53,29 @@ from swarmstation.domain.prices import (
 )
 from swarmstation.domain.states import InstanceState, JobState
 from swarmstation.domain.stats import percentile
-from swarmstation.store.models import Instance, Job, JobCharge, Output, Pool, Tool, ToolPrice, User
+from swarmstation.store.models import (
+    Hold,
+    Instance,
+    Job,
+    JobCharge,
+    Output,
+    Pool,
+    Run,
+    RunStep,
+    Tool,
+    ToolPrice,
+    User,
+)
 
 if TYPE_CHECKING:
     from swarmstation.config import Settings
 
+log = logging.getLogger(__name__)
+
 JOB_REF = "job"
+RUN_REF = "run"
 LORA_REF = "lora"
+PIPELINE_REF = "pipeline"
 
 
 @dataclass(frozen=True)
@@ -66,9 +91,14 @@ class ChargeSettings:
     max_royalty_bps: int
     charge_admins: bool
     sample_runs: int
+    pipeline_royalty_bps: int = 500
+    # the most tokens one run of each LLM tool can use (LocalTool.max_tokens), by slug
+    token_bounds: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ChargeSettings:
+        from swarmstation.localtools.registry import local_tools  # the tools import config
+
         return cls(
             credits_per_usd=settings.credits_per_usd,
             markup=settings.price_markup,
@@ -79,6 +109,8 @@ class ChargeSettings:
             max_royalty_bps=settings.max_royalty_bps,
             charge_admins=settings.charge_admins,
             sample_runs=settings.price_sample_runs,
+            pipeline_royalty_bps=settings.pipeline_royalty_bps,
+            token_bounds={slug: tool.max_tokens(settings) for slug, tool in local_tools().items()},
         )
 
 
@@ -132,13 +164,20 @@ def pool_price_per_hour(s: Session, pool_name: str, default: Decimal) -> Decimal
     return Decimal(0) if pool is not None and pool.provider == "local" else default
 
 
+def is_local(tool: Tool) -> bool:
+    """A tool that runs on the control plane (an LLM text tool, an image utility), not on a GPU."""
+    return str((tool.spec or {}).get("kind", "comfyui")) != "comfyui"
+
+
 def cost_basis(s: Session, tool: Tool, cfg: ChargeSettings) -> CostBasis:
     measured = measured_gpu_seconds(s, tool.slug, cfg.sample_runs)
     # percentile works in floats; the result goes back through its decimal text, once
     p95 = _decimal(percentile([float(x) for x in measured], 0.95)) if measured else cfg.default_gpu_seconds
+    # a local tool uses no GPU: without a price model it costs the minimum
+    per_hour = Decimal(0) if is_local(tool) else pool_price_per_hour(s, tool.pool, cfg.default_price_per_hour)
     return CostBasis(
         gpu_seconds_p95=p95,
-        price_per_hour=pool_price_per_hour(s, tool.pool, cfg.default_price_per_hour),
+        price_per_hour=per_hour,
         markup=cfg.markup,
         credits_per_usd=cfg.credits_per_usd,
         min_credits=cfg.min_credits,
@@ -160,7 +199,12 @@ def price_view(s: Session, tool: Tool, cfg: ChargeSettings) -> PriceView:
     model = price_model(s, tool.slug)
     basis = cost_basis(s, tool, cfg)
     try:
-        estimate: int | None = plan_charge(model, workflow=tool.spec.get("workflow", {}), basis=basis).quote
+        estimate: int | None = plan_charge(
+            model,
+            workflow=tool.spec.get("workflow", {}),
+            basis=basis,
+            max_tokens=cfg.token_bounds.get(tool.slug, 0),
+        ).quote
     except ValueError:  # per megapixel on a workflow whose size the inputs decide
         estimate = None
     if model is None:
@@ -196,6 +240,16 @@ _NO_COST = CostBasis(Decimal(0), Decimal(0), Decimal(0), 1, 0)
 
 
 @dataclass(frozen=True)
+class PipelineRoyalty:
+    """A saved pipeline's author's share of a run's step charges (`bps`), when the payer is
+    someone else."""
+
+    pipeline_id: str
+    author_id: str
+    bps: int
+
+
+@dataclass(frozen=True)
 class Quote:
     """The most a run can cost (`total`, the hold) and its lines: the tool, then each LoRA
     author's royalty (paid out of the total, never added to it)."""
@@ -214,11 +268,28 @@ def quote(
     applied_loras: Sequence[tuple[str, str | None]],
     payer: User,
     cfg: ChargeSettings,
+    pipeline: PipelineRoyalty | None = None,
 ) -> Quote:
-    """The quote of one bound run of `tool` for `payer`; `applied_loras` are (slug, owner id)."""
-    plan = plan_charge(price_model(s, tool.slug), workflow=workflow, basis=cost_basis(s, tool, cfg))
-    shares = royalty_shares(
-        applied_loras, payer_id=payer.id, per_lora_bps=cfg.lora_royalty_bps, cap_bps=cfg.max_royalty_bps
+    """The quote of one bound run of `tool` for `payer`; `applied_loras` are (slug, owner id).
+    `pipeline`: the run's saved pipeline, whose author earns a share first when the payer is
+    someone else; the LoRA shares get what is left of `max_royalty_bps`."""
+    plan = plan_charge(
+        price_model(s, tool.slug),
+        workflow=workflow,
+        basis=cost_basis(s, tool, cfg),
+        max_tokens=cfg.token_bounds.get(tool.slug, 0),
+    )
+    shares: list[RoyaltyShare] = []
+    if pipeline is not None and pipeline.author_id != payer.id:
+        bps = min(pipeline.bps, cfg.max_royalty_bps)
+        if bps > 0:
+            shares.append(RoyaltyShare(pipeline.pipeline_id, pipeline.author_id, bps, ref_type=PIPELINE_REF))
+    used = sum(x.bps for x in shares)
+    shares += royalty_shares(
+        applied_loras,
+        payer_id=payer.id,
+        per_lora_bps=min(cfg.lora_royalty_bps, cfg.max_royalty_bps - used),
+        cap_bps=cfg.max_royalty_bps - used,
     )
     lines: list[dict[str, Any]] = [
         {"kind": "tool", "tool": tool.slug, "model": plan.kind.value, "credits": plan.quote}
@@ -230,7 +301,7 @@ def quote(
         lines.append(
             {
                 "kind": "royalty",
-                "lora": share.lora,
+                share.ref_type: share.lora,  # "lora": its slug, or "pipeline": its id
                 "author": authors.get(share.author_id, share.author_id),
                 "bps": share.bps,
                 "credits": plan.quote * share.bps // BPS,
@@ -247,40 +318,77 @@ def is_charged(user: User, cfg: ChargeSettings) -> bool:
     return user.role != "admin" or cfg.charge_admins
 
 
+@dataclass(frozen=True)
+class RunHold:
+    """A step job's part of its run's hold: the job places no hold of its own and may capture at
+    most `share` of `hold_id` (control/runs.py)."""
+
+    hold_id: str
+    share: int
+
+
 def hold_for_job(
-    s: Session, *, job: Job, payer: User, priced: Quote, cfg: ChargeSettings, now: datetime
+    s: Session,
+    *,
+    job: Job,
+    payer: User,
+    priced: Quote,
+    cfg: ChargeSettings,
+    now: datetime,
+    run_hold: RunHold | None = None,
 ) -> None:
     """Hold the quote for `job` (in the submission's transaction: with the job or not at all).
     Raises InsufficientCredits (402) when the payer's available credits are fewer. A free job
-    (an admin's, or a quote of 0) gets no hold."""
+    (an admin's, or a quote of 0) gets no hold. With `run_hold`, the job is charged out of its
+    run's hold instead, its quote at most its share."""
     if not is_charged(payer, cfg) or priced.total <= 0:
         return
-    hold = ledger.place_hold(
-        s,
-        user_id=payer.id,
-        amount=priced.total,
-        ref_type=JOB_REF,
-        ref_id=job.id,
-        key=f"hold:job:{job.id}",
-        now=now,
-    )
     plan = priced.plan
+    if run_hold is not None:
+        hold_id, quoted = run_hold.hold_id, min(plan.quote, run_hold.share)
+        if quoted <= 0:
+            return
+    else:
+        hold_id, quoted = (
+            ledger.place_hold(
+                s,
+                user_id=payer.id,
+                amount=priced.total,
+                ref_type=JOB_REF,
+                ref_id=job.id,
+                key=f"hold:job:{job.id}",
+                now=now,
+            ).id,
+            plan.quote,
+        )
     s.add(
         JobCharge(
             job_id=job.id,
             user_id=payer.id,
-            hold_id=hold.id,
+            hold_id=hold_id,
             kind=plan.kind.value,
-            quote=plan.quote,
+            quote=quoted,
             unit_credits=plan.unit_credits,
             per_second=str(plan.per_second),
             output_pixels=plan.size.pixels if plan.size else None,
             output_images=plan.size.images if plan.size else None,
-            royalties=[{"lora": x.lora, "author_id": x.author_id, "bps": x.bps} for x in priced.shares],
+            royalties=[_share_json(x) for x in priced.shares],
             created_at=now,
         )
     )
     s.flush()
+
+
+def _share_json(share: RoyaltyShare) -> dict[str, Any]:
+    if share.ref_type == LORA_REF:
+        return {"lora": share.lora, "author_id": share.author_id, "bps": share.bps}
+    return {share.ref_type: share.lora, "author_id": share.author_id, "bps": share.bps}
+
+
+def _share_from_json(data: Mapping[str, Any]) -> RoyaltyShare:
+    if "lora" in data:
+        return RoyaltyShare(str(data["lora"]), str(data["author_id"]), int(data["bps"]))
+    return RoyaltyShare(str(data[PIPELINE_REF]), str(data["author_id"]), int(data["bps"]), PIPELINE_REF)
 
 
 def _plan(charge: JobCharge) -> ChargePlan:
@@ -320,7 +428,20 @@ def _outcome(s: Session, job: Job, now: datetime) -> Outcome:
             )
         )
     )
-    return Outcome(end, started=started, gpu_seconds=seconds, images=images)
+    return Outcome(end, started=started, gpu_seconds=seconds, images=images, tokens=_tokens(job))
+
+
+def _tokens(job: Job) -> int:
+    """The prompt + completion tokens an LLM tool's job used (`timings["tokens"]`), 0 if unknown."""
+    used = (job.timings or {}).get("tokens")
+    if not isinstance(used, Mapping):
+        return 0
+    total = 0
+    for name in ("prompt", "completion"):
+        n = used.get(name)
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            total += n
+    return total
 
 
 def settle_job(s: Session, job: Job, *, now: datetime) -> int | None:
@@ -333,13 +454,13 @@ def settle_job(s: Session, job: Job, *, now: datetime) -> int | None:
     if charge.settled_at is not None:
         return charge.captured
     amount = actual_charge(_plan(charge), _outcome(s, job, now), hold=charge.quote)
+    shares = [_share_from_json(x) for x in charge.royalties]
+    hold = s.get(Hold, charge.hold_id)
+    if hold is not None and hold.ref_type == RUN_REF:
+        return _settle_run_part(s, job, charge, hold, amount, shares, now)
     paid = 0
     if amount > 0:
-        shares = [RoyaltyShare(x["lora"], x["author_id"], int(x["bps"])) for x in charge.royalties]
-        royalties = [
-            ledger.Royalty(user_id=share.author_id, amount=credits, ref_type=LORA_REF, ref_id=share.lora)
-            for share, credits in royalty_amounts(amount, shares)
-        ]
+        royalties = _royalties(amount, shares)
         paid = sum(r.amount for r in royalties)
         ledger.capture(
             s,
@@ -351,6 +472,53 @@ def settle_job(s: Session, job: Job, *, now: datetime) -> int | None:
         )
     else:
         ledger.release(s, hold_id=charge.hold_id, key=f"release:job:{job.id}", now=now)
+    charge.captured, charge.royalties_paid, charge.settled_at = amount, paid, now
+    s.flush()
+    return amount
+
+
+def _royalties(amount: int, shares: Sequence[RoyaltyShare]) -> list[ledger.Royalty]:
+    return [
+        ledger.Royalty(user_id=share.author_id, amount=credits, ref_type=share.ref_type, ref_id=share.lora)
+        for share, credits in royalty_amounts(amount, shares)
+    ]
+
+
+def _settle_run_part(
+    s: Session,
+    job: Job,
+    charge: JobCharge,
+    hold: Hold,
+    amount: int,
+    shares: Sequence[RoyaltyShare],
+    now: datetime,
+) -> int:
+    """Settle a step job out of its run's hold: capture its part (nothing when 0: the share stays
+    held until the run ends) and add it to the run's and the step's totals."""
+    paid = 0
+    if amount > 0 and hold.state != HoldState.OPEN:
+        # The run ended and released its hold before this job's end was recorded (it should
+        # not: the runner cancels a run's jobs before it closes the hold): nothing left to take.
+        log.warning(
+            "job %s: its run's hold %s is closed; its charge of %d is waived", job.id, hold.id, amount
+        )
+        amount = 0
+    amount = min(amount, hold.amount - hold.captured)
+    if amount > 0:
+        royalties = _royalties(amount, shares)
+        paid = sum(r.amount for r in royalties)
+        ledger.capture_part(
+            s, hold_id=hold.id, amount=amount, key=f"capture:job:{job.id}", now=now, royalties=royalties
+        )
+        if job.run_id is not None:
+            # in SQL, not read-modify-write: two step jobs of a run may settle at once
+            s.execute(update(Run).where(Run.id == job.run_id).values(captured=Run.captured + amount))
+            if job.run_step is not None:
+                s.execute(
+                    update(RunStep)
+                    .where(RunStep.run_id == job.run_id, RunStep.step_id == job.run_step)
+                    .values(cost=RunStep.cost + amount)
+                )
     charge.captured, charge.royalties_paid, charge.settled_at = amount, paid, now
     s.flush()
     return amount

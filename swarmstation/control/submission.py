@@ -7,6 +7,13 @@ the job with its models' sources, pick where it runs (the ComfyUI Deploy traffic
 each LoRA's use and hold the job's quote (control/charging.py). The public API calls it; so can
 the simulator or a pipeline runner. The caller commits. `prepare` does the checking and binding
 alone, writing nothing, for a quote (POST /v1/quotes).
+
+An image input takes an upload (`upload:<id>`) or an output of one of the user's own jobs
+(`output:<id>`, uploaded): that is how an image passes from one pipeline step to the next without
+going through the client. A `many` image input takes a list of them. A tool that is not a
+ComfyUI workflow (an LLM text tool, an image utility) has no graph: no LoRAs, no models; its job
+runs on the control plane (`backend = "local"`, control/local_jobs.py). A pipeline run's step job
+(`run=RunLink(...)`) is charged out of the run's hold and records its run, step, item and attempt.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from swarmstation.control import charging
 from swarmstation.control import jobs as jobs_ops
-from swarmstation.control.charging import ChargeSettings, Quote
+from swarmstation.control.charging import ChargeSettings, PipelineRoyalty, Quote, RunHold
 from swarmstation.control.models import model_sources
 from swarmstation.domain.lora_graph import LoraGraphError, apply_loras
 from swarmstation.domain.loras import PromptTooLong, Resolution, TriggerMatcher, resolve
@@ -29,12 +36,29 @@ from swarmstation.domain.tools import BoundJob, ToolInputError, ToolSpec, bind_i
 from swarmstation.domain.traffic_split import choose_executor
 from swarmstation.domain.workflow import required_models
 from swarmstation.store import queries
-from swarmstation.store.models import Job, Lora, Tool, Upload, User
+from swarmstation.store.models import Job, Lora, Output, Tool, Upload, User
 
 if TYPE_CHECKING:
     from swarmstation.config import Settings
 
 UPLOAD_REF_PREFIX = "upload:"
+OUTPUT_REF_PREFIX = "output:"
+#: Where a job of a tool that is not a ComfyUI workflow runs (control/local_jobs.py).
+LOCAL_BACKEND = "local"
+
+
+@dataclass(frozen=True)
+class RunLink:
+    """What makes a job a pipeline run's step job: which run, step, item (variation) and run
+    attempt it belongs to; `hold` its part of the run's hold (None: the run is free); `royalty`
+    the saved pipeline's author's share."""
+
+    run_id: str
+    step: str
+    item: int
+    attempt: int
+    hold: RunHold | None = None
+    royalty: PipelineRoyalty | None = None
 
 
 class MatcherSource(Protocol):
@@ -94,7 +118,9 @@ def prepare(
             raise ToolInputError(
                 name, f"too long ({len(value)} characters, the limit is {limits.max_prompt_chars})"
             )
-    inputs, resolution = _resolve_loras(s, matchers, user, spec, inputs, limits, now)
+    resolution: Resolution | None = None
+    if spec.kind == "comfyui":  # a local tool has no graph to put LoRAs in
+        inputs, resolution = _resolve_loras(s, matchers, user, spec, inputs, limits, now)
     bound = bind_inputs(
         spec, inputs, random_seed=secrets.randbits(63) if random_seed is None else random_seed
     )
@@ -112,7 +138,14 @@ def prepare(
     return Prepared(tool=tool, bound=bound, resolution=resolution, lora_rows=rows, images=images)
 
 
-def quote_run(s: Session, prepared: Prepared, *, user: User, pricing: ChargeSettings) -> Quote:
+def quote_run(
+    s: Session,
+    prepared: Prepared,
+    *,
+    user: User,
+    pricing: ChargeSettings,
+    pipeline: PipelineRoyalty | None = None,
+) -> Quote:
     """The most the prepared run can cost `user` (POST /v1/quotes and the hold at submission)."""
     return charging.quote(
         s,
@@ -121,6 +154,7 @@ def quote_run(s: Session, prepared: Prepared, *, user: User, pricing: ChargeSett
         applied_loras=prepared.applied_loras,
         payer=user,
         cfg=pricing,
+        pipeline=pipeline,
     )
 
 
@@ -135,11 +169,13 @@ def submit(
     now: datetime,
     random_seed: int | None = None,
     pricing: ChargeSettings | None = None,
+    run: RunLink | None = None,
 ) -> Job:
     """Queue a job of `tool_slug` for `user` (flushed, not committed). Raises NotFound for an
     unknown tool and ToolInputError for inputs the tool cannot take. With `pricing`, the job's
     quote is held in the same transaction (InsufficientCredits, 402, when the user's available
-    credits are fewer: the caller rolls back and nothing is queued); without, it is free."""
+    credits are fewer: the caller rolls back and nothing is queued); without, it is free. With
+    `run`, the job is a step job of that run, charged out of the run's hold (no hold of its own)."""
     prepared = prepare(
         s,
         user=user,
@@ -152,8 +188,12 @@ def submit(
     )
     tool, bound, resolution, rows = prepared.tool, prepared.bound, prepared.resolution, prepared.lora_rows
     # Priced before anything is written: a tool whose price cannot apply is refused, not queued.
-    priced = quote_run(s, prepared, user=user, pricing=pricing) if pricing is not None else None
-    sources = model_sources(s, [(m.folder, m.name) for m in bound.required_models])
+    royalty = run.royalty if run is not None else None
+    priced = (
+        quote_run(s, prepared, user=user, pricing=pricing, pipeline=royalty) if pricing is not None else None
+    )
+    local = tool_from_dict(tool.spec).kind != "comfyui"
+    sources = {} if local else model_sources(s, [(m.folder, m.name) for m in bound.required_models])
     job = jobs_ops.submit_job(
         s,
         user_id=user.id,
@@ -165,7 +205,14 @@ def submit(
         now=now,
         model_sources=sources,
     )
-    job.backend = choose_executor(job.id, tool.comfydeploy_percent if tool.comfydeploy_deployment_id else 0)
+    if local:
+        job.backend = LOCAL_BACKEND
+    else:
+        job.backend = choose_executor(
+            job.id, tool.comfydeploy_percent if tool.comfydeploy_deployment_id else 0
+        )
+    if run is not None:
+        job.run_id, job.run_step, job.run_item, job.run_attempt = run.run_id, run.step, run.item, run.attempt
     if resolution is not None:
         job.warnings = list(resolution.warnings)
         job.applied_loras = [
@@ -187,28 +234,62 @@ def submit(
                 rows[a.slug].usage_count += 1
     s.flush()
     if priced is not None and pricing is not None:
-        charging.hold_for_job(s, job=job, payer=user, priced=priced, cfg=pricing, now=now)
+        charging.hold_for_job(
+            s,
+            job=job,
+            payer=user,
+            priced=priced,
+            cfg=pricing,
+            now=now,
+            run_hold=run.hold if run is not None else None,
+        )
     return job
 
 
 def _resolve_images(
-    s: Session, user: User, images: dict[str, str], bindings: dict[str, list[list[str]]]
+    s: Session, user: User, images: dict[str, str | list[str]], bindings: dict[str, list[list[str]]]
 ) -> dict[str, Any]:
+    """Each image input's object: `{key, filename, content_type, bindings}` (a list of them for a
+    `many` input), from the user's own upload or the user's own job's uploaded output."""
     resolved: dict[str, Any] = {}
-    for name, ref in images.items():
-        if not ref.startswith(UPLOAD_REF_PREFIX):
-            raise ToolInputError(
-                name, f"must be an upload reference ('{UPLOAD_REF_PREFIX}<id>' from POST /v1/uploads)"
-            )
+    for name, refs in images.items():
+        if isinstance(refs, list):
+            resolved[name] = [_resolve_image(s, user, name, ref, []) for ref in refs]
+        else:
+            resolved[name] = _resolve_image(s, user, name, refs, bindings.get(name, []))
+    return resolved
+
+
+def _resolve_image(
+    s: Session, user: User, name: str, ref: object, bindings: list[list[str]]
+) -> dict[str, Any]:
+    if isinstance(ref, str) and ref.startswith(UPLOAD_REF_PREFIX):
         upload = s.get(Upload, ref.removeprefix(UPLOAD_REF_PREFIX))
         if upload is None or upload.user_id != user.id:
             raise ToolInputError(name, f"unknown upload {ref!r}")
-        resolved[name] = {
+        return {
             "key": upload.key,
             "filename": f"{upload.id}.{upload.key.rsplit('.', 1)[-1]}",
-            "bindings": bindings.get(name, []),
+            "content_type": upload.content_type,
+            "bindings": bindings,
         }
-    return resolved
+    if isinstance(ref, str) and ref.startswith(OUTPUT_REF_PREFIX):
+        output = s.get(Output, ref.removeprefix(OUTPUT_REF_PREFIX))
+        owner = s.get(Job, output.job_id) if output is not None else None
+        # someone else's output is as unknown as a missing one: never say it exists
+        if output is None or owner is None or owner.user_id != user.id or not output.uploaded:
+            raise ToolInputError(name, f"unknown output {ref!r}")
+        return {
+            "key": output.key,
+            "filename": f"{output.id}.{output.key.rsplit('.', 1)[-1]}",
+            "content_type": output.content_type,
+            "bindings": bindings,
+        }
+    raise ToolInputError(
+        name,
+        f"must be an upload reference ('{UPLOAD_REF_PREFIX}<id>' from POST /v1/uploads) or an output "
+        f"reference ('{OUTPUT_REF_PREFIX}<id>', an image one of your jobs made)",
+    )
 
 
 def _resolve_loras(

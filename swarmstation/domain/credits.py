@@ -149,12 +149,14 @@ def settle(held: int, charge: int) -> Settlement:
 
 @dataclass(frozen=True)
 class RoyaltyShare:
-    """A LoRA author's share of a job's charge, in basis points: fixed when the job is quoted
-    (and stored with its hold), paid out of the captured charge by `royalty_amounts`."""
+    """An author's share of a job's charge, in basis points: fixed when the job is quoted (and
+    stored with its hold), paid out of the captured charge by `royalty_amounts`. `ref_type` says
+    what earns it: "lora" (`lora` is its slug) or "pipeline" (a saved pipeline's id)."""
 
     lora: str
     author_id: str
     bps: int
+    ref_type: str = "lora"
 
 
 def _check_bps(per_lora_bps: int, cap_bps: int) -> None:
