@@ -24,8 +24,8 @@ Credits = Annotated[int, Field(ge=0, le=INT64_MAX // 1_000_000)]
 
 
 class PriceSet(Strict):
-    model: Literal["per_run", "per_megapixel", "per_gpu_second"]
-    credits: Credits = Field(description="Credits per run, per output megapixel or per GPU second")
+    model: Literal["per_run", "per_megapixel", "per_gpu_second", "per_1k_tokens"]
+    credits: Credits = Field(description="Credits per run, output megapixel, GPU second or 1000 tokens")
     cap: Credits | None = Field(None, description="per_gpu_second only (required): the most one run costs")
 
 
