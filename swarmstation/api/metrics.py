@@ -17,8 +17,9 @@ from swarmstation.api.views import hit_rates
 from swarmstation.auth import hash_secret
 from swarmstation.config import reveal
 from swarmstation.domain.errors import Unauthorized
+from swarmstation.domain.pipelines.states import RunState
 from swarmstation.domain.states import InstanceState, JobState
-from swarmstation.store.models import Instance, Job
+from swarmstation.store.models import Instance, Job, Run
 
 
 class StateCollector(Collector):
@@ -28,6 +29,7 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         with self.state.sessions() as s, s.begin():
             jobs = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+            runs = dict(s.execute(select(Run.state, func.count()).group_by(Run.state)).all())
             instances = s.execute(
                 select(Instance.pool, Instance.state, func.count()).group_by(Instance.pool, Instance.state)
             ).all()
@@ -39,6 +41,10 @@ class StateCollector(Collector):
         for st in JobState:
             g.add_metric([st.value], jobs.get(st, 0))
         yield g
+        gr = GaugeMetricFamily("swarmstation_runs", "Pipeline runs by state", labels=["state"])
+        for rst in RunState:
+            gr.add_metric([rst.value], runs.get(rst, 0))
+        yield gr
         gi = GaugeMetricFamily(
             "swarmstation_instances", "Instances by pool and state", labels=["pool", "state"]
         )

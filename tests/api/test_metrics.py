@@ -61,3 +61,10 @@ def test_the_token_is_not_in_the_settings_repr(guarded: ControlPlane) -> None:
 def test_open_without_a_token(api: TestClient) -> None:
     r = api.get("/metrics")
     assert r.status_code == 200 and "swarmstation_jobs" in r.text
+
+
+def test_runs_by_state(api: TestClient) -> None:
+    r = api.get("/metrics")
+    assert r.status_code == 200
+    for state in ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"):
+        assert f'swarmstation_runs{{state="{state}"}} 0.0' in r.text
