@@ -321,7 +321,9 @@ def pipeline_from_dict(data: object) -> Pipeline:
     unknown = sorted(set(data) - {"inputs", "steps", "outputs"})
     if unknown:
         raise PipelineError(unknown[0], "unknown field")
-    raw_inputs = data.get("inputs") or {}
+    raw_inputs = data.get("inputs")
+    if raw_inputs is None:
+        raw_inputs = {}
     if not isinstance(raw_inputs, Mapping):
         raise PipelineError("inputs", "expected an object of input name to its declaration")
     inputs: dict[str, PipelineInput] = {}
