@@ -347,3 +347,15 @@ def test_random_dags_start_steps_after_their_deps_and_skip_exactly_the_dependant
     assert final.state is (RunState.FAILED if fail else RunState.COMPLETED)
     finishes = [a for actions in history for a in actions if isinstance(a, FinishRun)]
     assert len(finishes) == 1
+
+
+def test_a_tool_removed_since_the_run_was_created_fails_its_step_when_it_would_start() -> None:
+    snap = snapshot(pipeline(CHAIN, IDEA), {"idea": "i"})
+    gone = {slug: spec for slug, spec in snap.tools.items() if slug != "enhance"}
+    actions = next_actions(replace(snap, tools=gone))
+    assert actions == [
+        FailStep("enhance", "tool 'enhance' no longer exists"),
+        SkipStep("gen", "step 'enhance' failed"),
+        SkipStep("big", "step 'gen' was skipped"),
+        FinishRun(RunState.FAILED, "step 'enhance' failed: tool 'enhance' no longer exists"),
+    ]

@@ -215,7 +215,9 @@ def _gather(p: Pipeline, tool: ToolSpec | None, step: StepSnapshot) -> Mapping[s
 
 def _resolve(snap: RunSnapshot, step: Step, counts: Mapping[str, int]) -> tuple[dict[str, Any], ...]:
     """The tool input values of each item of ``step`` (its dependencies have all completed)."""
-    tool = snap.tools[step.tool]
+    tool = snap.tools.get(step.tool)
+    if tool is None:  # removed since the run was created
+        raise _StepFailed(f"tool '{step.tool}' no longer exists")
     specs = {inp.name: inp for inp in tool.inputs}
     n = counts.get(step.id, 1)
     items: list[dict[str, Any]] = [{} for _ in range(n)]
