@@ -137,6 +137,12 @@ def test_a_cycle_is_refused_naming_the_steps_on_it() -> None:
     assert (err.field, err.reason, err.step) == ("steps", "a cycle: a → a", "a")
 
 
+def test_a_cycle_through_a_mismatched_port_is_named_as_a_cycle() -> None:
+    steps = with_step("enhance", {"tool": "enhance", "inputs": {"idea": {"from": "big", "output": "image"}}})
+    err = refused(pipeline(steps, IDEA))
+    assert str(err) == "steps: a cycle: enhance → gen → big → enhance"
+
+
 def test_tools_must_exist_and_be_available() -> None:
     err = refused(pipeline(with_step("big", {"tool": "upscale-8x", "inputs": {}}), IDEA))
     assert (err.field, err.step) == ("steps.big.tool", "big")

@@ -7,6 +7,8 @@ step or output port that does not exist, an output that cannot feed the input (`
 explicit conversions only), a cycle (the steps on it named), more steps than allowed, more jobs
 in a step than allowed, two fanned-out sources of different sizes feeding one step, a bad
 variations spec, and an ``outputs`` entry that is not a step. It answers a topological order.
+The checks go from the outside in: the steps' tools and input names, then the graph's shape (a
+cycle), then each connection's types and values, then the fan-out; the first error is raised.
 
 Fan-out: a step with ``variations`` runs as N jobs ("items"). A step fed through a single-valued
 input by an N-item step runs N items too (a map: item ``i`` takes item ``i``'s output); a ``many``
@@ -281,8 +283,6 @@ def _check_source(
             step=sid,
             port=name,
         )
-    if src.step == sid:
-        raise PipelineError("steps", f"a cycle: {sid} → {sid}", step=sid, port=name)
     upstream = p.steps[src.step]
     up_tool = tools.get(upstream.tool)
     if up_tool is None:
@@ -371,9 +371,7 @@ def _check_variations(step: Step, tool: ToolSpec) -> None:
             ) from None
 
 
-def _check_step(
-    p: Pipeline, tools: Mapping[str, ToolSpec], unavailable: Mapping[str, str], step: Step
-) -> None:
+def _check_tool(tools: Mapping[str, ToolSpec], unavailable: Mapping[str, str], step: Step) -> None:
     sid = step.id
     tool = tools.get(step.tool)
     if tool is None:
@@ -394,6 +392,11 @@ def _check_step(
                 step=sid,
                 port=name,
             )
+
+
+def _check_connections(p: Pipeline, tools: Mapping[str, ToolSpec], step: Step) -> None:
+    sid = step.id
+    tool = tools[step.tool]
     varied = step.variations.input if step.variations is not None else None
     for inp in tool.inputs:
         src = step.inputs.get(inp.name)
@@ -443,11 +446,15 @@ def validate_pipeline(
     for sid, step in p.steps.items():
         if step.id != sid:
             raise PipelineError(f"steps.{sid}", f"step '{sid}' is named '{step.id}' inside", step=sid)
-        _check_step(p, tools, unavailable, step)
+        _check_tool(tools, unavailable, step)
+    # The graph's shape before the types: a cycle is named as a cycle, even if a port on it
+    # has the wrong type as well.
+    order = topological_order(p)
+    for step in p.steps.values():
+        _check_connections(p, tools, step)
     for i, out in enumerate(p.outputs):
         if out not in p.steps:
             raise PipelineError(f"outputs.{i}", f"'{out}' is not a step of the pipeline")
-    order = topological_order(p)
     _counts(p, tools, order, max_items)
     return order
 
