@@ -11,6 +11,7 @@ from swarmstation.api.schemas import JobOut, OutputOut, PriceOut, ToolDetail, To
 from swarmstation.config import Settings
 from swarmstation.domain.tools import ToolSpec, input_schema, tool_from_dict, tool_to_dict
 from swarmstation.domain.workflow import required_models
+from swarmstation.localtools.registry import unavailable_reason as registry_reason
 from swarmstation.store.models import Job, Output, Tool
 
 
@@ -73,12 +74,7 @@ def unavailable_reason(slug: str, settings: Settings | None) -> str | None:
     given (a caller that cannot tell)."""
     if settings is None:
         return None
-    try:
-        from swarmstation.localtools.registry import unavailable_reason as registry_reason
-    except ImportError:  # the registry is being written (issue 14); until it lands nothing is unavailable
-        return None
-    reason: str | None = registry_reason(slug, settings)
-    return reason
+    return registry_reason(slug, settings)
 
 
 def _summary(t: Tool, spec: ToolSpec, price: PriceOut | None, settings: Settings | None) -> ToolSummary:

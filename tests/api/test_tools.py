@@ -193,7 +193,6 @@ def test_local_tool_view_without_settings_is_available() -> None:
 
 
 def test_llm_tool_unavailable_without_an_endpoint(tmp_path: Any) -> None:
-    pytest.importorskip("swarmstation.localtools.registry")  # written alongside (issue 14)
     settings = Settings(data_dir=tmp_path / "data", provider="none", llm_base_url=None)
     reason = unavailable_reason("prompt-enhance", settings)
     assert reason is not None and "SWARMSTATION_LLM_BASE_URL" in reason
