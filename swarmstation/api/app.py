@@ -44,6 +44,7 @@ from swarmstation.control.moderation import LoraStager
 from swarmstation.control.notify import Notifier
 from swarmstation.control.pools import PoolController
 from swarmstation.control.replicas import ReplicaPresence
+from swarmstation.control.runs import Runner
 from swarmstation.domain.replicas import NO_SHARED_ADDRESS, may_join
 from swarmstation.integrations.comfydeploy.client import ComfyDeployClient
 from swarmstation.integrations.comfydeploy.dispatcher import ComfyDeployDispatcher
@@ -188,6 +189,10 @@ def build(
         comfydeploy=deploy_client,
         auth_throttle=AuthThrottle(settings.auth_failures_per_minute),
     )
+    # Pipeline runs advance on the leader: steps start as their inputs are ready (control/runs.py);
+    # each change wakes the run's event streams.
+    runner = Runner(settings, sessions, clock, matchers=state.matchers, wake=notifier.wake)
+    loops.extra.append(("runs", settings.run_interval_seconds, runner.tick))
     if deploy_client is not None:
         dispatcher = ComfyDeployDispatcher(
             settings,
