@@ -201,3 +201,17 @@ def test_llm_tool_unavailable_without_an_endpoint(tmp_path: Any) -> None:
     assert unavailable_reason("sdxl-txt2img", settings) is None
     configured = Settings(data_dir=tmp_path / "data", provider="none", llm_base_url="http://127.0.0.1:9/v1")
     assert tool_summary(local_row("prompt-enhance"), settings=configured).available is True
+
+
+def test_local_tools_listed_with_kind_and_outputs(api: TestClient, alice: dict[str, str]) -> None:
+    tools = {t["slug"]: t for t in api.get("/v1/tools", headers=alice).json()}
+    assert tools["prompt-enhance"]["kind"] == "llm"
+    assert [(o["name"], o["type"]) for o in tools["prompt-enhance"]["outputs"]] == [("prompt", "text")]
+    assert [(o["name"], o["type"]) for o in tools["caption"]["outputs"]] == [("text", "text")]
+    for slug in ("image-resize", "image-crop", "image-pad", "image-convert", "contact-sheet"):
+        assert tools[slug]["kind"] == "image" and tools[slug]["pool"] == "control"
+        assert [(o["name"], o["type"]) for o in tools[slug]["outputs"]] == [("image", "image")]
+    sheet = api.get("/v1/tools/contact-sheet", headers=alice).json()
+    assert sheet["workflow"] == {} and sheet["required_models"] == []
+    images = sheet["input_schema"]["properties"]["images"]
+    assert images["type"] == "array" and images["x-input-type"] == "image" and images["minItems"] == 1
