@@ -51,14 +51,16 @@ _IMAGE_TYPES = {"PNG": ("image/png", "png"), "JPEG": ("image/jpeg", "jpg"), "WEB
 def list_tools(s: DB, _: CurrentUser, state: State) -> list[ToolSummary]:
     cfg = charging.ChargeSettings.from_settings(state.settings)
     tools = s.scalars(select(Tool).order_by(Tool.slug))
-    return [tool_summary(t, price_out(charging.price_view(s, t, cfg))) for t in tools]
+    return [
+        tool_summary(t, price_out(charging.price_view(s, t, cfg)), settings=state.settings) for t in tools
+    ]
 
 
 @router.get("/tools/{slug}", response_model=ToolDetail)
 def get_tool(slug: str, s: DB, _: CurrentUser, state: State) -> ToolDetail:
     tool = queries.tool_by_slug(s, slug)
     cfg = charging.ChargeSettings.from_settings(state.settings)
-    return tool_detail(tool, price_out(charging.price_view(s, tool, cfg)))
+    return tool_detail(tool, price_out(charging.price_view(s, tool, cfg)), settings=state.settings)
 
 
 IdempotencyKeyHeader = Annotated[

@@ -215,3 +215,9 @@ def test_local_tools_listed_with_kind_and_outputs(api: TestClient, alice: dict[s
     assert sheet["workflow"] == {} and sheet["required_models"] == []
     images = sheet["input_schema"]["properties"]["images"]
     assert images["type"] == "array" and images["x-input-type"] == "image" and images["minItems"] == 1
+    # the test plane has no LLM endpoint: the LLM tools are listed, as unavailable, with the reason
+    for slug in ("prompt-enhance", "caption"):
+        assert tools[slug]["available"] is False
+        assert "SWARMSTATION_LLM_BASE_URL" in tools[slug]["unavailable_reason"]
+    assert api.get("/v1/tools/caption", headers=alice).json()["available"] is False
+    assert tools["image-resize"]["available"] is True
