@@ -49,9 +49,11 @@ class KeyInFlight(Conflict):
 
 @dataclass(frozen=True)
 class Replay:
-    """The key answered before: this is the job its first request created."""
+    """The key answered before: this is the job (scope "jobs.create") or the run ("runs.create")
+    its first request created."""
 
-    job_id: str
+    job_id: str | None = None
+    run_id: str | None = None
 
 
 def request_hash(payload: Any) -> str:
@@ -64,8 +66,8 @@ def request_hash(payload: Any) -> str:
 def claim(
     s: Session, *, user_id: str, scope: str, key: str, digest: str, now: datetime, keep: timedelta
 ) -> IdempotencyKey | Replay:
-    """Claim `key` for this request (the returned row: set its result before committing), or the
-    earlier result that answers it. Raises KeyReused or KeyInFlight."""
+    """Claim `key` for this request (the returned row: set its result, `job_id` or `run_id`,
+    before committing), or the earlier result that answers it. Raises KeyReused or KeyInFlight."""
     # Expired keys of this user go as a side effect: cheap (the primary key starts with user_id).
     s.execute(
         delete(IdempotencyKey).where(
@@ -75,7 +77,13 @@ def claim(
     existing = s.get(IdempotencyKey, (user_id, scope, key))
     if existing is None:
         row = IdempotencyKey(
-            user_id=user_id, scope=scope, key=key, request_hash=digest, job_id=None, created_at=now
+            user_id=user_id,
+            scope=scope,
+            key=key,
+            request_hash=digest,
+            job_id=None,
+            run_id=None,
+            created_at=now,
         )
         try:
             # On PostgreSQL an INSERT of a key that a concurrent transaction holds waits for it,
@@ -89,6 +97,6 @@ def claim(
                 raise
     if existing.request_hash != digest:
         raise KeyReused(key)
-    if existing.job_id is None:
+    if existing.job_id is None and existing.run_id is None:
         raise KeyInFlight(key)
-    return Replay(existing.job_id)
+    return Replay(job_id=existing.job_id, run_id=existing.run_id)

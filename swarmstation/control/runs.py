@@ -96,8 +96,12 @@ __all__ = [
     "create_run",
     "quote_pipeline",
     "retry_run",
+    "run_for_user",
     "run_jobs",
+    "run_result",
+    "run_steps",
     "snapshot",
+    "tools_for",
 ]
 
 RUN_REF = charging.RUN_REF
@@ -136,7 +140,8 @@ class CheckedPipeline:
     specs: dict[str, ToolSpec]
 
 
-def _tools(s: Session, slugs: Sequence[str]) -> tuple[dict[str, Tool], dict[str, ToolSpec]]:
+def tools_for(s: Session, slugs: Sequence[str]) -> tuple[dict[str, Tool], dict[str, ToolSpec]]:
+    """The rows and specs of the tools `slugs` that exist, by slug."""
     rows = {row.slug: row for row in s.scalars(select(Tool).where(Tool.slug.in_(sorted(set(slugs)))))}
     return rows, {slug: tool_from_dict(row.spec) for slug, row in rows.items()}
 
@@ -148,7 +153,7 @@ def check_pipeline(s: Session, *, pipeline_dict: object, settings: Settings) -> 
 
     pipeline = pipeline_from_dict(pipeline_dict)
     slugs = sorted({step.tool for step in pipeline.steps.values()})
-    rows, specs = _tools(s, slugs)
+    rows, specs = tools_for(s, slugs)
     unavailable = {slug: reason for slug in slugs if (reason := unavailable_reason(slug, settings))}
     order = validate_pipeline(
         pipeline,
@@ -303,7 +308,7 @@ def quote_pipeline(
     given as values must be the user's. `steps` limits it to some steps (a retry). Raises
     PipelineError (422) naming the step and input at fault; writes nothing."""
     if specs is None or rows is None:
-        rows, specs = _tools(s, [step.tool for step in pipeline.steps.values()])
+        rows, specs = tools_for(s, [step.tool for step in pipeline.steps.values()])
     values = check_run_inputs(pipeline, inputs)
     planned = planned_items(pipeline, specs, values, seed)
     wanted = list(steps) if steps is not None else [sid for sid in planned]
@@ -614,7 +619,7 @@ def advance(
     if user is None:  # the user was deleted; their runs go with them (ON DELETE CASCADE)
         return False
     steps = {rs.step_id: rs for rs in run_steps(s, run)}
-    _, specs = _tools(s, [rs.tool_slug for rs in steps.values()])
+    _, specs = tools_for(s, [rs.tool_slug for rs in steps.values()])
     ctx = _Context(
         run,
         user,
@@ -866,7 +871,7 @@ def retry_run(
     if user is None:
         raise NotFound(f"run {run.id} not found")
     steps = run_steps(s, run)
-    _, specs = _tools(s, [rs.tool_slug for rs in steps])
+    _, specs = tools_for(s, [rs.tool_slug for rs in steps])
     missing = sorted({rs.tool_slug for rs in steps} - set(specs))
     if missing:
         raise Conflict(f"run {run.id} cannot be retried: tool {missing[0]!r} no longer exists")
@@ -981,7 +986,7 @@ class Runner:
 def run_result(s: Session, run: Run) -> dict[str, dict[str, Any]]:
     """The run's outputs: its `outputs` steps' outputs by step (completed steps only)."""
     steps = run_steps(s, run)
-    _, specs = _tools(s, [rs.tool_slug for rs in steps])
+    _, specs = tools_for(s, [rs.tool_slug for rs in steps])
     if {rs.tool_slug for rs in steps} - set(specs):
         return {}
     return run_outputs(snapshot(s, run, steps, [], specs))
