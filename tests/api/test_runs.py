@@ -129,7 +129,13 @@ def test_validate_refuses_cycles_mismatches_unknown_and_unavailable_tools(
     r = api.post("/v1/pipelines/validate", json={"pipeline": llm}, headers=alice)
     assert r.status_code == 422 and "SWARMSTATION_LLM_BASE_URL" in r.json()["detail"]
 
-    for bad in ({}, {"pipeline": []}, {"pipeline": {"steps": {}}}, {"pipeline": PIPELINE, "extra": 1}):
+    bodies: list[dict[str, Any]] = [
+        {},
+        {"pipeline": []},
+        {"pipeline": {"steps": {}}},
+        {"pipeline": PIPELINE, "x": 1},
+    ]
+    for bad in bodies:
         r = api.post("/v1/pipelines/validate", json=bad, headers=alice)
         assert r.status_code == 422, (bad, r.text)
     assert api.post("/v1/pipelines/validate", json={"pipeline": PIPELINE}).status_code == 401
