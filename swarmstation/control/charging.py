@@ -13,9 +13,9 @@ A step job of a pipeline run places no hold of its own: its `JobCharge.hold_id` 
 (`RunHold`, control/runs.py), its quote at most its share of it, and its settlement captures a
 *part* of that hold (`ledger.capture_part`, key `capture:job:<id>`; nothing when the charge is
 0: the share stays held until the run ends and `control/runs.py` releases what is left). The
-part is added to `Run.captured` and the step's `RunStep.cost`. A saved pipeline's author earns
-`pipeline_royalty_bps` of each part when the payer is someone else, beside the LoRA authors,
-all within `max_royalty_bps`.
+runner sums the parts into `Run.captured` and the step's `RunStep.cost`. A saved pipeline's
+author earns `pipeline_royalty_bps` of each part when the payer is someone else, beside the
+LoRA authors, all within `max_royalty_bps`.
 
 What is charged when (README "Prices and charges" says the same):
 - completed: the price — per run (or derived) the quote; per megapixel the images it made; per
@@ -35,7 +35,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from swarmstation.control import ledger
@@ -60,8 +60,6 @@ from swarmstation.store.models import (
     JobCharge,
     Output,
     Pool,
-    Run,
-    RunStep,
     Tool,
     ToolPrice,
     User,
@@ -494,7 +492,9 @@ def _settle_run_part(
     now: datetime,
 ) -> int:
     """Settle a step job out of its run's hold: capture its part (nothing when 0: the share stays
-    held until the run ends) and add it to the run's and the step's totals."""
+    held until the run ends). The run's and the step's totals (`Run.captured`, `RunStep.cost`)
+    are summed from the charges by the runner (control/runs.py): writing them here would lock
+    the run's rows after the job's, the opposite of the runner's order (a deadlock)."""
     paid = 0
     if amount > 0 and hold.state != HoldState.OPEN:
         # The run ended and released its hold before this job's end was recorded (it should
@@ -510,15 +510,6 @@ def _settle_run_part(
         ledger.capture_part(
             s, hold_id=hold.id, amount=amount, key=f"capture:job:{job.id}", now=now, royalties=royalties
         )
-        if job.run_id is not None:
-            # in SQL, not read-modify-write: two step jobs of a run may settle at once
-            s.execute(update(Run).where(Run.id == job.run_id).values(captured=Run.captured + amount))
-            if job.run_step is not None:
-                s.execute(
-                    update(RunStep)
-                    .where(RunStep.run_id == job.run_id, RunStep.step_id == job.run_step)
-                    .values(cost=RunStep.cost + amount)
-                )
     charge.captured, charge.royalties_paid, charge.settled_at = amount, paid, now
     s.flush()
     return amount

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from swarmstation.control import charging, ledger, submission
@@ -636,6 +636,7 @@ def advance(
         _abort(s, ctx, f"tool {missing[0]!r} no longer exists")
         return True
     changed = _sync_job_events(s, run, now)
+    changed = _totals(s, ctx) or changed
     for _ in range(_MAX_ROUNDS):
         jobs = run_jobs(s, run, attempt=run.attempt)
         actions = next_actions(snapshot(s, run, list(steps.values()), jobs, specs))
@@ -647,6 +648,31 @@ def advance(
         s.flush()
         if run.state in TERMINAL_RUN_STATES:
             break
+    return changed
+
+
+def _totals(s: Session, ctx: _Context) -> bool:
+    """Sum what the run's step jobs were charged (every attempt) into `RunStep.cost` and
+    `Run.captured` (settlement records each job's charge; the runner, holding the run's lock,
+    writes the totals). True when a total changed."""
+    s.flush()
+    costs = {
+        step: total
+        for step, total in s.execute(
+            select(Job.run_step, func.coalesce(func.sum(JobCharge.captured), 0))
+            .join(JobCharge, JobCharge.job_id == Job.id)
+            .where(Job.run_id == ctx.run.id)
+            .group_by(Job.run_step)
+        )
+    }
+    changed = False
+    for sid, rs in ctx.steps.items():
+        cost = int(costs.get(sid) or 0)
+        if rs.cost != cost:
+            rs.cost, changed = cost, True
+    captured = sum(rs.cost for rs in ctx.steps.values())
+    if ctx.run.captured != captured:
+        ctx.run.captured, changed = captured, True
     return changed
 
 
@@ -684,16 +710,14 @@ def _apply(s: Session, ctx: _Context, action: object, jobs: Sequence[Job]) -> No
         rs = ctx.steps[action.step]
         STEP.apply(rs, StepTrigger.COMPLETE)
         rs.outputs, rs.finished_at = dict(action.outputs), now
-        s.flush()
-        s.refresh(rs, ["cost"])  # settlement adds to it in SQL
+        _totals(s, ctx)
         _step_event(s, ctx, rs, StepTrigger.COMPLETE)
     elif isinstance(action, FailStep):
         rs = ctx.steps[action.step]
         _cancel_jobs(s, ctx, [j for j in jobs if j.run_step == action.step])
         STEP.apply(rs, StepTrigger.FAIL)
         rs.error, rs.finished_at = action.reason, now
-        s.flush()
-        s.refresh(rs, ["cost"])
+        _totals(s, ctx)
         _step_event(s, ctx, rs, StepTrigger.FAIL)
     elif isinstance(action, SkipStep):
         rs = ctx.steps[action.step]
@@ -705,8 +729,7 @@ def _apply(s: Session, ctx: _Context, action: object, jobs: Sequence[Job]) -> No
         _cancel_jobs(s, ctx, [j for j in jobs if j.run_step == action.step])
         STEP.apply(rs, StepTrigger.CANCEL)
         rs.finished_at = now
-        s.flush()
-        s.refresh(rs, ["cost"])
+        _totals(s, ctx)
         _step_event(s, ctx, rs, StepTrigger.CANCEL)
     elif isinstance(action, FinishRun):
         _finish(s, ctx, action.state, action.reason)
@@ -783,8 +806,7 @@ def _finish(s: Session, ctx: _Context, state: RunState, reason: str | None) -> N
     if run.hold_id is not None:
         # every step job has ended (or was cancelled just now): what none of them used goes back
         ledger.settle_rest(s, hold_id=run.hold_id, key=f"release:run:{run.id}:{run.attempt}", now=ctx.now)
-    s.flush()
-    s.refresh(run, ["captured"])
+    _totals(s, ctx)
     _run_event(s, ctx, trigger)
 
 

@@ -43,6 +43,12 @@ def user(plane: ControlPlane, clock: FakeClock, credits: int = 1000) -> tuple[st
         return u.id, {"Authorization": f"Bearer {key}"}
 
 
+def problem(r: Any) -> dict[str, Any]:
+    """An error answer's body (`{"detail", "code", "errors"?}`, or the same inside `{"error": ...}`)."""
+    body: dict[str, Any] = r.json()
+    return body.get("error", body) if isinstance(body.get("error"), dict) else body
+
+
 def held(plane: ControlPlane, user_id: str) -> int:
     with transaction(plane.state.sessions) as s:
         return ledger.balance(s, user_id).held
@@ -111,23 +117,23 @@ def test_validate_refuses_cycles_mismatches_unknown_and_unavailable_tools(
     cycle = copy.deepcopy(PIPELINE)
     cycle["steps"]["gen"]["inputs"]["prompt"] = {"from": "big", "output": "image"}
     r = api.post("/v1/pipelines/validate", json={"pipeline": cycle}, headers=alice)
-    assert r.status_code == 422 and r.json()["code"] == "invalid_pipeline"
-    assert "gen" in r.json()["detail"] and "big" in r.json()["detail"] and "cycle" in r.json()["detail"]
+    assert r.status_code == 422 and problem(r)["code"] == "invalid_pipeline"
+    assert "gen" in problem(r)["detail"] and "big" in problem(r)["detail"] and "cycle" in problem(r)["detail"]
 
     mismatch = copy.deepcopy(PIPELINE)
     mismatch["steps"]["again"] = {"tool": GEN, "inputs": {"prompt": {"from": "big", "output": "image"}}}
     r = api.post("/v1/pipelines/validate", json={"pipeline": mismatch}, headers=alice)
     assert r.status_code == 422
-    assert [e["field"] for e in r.json()["errors"]] == ["steps.again.inputs.prompt"]
+    assert [e["field"] for e in problem(r)["errors"]] == ["steps.again.inputs.prompt"]
 
     unknown = copy.deepcopy(PIPELINE)
     unknown["steps"]["big"]["tool"] = "no-such-tool"
     r = api.post("/v1/pipelines/validate", json={"pipeline": unknown}, headers=alice)
-    assert r.status_code == 422 and r.json()["errors"][0]["field"].startswith("steps.big")
+    assert r.status_code == 422 and problem(r)["errors"][0]["field"].startswith("steps.big")
 
     llm = {"steps": {"enhance": {"tool": "prompt-enhance", "inputs": {"idea": "a fox"}}}}
     r = api.post("/v1/pipelines/validate", json={"pipeline": llm}, headers=alice)
-    assert r.status_code == 422 and "SWARMSTATION_LLM_BASE_URL" in r.json()["detail"]
+    assert r.status_code == 422 and "SWARMSTATION_LLM_BASE_URL" in problem(r)["detail"]
 
     bodies: list[dict[str, Any]] = [
         {},
@@ -201,7 +207,7 @@ def test_an_idempotency_key_answers_the_first_run_and_refuses_another_body(
     other = api.post(
         "/v1/runs", json={**body, "inputs": {"idea": "a calm"}}, headers={**alice, "Idempotency-Key": "k-1"}
     )
-    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+    assert other.status_code == 422 and problem(other)["code"] == "idempotency_key_reused"
     assert counts(plane)[0] == 1
 
 
@@ -211,7 +217,7 @@ def test_refused_runs_hold_and_queue_nothing(
     poor_id, poor = user(plane, clock, credits=50)
     before = counts(plane)
     r = api.post("/v1/runs", json={"pipeline": PIPELINE, "inputs": {"idea": "x"}}, headers=poor)
-    assert r.status_code == 402 and (r.json()["required"], r.json()["available"]) == (120, 50)
+    assert r.status_code == 402 and (problem(r)["required"], problem(r)["available"]) == (120, 50)
     _, alice = user(plane, clock)
     mismatch = copy.deepcopy(PIPELINE)
     mismatch["steps"]["again"] = {"tool": GEN, "inputs": {"prompt": {"from": "big", "output": "image"}}}
@@ -227,7 +233,7 @@ def test_refused_runs_hold_and_queue_nothing(
     for body, status, where in bad_bodies:
         r = api.post("/v1/runs", json=body, headers=alice)
         assert r.status_code == status, (body, r.text)
-        assert any(e["field"] == where for e in r.json()["errors"]), (body, r.json())
+        assert any(e["field"] == where for e in problem(r)["errors"]), (body, r.json())
     missing = api.post("/v1/runs", json={"pipeline_id": "nope", "inputs": {}}, headers=alice)
     assert missing.status_code == 404
     assert counts(plane) == before and held(plane, poor_id) == 0
@@ -352,5 +358,5 @@ def test_quotes_take_a_pipeline_and_still_take_one_tool(
     both = api.post("/v1/quotes", json={"tool": GEN, "pipeline": PIPELINE}, headers=alice)
     assert both.status_code == 422
     bad = api.post("/v1/quotes", json={"pipeline": PIPELINE, "inputs": {}}, headers=alice)
-    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "inputs.idea"
+    assert bad.status_code == 422 and problem(bad)["errors"][0]["field"] == "inputs.idea"
     assert held(plane, alice_id) == 0 and counts(plane) == (0, 0, 0)
