@@ -206,3 +206,90 @@ def test_the_owner_edits_and_deletes(api: TestClient, plane: ControlPlane, clock
     assert api.delete(f"/v1/pipelines/{saved['id']}", headers=other).status_code == 403
     assert api.delete(f"/v1/pipelines/{saved['id']}", headers=author).status_code == 204
     assert api.get(f"/v1/pipelines/{saved['id']}", headers=author).status_code == 404
+
+# -- running saved pipelines (POST /v1/runs with pipeline_id) -------------------------------------
+def _runs(api: TestClient, who: dict[str, str]) -> list[dict[str, Any]]:
+    r = api.get("/v1/runs", headers=who)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    runs: list[dict[str, Any]] = body["runs"] if isinstance(body, dict) else body
+    return runs
+
+
+def test_another_user_runs_a_public_pipeline_with_only_its_exposed_input(
+    api: TestClient, plane: ControlPlane, clock: FakeClock
+) -> None:
+    _, author = _user(plane, clock)
+    _, other = _user(plane, clock)
+    saved = _save(api, author)
+    r = api.post(
+        "/v1/runs", json={"pipeline_id": saved["id"], "inputs": {"idea": "a red fox"}}, headers=other
+    )
+    assert r.status_code == 201, r.text
+    run = r.json()
+    assert (run["pipeline_id"], run["pipeline_version"]) == (saved["id"], 1)
+    assert run["inputs"]["idea"] == "a red fox"
+    defaulted = api.post("/v1/runs", json={"pipeline_id": saved["id"], "inputs": {}}, headers=other)
+    assert defaulted.status_code == 201, defaulted.text
+    assert defaulted.json()["inputs"]["idea"] == "a quiet harbour"  # the exposed default
+    hidden = api.post(
+        "/v1/runs", json={"pipeline_id": saved["id"], "inputs": {"idea": "x", "negative": "y"}}, headers=other
+    )
+    assert hidden.status_code == 422 and "negative" in [
+        e["field"].split(".")[-1] for e in hidden.json()["errors"]
+    ]
+    assert len(_runs(api, other)) == 2  # the refused one was never written
+    # the owner may give any input
+    mine = api.post(
+        "/v1/runs",
+        json={"pipeline_id": saved["id"], "inputs": {"idea": "x", "negative": "y"}},
+        headers=author,
+    )
+    assert mine.status_code == 201, mine.text
+    assert mine.json()["inputs"]["negative"] == "y"
+
+
+def test_private_is_not_runnable_by_others_unlisted_is_by_id(
+    api: TestClient, plane: ControlPlane, clock: FakeClock
+) -> None:
+    _, author = _user(plane, clock)
+    _, other = _user(plane, clock)
+    private = _save(api, author, visibility="private")
+    unlisted = _save(api, author, visibility="unlisted")
+    refused = api.post("/v1/runs", json={"pipeline_id": private["id"], "inputs": {}}, headers=other)
+    missing = api.post("/v1/runs", json={"pipeline_id": MISSING, "inputs": {}}, headers=other)
+    assert refused.status_code == missing.status_code == 404
+    assert _runs(api, other) == []
+    assert unlisted["id"] not in {
+        p["id"] for p in api.get("/v1/pipelines", headers=other).json()["pipelines"]
+    }
+    ran = api.post("/v1/runs", json={"pipeline_id": unlisted["id"], "inputs": {}}, headers=other)
+    assert ran.status_code == 201, ran.text
+
+
+def test_a_run_of_version_one_after_version_two_uses_version_ones_graph(
+    api: TestClient, plane: ControlPlane, clock: FakeClock
+) -> None:
+    _, author = _user(plane, clock)
+    _, other = _user(plane, clock)
+    saved = _save(api, author)
+    changed = copy.deepcopy(PIPELINE)
+    changed["steps"]["gen"]["tool"] = "sdxl-txt2img"
+    assert (
+        api.post(
+            f"/v1/pipelines/{saved['id']}/versions", json={"pipeline": changed}, headers=author
+        ).status_code
+        == 201
+    )
+    old = api.post("/v1/runs", json={"pipeline_id": saved["id"], "version": 1, "inputs": {}}, headers=other)
+    new = api.post("/v1/runs", json={"pipeline_id": saved["id"], "inputs": {}}, headers=other)
+    assert old.status_code == new.status_code == 201, (old.text, new.text)
+    assert old.json()["pipeline_version"] == 1 and new.json()["pipeline_version"] == 2
+    shown_old = api.get(f"/v1/runs/{old.json()['id']}", headers=other).json()
+    shown_new = api.get(f"/v1/runs/{new.json()['id']}", headers=other).json()
+    assert [s["tool"] for s in shown_old["steps"]] == ["sd15-txt2img"]
+    assert [s["tool"] for s in shown_new["steps"]] == ["sdxl-txt2img"]
+    missing = api.post(
+        "/v1/runs", json={"pipeline_id": saved["id"], "version": 3, "inputs": {}}, headers=other
+    )
+    assert missing.status_code == 404
