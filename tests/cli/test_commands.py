@@ -18,7 +18,9 @@ from swarmstation.cli import app
 from swarmstation.cli.common import ClientCommand
 from tests.e2e.conftest import BIN
 
-GROUPS = ["tools", "users", "credits", "keys", "loras", "pool", "instances", "models", "simulate", "pipelines"]
+GROUPS = [
+    "tools", "users", "credits", "keys", "loras", "pool", "instances", "models", "simulate", "pipelines"
+]
 COMMANDS = ["up", "serve", "worker", "comfy-emulator", "generate", "status", "comfydeploy", "costs"]
 BENCHES = ["bench", "bench-loras", "bench-routing"]
 # Commands that run something here rather than call a control plane.
