@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from PIL import Image, UnidentifiedImageError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from swarmstation.api.deps import DB, CurrentUser, State
-from swarmstation.api.errors import database_unavailable
 from swarmstation.api.prices import price_out
 from swarmstation.api.schemas import (
     INT64_MAX,
@@ -28,11 +25,12 @@ from swarmstation.api.schemas import (
     ToolSummary,
     UploadOut,
 )
+from swarmstation.api.sse import Frame, event_stream
 from swarmstation.api.views import job_out, tool_detail, tool_summary
 from swarmstation.control import charging, idempotency, submission
 from swarmstation.control import jobs as jobs_ops
 from swarmstation.control.submission import UPLOAD_REF_PREFIX
-from swarmstation.domain.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound, TooLarge
+from swarmstation.domain.errors import Conflict, InvalidInput, NotFound, TooLarge
 from swarmstation.domain.states import TERMINAL_JOB_STATES, JobState
 from swarmstation.objectstore.base import NotFound as ObjectNotFound
 from swarmstation.objectstore.base import RedirectTo
@@ -182,10 +180,6 @@ def download_output(
     return FileResponse(where.path, media_type=out.content_type, filename=out.filename)
 
 
-def _sse(event_id: int, type_: str, data: dict[str, Any]) -> str:
-    return f"id: {event_id}\nevent: {type_}\ndata: {json.dumps(data, default=str)}\n\n"
-
-
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse)
 async def job_events(
     job_id: str,
@@ -197,52 +191,22 @@ async def job_events(
     """Server-sent events: `state` and `progress` events as they happen; the stream ends after
     the job's final state. Reconnect with `Last-Event-ID` to resume."""
 
-    def read(after: int) -> tuple[list[JobEvent], str | None]:
+    def read(after: int) -> tuple[list[Frame], int | None]:
         with state.sessions() as s, s.begin():
             job = queries.job_for_user(s, job_id, user)
-            events = list(
-                s.scalars(
-                    select(JobEvent)
-                    .where(JobEvent.job_id == job_id, JobEvent.id > after)
-                    .order_by(JobEvent.id)
-                )
+            events = s.scalars(
+                select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after).order_by(JobEvent.id)
             )
-            return events, job.state
+            frames = [Frame(ev.id, ev.type, {"job_id": job_id, **ev.data}) for ev in events]
+            if job.state not in TERMINAL_JOB_STATES:
+                return frames, None
+            last = s.scalar(
+                select(func.max(JobEvent.id)).where(JobEvent.job_id == job_id, JobEvent.type == "state")
+            )
+            return frames, int(last or 0)
 
-    first_events, _ = await asyncio.to_thread(read, last_event_id or 0)  # 404 before streaming
-
-    async def stream() -> AsyncIterator[str]:
-        after = last_event_id or 0
-        events: list[JobEvent] = first_events
-        idle = 0.0
-        while True:
-            for ev in events:
-                after = ev.id
-                yield _sse(ev.id, ev.type, {"job_id": job_id, **ev.data})
-                if ev.type == "state" and JobState(ev.data["state"]) in TERMINAL_JOB_STATES:
-                    return
-            if await request.is_disconnected():
-                return
-            woke = await state.notifier.wait(f"job:{job_id}", 1.0)
-            idle = 0.0 if woke else idle + 1.0
-            if idle >= 15.0:
-                idle = 0.0
-                yield ": keep-alive\n\n"
-            try:
-                events, _ = await asyncio.to_thread(read, after)
-            except Exception as exc:
-                if not database_unavailable(exc):
-                    raise
-                # The response has started, so no 503 can be sent: end the stream cleanly and let
-                # the client reconnect with Last-Event-ID once the database is back.
-                log.warning("database unavailable on the events of job %s: %s", job_id, type(exc).__name__)
-                yield f"retry: {DatabaseUnavailable.retry_after_seconds * 1000}\n\n"
-                return
-
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    return await event_stream(
+        request, state.notifier, f"job:{job_id}", read, after=last_event_id or 0, what=f"job {job_id}"
     )
 
 

@@ -6,10 +6,7 @@ is a 4xx from one transaction that wrote nothing: no run, no job, no hold.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -20,13 +17,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from swarmstation.api.deps import DB, CurrentUser, State
-from swarmstation.api.errors import database_unavailable
 from swarmstation.api.schemas import INT64_MAX, Strict
+from swarmstation.api.sse import Frame, event_stream
 from swarmstation.api.views import output_url
 from swarmstation.control import idempotency
 from swarmstation.control import runs as runs_ops
 from swarmstation.control.saved_pipelines import resolve_for_run
-from swarmstation.domain.errors import DatabaseUnavailable, InvalidInput
+from swarmstation.domain.errors import InvalidInput
 from swarmstation.domain.pipelines import TERMINAL_RUN_STATES, RunState
 from swarmstation.domain.tools import ToolSpec
 from swarmstation.store.models import IdempotencyKey, Job, Output, Run, RunEvent, RunStep, User
@@ -374,10 +371,6 @@ def retry_run(run_id: str, s: DB, user: CurrentUser, state: State) -> RunOut:
     return out
 
 
-def _sse(event_id: int, type_: str, data: dict[str, Any]) -> str:
-    return f"id: {event_id}\nevent: {type_}\ndata: {json.dumps(data, default=str)}\n\n"
-
-
 @router.get("/runs/{run_id}/events", response_class=StreamingResponse)
 async def run_events(
     run_id: str,
@@ -390,55 +383,21 @@ async def run_events(
     item, job_id, state, progress}) events as they happen; the stream ends after the run's final
     state. Reconnect with `Last-Event-ID` to resume."""
 
-    def read(after: int) -> tuple[list[RunEvent], int]:
+    def read(after: int) -> tuple[list[Frame], int | None]:
         with state.sessions() as s, s.begin():
             run = runs_ops.run_for_user(s, run_id, user)
-            events = list(
-                s.scalars(
-                    select(RunEvent)
-                    .where(RunEvent.run_id == run_id, RunEvent.id > after)
-                    .order_by(RunEvent.id)
-                )
+            events = s.scalars(
+                select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.id > after).order_by(RunEvent.id)
             )
-            last_state = s.scalar(
+            frames = [Frame(ev.id, ev.type, {"run_id": run_id, **ev.data}) for ev in events]
+            if run.state not in TERMINAL_RUN_STATES:
+                return frames, None
+            # the stream ends at the run's final state: the last state event of a finished run
+            last = s.scalar(
                 select(func.max(RunEvent.id)).where(RunEvent.run_id == run_id, RunEvent.type == "state")
             )
-            # the stream ends at the run's final state: the last state event of a finished run
-            final = int(last_state or 0) if run.state in TERMINAL_RUN_STATES else -1
-            return events, final
+            return frames, int(last or 0)
 
-    first_events, first_final = await asyncio.to_thread(read, last_event_id or 0)  # 404 before streaming
-
-    async def stream() -> AsyncIterator[str]:
-        after = last_event_id or 0
-        events, final = first_events, first_final
-        if 0 <= final <= after:
-            return  # resumed after the end
-        idle = 0.0
-        while True:
-            for ev in events:
-                after = ev.id
-                yield _sse(ev.id, ev.type, {"run_id": run_id, **ev.data})
-                if ev.id == final:
-                    return
-            if await request.is_disconnected():
-                return
-            woke = await state.notifier.wait(f"run:{run_id}", 1.0)
-            idle = 0.0 if woke else idle + 1.0
-            if idle >= 15.0:
-                idle = 0.0
-                yield ": keep-alive\n\n"
-            try:
-                events, final = await asyncio.to_thread(read, after)
-            except Exception as exc:
-                if not database_unavailable(exc):
-                    raise
-                log.warning("database unavailable on the events of run %s: %s", run_id, type(exc).__name__)
-                yield f"retry: {DatabaseUnavailable.retry_after_seconds * 1000}\n\n"
-                return
-
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    return await event_stream(
+        request, state.notifier, f"run:{run_id}", read, after=last_event_id or 0, what=f"run {run_id}"
     )
