@@ -251,11 +251,7 @@ def capture(
     and the royalty entries."""
     _check_amount(amount)
     _check_key(key)
-    paid = [r for r in royalties if r.amount != 0]
-    for r in paid:
-        _check_amount(r.amount)
-    if sum(r.amount for r in paid) > amount:
-        raise InvalidInput.at("royalties", f"royalties of {sum(r.amount for r in paid)} exceed the charge")
+    paid = _checked_royalties(amount, royalties)
     hold = _hold(s, hold_id)
     accounts = _lock_accounts(s, [hold.user_id, *(r.user_id for r in paid)], now)
     earlier = _entry_by_key(s, key)
@@ -300,20 +296,7 @@ def capture(
                 now=now,
             )
         )
-    for n, r in enumerate(paid):
-        written.append(
-            _append(
-                s,
-                accounts[r.user_id],
-                kind=EntryKind.ROYALTY,
-                amount=r.amount,
-                hold_id=hold.id,
-                ref_type=r.ref_type,
-                ref_id=r.ref_id,
-                key=f"{key}:royalty:{n}",
-                now=now,
-            )
-        )
+    written.extend(_pay_royalties(s, accounts, hold, paid, key=key, now=now))
     return written
 
 
@@ -363,11 +346,7 @@ def capture_part(
     if amount == 0:
         raise InvalidInput.at("amount", "a part of a hold must be positive (nothing to capture)")
     _check_key(key)
-    paid = [r for r in royalties if r.amount != 0]
-    for r in paid:
-        _check_amount(r.amount)
-    if sum(r.amount for r in paid) > amount:
-        raise InvalidInput.at("royalties", f"royalties of {sum(r.amount for r in paid)} exceed the charge")
+    paid = _checked_royalties(amount, royalties)
     hold = _hold(s, hold_id)
     accounts = _lock_accounts(s, [hold.user_id, *(r.user_id for r in paid)], now)
     earlier = _entry_by_key(s, key)
@@ -396,20 +375,7 @@ def capture_part(
             now=now,
         )
     ]
-    for n, r in enumerate(paid):
-        written.append(
-            _append(
-                s,
-                accounts[r.user_id],
-                kind=EntryKind.ROYALTY,
-                amount=r.amount,
-                hold_id=hold.id,
-                ref_type=r.ref_type,
-                ref_id=r.ref_id,
-                key=f"{key}:royalty:{n}",
-                now=now,
-            )
-        )
+    written.extend(_pay_royalties(s, accounts, hold, paid, key=key, now=now))
     return written
 
 
@@ -444,6 +410,42 @@ def settle_rest(s: Session, *, hold_id: str, key: str, now: datetime) -> LedgerE
         key=key,
         now=now,
     )
+
+
+def _checked_royalties(amount: int, royalties: Sequence[Royalty]) -> list[Royalty]:
+    """The royalties that move credits, checked: each a valid amount, together within the charge."""
+    paid = [r for r in royalties if r.amount != 0]
+    for r in paid:
+        _check_amount(r.amount)
+    if sum(r.amount for r in paid) > amount:
+        raise InvalidInput.at("royalties", f"royalties of {sum(r.amount for r in paid)} exceed the charge")
+    return paid
+
+
+def _pay_royalties(
+    s: Session,
+    accounts: dict[str, Account],
+    hold: Hold,
+    paid: Sequence[Royalty],
+    *,
+    key: str,
+    now: datetime,
+) -> list[LedgerEntry]:
+    """One royalty entry per author, out of a capture keyed `key` (`<key>:royalty:<n>`)."""
+    return [
+        _append(
+            s,
+            accounts[r.user_id],
+            kind=EntryKind.ROYALTY,
+            amount=r.amount,
+            hold_id=hold.id,
+            ref_type=r.ref_type,
+            ref_id=r.ref_id,
+            key=f"{key}:royalty:{n}",
+            now=now,
+        )
+        for n, r in enumerate(paid)
+    ]
 
 
 # -- checking -------------------------------------------------------------------------------------
