@@ -13,11 +13,13 @@ import json
 import os
 import signal
 import threading
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from swarmstation.client import SseParser
 from tests.e2e.conftest import Up, wait_for, wait_idle
@@ -267,3 +269,59 @@ def test_three_step_pipeline_story(up_factory, tmp_path: Path) -> None:  # type:
         assert ok(admin.get("/v1/admin/credits/verify"))["ok"] is True
     finally:
         llm.stop()
+
+
+def test_variations_gathered_into_a_contact_sheet_survive_a_control_plane_restart(up_factory) -> None:  # type: ignore[no-untyped-def]
+    up: Up = up_factory(
+        pool_min_instances=2, pool_max_instances=2, emulator_step_seconds=0.1, control_interval_seconds=0.5
+    )
+    up.start()
+    http = up.client()
+    wait_idle(http, 2)
+    pipeline = {
+        "inputs": {"subject": {"type": "string"}},
+        "steps": {
+            "gen": {
+                "tool": "sd15-txt2img",
+                "inputs": {"prompt": {"input": "subject"}, "steps": 30, "width": 256, "height": 256},
+                "variations": {"count": 3},
+            },
+            "small": {
+                "tool": "image-resize",
+                "inputs": {"image": {"from": "gen", "output": "image"}, "width": 64},
+            },
+            "sheet": {
+                "tool": "contact-sheet",
+                "inputs": {"images": {"from": "small", "output": "image"}, "columns": 3, "cell": 64},
+            },
+        },
+    }
+    checked = ok(http.post("/v1/pipelines/validate", json={"pipeline": pipeline}))
+    assert checked["items"] == {"gen": 3, "small": 3, "sheet": 1}
+    run = ok(http.post("/v1/runs", json={"pipeline": pipeline, "inputs": {"subject": "a paper boat"}}), 201)
+    wait_for(
+        lambda: any(
+            j["state"] == "RUNNING"
+            for s in ok(http.get(f"/v1/runs/{run['id']}"))["steps"]
+            if s["id"] == "gen"
+            for j in s["jobs"]
+        ),
+        120,
+        "a variation running",
+    )
+    up.kill()  # the control plane dies mid-run; the run is in the database
+    up.start()
+    http = up.client()
+    done = finished(http, run["id"])
+    assert done["state"] == "COMPLETED", done
+    steps = {s["id"]: s for s in done["steps"]}
+    assert [steps[k]["items"] for k in ("gen", "small", "sheet")] == [3, 3, 1]
+    seeds = {ok(http.get(f"/v1/jobs/{j['id']}"))["inputs"]["seed"] for j in steps["gen"]["jobs"]}
+    assert len(seeds) == 3  # three variations, three seeds
+    assert len(steps["small"]["outputs"]["image"]) == 3
+    [sheet_job] = steps["sheet"]["jobs"]
+    [out] = sheet_job["outputs"]
+    png = http.get(out["url"], follow_redirects=True)
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    with Image.open(BytesIO(png.content)) as img:
+        assert img.size == (3 * 64, 64)  # one row of three cells
