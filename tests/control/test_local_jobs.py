@@ -344,6 +344,7 @@ def test_workers_bound_how_many_run_at_once(settings: Settings, clock: FakeClock
             uid = user.id
         fake = FakeTool("fake-llm", release=threading.Event())
         first = queue(cp, clock, uid, fake.spec, {}, {})
+        clock.advance(1)  # queued later: claimed in queue order, so this one waits
         second = queue(cp, clock, uid, fake.spec, {}, {})
         ex = executor(cp, clock, tools=with_fake(fake))
         ex.tick()
