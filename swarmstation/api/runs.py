@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from swarmstation.api.deps import DB, CurrentUser, State
+from swarmstation.api.deps import DB, AppState, CurrentUser, State
 from swarmstation.api.schemas import INT64_MAX, Strict
 from swarmstation.api.sse import Frame, event_stream
 from swarmstation.api.views import output_url
@@ -343,18 +343,23 @@ def get_run(run_id: str, s: DB, user: CurrentUser) -> RunOut:
     return run_out(s, runs_ops.run_for_user(s, run_id, user))
 
 
+def _committed(s: Session, state: AppState, run: Run) -> RunOut:
+    """Commit a change to `run`, wake its event listeners and the runner, answer the run."""
+    s.flush()
+    out = run_out(s, run)
+    s.commit()
+    state.notifier.wake(f"run:{run.id}")
+    state.loops.poke()
+    return out
+
+
 @router.post("/runs/{run_id}/cancel", response_model=RunOut)
 def cancel_run(run_id: str, s: DB, user: CurrentUser, state: State) -> RunOut:
     """Cancel the steps not finished and the run (409 when it already ended); what its hold has
     left is released."""
     run = runs_ops.run_for_user(s, run_id, user, lock=True)
     runs_ops.cancel_run(s, run, state.settings, state.clock(), matchers=state.matchers)
-    s.flush()
-    out = run_out(s, run)
-    s.commit()
-    state.notifier.wake(f"run:{run_id}")
-    state.loops.poke()
-    return out
+    return _committed(s, state, run)
 
 
 @router.post("/runs/{run_id}/retry", response_model=RunOut)
@@ -363,12 +368,7 @@ def retry_run(run_id: str, s: DB, user: CurrentUser, state: State) -> RunOut:
     completed steps' outputs reused; holds their quote (402 when the credits do not cover it)."""
     run = runs_ops.run_for_user(s, run_id, user, lock=True)
     runs_ops.retry_run(s, run, state.settings, state.clock(), matchers=state.matchers)
-    s.flush()
-    out = run_out(s, run)
-    s.commit()
-    state.notifier.wake(f"run:{run_id}")
-    state.loops.poke()
-    return out
+    return _committed(s, state, run)
 
 
 @router.get("/runs/{run_id}/events", response_class=StreamingResponse)
