@@ -84,6 +84,7 @@ class Deposits:
         self.sessions = sessions
         self.clock = clock
         self.max_blocks = settings.deposit_scan_max_blocks
+        self.ticks = 0  # scans finished since start (the loop's first one runs at start-up)
         self.chains: dict[int, DepositChain] = {c.chain_id: c for c in settings.chains}
         self.configs: dict[int, ChainConfig] = {c.chain_id: c.config() for c in settings.chains}
         self.clients: dict[int, EvmClient] = dict(clients or {})
@@ -140,6 +141,7 @@ class Deposits:
                 self.scan(chain_id)
             except SwarmError as exc:
                 log.warning("deposit scan of chain %s failed: %s", chain_id, exc.detail)
+        self.ticks += 1
 
     def scan(self, chain_id: int) -> None:
         config = self.configs[chain_id]

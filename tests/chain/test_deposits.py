@@ -6,6 +6,7 @@ come from mining blocks (`chain.mine`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,7 @@ class Scene:
         self.clock = clock
         self.start_block = chain.block_number() + 1
         self.plane = self._build()
-        self.api = TestClient(self.plane.app)
-        self.api.__enter__()
+        self._start()
         self.admin = {"Authorization": f"Bearer {self.plane.admin_key}"}
 
     def settings(self) -> Settings:
@@ -90,11 +90,20 @@ class Scene:
     def _build(self) -> ControlPlane:
         return build(self.settings(), provider=None, clock=self.clock)
 
+    def _start(self) -> None:
+        self.api = TestClient(self.plane.app)
+        self.api.__enter__()
+        # The scanner loop scans once at start-up, in a thread of its own; wait for that scan, so
+        # that it cannot find a transfer the test sends next before the test reports it.
+        deadline = time.monotonic() + 30
+        while self.deposits.ticks == 0:
+            assert time.monotonic() < deadline, "the deposit scanner's first scan did not finish"
+            time.sleep(0.01)
+
     def restart(self) -> None:
         self.close()
         self.plane = self._build()
-        self.api = TestClient(self.plane.app)
-        self.api.__enter__()
+        self._start()
 
     def close(self) -> None:
         self.api.__exit__(None, None, None)
