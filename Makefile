@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean lock
+.PHONY: run test lint typecheck bench clean lock studio openapi web-check chromium
 
 # Installs exactly what requirements.lock pins (with hashes), then this package without resolving
 # again; `make lock` regenerates the lock from pyproject.toml's ranges.
@@ -19,7 +19,42 @@ lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --no-header \
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock
 
-run: $(STAMP)
+# The web studio (web/): npm packages from the committed lock, built into swarmstation/studio_dist
+# (packaged with the Python package) whenever its sources changed.
+WEB_STAMP := web/node_modules/.installed
+$(WEB_STAMP): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $(WEB_STAMP)
+
+STUDIO := swarmstation/studio_dist/index.html
+WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) web/index.html web/vite.config.ts \
+  web/tsconfig.json web/scripts/sizes.mjs README.md $(wildcard docs/*.md)
+$(STUDIO): $(WEB_STAMP) $(WEB_SOURCES)
+	cd web && npm run build
+	touch $(STUDIO)
+
+studio: $(STUDIO)
+
+# The studio's typed client, regenerated from the server's own OpenAPI document.
+openapi: $(STAMP) $(WEB_STAMP)
+	$(BIN)/python -m swarmstation.api.openapi_file web/openapi.json
+	cd web && npm run openapi
+
+# tsc, the front-end unit tests, and the generated client matching the committed OpenAPI file
+# (tests/api/test_openapi_file.py checks that file against the app).
+web-check: $(WEB_STAMP)
+	cd web && npx tsc --noEmit
+	cd web && npx vitest run
+	cd web && npx openapi-typescript openapi.json -o node_modules/.schema-check.d.ts >/dev/null 2>&1
+	cmp web/src/api/schema.d.ts web/node_modules/.schema-check.d.ts || \
+	  (echo "web/src/api/schema.d.ts is stale: run make openapi" && exit 1)
+
+# Debian's Chromium for the browser tests (tests/web); Playwright never downloads a browser.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+
+run: $(STAMP) $(STUDIO)
 	$(BIN)/swarmstation up
 
 lint: $(STAMP)
@@ -36,11 +71,12 @@ $(CHAIN_STAMP): tests/chain/package.json tests/chain/package-lock.json
 	cd tests/chain && npm ci --no-audit --no-fund
 	touch $(CHAIN_STAMP)
 
-test: lint typecheck $(CHAIN_STAMP)
+test: lint typecheck web-check $(CHAIN_STAMP) $(STUDIO) chromium
 	$(BIN)/pytest
 
 bench: $(STAMP)
 	$(BIN)/swarmstation bench --workers 16 --jobs 2000
 
 clean:
-	rm -rf $(VENV) .swarmstation .pytest_cache .mypy_cache .ruff_cache tests/chain/node_modules
+	rm -rf $(VENV) .swarmstation .pytest_cache .mypy_cache .ruff_cache tests/chain/node_modules \
+	  web/node_modules swarmstation/studio_dist

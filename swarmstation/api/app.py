@@ -23,6 +23,7 @@ from swarmstation.api import account as account_api
 from swarmstation.api import admin, comfydeploy, loras, models, objects, public, worker, worker_install
 from swarmstation.api import auth as auth_api
 from swarmstation.api import deposits as deposits_api
+from swarmstation.api import docs_pages as docs_api
 from swarmstation.api import keys as keys_api
 from swarmstation.api import pipelines as pipelines_api
 from swarmstation.api import pools as pools_api
@@ -30,10 +31,12 @@ from swarmstation.api import prices as prices_api
 from swarmstation.api import quotes as quotes_api
 from swarmstation.api import runs as runs_api
 from swarmstation.api import wallets as wallets_api
+from swarmstation.api import workspaces as workspaces_api
 from swarmstation.api.deps import AppState, current_instance, current_user
 from swarmstation.api.errors import install_error_handlers
 from swarmstation.api.limits import AuthThrottle, BodyLimits, EdgeLimits
 from swarmstation.api.metrics import make_registry, render, require_metrics_token
+from swarmstation.api.studio import mount_studio
 from swarmstation.config import ConfigError, Settings, reveal
 from swarmstation.control.bootstrap import ensure_admin, ensure_default_pool, seed_tools, write_secret_file
 from swarmstation.control.deposits import Deposits
@@ -270,6 +273,8 @@ def build(
     app.include_router(keys_api.router)
     app.include_router(runs_api.router)
     app.include_router(pipelines_api.router)
+    app.include_router(workspaces_api.router)
+    app.include_router(docs_api.router)
     registry = make_registry(state)
 
     @app.get("/healthz", tags=["ops"])
@@ -282,5 +287,6 @@ def build(
         require_metrics_token(request, state)
         return Response(render(state, registry), media_type="text/plain; version=0.0.4")
 
+    mount_studio(app, settings)  # last: its fallback answers any GET no route above took
     plane = ControlPlane(app, state, admin_key, pools)
     return plane

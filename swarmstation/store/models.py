@@ -653,3 +653,14 @@ class RunEvent(Base):
     data: Mapped[dict[str, Any]]
     trigger: Mapped[str | None] = mapped_column(String(20))  # a RunTrigger or StepTrigger value
     at: Mapped[datetime]
+
+
+class Workspace(Base):
+    """A canvas of the web studio, autosaved: the nodes, wires and viewport as the studio keeps
+    them (`graph`, opaque to the server beyond its size), one row per user and name."""
+
+    __tablename__ = "workspaces"
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    graph: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
