@@ -6,7 +6,8 @@ import { defineConfig, type Plugin } from 'vitest/config';
 // The control plane `npm run dev` proxies to (SWARMSTATION_URL, or `make run`'s default).
 const api = process.env.SWARMSTATION_URL ?? 'http://127.0.0.1:8000';
 const proxied = ['/v1', '/worker/v1', '/objects', '/healthz', '/metrics', '/docs', '/openapi.json'];
-const outDir = resolve(__dirname, '../swarmstation/studio_dist');
+// STUDIO_DIST_DIR: build elsewhere (the server reads the same variable).
+const outDir = process.env.STUDIO_DIST_DIR ?? resolve(__dirname, '../swarmstation/studio_dist');
 
 /** Copies README.md and docs/ into the build, so that an installed package can show its docs
  * (api/docs_pages.py reads them from the repository when it is there, else from this copy). */

@@ -7,6 +7,7 @@ origin, no eval, no inline scripts."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,7 +19,8 @@ from starlette.convertors import Convertor, register_url_convertor
 from swarmstation.config import Settings
 from swarmstation.domain.errors import NotFound
 
-DIST = Path(__file__).resolve().parent.parent / "studio_dist"
+# STUDIO_DIST_DIR: a build elsewhere (front-end work that builds into a folder of its own).
+DIST = Path(os.environ.get("STUDIO_DIST_DIR") or Path(__file__).resolve().parent.parent / "studio_dist")
 
 # Paths the studio never shadows: the APIs, the API reference, operations, stored objects.
 RESERVED = ("/v1", "/worker/v1", "/docs", "/redoc", "/openapi.json", "/metrics", "/healthz", "/objects")

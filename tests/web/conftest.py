@@ -30,7 +30,7 @@ import pytest
 from tests.e2e.conftest import Up, make_up
 
 REPO = Path(__file__).resolve().parents[2]
-STUDIO_INDEX = REPO / "swarmstation" / "studio_dist" / "index.html"
+STUDIO_INDEX = Path(os.environ.get("STUDIO_DIST_DIR") or REPO / "swarmstation" / "studio_dist") / "index.html"
 AXE = REPO / "web" / "node_modules" / "axe-core" / "axe.min.js"
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 CHROMIUM_ARGS = [

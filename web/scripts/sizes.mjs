@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 
 const BUDGET_KB = 60;
-const dist = new URL('../../swarmstation/studio_dist/', import.meta.url).pathname;
+const dist = process.env.STUDIO_DIST_DIR ?? new URL('../../swarmstation/studio_dist/', import.meta.url).pathname;
 const manifestHtml = readFileSync(join(dist, 'index.html'), 'utf8');
 const assets = join(dist, 'assets');
 const gz = (file) => gzipSync(readFileSync(join(assets, file)), { level: 9 }).length;
