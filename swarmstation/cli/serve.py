@@ -48,6 +48,12 @@ def _serve(
         f"[bold green]swarmstation[/bold green] control plane on [bold]{settings.base_url}[/bold]"
         f"  (API docs: {settings.base_url}/docs)"
     )
+    from swarmstation.api.studio import DIST
+
+    if (DIST / "index.html").is_file():
+        console.print(f"web studio: [bold]{settings.base_url}/[/bold]")
+    else:
+        console.print("web studio: not built (`make run` builds it; or cd web && npm ci && npm run build)")
     console.print(
         f"data directory: {settings.data_dir.resolve()}  database: {settings.sqlalchemy_url.split('@')[-1]}"
     )
