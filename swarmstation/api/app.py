@@ -22,6 +22,7 @@ from swarmstation import __version__
 from swarmstation.api import account as account_api
 from swarmstation.api import admin, comfydeploy, loras, models, objects, public, worker, worker_install
 from swarmstation.api import auth as auth_api
+from swarmstation.api import catalog as catalog_api
 from swarmstation.api import deposits as deposits_api
 from swarmstation.api import docs_pages as docs_api
 from swarmstation.api import keys as keys_api
@@ -275,6 +276,7 @@ def build(
     app.include_router(pipelines_api.router)
     app.include_router(workspaces_api.router)
     app.include_router(docs_api.router)
+    app.include_router(catalog_api.router)
     registry = make_registry(state)
 
     @app.get("/healthz", tags=["ops"])

@@ -787,6 +787,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/catalog": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Catalog
+         * @description Every tool with its price and whether it can run here; no credentials needed.
+         */
+        get: operations["catalog_v1_catalog_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/deposits/options": {
         parameters: {
             query?: never;
@@ -1690,6 +1710,16 @@ export interface components {
              */
             stage: string;
         };
+        /** Catalog */
+        Catalog: {
+            /**
+             * Credits Per Usd
+             * @description What $1 buys (SWARMSTATION_CREDITS_PER_USD)
+             */
+            credits_per_usd: number;
+            /** Tools */
+            tools: components["schemas"]["ToolSummary"][];
+        };
         /** ChainOut */
         ChainOut: {
             /** Assets */
@@ -1886,6 +1916,11 @@ export interface components {
             slug: string;
             /** Title */
             title: string;
+            /**
+             * Toc
+             * @description The page's headings below its title (## and ###), in order
+             */
+            toc: components["schemas"]["TocEntry"][];
         };
         /** DocSummary */
         DocSummary: {
@@ -3476,6 +3511,21 @@ export interface components {
             step: string;
             /** Tool */
             tool: string;
+        };
+        /** TocEntry */
+        TocEntry: {
+            /**
+             * Id
+             * @description The heading's id in the html: link to #id
+             */
+            id: string;
+            /**
+             * Level
+             * @description 2 for ##, 3 for ###, …
+             */
+            level: number;
+            /** Text */
+            text: string;
         };
         /** ToolDetail */
         ToolDetail: {
@@ -6441,6 +6491,55 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SignInOut"];
+                };
+            };
+            /** @description Invalid input (the fields at fault are in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Refused: a readable `detail` and a stable `code` */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Failed on our side; 503 when a dependency is unavailable (retry after `Retry-After`) */
+            "5XX": {
+                headers: {
+                    /** @description Seconds to wait before retrying (with 503) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    catalog_v1_catalog_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Catalog"];
                 };
             };
             /** @description Invalid input (the fields at fault are in `errors`) */
