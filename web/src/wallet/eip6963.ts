@@ -93,3 +93,13 @@ export function discoverWallets(win: Window = window): WalletDiscovery {
     stop: () => win.removeEventListener('eip6963:announceProvider', onAnnounce),
   };
 }
+
+let shared: WalletDiscovery | null = null;
+
+/** One discovery for the whole studio, started on first use: wallets announce themselves once
+ * at load, so a listener that starts late must ask again (refresh). */
+export function walletDiscovery(): WalletDiscovery {
+  if (!shared) shared = discoverWallets(window);
+  else shared.refresh();
+  return shared;
+}
