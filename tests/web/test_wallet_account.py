@@ -38,7 +38,8 @@ def test_a_wallet_signs_in_and_the_session_is_real_then_signs_out(studio_up: Up,
     # server's parser insists on, so this sign-in proves the page checksums it.)
     assert who.inner_text() == f"{address[:6]}…{address[-4:]}".lower()
     page.wait_for_url(f"{studio_up.url}/account")
-    assert wallet.requests[:2] == ["eth_requestAccounts", "eth_chainId"] and "personal_sign" in wallet.requests
+    assert wallet.requests[:2] == ["eth_requestAccounts", "eth_chainId"]
+    assert "personal_sign" in wallet.requests
 
     # The session is the server's: its cookie alone says who this is.
     session = httpx.get(f"{studio_up.url}/v1/auth/session", cookies=cookies_of(context))
@@ -75,4 +76,3 @@ def test_without_a_wallet_the_page_explains_and_offers_the_api_key(studio_up: Up
     page.get_by_text("No wallet was found in this browser").wait_for()
     assert page.get_by_label("API key").is_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
-
