@@ -1,6 +1,108 @@
+// Docs: /guide lists the repository's markdown pages (GET /v1/docs); /guide/:slug shows one
+// (GET /v1/docs/{slug}), rendered and sanitised by the server (markdown-it with raw HTML escaped,
+// api/docs_pages.py), with a table of contents from its headings. The API reference is the
+// server's own Swagger page at /docs: a real link, not a studio route.
+import { useEffect } from 'preact/hooks';
 import type { PageProps } from '../app';
-import { PageTitle } from '../ui';
+import { api, must, type Schemas } from '../api/client';
+import { ErrorMessage, Loading, PageTitle, useLoad } from '../ui';
+import './guide.css';
 
-export default function Page(_: PageProps) {
-  return <PageTitle>guide</PageTitle>;
+type DocPage = Schemas['DocPage'];
+
+export default function Guide({ params }: PageProps) {
+  return params.slug ? <DocView slug={params.slug} /> : <DocIndex />;
+}
+
+function ApiReference() {
+  return (
+    <a class="button api-ref" href="/docs">
+      API reference
+    </a>
+  );
+}
+
+function DocIndex() {
+  const [list, error] = useLoad(() => must(api.GET('/v1/docs')));
+  return (
+    <div class="guide">
+      <PageTitle>Docs</PageTitle>
+      <p>
+        The guide is the repository's README and docs. Every endpoint, with its request and response shapes, is in
+        the API reference.
+      </p>
+      <p>
+        <ApiReference />
+      </p>
+      <h2>Pages</h2>
+      {error ? (
+        <ErrorMessage error={error} />
+      ) : !list ? (
+        <Loading />
+      ) : list.docs.length === 0 ? (
+        <p class="muted">No documentation pages were found.</p>
+      ) : (
+        <ul class="doc-list">
+          {list.docs.map((doc) => (
+            <li key={doc.slug}>
+              <a href={`/guide/${encodeURIComponent(doc.slug)}`}>{doc.title}</a>
+            </li>
+          ))}
+        </ul>
+      )}
+    </div>
+  );
+}
+
+function DocView({ slug }: { slug: string }) {
+  const [doc, error] = useLoad(() => must(api.GET('/v1/docs/{slug}', { params: { path: { slug } } })), [slug]);
+  return (
+    <div class="guide doc-page">
+      <p class="row crumbs">
+        <a href="/guide">All docs</a>
+        <ApiReference />
+      </p>
+      {error ? (
+        <>
+          <PageTitle>Docs</PageTitle>
+          <ErrorMessage error={error} />
+        </>
+      ) : !doc ? (
+        <Loading />
+      ) : (
+        <DocBody doc={doc} />
+      )}
+    </div>
+  );
+}
+
+function DocBody({ doc }: { doc: DocPage }) {
+  const hasTitle = /<h1[\s>]/.test(doc.html);
+  useEffect(() => {
+    document.title = `${doc.title} · swarmstation`;
+    // The page arrived after the browser looked for the #fragment: look again now.
+    const id = decodeURIComponent(location.hash.slice(1));
+    if (id) document.getElementById(id)?.scrollIntoView();
+  }, [doc]);
+  return (
+    <div class="doc-layout">
+      {doc.toc.length > 0 && (
+        <nav class="toc" aria-label="On this page">
+          <h2>On this page</h2>
+          <ul>
+            {doc.toc.map((entry) => (
+              <li key={entry.id} class={`level-${entry.level}`}>
+                <a href={`#${entry.id}`}>{entry.text}</a>
+              </li>
+            ))}
+          </ul>
+        </nav>
+      )}
+      <article class="doc" aria-label={doc.title}>
+        {!hasTitle && <PageTitle>{doc.title}</PageTitle>}
+        {/* Safe to insert: the server escapes raw HTML and refuses javascript: links. */}
+        <div dangerouslySetInnerHTML={{ __html: doc.html }} />
+      </article>
+    </div>
+  );
 }
