@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from tests.e2e.conftest import Up
-from tests.web.conftest import Wallet, axe_violations, open_page, shot
+from tests.web.conftest import Wallet, axe_violations, new_user, open_page, shot, sign_in_with_key
 
 # Fixed keys, so a failure is reproducible; each story has its own wallet (its own account).
 SIGNER = "0x" + "41" * 32
@@ -76,3 +76,60 @@ def test_without_a_wallet_the_page_explains_and_offers_the_api_key(studio_up: Up
     page.get_by_text("No wallet was found in this browser").wait_for()
     assert page.get_by_label("API key").is_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+def test_a_person_makes_an_api_key_on_the_account_page_uses_and_revokes_it(
+    studio_up: Up, page: Any
+) -> None:
+    _, key = new_user(studio_up, "keymaker", credits=250)
+    sign_in_with_key(page, studio_up, key)
+    page.goto(f"{studio_up.url}/account")
+    assert page.get_by_test_id("available").inner_text() == "250 cr"
+    ledger = page.get_by_test_id("ledger")
+    assert "grant" in ledger.inner_text() and "+250 cr" in ledger.inner_text()
+
+    page.get_by_label("Key name").fill("laptop")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.get_by_test_id("new-api-key").inner_text().strip()
+    assert secret and secret != key
+    assert "shown only this once" in page.get_by_role("status").filter(has_text="laptop").inner_text()
+    as_new = {"Authorization": f"Bearer {secret}"}
+    answer = httpx.get(f"{studio_up.url}/v1/auth/session", headers=as_new)
+    assert answer.status_code == 200 and answer.json()["user"]["name"] == "keymaker"
+    keys = page.get_by_test_id("api-keys")
+    keys.get_by_text("laptop").wait_for()
+    assert axe_violations(page) == []
+    shot(page, "account")
+
+    # Shown once: after a reload, only its prefix is there.
+    page.reload()
+    page.get_by_test_id("api-keys").get_by_text("laptop").wait_for()
+    assert page.get_by_test_id("new-api-key").count() == 0
+    assert secret not in page.content()
+
+    page.get_by_role("button", name="Revoke laptop").click()
+    page.get_by_role("button", name="Yes, revoke laptop").click()
+    page.get_by_test_id("api-keys").get_by_text("revoked").wait_for()
+    assert httpx.get(f"{studio_up.url}/v1/auth/session", headers=as_new).status_code == 401
+    # The key this browser signed in with still works: the page is still signed in.
+    assert page.get_by_test_id("signed-in-as").inner_text() == "keymaker"
+
+
+def test_the_account_page_fits_a_phone_and_sends_signed_out_visitors_to_sign_in(
+    studio_up: Up, browser: Any
+) -> None:
+    context, page, problems = open_page(browser, width=375, height=800)
+    page.goto(f"{studio_up.url}/account")
+    page.wait_for_url(f"{studio_up.url}/signin?next=%2Faccount")
+    _, key = new_user(studio_up, "phone", credits=5)
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in with API key").click()
+    page.wait_for_url(f"{studio_up.url}/account")
+    page.get_by_test_id("ledger").wait_for()
+    page.get_by_label("Key name").fill("a key with a rather long name to wrap")
+    page.get_by_role("button", name="Create key").click()
+    page.get_by_test_id("new-api-key").wait_for()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    assert axe_violations(page) == []
+    context.close()
+    problems.check()

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   creditsFor,
+  formatUnits,
   depositTransaction,
   erc20TransferData,
   parseUnits,
@@ -37,6 +38,13 @@ describe('amounts and transactions', () => {
     expect(parseUnits('1e3', 18)).toBeNull();
     expect(parseUnits('', 18)).toBeNull();
     expect(parseUnits('-1', 18)).toBeNull();
+  });
+
+  it('formats base units back into decimals', () => {
+    expect(formatUnits(1_500_000_000_000_000_000n, 18)).toBe('1.5');
+    expect(formatUnits(1n, 6)).toBe('0.000001');
+    expect(formatUnits(2_000_000n, 6)).toBe('2');
+    expect(formatUnits(7n, 0)).toBe('7');
   });
 
   it('previews credits rounded down, as the server credits them', () => {

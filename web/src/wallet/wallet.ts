@@ -151,3 +151,13 @@ export async function sendTransaction(provider: Eip1193Provider, tx: Transaction
   }
   return hash;
 }
+
+/** Base units as a decimal: 1500000000000000000n, 18 → "1.5". */
+export function formatUnits(amount: bigint, decimals: number): string {
+  const negative = amount < 0n;
+  const abs = negative ? -amount : amount;
+  const base = 10n ** BigInt(decimals);
+  const whole = (abs / base).toString();
+  const frac = decimals > 0 ? (abs % base).toString().padStart(decimals, '0').replace(/0+$/, '') : '';
+  return `${negative ? '-' : ''}${whole}${frac ? `.${frac}` : ''}`;
+}
