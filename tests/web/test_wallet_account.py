@@ -4,11 +4,16 @@ deposit sent from the wallet to a real local chain (ganache) and credited."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.e2e.conftest import Up
+from tests.chain.harness import Chain
+from tests.e2e.conftest import Up, make_up
 from tests.web.conftest import Wallet, axe_violations, new_user, open_page, shot, sign_in_with_key
 
 # Fixed keys, so a failure is reproducible; each story has its own wallet (its own account).
@@ -78,9 +83,7 @@ def test_without_a_wallet_the_page_explains_and_offers_the_api_key(studio_up: Up
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
 
 
-def test_a_person_makes_an_api_key_on_the_account_page_uses_and_revokes_it(
-    studio_up: Up, page: Any
-) -> None:
+def test_a_person_makes_an_api_key_on_the_account_page_uses_and_revokes_it(studio_up: Up, page: Any) -> None:
     _, key = new_user(studio_up, "keymaker", credits=250)
     sign_in_with_key(page, studio_up, key)
     page.goto(f"{studio_up.url}/account")
@@ -131,5 +134,79 @@ def test_the_account_page_fits_a_phone_and_sends_signed_out_visitors_to_sign_in(
     page.get_by_test_id("new-api-key").wait_for()
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     assert axe_violations(page) == []
+    context.close()
+    problems.check()
+
+
+# -- deposits against a real local chain ------------------------------------------------------------
+CONFIRMATIONS = 2
+ETH_CREDITS = 2000  # credits per ETH
+
+
+@pytest.fixture
+def chain_up(chain: Chain, tmp_path: Path) -> Iterator[tuple[Up, Chain, str]]:
+    """`swarmstation up` whose one deposit chain is the local node, with a treasury of its own,
+    scanned often (so a test waits for blocks, not for the scanner)."""
+    treasury = chain.new_address()
+    chains = [
+        {
+            "chain_id": chain.chain_id,
+            "name": "Local",
+            "rpc_url": chain.rpc_url,
+            "treasury": treasury,
+            "confirmations": CONFIRMATIONS,
+            "start_block": chain.block_number() + 1,
+            "assets": [{"symbol": "ETH", "contract": None, "decimals": 18, "credits_per_unit": ETH_CREDITS}],
+        }
+    ]
+    up = make_up(tmp_path, chains=json.dumps(chains), deposit_scan_interval_seconds=0.3)
+    up.start()
+    try:
+        yield up, chain, treasury
+    finally:
+        up.cleanup()
+
+
+def test_a_wallet_user_deposits_eth_from_the_account_page_and_sees_it_credited(
+    chain_up: tuple[Up, Chain, str], browser: Any
+) -> None:
+    up, chain, treasury = chain_up
+    funded = chain.accounts[7]
+
+    def send(tx: dict[str, Any]) -> str:
+        # What the wallet extension does: sign the page's transaction with its key and broadcast it.
+        assert tx["from"].lower() == funded.address.lower()
+        return chain.send_raw({"to": tx["to"], "value": int(tx["value"], 16), "gas": 21000}, funded.key)
+
+    # Chain 1 at first: the page must switch the wallet to the deposit chain.
+    wallet = Wallet(key=funded.key, chain_id=1, send=send)
+    context, page, problems = open_page(browser)
+    wallet.install(context)
+    page.goto(f"{up.url}/signin?next=/account%23deposit")
+    page.get_by_role("button", name="Test Wallet").click()
+    page.wait_for_url(f"{up.url}/account#deposit")
+    before = int(page.get_by_test_id("available").inner_text().removesuffix(" cr").replace(",", ""))
+
+    assert page.get_by_label("Chain").input_value() == str(chain.chain_id)
+    assert page.get_by_label("Asset").input_value() == "ETH"
+    page.get_by_label("Amount (ETH)").fill("0.05")
+    assert page.get_by_test_id("deposit-preview").inner_text() == "0.05 ETH = 100 cr"
+    balance_before = int(chain.rpc("eth_getBalance", [treasury, "latest"]), 16)
+    page.get_by_role("button", name="Send from wallet").click()
+
+    deposits = page.get_by_test_id("deposits")
+    deposits.get_by_text(f"waiting for confirmations: 1 of {CONFIRMATIONS}").wait_for()
+    assert "pending" in deposits.inner_text()
+    assert int(chain.rpc("eth_getBalance", [treasury, "latest"]), 16) - balance_before == 5 * 10**16
+    assert wallet.chain_id == chain.chain_id and "eth_sendTransaction" in wallet.requests
+
+    chain.mine(CONFIRMATIONS - 1)
+    deposits.get_by_text("credited", exact=True).wait_for(timeout=30_000)
+    expected = f"{before + 100:,} cr"
+    page.get_by_test_id("available").filter(has_text=expected).wait_for()
+    page.get_by_test_id("balance").filter(has_text=expected).wait_for()  # the header too
+    assert "deposit" in page.get_by_test_id("ledger").inner_text()
+    assert axe_violations(page) == []
+    shot(page, "account-deposit")
     context.close()
     problems.check()
