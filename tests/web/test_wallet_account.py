@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.chain.harness import Chain
+from tests.chain.harness import Chain, token_contract
 from tests.e2e.conftest import Up, make_up
 from tests.web.conftest import Wallet, axe_violations, new_user, open_page, shot, sign_in_with_key
 
@@ -138,13 +138,51 @@ def test_the_account_page_fits_a_phone_and_sends_signed_out_visitors_to_sign_in(
     problems.check()
 
 
+def test_a_key_user_links_a_wallet_then_unlinks_it(studio_up: Up, browser: Any) -> None:
+    _, key = new_user(studio_up, "linker")
+    wallet = Wallet(key="0x" + "43" * 32)
+    context, page, problems = open_page(browser)
+    wallet.install(context)
+    sign_in_with_key(page, studio_up, key)
+    page.goto(f"{studio_up.url}/account")
+    page.get_by_text("No wallet is linked.").wait_for()
+    page.get_by_role("button", name="Link Test Wallet").click()
+    address = wallet.address.lower()
+    page.get_by_test_id("linked-wallets").get_by_text(address).wait_for()
+    as_key = {"Authorization": f"Bearer {key}"}
+    assert [
+        w["address"] for w in httpx.get(f"{studio_up.url}/v1/account/wallets", headers=as_key).json()
+    ] == [address]
+    page.get_by_role("button", name=f"Unlink {address}").click()
+    page.get_by_role("button", name=f"Yes, unlink {address[:6]}…{address[-4:]}").click()
+    page.get_by_text("No wallet is linked.").wait_for()
+    assert httpx.get(f"{studio_up.url}/v1/account/wallets", headers=as_key).json() == []
+    context.close()
+    problems.check()
+
+
 # -- deposits against a real local chain ------------------------------------------------------------
 CONFIRMATIONS = 2
 ETH_CREDITS = 2000  # credits per ETH
 
 
+TUSD_CREDITS = 1000  # credits per token (6 decimals, like USDC)
+
+
+@pytest.fixture(scope="module")
+def token(chain: Chain) -> str:
+    """An accepted ERC-20 (tests/chain/TestToken.sol), with tokens minted to account 8."""
+    compiled = token_contract()
+    owner = chain.accounts[0]
+    address = chain.deploy(compiled, ["Test USD", "TUSD"], owner.key)
+    chain.receipt(
+        chain.transact(address, compiled.abi, "mint", [chain.accounts[8].address, 100 * 10**6], owner.key)
+    )
+    return address
+
+
 @pytest.fixture
-def chain_up(chain: Chain, tmp_path: Path) -> Iterator[tuple[Up, Chain, str]]:
+def chain_up(chain: Chain, token: str, tmp_path: Path) -> Iterator[tuple[Up, Chain, str]]:
     """`swarmstation up` whose one deposit chain is the local node, with a treasury of its own,
     scanned often (so a test waits for blocks, not for the scanner)."""
     treasury = chain.new_address()
@@ -156,7 +194,10 @@ def chain_up(chain: Chain, tmp_path: Path) -> Iterator[tuple[Up, Chain, str]]:
             "treasury": treasury,
             "confirmations": CONFIRMATIONS,
             "start_block": chain.block_number() + 1,
-            "assets": [{"symbol": "ETH", "contract": None, "decimals": 18, "credits_per_unit": ETH_CREDITS}],
+            "assets": [
+                {"symbol": "ETH", "contract": None, "decimals": 18, "credits_per_unit": ETH_CREDITS},
+                {"symbol": "TUSD", "contract": token, "decimals": 6, "credits_per_unit": TUSD_CREDITS},
+            ],
         }
     ]
     up = make_up(tmp_path, chains=json.dumps(chains), deposit_scan_interval_seconds=0.3)
@@ -208,5 +249,54 @@ def test_a_wallet_user_deposits_eth_from_the_account_page_and_sees_it_credited(
     assert "deposit" in page.get_by_test_id("ledger").inner_text()
     assert axe_violations(page) == []
     shot(page, "account-deposit")
+    context.close()
+    problems.check()
+
+
+def test_a_key_user_links_the_wallet_and_deposits_tokens_from_it(
+    chain_up: tuple[Up, Chain, str], token: str, browser: Any
+) -> None:
+    up, chain, treasury = chain_up
+    funded = chain.accounts[8]
+    compiled = token_contract()
+
+    def send(tx: dict[str, Any]) -> str:
+        # The page's ERC-20 call data, hand-encoded, goes to the chain as it is.
+        return chain.send_raw({"to": tx["to"], "value": int(tx["value"], 16), "data": tx["data"]}, funded.key)
+
+    def treasury_tokens() -> int:
+        contract = chain.w3.eth.contract(address=chain.w3.to_checksum_address(token), abi=compiled.abi)
+        return int(contract.functions.balanceOf(chain.w3.to_checksum_address(treasury)).call())
+
+    _, key = new_user(up, "tokenholder")
+    wallet = Wallet(key=funded.key, chain_id=chain.chain_id, send=send)
+    context, page, problems = open_page(browser)
+    wallet.install(context)
+    sign_in_with_key(page, up, key)
+    page.goto(f"{up.url}/account#deposit")
+    page.get_by_label("Asset").select_option("TUSD")
+    page.get_by_label("Amount (TUSD)").fill("2.5")
+    assert page.get_by_test_id("deposit-preview").inner_text() == "2.5 TUSD = 2,500 cr"
+
+    # Not linked yet: the page refuses to send what could not be credited to this account.
+    page.get_by_role("button", name="Send from wallet").click()
+    refusal = page.get_by_role("alert")
+    refusal.wait_for()
+    assert "is not linked to this account" in refusal.inner_text()
+    assert "eth_sendTransaction" not in wallet.requests
+
+    page.get_by_role("button", name="Link Test Wallet").click()
+    page.get_by_test_id("linked-wallets").get_by_text(funded.address.lower()).wait_for()
+    linked = httpx.get(f"{up.url}/v1/account/wallets", headers={"Authorization": f"Bearer {key}"})
+    assert [w["address"] for w in linked.json()] == [funded.address.lower()]
+
+    page.get_by_role("button", name="Send from wallet").click()
+    deposits = page.get_by_test_id("deposits")
+    deposits.get_by_text(f"waiting for confirmations: 1 of {CONFIRMATIONS}").wait_for()
+    assert treasury_tokens() == 2_500_000
+    chain.mine(CONFIRMATIONS - 1)
+    deposits.get_by_text("credited", exact=True).wait_for(timeout=30_000)
+    assert "2.5 TUSD" in deposits.inner_text()
+    page.get_by_test_id("available").filter(has_text="2,500 cr").wait_for()
     context.close()
     problems.check()

@@ -27,9 +27,9 @@ function WithWallet() {
     try {
       const signed = await signWithWallet(wallet.provider, SIGN_IN_STATEMENT);
       setStep('Checking the signature…');
+      await must(api.POST('/v1/auth/siwe', { body: { message: signed.message, signature: signed.signature } }));
       // A stored API key would be sent instead of the new session's cookie: forget it.
       storeApiKey(null);
-      await must(api.POST('/v1/auth/siwe', { body: { message: signed.message, signature: signed.signature } }));
       await loadSession();
       navigate(next(), { replace: true });
     } catch (e) {
