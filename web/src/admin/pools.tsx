@@ -124,7 +124,7 @@ function InstanceRow({ instance: i }: { instance: Instance }) {
         </td>
       </tr>
       {open && (
-        <tr id={`history-${i.id}`}>
+        <tr id={`history-${i.id}`} data-testid="instance-history">
           <td colSpan={6}>
             <Transitions id={i.id} />
           </td>

@@ -210,7 +210,7 @@ function Grant({ user, onGranted }: { user: User; onGranted: () => void }) {
     setKey(newIdempotencyKey());
   };
   return (
-    <form onSubmit={grant} class="admin-form" aria-label={`Grant credits to ${user.name}`}>
+    <form onSubmit={grant} class="admin-form" aria-label={`Credit grant for ${user.name}`}>
       <div>
         <label for="grant-amount">Credits to grant</label>
         <input id="grant-amount" type="number" step={1} required value={amount} onInput={edit(setAmount)} />
