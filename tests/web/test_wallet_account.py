@@ -161,6 +161,22 @@ def test_a_key_user_links_a_wallet_then_unlinks_it(studio_up: Up, browser: Any) 
     problems.check()
 
 
+def test_revoking_the_key_this_browser_signed_in_with_signs_it_out(studio_up: Up, page: Any) -> None:
+    _, key = new_user(studio_up, "selfrevoker")
+    sign_in_with_key(page, studio_up, key)
+    page.get_by_label("API key").wait_for(state="detached")
+    page.goto(f"{studio_up.url}/account")
+    row = page.get_by_test_id("api-keys").get_by_role("row").filter(has_text="this browser")
+    row.get_by_role("button", name="Revoke").click()
+    row.get_by_role("button", name="Yes, revoke").click()
+    page.wait_for_url(f"{studio_up.url}/signin?next=%2Faccount")
+    page.get_by_label("API key").wait_for()
+    assert (
+        httpx.get(f"{studio_up.url}/v1/auth/session", headers={"Authorization": f"Bearer {key}"}).status_code
+        == 401
+    )
+
+
 # -- deposits against a real local chain ------------------------------------------------------------
 CONFIRMATIONS = 2
 ETH_CREDITS = 2000  # credits per ETH
@@ -249,6 +265,8 @@ def test_a_wallet_user_deposits_eth_from_the_account_page_and_sees_it_credited(
     assert "deposit" in page.get_by_test_id("ledger").inner_text()
     assert axe_violations(page) == []
     shot(page, "account-deposit")
+    page.set_viewport_size({"width": 375, "height": 800})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375  # the deposit form fits a phone
     context.close()
     problems.check()
 
