@@ -22,11 +22,19 @@ describe('price text', () => {
 });
 
 describe('grouping', () => {
-  it('keeps categories in order and puts available tools first', () => {
-    const groups = byCategory([tool('a', 'text', false), tool('b', 'upscale'), tool('c', 'text')]);
+  it('puts generating first, then the rest in order, available tools first', () => {
+    const groups = byCategory([
+      tool('a', 'text', false),
+      tool('z', 'misc'),
+      tool('b', 'upscale'),
+      tool('c', 'text'),
+      tool('d', 'text-to-image'),
+    ]);
     expect(groups.map(([c, ts]) => [c, ts.map((t) => t.slug)])).toEqual([
-      ['text', ['c', 'a']],
+      ['text-to-image', ['d']],
       ['upscale', ['b']],
+      ['text', ['c', 'a']],
+      ['misc', ['z']],
     ]);
   });
   it('reads a category as words', () => {

@@ -43,7 +43,10 @@ export function priceNote(price: Price | null | undefined): string | null {
   return `about ${credits(price.estimate)} with the defaults`;
 }
 
-/** Tools by category, categories in order of first appearance, available tools first within. */
+// Generating comes first on the landing page; categories not named here follow, as they come.
+const CATEGORY_ORDER = ['text-to-image', 'image-to-image', 'upscale', 'text', 'image-utility'];
+
+/** Tools by category (CATEGORY_ORDER, then the rest as they come), available tools first. */
 export function byCategory(tools: Tool[]): [string, Tool[]][] {
   const groups = new Map<string, Tool[]>();
   for (const tool of tools) {
@@ -51,7 +54,10 @@ export function byCategory(tools: Tool[]): [string, Tool[]][] {
     list.push(tool);
     groups.set(tool.category, list);
   }
-  return [...groups].map(([category, list]) => [category, [...list].sort((a, b) => +b.available - +a.available)]);
+  const rank = (c: string) => (CATEGORY_ORDER.includes(c) ? CATEGORY_ORDER.indexOf(c) : CATEGORY_ORDER.length);
+  return [...groups]
+    .sort(([a], [b]) => rank(a) - rank(b))
+    .map(([category, list]) => [category, [...list].sort((a, b) => +b.available - +a.available)]);
 }
 
 /** "text-to-image" → "Text to image". */

@@ -2,7 +2,7 @@
 // (GET /v1/docs/{slug}), rendered and sanitised by the server (markdown-it with raw HTML escaped,
 // api/docs_pages.py), with a table of contents from its headings. The API reference is the
 // server's own Swagger page at /docs: a real link, not a studio route.
-import { useEffect } from 'preact/hooks';
+import { useEffect, useRef } from 'preact/hooks';
 import type { PageProps } from '../app';
 import { api, must, type Schemas } from '../api/client';
 import { ErrorMessage, Loading, PageTitle, useLoad } from '../ui';
@@ -76,13 +76,29 @@ function DocView({ slug }: { slug: string }) {
   );
 }
 
+/** Code blocks and tables wider than the page scroll sideways; such a region must take the
+ * keyboard's focus so that arrow keys can scroll it (axe: scrollable-region-focusable). */
+function focusScrollables(root: HTMLElement): void {
+  for (const el of root.querySelectorAll<HTMLElement>('pre, table')) {
+    if (el.scrollWidth > el.clientWidth) el.tabIndex = 0;
+    else el.removeAttribute('tabindex');
+  }
+}
+
 function DocBody({ doc }: { doc: DocPage }) {
+  const body = useRef<HTMLDivElement>(null);
   const hasTitle = /<h1[\s>]/.test(doc.html);
   useEffect(() => {
     document.title = `${doc.title} · swarmstation`;
     // The page arrived after the browser looked for the #fragment: look again now.
     const id = decodeURIComponent(location.hash.slice(1));
     if (id) document.getElementById(id)?.scrollIntoView();
+    const root = body.current;
+    if (!root) return;
+    focusScrollables(root);
+    const onResize = () => focusScrollables(root);
+    addEventListener('resize', onResize);
+    return () => removeEventListener('resize', onResize);
   }, [doc]);
   return (
     <div class="doc-layout">
@@ -101,7 +117,7 @@ function DocBody({ doc }: { doc: DocPage }) {
       <article class="doc" aria-label={doc.title}>
         {!hasTitle && <PageTitle>{doc.title}</PageTitle>}
         {/* Safe to insert: the server escapes raw HTML and refuses javascript: links. */}
-        <div dangerouslySetInnerHTML={{ __html: doc.html }} />
+        <div ref={body} dangerouslySetInnerHTML={{ __html: doc.html }} />
       </article>
     </div>
   );
