@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from swarmstation import __version__
 from swarmstation.api import account as account_api
 from swarmstation.api import admin, comfydeploy, loras, models, objects, public, worker, worker_install
+from swarmstation.api import admin_series as series_api
 from swarmstation.api import auth as auth_api
 from swarmstation.api import catalog as catalog_api
 from swarmstation.api import deposits as deposits_api
@@ -260,6 +261,7 @@ def build(
     app.include_router(account_api.router)
     app.include_router(quotes_api.router)
     app.include_router(prices_api.router)
+    app.include_router(series_api.router)
     app.include_router(admin.router)
     app.include_router(loras.router)
     app.include_router(pools_api.router)

@@ -249,6 +249,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/admin/costs/series": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Cost Series
+         * @description Revenue, royalties, cost and jobs per hour or day, every bucket from `since` (default: 48
+         *     hours or 30 days back) to now, empty ones as zeros.
+         */
+        get: operations["cost_series_v1_admin_costs_series_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/credits/verify": {
         parameters: {
             query?: never;
@@ -3353,6 +3374,61 @@ export interface components {
             /** Visibility */
             visibility: string;
         };
+        /** SeriesOut */
+        SeriesOut: {
+            /** Bucket */
+            bucket: string;
+            /** Credits Per Usd */
+            credits_per_usd: number;
+            /**
+             * Points
+             * @description Every bucket from `since` to now, oldest first
+             */
+            points: components["schemas"]["SeriesPoint"][];
+            /**
+             * Since
+             * Format: date-time
+             */
+            since: string;
+            /**
+             * Until
+             * Format: date-time
+             */
+            until: string;
+        };
+        /** SeriesPoint */
+        SeriesPoint: {
+            /**
+             * Cost Usd
+             * @description What the jobs that ended in it cost us, plus idle instances made in it
+             */
+            cost_usd: string;
+            /**
+             * Jobs
+             * @description Jobs that ended in it (on our instances or ComfyUI Deploy)
+             */
+            jobs: number;
+            /**
+             * Revenue Credits
+             * @description Captured from the payers for jobs that ended in it
+             */
+            revenue_credits: number;
+            /** Revenue Usd */
+            revenue_usd: string;
+            /**
+             * Royalty Credits
+             * @description Paid out of that revenue to LoRA authors
+             */
+            royalty_credits: number;
+            /** Royalty Usd */
+            royalty_usd: string;
+            /**
+             * Start
+             * Format: date-time
+             * @description The bucket's start (UTC); it lasts one hour or one day
+             */
+            start: string;
+        };
         /** SessionUser */
         SessionUser: {
             /** Id */
@@ -4663,6 +4739,58 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PnlOut"];
+                };
+            };
+            /** @description Invalid input (the fields at fault are in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Refused: a readable `detail` and a stable `code` */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Failed on our side; 503 when a dependency is unavailable (retry after `Retry-After`) */
+            "5XX": {
+                headers: {
+                    /** @description Seconds to wait before retrying (with 503) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    cost_series_v1_admin_costs_series_get: {
+        parameters: {
+            query?: {
+                bucket?: "hour" | "day";
+                since?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SeriesOut"];
                 };
             };
             /** @description Invalid input (the fields at fault are in `errors`) */
