@@ -5,6 +5,7 @@ user gets the admins-only page and the API's 403."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -38,6 +39,12 @@ def studio_up(tmp_path_factory: pytest.TempPathFactory, hubs: FakeHubs) -> Itera
 def as_admin(page: Any, up: Up, section: str = "overview") -> None:
     sign_in_with_key(page, up, up.admin_key)
     page.goto(f"{up.url}/admin/{section}")
+
+
+def dollars(value: str) -> str:
+    """Dollars as the admin pages write them (admin/format.ts usd): four decimals under a cent."""
+    n = float(value)
+    return f"${n:.4f}" if n and abs(n) < 0.01 else f"${n:.2f}"
 
 
 def no_horizontal_scroll(page: Any) -> None:
@@ -169,17 +176,19 @@ def test_an_admin_reads_revenue_and_cost_over_time_on_a_chart(studio_up: Up, pag
 
     as_admin(page, studio_up, "costs")
     page.get_by_test_id("pnl-revenue").wait_for()
-    # the totals are the P&L report's (the page may have loaded a moment later, with more cost)
-    assert page.get_by_test_id("pnl-revenue").inner_text() != "$0.00"
-    assert pnl["revenue_usd"] and float(pnl["revenue_usd"]) > 0
-    chart = page.get_by_role("img", name="Revenue, cost and margin per day")
+    # the totals are the P&L report's, as the page writes dollars
+    assert page.get_by_test_id("pnl-revenue").inner_text() == dollars(pnl["revenue_usd"])
+    chart = page.get_by_role("img", name=re.compile("Revenue, cost and margin per hour over 49 hours"))
     chart.locator("canvas").wait_for()
+    hours = page.get_by_role("table", name="Profit and loss per hour, where there was any")
+    assert hours.locator("tbody tr").count() >= 1  # the hour the job ran in
+    assert dollars(pnl["revenue_usd"]) in hours.inner_text()
     assert page.get_by_role("table", name="Profit and loss per tool").get_by_text("sd15-txt2img").count() == 1
     shot(page, "admin-costs")
     assert axe_violations(page) == []
 
 
-def test_the_admin_pages_fit_a_phone(studio_up: Up, browser: Any) -> None:
+def test_every_admin_section_fits_a_phone_and_passes_axe(studio_up: Up, browser: Any) -> None:
     context, page, problems = open_page(browser, width=375, height=800)
     try:
         as_admin(page, studio_up)
@@ -188,6 +197,7 @@ def test_the_admin_pages_fit_a_phone(studio_up: Up, browser: Any) -> None:
             page.get_by_test_id(f"admin-{section}").wait_for()
             time.sleep(0.2)  # a chart sizes itself to its box after the first frame
             no_horizontal_scroll(page)
+            assert axe_violations(page) == [], section
     finally:
         context.close()
     problems.check()

@@ -3,6 +3,7 @@
 import { useEffect, useRef } from 'preact/hooks';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
+import { tickDigits } from './format';
 
 export interface Line {
   label: string;
@@ -21,7 +22,14 @@ export function LineChart({ x, lines, label, height = 260 }: { x: number[]; line
       height,
       legend: { show: false },
       scales: { x: { time: true } },
-      axes: [{}, { values: (_u, ticks) => ticks.map((t) => `$${t.toFixed(t !== 0 && Math.abs(t) < 1 ? 3 : 0)}`), size: 70 }],
+      axes: [
+        {},
+        {
+          // as many decimals as the tick step needs: GPU seconds cost fractions of a cent
+          values: (_u, ticks, _axis, _space, step) => ticks.map((t) => `$${t.toFixed(tickDigits(step))}`),
+          size: 80,
+        },
+      ],
       series: [{}, ...lines.map((l) => ({ label: l.label, stroke: l.color, width: 2, dash: l.dash, points: { show: true } }))],
     };
     const plot = new uPlot(opts, [x, ...lines.map((l) => l.values)] as uPlot.AlignedData, el);

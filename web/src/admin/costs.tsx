@@ -1,33 +1,38 @@
-// Costs and P&L: revenue against what the jobs cost us, by day as a chart (the P&L report's
-// day rows), with the totals, and the same report by tool and the costs by pool as tables.
+// Costs and P&L: revenue against what the jobs cost us over time as a chart (GET
+// /v1/admin/costs/series, by the hour or the day), the totals and the report by tool (GET
+// /v1/admin/costs/pnl), and the instance bills by pool (GET /v1/admin/costs).
 import { useMemo, useState } from 'preact/hooks';
 import { api, must } from '../api/client';
 import { credits, Loading } from '../ui';
 import { LineChart, type Line } from './chart';
 import { LoadError, usePoll } from './common';
-import { pnlSeries, usd } from './format';
+import { columns, usd } from './format';
 
-const RANGES = [
-  { days: 7, label: 'Last 7 days' },
-  { days: 30, label: 'Last 30 days' },
-  { days: 90, label: 'Last 90 days' },
-  { days: 0, label: 'All time' },
+const RANGES: { key: string; hours: number; bucket: 'hour' | 'day'; label: string }[] = [
+  { key: '48h', hours: 48, bucket: 'hour', label: 'Last 48 hours, by the hour' },
+  { key: '7d', hours: 168, bucket: 'hour', label: 'Last 7 days, by the hour' },
+  { key: '30d', hours: 720, bucket: 'day', label: 'Last 30 days, by the day' },
+  { key: '365d', hours: 8760, bucket: 'day', label: 'Last year, by the day' },
 ];
 
-async function load(days: number) {
-  const since = days ? new Date(Date.now() - days * 86_400_000).toISOString() : undefined;
-  const [byDay, byTool, byPool] = await Promise.all([
+async function load(range: (typeof RANGES)[number]) {
+  const step = range.bucket === 'hour' ? 3_600_000 : 86_400_000;
+  // from the start of the bucket, so that the totals and the chart count the same jobs
+  const since = new Date(Math.floor((Date.now() - range.hours * 3_600_000) / step) * step).toISOString();
+  const [series, byDay, byTool, byPool] = await Promise.all([
+    must(api.GET('/v1/admin/costs/series', { params: { query: { bucket: range.bucket, since } } })),
     must(api.GET('/v1/admin/costs/pnl', { params: { query: { group_by: 'day', since } } })),
     must(api.GET('/v1/admin/costs/pnl', { params: { query: { group_by: 'tool', since } } })),
     must(api.GET('/v1/admin/costs', { params: { query: { group_by: 'pool', since } } })),
   ]);
-  return { byDay, byTool, byPool };
+  return { series, byDay, byTool, byPool };
 }
 
 export function Costs() {
-  const [days, setDays] = useState(30);
-  const [data, error] = usePoll(() => load(days), 30_000, [days]);
-  const series = useMemo(() => (data ? pnlSeries(data.byDay.rows) : null), [data]);
+  const [rangeKey, setRangeKey] = useState('48h');
+  const range = RANGES.find((r) => r.key === rangeKey) ?? RANGES[0];
+  const [data, error] = usePoll(() => load(range), 15_000, [rangeKey]);
+  const series = useMemo(() => (data ? columns(data.series.points) : null), [data]);
   const lines = useMemo<Line[]>(
     () =>
       series
@@ -43,9 +48,9 @@ export function Costs() {
     <div data-testid="admin-costs">
       <p>
         <label for="cost-range">Period</label>
-        <select id="cost-range" value={days} onChange={(e) => setDays(Number((e.target as HTMLSelectElement).value))}>
+        <select id="cost-range" value={rangeKey} onChange={(e) => setRangeKey((e.target as HTMLSelectElement).value)}>
           {RANGES.map((r) => (
-            <option key={r.days} value={r.days}>
+            <option key={r.key} value={r.key}>
               {r.label}
             </option>
           ))}
@@ -82,20 +87,26 @@ export function Costs() {
             {credits(data.byDay.revenue_credits)} captured at {data.byDay.credits_per_usd.toLocaleString('en-US')} credits per
             dollar.
           </p>
-          <h2>By day</h2>
-          {series.x.length === 0 ? (
-            <p class="muted">No jobs or instance bills in this period yet.</p>
-          ) : (
-            <LineChart
-              x={series.x}
-              lines={lines}
-              label={`Revenue, cost and margin per day over ${series.x.length} day${series.x.length === 1 ? '' : 's'}; the table below has the numbers`}
-            />
-          )}
+          <h2>Over time</h2>
+          <LineChart
+            x={series.x}
+            lines={lines}
+            label={`Revenue, cost and margin per ${range.bucket} over ${series.x.length} ${range.bucket}s; the table below has the ${range.bucket}s with activity`}
+          />
           <Table
-            caption="Profit and loss per day"
-            first="Day"
-            rows={data.byDay.rows.map((r) => [r.key, usd(r.net_revenue_usd), usd(r.cost_usd), usd(r.margin_usd), String(r.jobs)])}
+            caption={`Profit and loss per ${range.bucket}, where there was any`}
+            first={range.bucket === 'hour' ? 'Hour' : 'Day'}
+            rows={data.series.points
+              .map((p, n) => ({ p, n }))
+              .filter(({ p }) => p.jobs || p.revenue_credits || Number(p.cost_usd))
+              .reverse()
+              .map(({ p, n }) => [
+                range.bucket === 'hour' ? new Date(p.start).toLocaleString([], { dateStyle: 'short', timeStyle: 'short' }) : p.start.slice(0, 10),
+                usd(series.revenue[n]),
+                usd(p.cost_usd),
+                usd(series.margin[n]),
+                String(p.jobs),
+              ])}
           />
           <h2>By tool</h2>
           <Table

@@ -1,20 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ago, bytes, countByState, percent, pnlSeries, staging, tone, usd, type PnlRow } from './format';
-
-function row(key: string, revenue: string, cost: string, jobs = 1): PnlRow {
-  return {
-    key,
-    revenue_credits: 0,
-    royalty_credits: 0,
-    revenue_usd: revenue,
-    royalty_usd: '0',
-    net_revenue_usd: revenue,
-    cost_usd: cost,
-    margin_usd: String(Number(revenue) - Number(cost)),
-    jobs,
-    jobs_charged: jobs,
-  } as PnlRow;
-}
+import { ago, bytes, columns, countByState, percent, staging, tickDigits, tone, usd, type SeriesPoint } from './format';
 
 describe('countByState', () => {
   it('counts instances and orders live states first', () => {
@@ -73,16 +58,38 @@ describe('staging', () => {
   });
 });
 
-describe('pnlSeries', () => {
-  it('turns day rows into sorted columns and drops rows that are not days', () => {
-    const s = pnlSeries([row('2026-01-02', '3', '1', 2), row('(idle, no jobs)', '0', '5'), row('2026-01-01', '1', '0.5')]);
-    expect(s.x).toEqual([Date.parse('2026-01-01T00:00:00Z') / 1000, Date.parse('2026-01-02T00:00:00Z') / 1000]);
-    expect(s.revenue).toEqual([1, 3]);
-    expect(s.cost).toEqual([0.5, 1]);
-    expect(s.margin).toEqual([0.5, 2]);
-    expect(s.jobs).toEqual([1, 2]);
+describe('columns', () => {
+  const point = (start: string, revenue: string, royalty: string, cost: string, jobs = 1): SeriesPoint => ({
+    start,
+    revenue_credits: 0,
+    royalty_credits: 0,
+    revenue_usd: revenue,
+    royalty_usd: royalty,
+    cost_usd: cost,
+    jobs,
   });
-  it('is empty for no rows', () => {
-    expect(pnlSeries([]).x).toEqual([]);
+  it('turns buckets into sorted columns of net revenue, cost and margin', () => {
+    const c = columns([
+      point('2026-01-01T13:00:00Z', '0.3', '0.1', '0.05', 2),
+      point('2026-01-01T12:00:00Z', '0', '0', '0', 0),
+    ]);
+    expect(c.x).toEqual([Date.parse('2026-01-01T12:00:00Z') / 1000, Date.parse('2026-01-01T13:00:00Z') / 1000]);
+    expect(c.revenue).toEqual([0, 0.2]);
+    expect(c.cost).toEqual([0, 0.05]);
+    expect(c.margin).toEqual([0, 0.15]);
+    expect(c.jobs).toEqual([0, 2]);
+  });
+  it('is empty for no buckets', () => {
+    expect(columns([]).x).toEqual([]);
+  });
+});
+
+describe('tickDigits', () => {
+  it('shows as many decimals as the tick step needs', () => {
+    expect(tickDigits(5)).toBe(0);
+    expect(tickDigits(0.5)).toBe(1);
+    expect(tickDigits(0.0005)).toBe(4);
+    expect(tickDigits(0.001)).toBe(3);
+    expect(tickDigits(0)).toBe(0);
   });
 });

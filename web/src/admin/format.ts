@@ -3,7 +3,6 @@
 import type { Schemas } from '../api/client';
 
 export type Instance = Schemas['InstanceOut'];
-export type PnlRow = Schemas['PnlRowOut'];
 export type Lora = Schemas['LoraOut'];
 
 /** Instances by state, in the order an operator reads them (live ones first). */
@@ -77,10 +76,12 @@ export function ago(iso: string | null | undefined, now: number = Date.now()): s
   return `${Math.floor(seconds / 86400)} d ago`;
 }
 
-/** The P&L by day (GET /v1/admin/costs/pnl?group_by=day) as uPlot's columns: x in Unix
- * seconds (midnight UTC), then revenue, cost and margin in USD, and jobs. Rows whose key is not
- * a date are left out; days are sorted, and a day with no row is absent (uPlot draws the gap). */
-export interface PnlSeries {
+export type SeriesPoint = Schemas['SeriesPoint'];
+
+/** The cost series (GET /v1/admin/costs/series) as uPlot's columns: x in Unix seconds (each
+ * bucket's start), then revenue less royalties, cost and margin in USD, and jobs. The server
+ * sends every bucket, empty ones as zeros, so the columns line up without filling gaps here. */
+export interface Columns {
   x: number[];
   revenue: number[];
   cost: number[];
@@ -88,21 +89,24 @@ export interface PnlSeries {
   jobs: number[];
 }
 
-const DAY = /^\d{4}-\d{2}-\d{2}$/;
-
-export function pnlSeries(rows: readonly PnlRow[]): PnlSeries {
-  const days = rows
-    .filter((r) => DAY.test(r.key))
-    .map((r) => ({ t: Date.parse(`${r.key}T00:00:00Z`) / 1000, r }))
-    .sort((a, b) => a.t - b.t);
-  const num = (v: string | number) => Number(v);
+export function columns(points: readonly SeriesPoint[]): Columns {
+  const sorted = [...points].sort((a, b) => Date.parse(a.start) - Date.parse(b.start));
+  const net = (p: SeriesPoint) => Number(p.revenue_usd) - Number(p.royalty_usd);
+  // rounded to the micro-dollar the API counts in, so that 0.3 - 0.1 shows as 0.2
+  const micro = (v: number) => Math.round(v * 1e6) / 1e6;
   return {
-    x: days.map((d) => d.t),
-    revenue: days.map((d) => num(d.r.net_revenue_usd)),
-    cost: days.map((d) => num(d.r.cost_usd)),
-    margin: days.map((d) => num(d.r.margin_usd)),
-    jobs: days.map((d) => d.r.jobs),
+    x: sorted.map((p) => Date.parse(p.start) / 1000),
+    revenue: sorted.map((p) => micro(net(p))),
+    cost: sorted.map((p) => Number(p.cost_usd)),
+    margin: sorted.map((p) => micro(net(p) - Number(p.cost_usd))),
+    jobs: sorted.map((p) => p.jobs),
   };
+}
+
+/** Decimal places for axis labels whose ticks are `step` apart (0.0005 → 4). */
+export function tickDigits(step: number): number {
+  if (!(step > 0) || step >= 1) return 0;
+  return Math.min(8, Math.ceil(-Math.log10(step) - 1e-9));
 }
 
 /** Dollars as the admin pages show them: two decimals, or four under a cent (GPU seconds are
