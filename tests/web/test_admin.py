@@ -229,3 +229,54 @@ def test_a_signed_out_visitor_is_sent_to_sign_in_and_comes_back(studio_up: Up, p
     page.get_by_role("button", name="Sign in with API key").click()
     page.wait_for_url("**/admin/users")
     page.get_by_test_id("admin-users").wait_for()
+
+
+def test_an_admin_sets_a_tool_price_and_sees_the_api_refuse_a_split_it_cannot_serve(
+    studio_up: Up, page: Any
+) -> None:
+    tool = "sdxl-txt2img"
+    as_admin(page, studio_up, "tools")
+    card = page.get_by_role("region", name=re.compile(tool))
+    card.get_by_text("Price and traffic split of").click()
+    card.get_by_label("Price model").select_option("per_run")
+    card.get_by_label("Credits", exact=True).fill("7")
+    card.get_by_role("button", name="Set price").click()
+    card.get_by_test_id(f"price-{tool}").filter(has_text="7 cr per run").wait_for()
+    with studio_up.client() as http:
+        price = next(t for t in http.get("/v1/tools").json() if t["slug"] == tool)["price"]
+    assert (price["model"], price["credits"]) == ("per_run", 7)
+
+    # no ComfyUI Deploy here: the server's reason is shown, not a blank
+    card.get_by_label("Share to ComfyUI Deploy (%)").fill("50")
+    card.get_by_role("button", name="Set traffic split").click()
+    assert "ComfyUI Deploy is not configured" in card.get_by_role("alert").inner_text()
+
+    card.get_by_role("button", name="Use the derived price").click()
+    card.get_by_test_id(f"price-{tool}").filter(has_text="derived from our cost").wait_for()
+
+
+def test_an_admin_changes_a_pool_setting_and_creates_a_user_whose_key_is_shown_once(
+    studio_up: Up, page: Any
+) -> None:
+    with studio_up.client() as http:
+        before = http.get("/v1/admin/pools/default").json()["max_instances"]
+    as_admin(page, studio_up, "pools")
+    page.get_by_text("Settings of pool default").click()
+    page.get_by_label("Max instances").fill(str(before + 1))
+    page.get_by_role("button", name="Save pool settings").click()
+    page.get_by_text("Saved.").wait_for()
+    with studio_up.client() as http:
+        assert http.get("/v1/admin/pools/default").json()["max_instances"] == before + 1
+        http.patch("/v1/admin/pools/default", json={"max_instances": before})
+
+    page.get_by_role("link", name="Users & credits").click()
+    page.get_by_text("Create a user").click()
+    page.get_by_label("Name", exact=True).fill("new-dee")
+    page.get_by_role("button", name="Create user").click()
+    key = page.get_by_test_id("new-user-key").inner_text()
+    theirs = httpx.get(f"{studio_up.url}/v1/account", headers={"Authorization": f"Bearer {key}"})
+    assert theirs.status_code == 200 and theirs.json()["user"]["name"] == "new-dee"
+    page.get_by_test_id("user-account").get_by_role("heading", name="Account of new-dee").wait_for()
+    page.reload()
+    page.get_by_test_id("admin-users").wait_for()
+    assert page.get_by_test_id("new-user-key").count() == 0
