@@ -104,14 +104,17 @@ function DocBody({ doc }: { doc: DocPage }) {
     <div class="doc-layout">
       {doc.toc.length > 0 && (
         <nav class="toc" aria-label="On this page">
-          <h2>On this page</h2>
-          <ul>
-            {doc.toc.map((entry) => (
-              <li key={entry.id} class={`level-${entry.level}`}>
-                <a href={`#${entry.id}`}>{entry.text}</a>
-              </li>
-            ))}
-          </ul>
+          {/* Folded on a phone, where it would fill the first screen before the text. */}
+          <details open={wideScreen()}>
+            <summary>On this page</summary>
+            <ul>
+              {doc.toc.map((entry) => (
+                <li key={entry.id} class={`level-${entry.level}`}>
+                  <a href={`#${entry.id}`}>{entry.text}</a>
+                </li>
+              ))}
+            </ul>
+          </details>
         </nav>
       )}
       <article class="doc" aria-label={doc.title}>
@@ -122,3 +125,5 @@ function DocBody({ doc }: { doc: DocPage }) {
     </div>
   );
 }
+
+const wideScreen = (): boolean => typeof matchMedia !== 'function' || matchMedia('(min-width: 960px)').matches;

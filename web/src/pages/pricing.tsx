@@ -41,8 +41,12 @@ export default function Pricing(_: PageProps) {
               <tr>
                 <th scope="col">Tool</th>
                 <th scope="col">Price</th>
-                <th scope="col">Model</th>
-                <th scope="col">Kind</th>
+                <th scope="col" class="wide-only">
+                  Model
+                </th>
+                <th scope="col" class="wide-only">
+                  Kind
+                </th>
                 <th scope="col">Status</th>
               </tr>
             </thead>
@@ -58,8 +62,8 @@ export default function Pricing(_: PageProps) {
                       {priceLabel(tool.price)}
                       {note && <div class="hint">{note}</div>}
                     </td>
-                    <td>{tool.price ? (MODEL_NAMES[tool.price.model] ?? tool.price.model) : '—'}</td>
-                    <td>{KIND_NAMES[tool.kind] ?? tool.kind}</td>
+                    <td class="wide-only">{tool.price ? (MODEL_NAMES[tool.price.model] ?? tool.price.model) : '—'}</td>
+                    <td class="wide-only">{KIND_NAMES[tool.kind] ?? tool.kind}</td>
                     <td>
                       {tool.available ? (
                         <span class="badge ok">available</span>
