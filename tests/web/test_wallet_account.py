@@ -177,6 +177,30 @@ def test_revoking_the_key_this_browser_signed_in_with_signs_it_out(studio_up: Up
     )
 
 
+def test_the_ledger_pages_newest_first(studio_up: Up, page: Any) -> None:
+    user_id, key = new_user(studio_up, "ledgerreader")
+    with studio_up.client() as http:
+        for n in range(1, 23):
+            granted = http.post(
+                f"/v1/admin/users/{user_id}/credits",
+                json={"amount": n, "reason": f"grant number {n}"},
+                headers={"Idempotency-Key": f"ledger-{user_id}-{n}"},
+            )
+            assert granted.status_code == 201, granted.text
+    sign_in_with_key(page, studio_up, key)
+    page.goto(f"{studio_up.url}/account")
+    rows = page.get_by_test_id("ledger").locator("tbody tr")
+    rows.first.wait_for()
+    assert rows.count() == 20
+    assert "grant number 22" in rows.first.inner_text() and "+22 cr" in rows.first.inner_text()
+    assert "253 cr" in rows.first.inner_text()  # the balance after it: 1 + 2 + ... + 22
+    page.get_by_role("button", name="Older entries").click()
+    rows.nth(21).wait_for()
+    assert rows.count() == 22
+    assert "grant number 1" in rows.last.inner_text() and "+1 cr" in rows.last.inner_text()
+    assert page.get_by_role("button", name="Older entries").count() == 0
+
+
 # -- deposits against a real local chain ------------------------------------------------------------
 CONFIRMATIONS = 2
 ETH_CREDITS = 2000  # credits per ETH
