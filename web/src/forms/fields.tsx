@@ -91,11 +91,11 @@ function Described({ field, error, children }: { field: Field; error?: string; c
     <div class={`field field-${field.kind}${error ? ' invalid' : ''}`}>
       <label for={id(field.name)}>
         {field.label}
-        {field.required && <span class="hint"> (required)</span>}
       </label>
       {children}
-      {field.description && (
+      {(field.description || field.required) && (
         <p class="hint" id={`${id(field.name)}-help`}>
+          {field.required && <strong class="required">Required. </strong>}
           {field.description}
         </p>
       )}
@@ -109,7 +109,7 @@ function Described({ field, error, children }: { field: Field; error?: string; c
 }
 
 function describedBy(field: Field, error?: string): string | undefined {
-  const ids = [field.description ? `${id(field.name)}-help` : '', error ? `${id(field.name)}-error` : ''].filter(Boolean);
+  const ids = [field.description || field.required ? `${id(field.name)}-help` : '', error ? `${id(field.name)}-error` : ''].filter(Boolean);
   return ids.length ? ids.join(' ') : undefined;
 }
 
@@ -127,6 +127,7 @@ function FieldControl({ field, value, error, onChange, previews }: ControlProps)
     name: field.name,
     'aria-describedby': describedBy(field, error),
     'aria-invalid': error ? ('true' as const) : undefined,
+    'aria-required': field.required ? ('true' as const) : undefined,
   };
   const text = typeof value === 'string' ? value : '';
   switch (field.kind) {
@@ -191,7 +192,7 @@ function FieldControl({ field, value, error, onChange, previews }: ControlProps)
               title="Roll a random seed"
               onClick={() => onChange(String(randomSeed()))}
             >
-              <span aria-hidden="true">🎲</span>
+              <DiceIcon />
             </button>
             {text !== '' && (
               <button type="button" class="link" onClick={() => onChange('')}>
@@ -244,6 +245,24 @@ function FieldControl({ field, value, error, onChange, previews }: ControlProps)
         </Described>
       );
   }
+}
+
+/** A die's face (five pips); drawn, since emoji fonts are not everywhere. */
+function DiceIcon() {
+  return (
+    <svg aria-hidden="true" width="20" height="20" viewBox="0 0 20 20" focusable="false">
+      <rect x="1.5" y="1.5" width="17" height="17" rx="4" fill="none" stroke="currentColor" stroke-width="1.6" />
+      {[
+        [6, 6],
+        [14, 6],
+        [10, 10],
+        [6, 14],
+        [14, 14],
+      ].map(([cx, cy]) => (
+        <circle key={`${cx}-${cy}`} cx={cx} cy={cy} r="1.7" fill="currentColor" />
+      ))}
+    </svg>
+  );
 }
 
 function SizePresets(props: {
@@ -322,7 +341,6 @@ function ImageField({ field, value, error, onChange, previews }: ControlProps) {
     <div class={`field field-image${error ? ' invalid' : ''}`}>
       <label for={id(field.name)}>
         {field.label}
-        {field.required && <span class="hint"> (required)</span>}
       </label>
       <div
         class={`dropzone${over ? ' over' : ''}`}
@@ -345,6 +363,7 @@ function ImageField({ field, value, error, onChange, previews }: ControlProps) {
           accept="image/png,image/jpeg,image/webp"
           multiple={field.many}
           aria-describedby={describedBy(field, error)}
+          aria-required={field.required ? 'true' : undefined}
           onChange={(e) => void take(e.currentTarget.files)}
         />
         <p class="hint">{busy ? 'Uploading…' : `Choose ${field.many ? 'images' : 'an image'} or drop ${field.many ? 'them' : 'one'} here.`}</p>
@@ -367,8 +386,9 @@ function ImageField({ field, value, error, onChange, previews }: ControlProps) {
           </ul>
         )}
       </div>
-      {field.description && (
+      {(field.description || field.required) && (
         <p class="hint" id={`${id(field.name)}-help`}>
+          {field.required && <strong class="required">Required. </strong>}
           {field.description}
         </p>
       )}
