@@ -1,5 +1,6 @@
 // What every admin section shares: polling for live views, the "admins only" answer, and how a
 // section shows a failed load (a 403 is the admins-only page, never a bare error).
+import type { ComponentChildren } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError } from '../api/client';
 import { ErrorMessage } from '../ui';
@@ -87,4 +88,13 @@ export function useAction(): {
       }
     },
   };
+}
+
+/** A table that may scroll sideways on a phone: focusable, so a keyboard can scroll it too. */
+export function Scroller({ label, children }: { label: string; children: ComponentChildren }) {
+  return (
+    <div class="table-wrap" tabIndex={0} role="region" aria-label={label}>
+      {children}
+    </div>
+  );
 }

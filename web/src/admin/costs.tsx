@@ -5,7 +5,7 @@ import { useMemo, useState } from 'preact/hooks';
 import { api, must } from '../api/client';
 import { credits, Loading } from '../ui';
 import { LineChart, type Line } from './chart';
-import { LoadError, usePoll } from './common';
+import { LoadError, Scroller, usePoll } from './common';
 import { columns, usd } from './format';
 
 const RANGES: { key: string; hours: number; bucket: 'hour' | 'day'; label: string }[] = [
@@ -119,7 +119,7 @@ export function Costs() {
             Billed {usd(data.byPool.billed)} for {data.byPool.instances} instance{data.byPool.instances === 1 ? '' : 's'}:{' '}
             {usd(data.byPool.attributed)} carried by {data.byPool.jobs} jobs, {usd(data.byPool.unattributed)} idle.
           </p>
-          <div class="table-wrap">
+          <Scroller label="Costs per pool">
             <table>
               <caption class="visually-hidden">Costs per pool</caption>
               <thead>
@@ -141,7 +141,7 @@ export function Costs() {
                 ))}
               </tbody>
             </table>
-          </div>
+          </Scroller>
           {data.byDay.notes.length > 0 && (
             <ul class="hint">
               {data.byDay.notes.map((n) => (
@@ -158,7 +158,7 @@ export function Costs() {
 function Table({ caption, first, rows }: { caption: string; first: string; rows: string[][] }) {
   if (rows.length === 0) return <p class="muted">Nothing yet.</p>;
   return (
-    <div class="table-wrap">
+    <Scroller label={caption}>
       <table>
         <caption class="visually-hidden">{caption}</caption>
         <thead>
@@ -180,6 +180,6 @@ function Table({ caption, first, rows }: { caption: string; first: string; rows:
           ))}
         </tbody>
       </table>
-    </div>
+    </Scroller>
   );
 }

@@ -1,7 +1,7 @@
 // Overview: the queue, instances by state and the pools, refreshed every 2 s.
 import { api, must } from '../api/client';
 import { Loading } from '../ui';
-import { LoadError, usePoll } from './common';
+import { LoadError, Scroller, usePoll } from './common';
 import { countByState, tone } from './format';
 
 const QUEUE_KEYS = ['queued', 'assigned', 'running', 'completed', 'failed', 'cancelled'] as const;
@@ -35,7 +35,7 @@ export function Overview() {
         </ul>
       )}
       <h2>Pools</h2>
-      <div class="table-wrap">
+      <Scroller label="Pools">
         <table>
           <thead>
             <tr>
@@ -66,7 +66,7 @@ export function Overview() {
             ))}
           </tbody>
         </table>
-      </div>
+      </Scroller>
     </div>
   );
 }

@@ -3,7 +3,7 @@
 import { useState } from 'preact/hooks';
 import { api, must, type Schemas } from '../api/client';
 import { Loading, Notice } from '../ui';
-import { LoadError, useAction, usePoll } from './common';
+import { LoadError, Scroller, useAction, usePoll } from './common';
 import { ago, percent, tone, type Instance } from './format';
 
 type Pool = Schemas['PoolDetail'];
@@ -64,7 +64,7 @@ function PoolCard({ pool, instances, onSaved }: { pool: Pool; instances: Instanc
       {instances.length === 0 ? (
         <p class="muted">No instances in this pool.</p>
       ) : (
-        <div class="table-wrap">
+        <Scroller label={`Instances of pool ${pool.name}`}>
           <table data-testid={`instances-${pool.name}`}>
             <thead>
               <tr>
@@ -82,7 +82,7 @@ function PoolCard({ pool, instances, onSaved }: { pool: Pool; instances: Instanc
               ))}
             </tbody>
           </table>
-        </div>
+        </Scroller>
       )}
       <PoolSettings pool={pool} onSaved={onSaved} />
     </section>

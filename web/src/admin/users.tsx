@@ -5,7 +5,7 @@
 import { useState } from 'preact/hooks';
 import { api, must, type Schemas } from '../api/client';
 import { credits, Loading, Notice } from '../ui';
-import { LoadError, useAction, usePoll } from './common';
+import { LoadError, Scroller, useAction, usePoll } from './common';
 import { newIdempotencyKey } from './format';
 
 type User = Schemas['UserOut'];
@@ -28,7 +28,7 @@ export function Users() {
       {!users ? (
         !error && <Loading what="Loading the users" />
       ) : (
-        <div class="table-wrap">
+        <Scroller label="Users">
           <table>
             <thead>
               <tr>
@@ -58,7 +58,7 @@ export function Users() {
               ))}
             </tbody>
           </table>
-        </div>
+        </Scroller>
       )}
       {user && <UserAccount key={user.id} user={user} />}
     </div>
@@ -143,7 +143,7 @@ function UserAccount({ user }: { user: User }) {
           {data.ledger.entries.length === 0 ? (
             <p class="muted">No entries yet.</p>
           ) : (
-            <div class="table-wrap">
+            <Scroller label="Ledger">
               <table data-testid="user-ledger">
                 <thead>
                   <tr>
@@ -171,7 +171,7 @@ function UserAccount({ user }: { user: User }) {
                   ))}
                 </tbody>
               </table>
-            </div>
+            </Scroller>
           )}
         </>
       )}
