@@ -234,5 +234,12 @@ def test_pricing_shows_the_deposit_chains_and_a_price_an_admin_set(
         assert "3,000,000 cr per ETH" in base.inner_text() and "1,000 cr per USDC" in base.inner_text()
         assert axe_violations(page) == []
         shot(page, "pricing-deposits")
+        # A price changed while the page is open shows when the person comes back to the tab.
+        with up.client() as http:
+            assert http.put(
+                "/v1/admin/tools/sdxl-txt2img/price", json={"model": "per_run", "credits": 7}
+            ).is_success
+        page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+        price.get_by_text("7 cr per run").wait_for()
     finally:
         up.cleanup()

@@ -1,5 +1,6 @@
 // The public catalog the landing and pricing pages read (GET /v1/catalog: no sign-in needed),
 // and how a tool's price reads to a person. Plain functions, tested in catalog.test.ts.
+import { useEffect } from 'preact/hooks';
 import { api, must, type Schemas } from '../api/client';
 import { credits } from '../ui';
 
@@ -8,6 +9,16 @@ export type Tool = Schemas['ToolSummary'];
 export type Price = Schemas['PriceOut'];
 
 export const loadCatalog = (): Promise<Catalog> => must(api.GET('/v1/catalog'));
+
+/** Load again when the person comes back to the tab: prices and availability change while a
+ * page sits open (an admin sets a price, the LLM endpoint comes up), and this costs no polling. */
+export function useReloadOnReturn(reload: () => void): void {
+  useEffect(() => {
+    const onVisible = () => document.visibilityState === 'visible' && reload();
+    document.addEventListener('visibilitychange', onVisible);
+    return () => document.removeEventListener('visibilitychange', onVisible);
+  }, [reload]);
+}
 
 /** What one unit of each price model is (the server's PriceKind values). */
 export const UNITS: Record<string, string> = {

@@ -2,11 +2,12 @@
 // It is the one page in the entry chunk, so it stays small: no libraries beyond the shell's.
 import type { PageProps } from '../app';
 import { ErrorMessage, Loading, PageTitle, useLoad } from '../ui';
-import { byCategory, categoryName, KIND_NAMES, loadCatalog, priceLabel, priceNote, type Tool } from './catalog';
+import { byCategory, categoryName, KIND_NAMES, loadCatalog, priceLabel, priceNote, type Tool, useReloadOnReturn } from './catalog';
 import './landing.css';
 
 export default function Landing(_: PageProps) {
   const [catalog, error, reload] = useLoad(loadCatalog);
+  useReloadOnReturn(reload);
   return (
     <div class="landing">
       <section class="hero" aria-label="Introduction">

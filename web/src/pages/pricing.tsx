@@ -4,13 +4,14 @@ import type { PageProps } from '../app';
 import { api, must, type Schemas } from '../api/client';
 import { signedIn } from '../session';
 import { credits, ErrorMessage, Loading, PageTitle, useLoad } from '../ui';
-import { KIND_NAMES, loadCatalog, MODEL_NAMES, priceLabel, priceNote, usdPerCredit } from './catalog';
+import { KIND_NAMES, loadCatalog, MODEL_NAMES, priceLabel, priceNote, usdPerCredit, useReloadOnReturn } from './catalog';
 import './pricing.css';
 
 type Chain = Schemas['ChainOut'];
 
 export default function Pricing(_: PageProps) {
   const [catalog, error, reload] = useLoad(loadCatalog);
+  useReloadOnReturn(reload);
   return (
     <div class="pricing">
       <PageTitle>Pricing</PageTitle>
