@@ -10,16 +10,39 @@ test-output/generate-first-progress.json."""
 
 from __future__ import annotations
 
+import base64
+import io
 import itertools
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 
+from tests.e2e.conftest import Up, make_up, wait_for
+from tests.fakes.model_hubs import FakeHubs
 from tests.web.conftest import REPO, axe_violations, new_user, open_page, shot, sign_in_with_key
 
 PROGRESS_JSON = REPO / "test-output" / "generate-first-progress.json"
+
+
+@pytest.fixture(scope="module")
+def hubs() -> Iterator[FakeHubs]:
+    fake = FakeHubs().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def studio_up(tmp_path_factory: pytest.TempPathFactory, hubs: FakeHubs) -> Iterator[Up]:
+    """`swarmstation up` (the emulator at its default pace) that imports LoRAs from a fake Civitai."""
+    up = make_up(tmp_path_factory.mktemp("generate"), civitai_base_url=hubs.url)
+    up.start()
+    yield up
+    up.cleanup()
+
 
 # Records what the progress bar shows, with the time, from the click on Generate on.
 WATCH_PROGRESS = """
@@ -258,3 +281,100 @@ def test_signed_out_visitors_are_sent_to_sign_in(studio_up: Any, page: Any) -> N
     page.wait_for_url(re.compile(r"/signin\?next=%2Fgenerate%2Fsdxl-txt2img"))
     page.goto(f"{studio_up.url}/history")
     page.wait_for_url(re.compile(r"/signin\?next=%2Fhistory"))
+
+
+def png_bytes(size: int = 96) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (200, 80, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# A file dropped on an element, as a person dragging it from their desktop would.
+DROP_FILE = """
+([selector, name, b64]) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const data = new DataTransfer();
+  data.items.add(new File([bytes], name, { type: 'image/png' }));
+  const target = document.querySelector(selector);
+  target.dispatchEvent(new DragEvent('dragover', { dataTransfer: data, bubbles: true, cancelable: true }));
+  target.dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));
+}
+"""
+
+
+def test_an_image_dropped_on_the_field_is_uploaded_and_redrawn(studio_up: Up, page: Any) -> None:
+    _, key = new_user(studio_up, "gen-dora", credits=20)
+    sign_in_with_key(page, studio_up, key)
+    page.goto(f"{studio_up.url}/generate/sd15-img2img")
+    page.get_by_label("Prompt", exact=True).fill("a red fox in the snow")
+    assert "Fill in the image" in page.get_by_test_id("quote").inner_text()
+    page.evaluate(DROP_FILE, ["[data-testid=drop-image]", "fox.png", base64.b64encode(png_bytes()).decode()])
+    chosen = page.get_by_role("list", name="Image: chosen")
+    chosen.get_by_text("fox.png").wait_for()
+    assert chosen.get_by_role("img", name="fox.png").is_visible()
+    page.get_by_test_id("quote").get_by_text(re.compile("costs up to")).wait_for()
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("img", name="Generated: a red fox in the snow").wait_for(timeout=60_000)
+    job_id = page.locator("[data-testid=job-panel]").first.get_attribute("data-job-id")
+    ran = job(key, studio_up.url, str(job_id))
+    assert ran["state"] == "COMPLETED" and str(ran["inputs"]["image"]).startswith("upload:")
+
+    # an undecodable file is refused with the server's message
+    page.evaluate(
+        DROP_FILE, ["[data-testid=drop-image]", "broken.png", base64.b64encode(b"not a png").decode()]
+    )
+    page.get_by_role("alert").filter(has_text="not a readable image").wait_for()
+
+
+def test_upscale_this_opens_the_upscaler_with_the_output_as_its_image(studio_up: Up, page: Any) -> None:
+    _, key = new_user(studio_up, "gen-erin", credits=20)
+    sign_in_with_key(page, studio_up, key)
+    page.goto(f"{studio_up.url}/generate/sd15-txt2img")
+    page.get_by_label("Prompt", exact=True).fill("a small boat")
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("img", name="Generated: a small boat").wait_for(timeout=60_000)
+    source = job(
+        key, studio_up.url, str(page.locator("[data-testid=job-panel]").first.get_attribute("data-job-id"))
+    )
+    page.get_by_role("button", name="Upscale this").click()
+    page.get_by_role("heading", name="4x upscale (UltraSharp)").wait_for()
+    chosen = page.get_by_role("list", name="Image: chosen")
+    chosen.get_by_role("img", name="an earlier output").wait_for()
+    page.get_by_role("button", name="Generate").click()
+    page.locator("[data-testid=job-panel]").get_by_text("Done").wait_for(timeout=60_000)
+    upscaled = job(
+        key, studio_up.url, str(page.locator("[data-testid=job-panel]").first.get_attribute("data-job-id"))
+    )
+    assert upscaled["tool"] == "upscale-4x" and upscaled["state"] == "COMPLETED"
+    assert upscaled["inputs"]["image"] == f"output:{source['outputs'][0]['id']}"
+
+
+def test_the_prompt_shows_lora_triggers_and_which_loras_will_apply(
+    studio_up: Up, hubs: FakeHubs, page: Any
+) -> None:
+    hubs.add_civitai_lora(7, 70, name="Ink Wash", trained_words=["ink wash painting"], base_model="SDXL 1.0")
+    with studio_up.client() as http:
+        imported = http.post("/v1/loras/import", json={"url": f"{hubs.url}/models/7"})
+        assert imported.status_code == 201, imported.text
+        slug = imported.json()["slug"]
+        approved = http.post(f"/v1/admin/loras/{slug}/approve", json={"visibility": "public"})
+        assert approved.status_code in (200, 202), approved.text
+        wait_for(
+            lambda: http.get(f"/v1/loras/{slug}").json()["moderation_status"] == "approved", 30, "approval"
+        )
+    _, key = new_user(studio_up, "gen-fay", credits=20)
+    sign_in_with_key(page, studio_up, key)
+    page.goto(f"{studio_up.url}/generate/sdxl-txt2img")
+    prompt = page.get_by_label("Prompt", exact=True)
+    prompt.fill("mountains at dawn")
+    preview = page.get_by_test_id("lora-preview")
+    preview.get_by_text("No LoRAs apply to this prompt.").wait_for()
+    page.get_by_role("button", name=re.compile("Add the trigger “ink wash painting”")).click()
+    assert prompt.input_value() == "mountains at dawn, ink wash painting"
+    preview.get_by_text(f"Applies: {slug}", exact=False).wait_for()
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("img", name=re.compile("Generated: mountains at dawn")).wait_for(timeout=60_000)
+    page.get_by_role("link", name="Details").click()
+    page.get_by_test_id("applied-loras").get_by_text(slug).wait_for()
