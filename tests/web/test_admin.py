@@ -130,6 +130,13 @@ def test_an_admin_attaches_a_machine_and_sees_it_appear_in_the_pool_view(studio_
     with studio_up.client() as http:
         assert http.post(f"/v1/admin/instances/{attached[0]['id']}/detach").status_code == 200
     wait_for(lambda: row.count() == 0, 10, "the detached machine to leave the pool view")
+    # and a machine attached elsewhere (the CLI, another admin) appears in it, no reload either
+    with studio_up.client() as http:
+        other = http.post("/v1/admin/instances", json={"pool": "default", "name": "rack-a100"})
+        assert other.status_code == 201, other.text
+    page.get_by_test_id("instance-row").filter(has_text="rack-a100").wait_for(timeout=10_000)
+    with studio_up.client() as http:
+        http.post(f"/v1/admin/instances/{other.json()['instance_id']}/detach")
     # the worker command was shown once: coming back to the form does not show it again
     page.get_by_role("link", name="Attach a machine").click()
     page.get_by_role("button", name="Attach machine").wait_for()

@@ -91,12 +91,13 @@ function PoolCard({ pool, instances, onSaved }: { pool: Pool; instances: Instanc
 
 function InstanceRow({ instance: i }: { instance: Instance }) {
   const [open, setOpen] = useState(false);
-  const label = (i.info?.name as string | undefined) ?? i.provider_instance_id ?? i.id.slice(0, 8);
+  // an attached machine's name, else the start of our id (the provider's id is in the title)
+  const label = (i.info?.name as string | undefined) ?? i.id.slice(0, 8);
   return (
     <>
       <tr data-testid="instance-row" data-instance-id={i.id}>
         <td>
-          <code title={i.id}>{label}</code>
+          <code title={`${i.id}${i.provider_instance_id ? ` (${i.provider}: ${i.provider_instance_id})` : ''}`}>{label}</code>
           <div class="hint">{i.provider}</div>
         </td>
         <td>
