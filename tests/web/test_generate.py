@@ -378,3 +378,40 @@ def test_the_prompt_shows_lora_triggers_and_which_loras_will_apply(
     page.get_by_role("img", name=re.compile("Generated: mountains at dawn")).wait_for(timeout=60_000)
     page.get_by_role("link", name="Details").click()
     page.get_by_test_id("applied-loras").get_by_text(slug).wait_for()
+
+
+def test_history_follows_a_pipeline_run_live_and_reruns_it(studio_up: Up, page: Any) -> None:
+    _, key = new_user(studio_up, "gen-gus", credits=50)
+    sign_in_with_key(page, studio_up, key)
+    page.goto(f"{studio_up.url}/history")
+    page.get_by_text("No runs yet.").wait_for()
+    pipeline = {
+        "inputs": {"idea": {"type": "string"}},
+        "steps": {
+            "gen": {"tool": "sd15-txt2img", "inputs": {"prompt": {"input": "idea"}, "steps": 100}},
+            "big": {"tool": "upscale-4x", "inputs": {"image": {"from": "gen", "output": "image"}}},
+        },
+    }
+    made = httpx.post(
+        f"{studio_up.url}/v1/runs",
+        json={"pipeline": pipeline, "inputs": {"idea": "a castle on a hill"}},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert made.status_code == 201, made.text
+    run_id = made.json()["id"]
+    # the list picks up the run and its step job without a reload
+    link = page.get_by_role("link", name=f"Run {run_id[:8]}")
+    link.wait_for(timeout=15_000)
+    page.get_by_test_id("history-job").first.wait_for()
+    link.click()
+    page.get_by_role("heading", name=f"Run {run_id[:8]}").wait_for()
+    page.get_by_text("updating live").wait_for()
+    page.get_by_text("completed", exact=True).first.wait_for(timeout=60_000)
+    page.wait_for_function("() => !document.body.textContent.includes('updating live')", timeout=60_000)
+    assert page.get_by_role("img", name="Step gen output 1").is_visible()
+    assert page.get_by_role("img", name="Step big output 1").is_visible()
+    assert "a castle on a hill" in page.locator("pre").inner_text()
+    assert axe_violations(page) == []
+    page.get_by_role("button", name="Rerun").click()
+    page.wait_for_url(re.compile(r"/history/run/(?!" + run_id + r")[\w-]+$"))
+    page.get_by_role("heading", name=re.compile(r"^Run ")).wait_for()

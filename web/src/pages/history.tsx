@@ -20,6 +20,7 @@ type Run = Schemas['RunOut'];
 type LedgerEntry = Schemas['LedgerPage']['entries'][number];
 
 const POLL_MS = 1500;
+const IDLE_POLL_MS = 5000;
 const JOB_STATES = ['QUEUED', 'ASSIGNED', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED'];
 const RUN_STATE_OF: Record<string, Schemas['RunState'] | null> = {
   QUEUED: 'PENDING',
@@ -63,8 +64,14 @@ function promptOf(job: Job): string {
   return typeof p === 'string' && p ? p : job.tool;
 }
 
-/** Load `load` now and again every POLL_MS while `live(value)` says something is unfinished. */
-function usePolled<T>(load: () => Promise<T>, live: (v: T) => boolean, deps: unknown[]): [T | undefined, unknown] {
+/** Load `load` now and again every POLL_MS while `live(value)` says something is unfinished;
+ * with `idleMs`, also every idleMs after that (the list: a job started elsewhere shows up). */
+function usePolled<T>(
+  load: () => Promise<T>,
+  live: (v: T) => boolean,
+  deps: unknown[],
+  idleMs?: number,
+): [T | undefined, unknown] {
   const [value, setValue] = useState<T | undefined>(undefined);
   const [error, setError] = useState<unknown>(null);
   useEffect(() => {
@@ -77,6 +84,7 @@ function usePolled<T>(load: () => Promise<T>, live: (v: T) => boolean, deps: unk
           setValue(v);
           setError(null);
           if (live(v)) timer = setTimeout(tick, POLL_MS);
+          else if (idleMs) timer = setTimeout(tick, idleMs);
         },
         (e: unknown) => {
           if (!alive) return;
@@ -118,6 +126,7 @@ function HistoryList() {
     },
     (d) => d.jobs.some((j) => !FINAL_STATES.has(j.state)) || d.runs.some((r) => !RUN_FINAL.has(r.state)),
     [tool, state],
+    IDLE_POLL_MS,
   );
   const toolOptions = useMemo(() => [...new Set([...tools, ...(data?.jobs.map((j) => j.tool) ?? []), ...(tool ? [tool] : [])])].sort(), [tools, data, tool]);
 
