@@ -265,6 +265,13 @@ def test_tweak_links_prefill_the_form_and_narrow_screens_do_not_scroll_sideways(
         page.get_by_role("button", name="Roll a random seed").click()
         assert page.get_by_label("Seed", exact=True).input_value() != "1879501611239828158"
         assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_role("img", name="Generated: a blue whale").wait_for(timeout=60_000)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        shot(page, "generate-375")
+        page.get_by_role("link", name="Details").click()
+        page.get_by_test_id("job-inputs").wait_for()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
         page.goto(f"{up.url}/history")
         page.get_by_role("heading", name="History").wait_for()
         assert page.evaluate("document.documentElement.scrollWidth") <= 375

@@ -350,11 +350,17 @@ function JobPanel(props: {
   busy: boolean;
 }) {
   const [view, job] = useJobProgress(props.job);
+  const panel = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    // on a narrow screen the result is below the form: bring the progress bar into sight
+    const el = panel.current;
+    if (el && el.getBoundingClientRect().top > window.innerHeight - 80) el.scrollIntoView({ block: 'start' });
+  }, []);
   const prompt = typeof job.inputs.prompt === 'string' ? job.inputs.prompt : job.tool;
   const images = job.outputs.filter((o) => isImage(o.content_type));
   const others = job.outputs.filter((o) => !isImage(o.content_type));
   return (
-    <div class="card job-panel" data-testid="job-panel" data-job-id={job.id}>
+    <div ref={panel} class="card job-panel" data-testid="job-panel" data-job-id={job.id}>
       <h2>{view.done ? (view.failed ? 'It did not finish' : 'Result') : 'Generating'}</h2>
       <progress
         aria-label="Generation progress"
