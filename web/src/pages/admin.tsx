@@ -2,18 +2,33 @@
 // else gets the admins-only message (and the API answers them 403); signed-out visitors are
 // sent to sign in first.
 import type { ComponentType } from 'preact';
+import { useEffect, useState } from 'preact/hooks';
 import type { PageProps } from '../app';
 import { isAdmin } from '../session';
-import { PageTitle, RequireSignIn } from '../ui';
+import { ErrorMessage, Loading, PageTitle, RequireSignIn } from '../ui';
 import { AdminsOnly } from '../admin/common';
 import { Overview } from '../admin/overview';
 import { Pools } from '../admin/pools';
 import { Loras } from '../admin/loras';
 import { Users } from '../admin/users';
-import { Costs } from '../admin/costs';
 import { Tools } from '../admin/tools';
 import { Attach } from '../admin/attach';
 import './admin.css';
+
+/** The costs section with its chart library (uPlot), loaded when it is opened: the other
+ * sections do not pay for it. */
+function Costs() {
+  const [Section, setSection] = useState<ComponentType | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    import('../admin/costs').then(
+      (m) => setSection(() => m.Costs),
+      () => setError(new Error('The costs charts could not be loaded; reload to try again.')),
+    );
+  }, []);
+  if (error) return <ErrorMessage error={error} />;
+  return Section ? <Section /> : <Loading what="Loading the charts" />;
+}
 
 const SECTIONS: { slug: string; title: string; component: ComponentType }[] = [
   { slug: 'overview', title: 'Overview', component: Overview },
