@@ -422,3 +422,47 @@ def test_history_follows_a_pipeline_run_live_and_reruns_it(studio_up: Up, page: 
     page.get_by_role("button", name="Rerun").click()
     page.wait_for_url(re.compile(r"/history/run/(?!" + run_id + r")[\w-]+$"))
     page.get_by_role("heading", name=re.compile(r"^Run ")).wait_for()
+
+
+def test_the_quote_follows_the_inputs(studio_up: Up, page: Any) -> None:
+    with studio_up.client() as http:
+        priced = http.put(
+            "/v1/admin/tools/flux-txt2img/price", json={"model": "per_megapixel", "credits": 10}
+        )
+        assert priced.status_code == 200, priced.text
+    _, key = new_user(studio_up, "gen-hal", credits=100)
+    sign_in_with_key(page, studio_up, key)
+    page.goto(f"{studio_up.url}/generate/flux-txt2img")
+    page.get_by_label("Prompt", exact=True).fill("a lantern")
+    quote = page.get_by_test_id("quote")
+
+    def quoted() -> int:
+        page.wait_for_function(
+            "() => /costs up to \\d+ cr/.test(document.querySelector('[data-testid=quote]').textContent)"
+        )
+        return int(re.search(r"costs up to (\d+) cr", quote.inner_text()).group(1))  # type: ignore[union-attr]
+
+    def expected(width: int, height: int) -> int:
+        body = {"tool": "flux-txt2img", "inputs": {"prompt": "a lantern", "width": width, "height": height}}
+        answer = httpx.post(
+            f"{studio_up.url}/v1/quotes", json=body, headers={"Authorization": f"Bearer {key}"}
+        )
+        return int(answer.json()["total"])
+
+    page.get_by_label("Width", exact=True).fill("512")
+    page.get_by_label("Height", exact=True).fill("512")
+    assert page.get_by_role("button", name="Square 1024×1024").get_attribute("aria-pressed") == "false"
+    small = expected(512, 512)
+    page.wait_for_function(
+        "(n) => document.querySelector('[data-testid=quote]').textContent.includes(`up to ${n} cr`)",
+        arg=small,
+    )
+    page.get_by_role("button", name="Square 1024×1024").click()
+    big = expected(1024, 1024)
+    assert big > small
+    page.wait_for_function(
+        "(n) => document.querySelector('[data-testid=quote]').textContent.includes(`up to ${n} cr`)", arg=big
+    )
+    assert quoted() == big
+    page.get_by_label("Width", exact=True).fill("5000")
+    page.get_by_text("Fill in the width to see the price.").wait_for()
