@@ -465,4 +465,4 @@ def test_the_quote_follows_the_inputs(studio_up: Up, page: Any) -> None:
     )
     assert quoted() == big
     page.get_by_label("Width", exact=True).fill("5000")
-    page.get_by_text("Fill in the width to see the price.").wait_for()
+    page.get_by_text("Check the width to see the price.").wait_for()

@@ -247,8 +247,14 @@ function QuoteLine(props: {
   errors: Record<string, string>;
 }) {
   if (props.pending) {
-    const missing = props.fields.filter((f) => props.errors[f.name]).map((f) => f.label.toLowerCase());
-    return <span class="hint">Fill in the {missing.join(', ')} to see the price.</span>;
+    const bad = props.fields.filter((f) => props.errors[f.name]);
+    const names = bad.map((f) => f.label.toLowerCase()).join(', ');
+    const empty = bad.every((f) => ['required', 'choose an image'].includes(props.errors[f.name]));
+    return (
+      <span class="hint">
+        {empty ? 'Fill in' : 'Check'} the {names} to see the price.
+      </span>
+    );
   }
   if (props.error) return <span class="field-error">No quote: {props.error instanceof Error ? props.error.message : String(props.error)}</span>;
   if (!props.quoted) return <span class="hint">Pricing…</span>;
