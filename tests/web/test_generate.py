@@ -466,3 +466,28 @@ def test_the_quote_follows_the_inputs(studio_up: Up, page: Any) -> None:
     assert quoted() == big
     page.get_by_label("Width", exact=True).fill("5000")
     page.get_by_text("Check the width to see the price.").wait_for()
+
+
+def test_a_cancelled_job_is_not_charged_and_unknown_things_are_explained(studio_up: Up, page: Any) -> None:
+    _, key = new_user(studio_up, "gen-ivy", credits=10)
+    sign_in_with_key(page, studio_up, key)
+    page.goto(f"{studio_up.url}/generate/sdxl-txt2img")
+    page.get_by_label("Prompt", exact=True).fill("a long exposure of the sea")
+    page.get_by_label("Steps", exact=True).fill("150")
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_test_id("progress-text").get_by_text(re.compile("Sampling: step")).wait_for(timeout=30_000)
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_test_id("progress-text").get_by_text("Cancelled").wait_for()
+    assert page.get_by_role("heading", name="It did not finish").is_visible()
+    job_id = str(page.locator("[data-testid=job-panel]").first.get_attribute("data-job-id"))
+    assert job(key, studio_up.url, job_id)["state"] == "CANCELLED"
+    assert charged(key, studio_up.url, job_id) == 0
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=balance]').textContent.startsWith('10 ')"
+    )
+
+    page.goto(f"{studio_up.url}/generate/no-such-tool")
+    page.get_by_role("alert").filter(has_text="404").wait_for()
+    page.goto(f"{studio_up.url}/history/job/00000000-0000-0000-0000-000000000000")
+    page.get_by_role("alert").filter(has_text="404").wait_for()
+    assert page.get_by_role("link", name="Back to history").is_visible()

@@ -362,6 +362,20 @@ function JobPanel(props: {
     const el = panel.current;
     if (el && el.getBoundingClientRect().top > window.innerHeight - 80) el.scrollIntoView({ block: 'start' });
   }, []);
+  const [cancelling, setCancelling] = useState(false);
+  const [cancelError, setCancelError] = useState<unknown>(null);
+  async function cancel() {
+    setCancelling(true);
+    setCancelError(null);
+    try {
+      // the cancelled state arrives as an event too; the hold is released, nothing is charged
+      await must(api.POST('/v1/jobs/{job_id}/cancel', { params: { path: { job_id: job.id } } }));
+    } catch (e) {
+      setCancelError(e);
+    } finally {
+      setCancelling(false);
+    }
+  }
   const prompt = typeof job.inputs.prompt === 'string' ? job.inputs.prompt : job.tool;
   const images = job.outputs.filter((o) => isImage(o.content_type));
   const others = job.outputs.filter((o) => !isImage(o.content_type));
@@ -378,6 +392,14 @@ function JobPanel(props: {
         {view.text}
         {view.value !== null && !view.done && <span class="hint"> · {percent(view.value)}</span>}
       </p>
+      {!view.done && (
+        <p>
+          <button type="button" class="secondary" onClick={() => void cancel()} disabled={cancelling}>
+            {cancelling ? 'Cancelling…' : 'Cancel'}
+          </button>
+        </p>
+      )}
+      <ErrorMessage error={cancelError} />
       {view.failed && <ErrorMessage error={new Error(job.error ?? view.error ?? `The job ended ${view.state.toLowerCase()}.`)} />}
       {images.length > 0 && (
         <ul class="outputs">
