@@ -35,14 +35,16 @@ The API is at <a href="/docs">/docs</a>.</p>
 
 
 def content_security_policy(settings: Settings) -> str:
-    """Scripts, styles and connections from this origin only; images also from the object store
-    (presigned output URLs) and data:/blob: (previews of files a person drops in)."""
-    images = ["'self'", "data:", "blob:"]
+    """Scripts and styles from this origin only. Images and fetches also from the object store,
+    where an output's address redirects to a presigned URL (an API-key session fetches outputs
+    with its key), and images from data:/blob: (previews of files a person drops in)."""
+    store: list[str] = []
     if settings.s3_bucket:
         parts = urlsplit(settings.s3_endpoint_url or "https://s3.amazonaws.com")
         if parts.scheme and parts.netloc:
-            images.append(f"{parts.scheme}://{parts.netloc}")
-            images.append(f"{parts.scheme}://*.{parts.netloc}")  # virtual-hosted bucket addresses
+            store.append(f"{parts.scheme}://{parts.netloc}")
+            store.append(f"{parts.scheme}://*.{parts.netloc}")  # virtual-hosted bucket addresses
+    images = ["'self'", "data:", "blob:", *store]
     return "; ".join(
         [
             "default-src 'self'",
@@ -50,7 +52,7 @@ def content_security_policy(settings: Settings) -> str:
             # style attributes: the canvas positions nodes with them (no scripts can come this way)
             "style-src 'self' 'unsafe-inline'",
             "img-src " + " ".join(images),
-            "connect-src 'self'",
+            "connect-src " + " ".join(["'self'", *store]),
             "font-src 'self'",
             "object-src 'none'",
             "base-uri 'self'",

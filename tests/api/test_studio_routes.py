@@ -58,11 +58,14 @@ def test_an_unbuilt_studio_says_how_to_build_it(tmp_path: Path) -> None:
     assert page.status_code == 503 and "make run" in page.text
 
 
-def test_the_policy_allows_the_object_store_for_images_only() -> None:
+def test_the_policy_allows_the_object_store_for_images_and_fetches_only() -> None:
     policy = content_security_policy(Settings(s3_bucket="b", s3_endpoint_url="https://acc.r2.example.com"))
     images = next(p for p in policy.split("; ") if p.startswith("img-src"))
     assert "https://acc.r2.example.com" in images
-    assert "r2.example.com" not in policy.replace(images, "")
+    fetches = next(p for p in policy.split("; ") if p.startswith("connect-src"))
+    assert "https://acc.r2.example.com" in fetches
+    assert "r2.example.com" not in policy.replace(images, "").replace(fetches, "")
+    assert "script-src 'self';" in policy
 
 
 def test_docs_pages_render_the_readme_without_raw_html(api: Any) -> None:
