@@ -47,7 +47,6 @@ function ToolNodeView({ id, data }: NodeProps<ToolFlowNode>) {
                 position={Position.Left}
                 id={IN + p.name}
                 data-testid={`in-${id}-${p.name}`}
-                aria-label={`${id} input ${p.name}: ${p.type}`}
               />
               <span>
                 {p.name}
@@ -67,7 +66,6 @@ function ToolNodeView({ id, data }: NodeProps<ToolFlowNode>) {
                 position={Position.Right}
                 id={OUT + p.name}
                 data-testid={`out-${id}-${p.name}`}
-                aria-label={`${id} output ${p.name}: ${p.type}`}
               />
             </li>
           ))}

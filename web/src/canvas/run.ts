@@ -29,11 +29,15 @@ export function statusesOf(run: RunOut): Record<string, NodeStatus> {
   for (const step of run.steps) {
     const jobs = step.jobs;
     const images = jobs.flatMap((j) => j.outputs.filter((o) => o.content_type.startsWith('image/')).map((o) => o.url));
-    const texts = Object.values(step.outputs ?? {}).filter((v): v is string => typeof v === 'string');
+    // value outputs (text); images are references ("output:<id>") shown from the job outputs
+    const texts = Object.values(step.outputs ?? {}).filter(
+      (v): v is string => typeof v === 'string' && !v.startsWith('output:') && !v.startsWith('upload:'),
+    );
+    const state = step.state.toLowerCase();
     const progress = jobs.length ? jobs.reduce((a, j) => a + j.progress, 0) / jobs.length : 0;
     out[step.id] = {
-      state: step.state,
-      progress: step.state === 'completed' ? 1 : progress,
+      state,
+      progress: state === 'completed' ? 1 : progress,
       images,
       ...(texts.length ? { text: texts.join('\n') } : {}),
       ...(step.error ? { error: step.error } : {}),
@@ -65,6 +69,9 @@ export async function runPipeline(wire: PipelineWire, cb: RunCallbacks, signal: 
     return now;
   };
   let final: { state: string; error: string | null } | null = null;
+  // A step's own events say when it ended; its jobs' events (sampled, and possibly later) only
+  // move its progress, never its state back from an end.
+  const ended = new Set<string>();
   await streamEvents(
     `/v1/runs/${encodeURIComponent(run.id)}/events`,
     (ev) => {
@@ -74,26 +81,27 @@ export async function runPipeline(wire: PipelineWire, cb: RunCallbacks, signal: 
       } catch {
         return;
       }
+      // the API's states are upper case (COMPLETED); the canvas shows them in lower case
+      const state = String(data.state ?? '').toLowerCase();
       if (ev.event === 'step' && typeof data.step === 'string') {
         cb.status(data.step, {
-          state: String(data.state),
+          state,
           ...(typeof data.error === 'string' ? { error: data.error } : {}),
         });
-        if (data.state === 'completed') void refresh().catch(() => undefined);
+        if (TERMINAL.has(state) || state === 'skipped') ended.add(data.step);
+        if (state === 'completed') void refresh().catch(() => undefined);
       } else if (ev.event === 'job' && typeof data.step === 'string') {
-        const state = String(data.state);
-        cb.status(data.step, {
-          state: state === 'queued' ? 'queued' : state === 'completed' ? 'running' : state,
-          progress: typeof data.progress === 'number' ? data.progress : 0,
-        });
-      } else if (ev.event === 'state' && TERMINAL.has(String(data.state))) {
-        final = { state: String(data.state), error: typeof data.error === 'string' ? data.error : null };
+        const progress = typeof data.progress === 'number' ? data.progress : 0;
+        if (ended.has(data.step)) return;
+        cb.status(data.step, { state: state === 'completed' ? 'running' : state, progress });
+      } else if (ev.event === 'state' && TERMINAL.has(state)) {
+        final = { state, error: typeof data.error === 'string' ? data.error : null };
         return 'stop';
       }
     },
     signal,
   );
-  const ended = await refresh().catch(() => null);
+  const last = await refresh().catch(() => null);
   const f = final as { state: string; error: string | null } | null;
-  cb.finished(f?.state ?? ended?.state ?? 'unknown', f?.error ?? ended?.error ?? null);
+  cb.finished(f?.state ?? last?.state.toLowerCase() ?? 'unknown', f?.error ?? last?.error ?? null);
 }

@@ -320,13 +320,11 @@ function Sandbox() {
   };
 
   const addFromPalette = (slug: string) => {
+    // Near the top left of what is on screen, cascading, so a new node never lands off screen.
     const box = wrapper.current?.getBoundingClientRect();
-    const centre = rf.screenToFlowPosition({
-      x: (box?.left ?? 0) + (box?.width ?? 600) / 3,
-      y: (box?.top ?? 0) + (box?.height ?? 400) / 3,
-    });
     const k = graphRef.current.nodes.length % 6;
-    commit(addNode(graphRef.current, slug, { x: centre.x + k * 30, y: centre.y + k * 30 }).graph);
+    const at = rf.screenToFlowPosition({ x: (box?.left ?? 0) + 40 + k * 30, y: (box?.top ?? 0) + 40 + k * 30 });
+    commit(addNode(graphRef.current, slug, at).graph);
   };
 
   async function start(only?: Set<string>) {

@@ -1,0 +1,140 @@
+"""The sandbox in a real browser: build a three-step pipeline on the canvas by dragging wires
+with the mouse, have an invalid wire refused, run it and watch every node finish, undo and redo,
+and find the graph again after a reload (autosaved to the workspace)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+
+from tests.e2e.conftest import Up
+from tests.web.conftest import axe_violations, new_user, open_page, shot, sign_in_with_key
+
+
+def _tools(up: Up) -> dict[str, dict[str, Any]]:
+    with up.client() as http:
+        return {t["slug"]: http.get(f"/v1/tools/{t['slug']}").json() for t in http.get("/v1/tools").json()}
+
+
+def _balance(up: Up, key: str) -> int:
+    answer = httpx.get(f"{up.url}/v1/account", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return int(answer.json()["balance"])
+
+
+def _centre(page: Any, test_id: str) -> tuple[float, float]:
+    box = page.get_by_test_id(test_id).bounding_box()
+    assert box, f"{test_id} is not on screen"
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def _drag(page: Any, start: tuple[float, float], end: tuple[float, float]) -> None:
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move((start[0] + end[0]) / 2, (start[1] + end[1]) / 2, steps=8)
+    page.mouse.move(*end, steps=8)
+    page.mouse.up()
+
+
+def _drop_on_canvas(page: Any, handle: str, dx: float, dy: float) -> None:
+    """Drag a wire from `handle` to a point of empty canvas (relative to the canvas's corner)."""
+    canvas = page.get_by_test_id("canvas").bounding_box()
+    _drag(page, _centre(page, handle), (canvas["x"] + dx, canvas["y"] + dy))
+
+
+def test_a_user_builds_runs_and_keeps_a_three_step_pipeline(studio_up: Up, browser: Any) -> None:
+    tools = _tools(studio_up)
+    name = {slug: t["name"] for slug, t in tools.items()}
+    takes_image = {t["name"] for t in tools.values() if any(i["type"] == "image" for i in t["inputs"])}
+    _, key = new_user(studio_up, "canvas-builder", credits=5000)
+    before = _balance(studio_up, key)
+
+    context, page, problems = open_page(browser, width=1600, height=1000)
+    sign_in_with_key(page, studio_up, key)
+    page.goto(f"{studio_up.url}/sandbox")
+    page.get_by_role("button", name=f"Add {name['sdxl-txt2img']}").click()
+    gen = "sdxl-txt2img-1"
+    page.get_by_test_id(f"status-{gen}").wait_for()
+
+    # its prompt, in the side panel of the selected node
+    page.locator(".react-flow__node", has=page.get_by_test_id(f"status-{gen}")).locator(".tool-node-name").click()
+    page.get_by_label("prompt (string, required)").fill("a red fox in the snow")
+
+    # a wire dropped on empty canvas offers only the tools that take an image
+    _drop_on_canvas(page, f"out-{gen}-image", 360, 330)
+    picker = page.get_by_role("dialog", name="Tools that take image")
+    picker.wait_for()
+    offered = {re.sub(r"\s*·.*$", "", b.inner_text()).strip() for b in picker.get_by_test_id("picker-options").get_by_role("button").all()}
+    assert offered == takes_image
+    assert name["sdxl-txt2img"] not in offered
+    picker.get_by_role("button", name=re.compile("^" + re.escape(name["upscale-4x"]))).click()
+    big = "upscale-4x-1"
+    page.get_by_test_id(f"status-{big}").wait_for()
+    assert page.locator(".react-flow__edge").count() == 1
+
+    _drop_on_canvas(page, f"out-{big}-image", 700, 60)
+    picker.wait_for()
+    picker.get_by_role("button", name=re.compile("^" + re.escape(name["image-resize"]))).click()
+    small = "image-resize-1"
+    page.get_by_test_id(f"status-{small}").wait_for()
+    assert page.locator(".react-flow__edge").count() == 2
+
+    # an image cannot feed a seed: the wire is refused while dragging and not made
+    _drag(page, _centre(page, f"out-{small}-image"), _centre(page, f"in-{gen}-seed"))
+    page.wait_for_timeout(300)
+    assert page.locator(".react-flow__edge").count() == 2
+    assert page.get_by_role("dialog").count() == 0
+
+    # undo takes the last step (the resize node and its wire) away; redo brings it back
+    page.get_by_test_id("canvas").locator(".react-flow__pane").click(position={"x": 1000, "y": 640})
+    page.keyboard.press("Control+z")
+    page.get_by_test_id(f"status-{small}").wait_for(state="detached")
+    assert page.locator(".react-flow__edge").count() == 1
+    page.keyboard.press("Control+Shift+z")
+    page.get_by_test_id(f"status-{small}").wait_for()
+    page.get_by_role("button", name="Undo").click()
+    page.get_by_test_id(f"status-{small}").wait_for(state="detached")
+    page.get_by_role("button", name="Redo").click()
+    page.get_by_test_id(f"status-{small}").wait_for()
+    assert page.locator(".react-flow__edge").count() == 2
+
+    # the resize needs a size: typed into the selected node's side panel
+    page.locator(".react-flow__node", has=page.get_by_test_id(f"status-{small}")).locator(".tool-node-name").click()
+    page.get_by_label("width (integer)").fill("256")
+
+    # run it: each node reaches completed, the last shows its image, the balance drops
+    page.get_by_role("toolbar", name="Canvas").get_by_role("button", name="Run", exact=True).click()
+    page.get_by_test_id("total-cost").filter(has_text=re.compile(r"total \d")).wait_for()
+    for node in (gen, big, small):
+        page.get_by_test_id(f"status-{node}").filter(has_text="completed").wait_for(timeout=90_000)
+    page.get_by_role("img", name=f"output 1 of {small}").wait_for(timeout=20_000)
+    page.get_by_test_id("run-state").filter(has_text="completed").wait_for()
+    after = _balance(studio_up, key)
+    assert after < before
+
+    # the graph is autosaved to the workspace and comes back after a reload
+    page.get_by_test_id("save-state").filter(has_text="Saved").wait_for()
+    shot(page, "sandbox")
+    assert axe_violations(page) == []
+    page.reload()
+    page.get_by_test_id(f"status-{small}").wait_for()
+    assert page.locator(".react-flow__node").count() == 3
+    assert page.locator(".react-flow__edge").count() == 2
+    context.close()
+    problems.check()
+
+
+def test_the_sandbox_at_375_px_and_signed_out(studio_up: Up, browser: Any) -> None:
+    context, page, problems = open_page(browser, width=375, height=800)
+    page.goto(f"{studio_up.url}/sandbox")
+    page.get_by_role("link", name="Sign in").first.wait_for()
+    page.get_by_role("navigation", name="Tool palette").get_by_role("button").first.click()
+    assert page.locator(".react-flow__node").count() == 1
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_role("alert").filter(has_text="Sign in to run").wait_for()
+    assert axe_violations(page) == []
+    context.close()
+    problems.check()
