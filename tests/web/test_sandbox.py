@@ -44,6 +44,11 @@ def _drop_on_canvas(page: Any, handle: str, dx: float, dy: float) -> None:
     _drag(page, _centre(page, handle), (canvas["x"] + dx, canvas["y"] + dy))
 
 
+def _select(page: Any, node: str) -> None:
+    """Click a node's title: it becomes the selected node, whose inputs the side panel shows."""
+    page.locator(".react-flow__node", has=page.get_by_test_id(f"status-{node}")).locator(".tool-node-name").click()
+
+
 def test_a_user_builds_runs_and_keeps_a_three_step_pipeline(studio_up: Up, browser: Any) -> None:
     tools = _tools(studio_up)
     name = {slug: t["name"] for slug, t in tools.items()}
@@ -59,14 +64,15 @@ def test_a_user_builds_runs_and_keeps_a_three_step_pipeline(studio_up: Up, brows
     page.get_by_test_id(f"status-{gen}").wait_for()
 
     # its prompt, in the side panel of the selected node
-    page.locator(".react-flow__node", has=page.get_by_test_id(f"status-{gen}")).locator(".tool-node-name").click()
+    _select(page, gen)
     page.get_by_label("prompt (string, required)").fill("a red fox in the snow")
 
     # a wire dropped on empty canvas offers only the tools that take an image
     _drop_on_canvas(page, f"out-{gen}-image", 360, 330)
     picker = page.get_by_role("dialog", name="Tools that take image")
     picker.wait_for()
-    offered = {re.sub(r"\s*·.*$", "", b.inner_text()).strip() for b in picker.get_by_test_id("picker-options").get_by_role("button").all()}
+    options = picker.get_by_test_id("picker-options").get_by_role("button").all()
+    offered = {re.sub(r"\s*·.*$", "", b.inner_text()).strip() for b in options}
     assert offered == takes_image
     assert name["sdxl-txt2img"] not in offered
     picker.get_by_role("button", name=re.compile("^" + re.escape(name["upscale-4x"]))).click()
@@ -101,7 +107,7 @@ def test_a_user_builds_runs_and_keeps_a_three_step_pipeline(studio_up: Up, brows
     assert page.locator(".react-flow__edge").count() == 2
 
     # the resize needs a size: typed into the selected node's side panel
-    page.locator(".react-flow__node", has=page.get_by_test_id(f"status-{small}")).locator(".tool-node-name").click()
+    _select(page, small)
     page.get_by_label("width (integer)").fill("256")
 
     # run it: each node reaches completed, the last shows its image, the balance drops
