@@ -46,7 +46,8 @@ def _drop_on_canvas(page: Any, handle: str, dx: float, dy: float) -> None:
 
 def _select(page: Any, node: str) -> None:
     """Click a node's title: it becomes the selected node, whose inputs the side panel shows."""
-    page.locator(".react-flow__node", has=page.get_by_test_id(f"status-{node}")).locator(".tool-node-name").click()
+    card = page.locator(".react-flow__node", has=page.get_by_test_id(f"status-{node}"))
+    card.locator(".tool-node-name").click()
 
 
 def test_a_user_builds_runs_and_keeps_a_three_step_pipeline(studio_up: Up, browser: Any) -> None:
