@@ -493,7 +493,7 @@ function Sandbox() {
             deleteKeyCode={['Delete', 'Backspace']}
             defaultViewport={EMPTY_GRAPH.viewport}
             minZoom={0.1}
-            onlyRenderVisibleElements={!!bench}
+            onlyRenderVisibleElements={false}
             proOptions={{ hideAttribution: true }}
           >
             <Background />
