@@ -145,3 +145,42 @@ def test_the_sandbox_at_375_px_and_signed_out(studio_up: Up, browser: Any) -> No
     assert axe_violations(page) == []
     context.close()
     problems.check()
+
+
+def test_open_in_canvas_from_a_job_and_from_a_run(studio_up: Up, browser: Any) -> None:
+    """The generate page's "open in canvas" and the run page's "tweak in the canvas" links."""
+    _, key = new_user(studio_up, "canvas-opener", credits=5000)
+    auth = {"Authorization": f"Bearer {key}"}
+    job = httpx.post(
+        f"{studio_up.url}/v1/jobs",
+        json={"tool": "sdxl-txt2img", "inputs": {"prompt": "a lighthouse at dusk", "seed": 7}},
+        headers={**auth, "Idempotency-Key": "open-in-canvas-job"},
+        timeout=30,
+    )
+    assert job.status_code in (200, 201, 202), job.text
+    pipeline = {
+        "inputs": {"idea": {"type": "string"}},
+        "steps": {
+            "gen": {"tool": "sdxl-txt2img", "inputs": {"prompt": {"input": "idea"}, "seed": 3}},
+            "big": {"tool": "upscale-4x", "inputs": {"image": {"from": "gen", "output": "image"}}},
+        },
+    }
+    run = httpx.post(
+        f"{studio_up.url}/v1/runs",
+        json={"pipeline": pipeline, "inputs": {"idea": "a fox"}},
+        headers={**auth, "Idempotency-Key": "open-in-canvas-run"},
+        timeout=30,
+    )
+    assert run.status_code in (200, 201, 202), run.text
+
+    context, page, problems = open_page(browser, width=1600, height=1000)
+    sign_in_with_key(page, studio_up, key)
+    page.goto(f"{studio_up.url}/sandbox?from_job={job.json()['id']}")
+    page.get_by_test_id("status-sdxl_txt2img").wait_for()
+    assert page.locator(".react-flow__node").count() == 1
+    page.goto(f"{studio_up.url}/sandbox?from_run={run.json()['id']}")
+    page.get_by_test_id("status-big").wait_for()
+    assert page.locator(".react-flow__node").count() == 2
+    assert page.locator(".react-flow__edge").count() == 1
+    context.close()
+    problems.check()

@@ -117,6 +117,9 @@ function Sandbox() {
   const params = query.value;
   const bench = params.get('bench');
   const pipelineId = params.get('pipeline');
+  // "Open in canvas" from a job (one node with its inputs) or a run (its pipeline).
+  const fromJob = params.get('from_job');
+  const fromRun = params.get('from_run');
 
   const [tools, setTools] = useState<Tools>({});
   const [toolsComplete, setToolsComplete] = useState(false);
@@ -190,6 +193,13 @@ function Sandbox() {
         const p = await must(api.GET('/v1/pipelines/{pipeline_id}', { params: { path: { pipeline_id: pipelineId } } }));
         g = pipelineToGraph(p.pipeline as unknown as PipelineWire, found.tools);
         setSaved({ id: p.id, name: p.name });
+      } else if (fromRun) {
+        const r = await must(api.GET('/v1/runs/{run_id}', { params: { path: { run_id: fromRun } } }));
+        g = pipelineToGraph(r.pipeline as unknown as PipelineWire, found.tools);
+      } else if (fromJob) {
+        const j = await must(api.GET('/v1/jobs/{job_id}', { params: { path: { job_id: fromJob } } }));
+        const step = { tool: j.tool, inputs: (j.inputs ?? {}) as Record<string, unknown> };
+        g = pipelineToGraph({ inputs: {}, steps: { [j.tool.replace(/[^A-Za-z0-9_]/g, '_')]: step } }, found.tools);
       } else g = await loadWorkspace(signedIn);
       if (!live) return;
       replace(g ?? EMPTY_GRAPH);
@@ -198,7 +208,7 @@ function Sandbox() {
     return () => {
       live = false;
     };
-  }, [known, signedIn, bench, pipelineId, replace]);
+  }, [known, signedIn, bench, pipelineId, fromJob, fromRun, replace]);
 
   const runTo = useCallback((id: string) => void start(upstreamOf(graphRef.current, id)), []);
 
