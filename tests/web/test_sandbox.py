@@ -138,6 +138,7 @@ def test_the_sandbox_at_375_px_and_signed_out(studio_up: Up, browser: Any) -> No
     page.goto(f"{studio_up.url}/sandbox")
     page.get_by_role("link", name="Sign in").first.wait_for()
     page.get_by_role("navigation", name="Tool palette").get_by_role("button").first.click()
+    page.locator(".react-flow__node").first.wait_for()
     assert page.locator(".react-flow__node").count() == 1
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     page.get_by_role("button", name="Run", exact=True).click()

@@ -503,7 +503,8 @@ function Sandbox() {
             deleteKeyCode={['Delete', 'Backspace']}
             defaultViewport={EMPTY_GRAPH.viewport}
             minZoom={0.1}
-            onlyRenderVisibleElements={false}
+            // Off-screen nodes and wires are left out of the DOM: less to lay out and draw per frame.
+            onlyRenderVisibleElements
             proOptions={{ hideAttribution: true }}
           >
             <Background />
