@@ -9,7 +9,6 @@ of its creation, as the day report has it."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -20,11 +19,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from swarmstation.api.deps import DB, AdminUser, State
-from swarmstation.control.costs import bill_spans, running_spans, usd
+from swarmstation.control.costs import instance_bills, usd
 from swarmstation.domain.errors import InvalidInput
-from swarmstation.domain.pricing import JobRun
-from swarmstation.domain.states import InstanceState
-from swarmstation.store.models import Instance, InstanceTransition, Job, JobCharge
+from swarmstation.store.models import Job, JobCharge
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -66,46 +63,15 @@ def floor(at: datetime, bucket: Bucket) -> datetime:
 
 def _costs(s: Session, since: datetime, now: datetime) -> list[tuple[datetime, float, bool]]:
     """(when, $, is a job) for each job's cost and each instance's idle cost since `since`."""
-    instances = list(
-        s.scalars(
-            select(Instance).where(Instance.terminated_at.is_(None) | (Instance.terminated_at >= since))
-        )
-    )
-    ids = [i.id for i in instances]
+    loaded = instance_bills(s, now=now, since=since)
     out: list[tuple[datetime, float, bool]] = []
-    if ids:
-        jobs = list(
-            s.scalars(
-                select(Job).where(
-                    Job.instance_id.in_(ids), Job.started_at.is_not(None), Job.finished_at.is_not(None)
-                )
-            )
-        )
-        ended = {j.id: j.finished_at for j in jobs}
-        changes: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
-        for t in s.scalars(
-            select(InstanceTransition)
-            .where(
-                InstanceTransition.instance_id.in_(ids),
-                InstanceTransition.to_state.in_([InstanceState.STOPPED, InstanceState.PROVISIONING]),
-            )
-            .order_by(InstanceTransition.id)
-        ):
-            changes[t.instance_id].append((t.at, t.to_state))
-        for inst in instances:
-            runs = [
-                JobRun(j.id, inst.id, j.started_at, j.finished_at)  # type: ignore[arg-type]
-                for j in jobs
-                if j.instance_id == inst.id
-            ]
-            spans = running_spans(inst.created_at, inst.terminated_at, changes.get(inst.id, []))
-            billed = bill_spans(inst.id, inst.price_per_hour or 0.0, spans, runs, now=now)
-            if billed.unattributed:
-                out.append((inst.created_at, billed.unattributed, False))
-            for jc in billed.jobs:
-                at = ended[jc.job_id]
-                assert at is not None
-                out.append((at, jc.total, True))
+    for inst, billed in loaded.bills:
+        if billed.unattributed:
+            out.append((inst.created_at, billed.unattributed, False))
+        for jc in billed.jobs:
+            at = loaded.jobs[jc.job_id].finished_at
+            assert at is not None
+            out.append((at, jc.total, True))
     external = select(Job).where(Job.backend == "comfydeploy", Job.finished_at >= since)
     for job in s.scalars(external):
         assert job.finished_at is not None

@@ -102,7 +102,17 @@ def bill_spans(
     return total
 
 
-def cost_report(s: Session, *, group_by: GroupBy, now: datetime, since: datetime | None = None) -> CostReport:
+@dataclass(frozen=True)
+class InstanceBills:
+    """Each instance alive since `since` with its bill (domain/pricing.py), and the jobs billed."""
+
+    bills: list[tuple[Instance, SpansBill]]
+    jobs: dict[str, Job]
+
+
+def instance_bills(s: Session, *, now: datetime, since: datetime | None = None) -> InstanceBills:
+    """Bill every instance not terminated before `since`: its running spans (parked periods cut
+    out) charged at its price, split over the jobs that ran on it and its idle remainder."""
     q = select(Instance)
     if since is not None:
         q = q.where((Instance.terminated_at.is_(None)) | (Instance.terminated_at >= since))
@@ -119,7 +129,6 @@ def cost_report(s: Session, *, group_by: GroupBy, now: datetime, since: datetime
         if ids
         else []
     )
-    by_id = {j.id: j for j in jobs}
     # the state changes that start and end parked periods, in order, per instance
     changes: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
     if ids:
@@ -132,19 +141,27 @@ def cost_report(s: Session, *, group_by: GroupBy, now: datetime, since: datetime
             .order_by(InstanceTransition.id)
         ):
             changes[t.instance_id].append((t.at, t.to_state))
-    rows: dict[str, CostRow] = defaultdict(lambda: CostRow(key=""))
-    billed = attributed = unattributed = 0.0
-    unpriced = 0
+    bills: list[tuple[Instance, SpansBill]] = []
     for inst in instances:
-        if inst.price_per_hour is None:
-            unpriced += 1
         runs = [
             JobRun(j.id, inst.id, j.started_at, j.finished_at)  # type: ignore[arg-type]
             for j in jobs
             if j.instance_id == inst.id
         ]
         spans = running_spans(inst.created_at, inst.terminated_at, changes.get(inst.id, []))
-        instance_bill = bill_spans(inst.id, inst.price_per_hour or 0.0, spans, runs, now=now)
+        bills.append((inst, bill_spans(inst.id, inst.price_per_hour or 0.0, spans, runs, now=now)))
+    return InstanceBills(bills=bills, jobs={j.id: j for j in jobs})
+
+
+def cost_report(s: Session, *, group_by: GroupBy, now: datetime, since: datetime | None = None) -> CostReport:
+    loaded = instance_bills(s, now=now, since=since)
+    by_id = loaded.jobs
+    rows: dict[str, CostRow] = defaultdict(lambda: CostRow(key=""))
+    billed = attributed = unattributed = 0.0
+    unpriced = 0
+    for inst, instance_bill in loaded.bills:
+        if inst.price_per_hour is None:
+            unpriced += 1
         job_costs = instance_bill.jobs
         billed += instance_bill.cost
         unattributed += instance_bill.unattributed
@@ -210,8 +227,8 @@ def cost_report(s: Session, *, group_by: GroupBy, now: datetime, since: datetime
         billed=billed,
         attributed=attributed,
         unattributed=unattributed,
-        instances=len(instances),
-        jobs=len(jobs) + external_jobs,
+        instances=len(loaded.bills),
+        jobs=len(loaded.jobs) + external_jobs,
         notes=notes,
     )
 
