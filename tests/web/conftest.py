@@ -4,7 +4,7 @@ on a free port with its emulated local instances.
 
 - `studio_up`: one `swarmstation up` per test module (the browser tests share it; each test
   signs in as a user of its own).
-- `browser`: one Chromium for the whole session, started from /usr/bin/chromium (Playwright's own
+- `browser`: one Chromium for all the browser tests (package scope), started from /usr/bin/chromium (Playwright's own
   browser download is never used). Each test gets a fresh context (`page`), so nothing carries
   over: no cookies, no storage.
 - `page` fails its test when the page logged a JavaScript error or a Content-Security-Policy
@@ -51,7 +51,10 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API keeps an event loop running in this thread while it is
+# open, and tests after tests/web that call asyncio.run() would find it ("cannot be called from a
+# running event loop"); it closes when the last browser test is done.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not STUDIO_INDEX.is_file():
         pytest.fail("the studio is not built: `make studio` (cd web && npm ci && npm run build)")
