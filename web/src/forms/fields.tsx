@@ -86,13 +86,10 @@ export function ToolFields({ fields, values, errors, onChange, promptExtra, prev
   );
 }
 
-function Described({ field, error, children }: { field: Field; error?: string; children: preact.ComponentChildren }) {
+/** The help line (required, description) and the field's error, which describedBy points at. */
+function FieldHelp({ field, error }: { field: Field; error?: string }) {
   return (
-    <div class={`field field-${field.kind}${error ? ' invalid' : ''}`}>
-      <label for={id(field.name)}>
-        {field.label}
-      </label>
-      {children}
+    <>
       {(field.description || field.required) && (
         <p class="hint" id={`${id(field.name)}-help`}>
           {field.required && <strong class="required">Required. </strong>}
@@ -104,6 +101,18 @@ function Described({ field, error, children }: { field: Field; error?: string; c
           {field.label}: {error}
         </p>
       )}
+    </>
+  );
+}
+
+function Described({ field, error, children }: { field: Field; error?: string; children: preact.ComponentChildren }) {
+  return (
+    <div class={`field field-${field.kind}${error ? ' invalid' : ''}`}>
+      <label for={id(field.name)}>
+        {field.label}
+      </label>
+      {children}
+      <FieldHelp field={field} error={error} />
     </div>
   );
 }
@@ -386,17 +395,7 @@ function ImageField({ field, value, error, onChange, previews }: ControlProps) {
           </ul>
         )}
       </div>
-      {(field.description || field.required) && (
-        <p class="hint" id={`${id(field.name)}-help`}>
-          {field.required && <strong class="required">Required. </strong>}
-          {field.description}
-        </p>
-      )}
-      {error && (
-        <p class="field-error" id={`${id(field.name)}-error`}>
-          {field.label}: {error}
-        </p>
-      )}
+      <FieldHelp field={field} error={error} />
       <ErrorMessage error={uploadError} />
     </div>
   );
