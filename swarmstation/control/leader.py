@@ -15,7 +15,12 @@ from typing import IO, Any
 from sqlalchemy import Engine, text
 
 log = logging.getLogger(__name__)
-_LOCK_ID = 0x5357_4152_4D00  # "SWARM"
+# PostgreSQL's advisory locks are per database, not per schema: the second key is the schema's
+# hash, so that deployments in different schemas of one database each elect their own leader.
+_LOCK_ID = 0x5357_4152  # "SWAR"
+_LOCK_KEYS = "CAST(:id AS integer), (hashtext(current_schema()) & 2147483647)"
+_TRY_LOCK = text(f"SELECT pg_try_advisory_lock({_LOCK_KEYS})")
+_UNLOCK = text(f"SELECT pg_advisory_unlock({_LOCK_KEYS})")
 
 
 class LeaderLock:
@@ -39,7 +44,7 @@ class LeaderLock:
             return self._still_held()
         if self.engine.dialect.name == "postgresql":
             conn = self.engine.connect()
-            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": _LOCK_ID}).scalar())
+            got = bool(conn.execute(_TRY_LOCK, {"id": _LOCK_ID}).scalar())
             conn.commit()
             if got:
                 self._conn = conn
@@ -71,7 +76,7 @@ class LeaderLock:
     def release(self) -> None:
         if self._conn is not None:
             try:
-                self._conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _LOCK_ID})
+                self._conn.execute(_UNLOCK, {"id": _LOCK_ID})
                 self._conn.commit()
                 self._conn.close()
             except Exception:
