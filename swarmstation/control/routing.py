@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from swarmstation.config import Settings
+from swarmstation.domain import estimates
+from swarmstation.domain.estimates import InstanceObservation
 from swarmstation.domain.routing import ModelNeed, RoutableInstance, RoutableJob, RoutingConfig
 from swarmstation.store.models import Instance, Job
 
@@ -52,6 +54,20 @@ def routable_job(job: Job, expected_run_seconds: float) -> RoutableJob:
     )
 
 
+def observe_instance(inst: Instance, *, capacity: int, running: Iterable[Job]) -> InstanceObservation:
+    """What the control plane knows of an instance: its row, its leased jobs, its last heartbeat."""
+    info: Mapping[str, Any] = inst.info or {}
+    return InstanceObservation(
+        instance_id=inst.id,
+        pool=inst.pool,
+        capacity=capacity,
+        running_started_at=tuple((j.started_at or j.assigned_at or j.queued_at).timestamp() for j in running),
+        reported_models=frozenset(str(m) for m in info.get("models") or []),
+        loaded_checkpoint=info.get("loaded_checkpoint"),
+        download_bytes_per_second=float(info.get("download_bps") or 0.0),
+    )
+
+
 def routable_instance(
     inst: Instance,
     *,
@@ -60,28 +76,14 @@ def routable_instance(
     expected_run_seconds: float,
     settings: Settings,
 ) -> RoutableInstance:
-    active = list(running)
-    ends = [(j.started_at or j.assigned_at or j.queued_at).timestamp() + expected_run_seconds for j in active]
-    info: Mapping[str, Any] = inst.info or {}
-    models = info.get("models") or []
-    return RoutableInstance(
-        instance_id=inst.id,
-        pool=inst.pool,
-        free_slots=max(0, capacity - len(active)),
-        busy_until=max(ends) if ends else None,
-        cached=frozenset(str(m) for m in models),
-        loaded_checkpoint=info.get("loaded_checkpoint"),
-        download_bytes_per_second=float(info.get("download_bps") or 0.0),
+    return estimates.routable_instance(
+        observe_instance(inst, capacity=capacity, running=running),
+        expected_run_seconds=expected_run_seconds,
         checkpoint_load_seconds=settings.checkpoint_load_seconds,
     )
 
 
-def measured_rate(previous: float | None, bytes_downloaded: float, seconds: float) -> float | None:
-    """An instance's download rate, smoothed over the jobs that downloaded something."""
-    if bytes_downloaded <= 0 or seconds <= 0:
-        return previous
-    rate = bytes_downloaded / seconds
-    return rate if not previous else 0.7 * previous + 0.3 * rate
+measured_rate = estimates.measured_rate  # an instance's download rate (domain/estimates.py)
 
 
 def now_seconds(now: datetime) -> float:
