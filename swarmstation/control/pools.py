@@ -37,7 +37,6 @@ leaves a STOPPED instance still running (reconcile stops it again) or a resumed 
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -52,6 +51,7 @@ from swarmstation.config import Settings
 from swarmstation.control.instances import move_instance
 from swarmstation.control.jobs import active_job_count
 from swarmstation.control.replicas import ReplicaPresence
+from swarmstation.domain import estimates
 from swarmstation.domain.offers import OfferFilters
 from swarmstation.domain.replicas import NoSharedAddress, worker_address
 from swarmstation.domain.scaling import (
@@ -143,11 +143,11 @@ def expected_job_seconds(s: Session, pool: str) -> float:
             select(Job.timings)
             .where(Job.pool == pool, Job.state == JobState.COMPLETED)
             .order_by(Job.finished_at.desc())
-            .limit(50)
+            .limit(estimates.RUN_WINDOW_JOBS)
         )
         if isinstance(t, dict) and t.get("run_seconds")
     ]
-    return statistics.median(runs) if runs else 30.0
+    return estimates.expected_run_seconds(runs)
 
 
 def busy_slots_recent(s: Session, pool: str, now: datetime, window_seconds: float = 600.0) -> float:
