@@ -18,6 +18,7 @@ from swarmstation.control import jobs as jobs_ops
 from swarmstation.control.instances import move_instance
 from swarmstation.control.pools import expected_job_seconds, provisioning_deadlines
 from swarmstation.control.routing import routable_instance, routable_job, routing_config
+from swarmstation.domain import estimates
 from swarmstation.domain.routing import plan_prefetch, plan_routes
 from swarmstation.domain.scheduling import (
     Fail,
@@ -190,17 +191,18 @@ def instance_slots(inst: Instance, pools: dict[str, Pool]) -> int:
 
 def plan_prefetches(s: Session, settings: Settings, now: datetime) -> None:
     """Popular models onto idle instances that lack them; the instance learns of it in the
-    answer to its next heartbeat. Demand: the queued jobs plus the last 200 submitted."""
+    answer to its next heartbeat. Demand: the last `estimates.PREFETCH_DEMAND_JOBS` (200) submitted."""
     if settings.routing != "cache":
         return
-    recent = list(s.scalars(select(Job).order_by(Job.created_at.desc()).limit(200)))
+    newest = select(Job).order_by(Job.created_at.desc()).limit(estimates.PREFETCH_DEMAND_JOBS)
+    recent = list(s.scalars(newest))
     if not recent:
         return
     instances = list(s.scalars(select(Instance).where(Instance.state == InstanceState.IDLE)))
     if not instances:
         return
     pools = {p.name: p for p in s.scalars(select(Pool))}
-    expected = 30.0
+    expected = estimates.DEFAULT_RUN_SECONDS
     fleet = [
         routable_instance(
             i,
