@@ -664,3 +664,44 @@ class Workspace(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     graph: Mapped[dict[str, Any]]
     updated_at: Mapped[datetime]
+
+
+# -- the chat agent's conversations (control/conversations.py) ------------------------------------
+class Conversation(Base):
+    """A user's conversation with the agent. `leaf_id` is the item the next message hangs under
+    when it names no parent (the current branch's end); `next_seq` numbers the items (the SSE
+    event ids), allocated under the row's lock; `auto_approve_below` (credits, None: off) runs a
+    plan whose quote is below it without an approval. A deleted conversation is hidden, not
+    erased (its runs and charges stay on record)."""
+
+    __tablename__ = "conversations"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    title: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    auto_approve_below: Mapped[int | None] = mapped_column(BigInteger)
+    leaf_id: Mapped[str | None] = mapped_column(String(36))
+    next_seq: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ConversationItem(Base):
+    """One typed item of a conversation (`type`: user_message, agent_message, plan, approval,
+    run, result, error), its body in `data` (the wire form's fields). `parent_id` is the item it
+    answers or follows (None: the greeting); `seq` increases within the conversation. `state`: a
+    plan's (proposed, approved, rejected) or a run item's (the run's state as last seen);
+    `run_id`: the run a plan, run, result or error item belongs to."""
+
+    __tablename__ = "conversation_items"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("conversation_items.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str | None] = mapped_column(String(12))
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"), index=True)
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+    __table_args__ = (Index("ux_conversation_items_seq", "conversation_id", "seq", unique=True),)
