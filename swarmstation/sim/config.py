@@ -1,17 +1,38 @@
 """What a simulation runs with: the pool and routing settings, the markets, the loop intervals;
-and the virtual clock's mapping to datetimes (policies take datetimes)."""
+and the virtual clock's mapping to datetimes (policies take datetimes).
+
+The control plane's timeouts and intervals are the live defaults, read from
+:class:`swarmstation.config.Settings`' field defaults (not from the environment), so the simulated
+control plane waits exactly as long as a freshly installed live one."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from swarmstation.config import Settings
+from swarmstation.domain import estimates
 from swarmstation.domain.routing import RoutingConfig
 from swarmstation.domain.scaling import PoolConfig
 from swarmstation.sim.market import ManagedService, Marketplace
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 POOL = "sim"
+
+
+def live_default(name: str) -> float:
+    """A control-plane setting's default (``Settings``), whatever the environment says."""
+    value = Settings.model_fields[name].default
+    assert isinstance(value, int | float), name
+    return float(value)
+
+
+def live_routing() -> RoutingConfig:
+    """The routing knobs the live scheduler runs with by default (control/routing.routing_config)."""
+    return RoutingConfig(
+        max_delay_seconds=live_default("routing_max_delay_seconds"),
+        aging_seconds=live_default("routing_aging_seconds"),
+    )
 
 
 def at(seconds: float) -> datetime:
@@ -32,16 +53,27 @@ def default_pool() -> PoolConfig:
 @dataclass(frozen=True)
 class SimConfig:
     pool: PoolConfig = field(default_factory=default_pool)
-    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    routing: RoutingConfig = field(default_factory=live_routing)
     market: Marketplace = field(default_factory=Marketplace)
     managed: ManagedService = field(default_factory=ManagedService)
-    scheduler_interval_s: float = 0.5  # Settings.scheduler_interval_seconds
-    pool_interval_s: float = 2.0  # Settings.control_interval_seconds
+    market_preset: str = "optimistic"
+    # the live control plane's defaults (Settings)
+    scheduler_interval_s: float = field(default_factory=lambda: live_default("scheduler_interval_seconds"))
+    pool_interval_s: float = field(default_factory=lambda: live_default("control_interval_seconds"))
+    provision_timeout_s: float = field(default_factory=lambda: live_default("provisioning_timeout_seconds"))
+    resume_timeout_s: float = field(default_factory=lambda: live_default("resume_timeout_seconds"))
+    heartbeat_timeout_s: float = field(default_factory=lambda: live_default("heartbeat_timeout_seconds"))
+    checkpoint_load_s: float = field(default_factory=lambda: live_default("checkpoint_load_seconds"))
+    # the worker heartbeats every min(5, heartbeat timeout / 3) s (api/worker.py); its cache
+    # inventory and loaded checkpoint reach routing with the heartbeat, and so do prefetch hints
+    heartbeat_interval_s: float = field(
+        default_factory=lambda: min(5.0, live_default("heartbeat_timeout_seconds") / 3)
+    )
+    prefetch_demand_jobs: int = estimates.PREFETCH_DEMAND_JOBS
+    run_window_jobs: int = estimates.RUN_WINDOW_JOBS
+    queued_batch: int = 500  # control/scheduler.py: _MAX_BATCH oldest queued jobs per pass
     skip_idle_passes: bool = True  # only a speed-up: results are the same either way (tested)
-    prefetch_interval_s: float = 10.0  # workers get prefetch hints with heartbeats every few seconds
-    recent_window_s: float = 1800.0  # demand window for prefetch
     utilisation_window_s: float = 600.0  # window of PoolSnapshot.busy_slots_recent
-    clairvoyant_window_s: float = 300.0
     # the pool rents interruptible (bid) instances at min_bid * bid_margin (pool setting `rental`)
     interruptible: bool = False
     bid_margin: float = 1.1
@@ -54,8 +86,9 @@ class SimConfig:
             return m.cheapest_per_hour * m.bid_fraction[0] * self.bid_margin
         return m.cheapest_per_hour
 
-    # new instances fetch each tool's default checkpoint as they start, as the control plane's
-    # preload list (the models of every tool the pool serves) makes real workers do
+    # new pool instances fetch each tool's default checkpoint as they start, as the control plane's
+    # preload list (the models of every tool the pool serves) makes real workers do (not the
+    # fresh-instance-per-job baseline, whose instance fetches only its job's models)
     preload_tool_models: bool = True
     sample_interval_s: float = 60.0
 
@@ -104,4 +137,5 @@ def asdict_pool(config: SimConfig) -> dict[str, object]:
         "max_parked": pool.max_parked,
         "max_delay_seconds": routing.max_delay_seconds,
         "rental": "interruptible" if config.interruptible else "on-demand",
+        "market": config.market_preset,
     }

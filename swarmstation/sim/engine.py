@@ -13,23 +13,26 @@ The parts: ``sim/market.py`` (the marketplace and the managed service, and what 
 
 Policies: ``ours``, ``ours-no-cache-affinity``, ``no-warm-pool`` (event-driven,
 :class:`sim.pool.PoolSimulation`), ``managed`` (closed form, :func:`sim.managed.simulate_managed`)
-and two lower bounds: ``oracle`` (run seconds only, :func:`sim.bounds.simulate_oracle`) and
-``clairvoyant`` (whole GPUs rented per window with hindsight, :func:`sim.bounds.simulate_clairvoyant`).
+and the references: ``oracle`` (run seconds only, a lower bound, :func:`sim.bounds.simulate_oracle`)
+and ``blocks-30s`` ... ``blocks-300s`` (whole GPUs rented per aligned window with hindsight, waits
+not modelled, :func:`sim.bounds.simulate_clairvoyant`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from swarmstation.sim.bounds import simulate_clairvoyant, simulate_oracle
+from swarmstation.sim.bounds import bound_name, simulate_clairvoyant, simulate_oracle
 from swarmstation.sim.config import SimConfig
 from swarmstation.sim.managed import simulate_managed
 from swarmstation.sim.pool import PoolSimulation, Progress
 from swarmstation.sim.result import PolicyResult
 from swarmstation.sim.trace import Trace
 
-POLICIES = ("ours", "ours-no-cache-affinity", "no-warm-pool", "managed", "oracle", "clairvoyant")
-BOUNDS = ("oracle", "clairvoyant")  # lower bounds, not policies one could run
+RUNNABLE = ("ours", "ours-no-cache-affinity", "no-warm-pool", "managed")
+BOUND_WINDOWS_S = (30.0, 60.0, 120.0, 300.0)
+BOUNDS = ("oracle", *(bound_name(w) for w in BOUND_WINDOWS_S))  # references, not policies one could run
+POLICIES = (*RUNNABLE, *BOUNDS)
 
 
 def simulate(
@@ -45,8 +48,8 @@ def simulate(
         return simulate_managed(trace, config, seed=seed)
     if policy == "oracle":
         return simulate_oracle(trace, config)
-    if policy == "clairvoyant":
-        return simulate_clairvoyant(trace, config)
+    if policy.startswith("blocks-") and policy.endswith("s"):
+        return simulate_clairvoyant(trace, config, float(policy[len("blocks-") : -1]))
     return PoolSimulation(trace, policy, config, seed=seed, progress=progress).run()
 
 

@@ -17,18 +17,22 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from swarmstation.domain.offers import Offer, OfferFilters, rank_offers, rental_price
 
 _SIM_FILTERS = OfferFilters(gpu_names=("RTX 4090",), min_vram_gb=20.0)
+_D = TypeVar("_D", bound=Any)
 
 
 @dataclass(frozen=True)
 class Marketplace:
-    """A GPU marketplace such as VastAI. Prices: seed-roadmap.md §2, RTX 4090 ~$0.30/hour.
+    """A GPU marketplace such as VastAI (the ``optimistic`` preset's figures; :data:`MARKETS` has
+    both presets and :data:`ASSUMPTIONS` the source of each figure).
 
-    Billing follows protocols.md §2.5: storage from creation, GPU time from ``running`` (after the
-    image pull). The storage rate is ~$0.15 per GB-month for the disk we ask for."""
+    Billing follows protocols.md §2.3 and §2.5: the GPU rate (``dph_total``) is billed from
+    ``running`` and already includes the storage for the disk we ask for; storage alone is billed
+    while the instance is not running (the image pull before ``running``, and while stopped)."""
 
     price_per_hour: float = 0.30
     price_spread: tuple[float, float] = (0.9, 1.2)  # an offer costs price_per_hour x U(lo, hi)
@@ -39,15 +43,13 @@ class Marketplace:
     provision_sigma: float = 0.5
     never_running_prob: float = 0.04  # stuck in loading: storage billed only
     never_ready_prob: float = 0.03  # running but never healthy: GPU billed until destroyed
-    provision_timeout_s: float = 900.0
-    storage_per_hour: float = 0.016
+    storage_per_hour: float = 0.016  # while not running only (dph_total includes it while running)
     # Resuming a parked (stopped) instance: the container starts again with its disk, so only the
     # boot is paid. It fails when the GPU was rented out meanwhile, likelier the longer it was
     # parked (an assumption: protocols.md §2.6 says only that it may fail); the control plane gives
-    # up after resume_timeout_s and launches instead.
+    # up after Settings.resume_timeout_seconds and launches instead.
     resume_median_s: float = 45.0
     resume_fail_per_hour: float = 0.03
-    resume_timeout_s: float = 180.0
     mean_lifetime_hours: float = 48.0
     bandwidth_median: float = 100e6  # bytes/s
     bandwidth_sigma: float = 0.6
@@ -55,6 +57,7 @@ class Marketplace:
     load_base_s: float = 2.0
     load_spread: tuple[float, float] = (0.7, 1.3)  # per-instance disk speed factor
     disk_budget_bytes: int = 80 * 10**9
+    output_bytes: int = 1_500_000  # what a job uploads (one PNG), at the instance's bandwidth
     # Interruptible (bid) rentals: an offer's min_bid is this fraction of its on-demand price, and
     # a running bid instance is outbid (stopped by VastAI, then destroyed by the control plane and
     # its job requeued) at this rate. Both are assumptions; protocols.md gives no figures.
@@ -69,15 +72,77 @@ class Marketplace:
 @dataclass(frozen=True)
 class ManagedService:
     """A per-second managed service priced like ComfyUI Deploy (seed-roadmap.md §2: A10G ~$1.21/hour
-    plus a $100/month platform fee; prior-system.md lists A10G at $0.000337/s). Keep-warm and
-    cold-start figures are assumptions (Modal-style containers), not from the references."""
+    plus a $100/month platform fee; prior-system.md §6.3 lists A10G at $0.000337/s). Containers take
+    jobs from one shared queue (whichever is free first); the figures without a source are
+    assumptions (:data:`ASSUMPTIONS`), chosen on the managed service's side where unsure."""
 
     gpu_price_per_second: float = 0.000337
     platform_fee_per_month: float = 100.0
     keep_warm_s: float = 60.0
     cold_start_median_s: float = 45.0
     cold_start_sigma: float = 0.4
-    run_speed_factor: float = 1.0  # A10G vs RTX 4090; 1.0 favours the managed service
+    run_speed_factor: float = 1.0  # A10G run time / RTX 4090 run time; 1.0 favours the managed service
+    max_concurrency: int | None = None  # containers at once; None = unbounded (favours it)
+    load_bytes_per_second: float = 1.5e9  # switching checkpoints in a warm container (as ours)
+    load_base_s: float = 2.0
+
+
+# An ``observed`` marketplace fitted to what the earlier platform saw on VastAI (prior-system.md
+# §5.9): a 23 GB UNet in 6.1 min (~63 MB/s per download), 8.2 min end to end for its one success
+# (so ~2.1 min of everything else: the instance, SSH, setup, ComfyUI start), 4 of 5 runs failed
+# (SSH never ready / instance vanished: 40-80% per attempt, 60% taken).
+OBSERVED = replace(
+    Marketplace(),
+    bandwidth_median=63e6,
+    pull_median_s=60.0,
+    boot_median_s=66.0,
+    never_running_prob=0.30,
+    never_ready_prob=0.30,
+)
+MARKETS: dict[str, Marketplace] = {"optimistic": Marketplace(), "observed": OBSERVED}
+
+
+@dataclass(frozen=True)
+class Assumption:
+    """One figure the results rest on: ``target`` is ``market`` or ``managed``, ``fields`` what a
+    sensitivity factor multiplies (together), ``source`` where the figure comes from."""
+
+    name: str
+    target: str
+    fields: tuple[str, ...]
+    source: str
+    cap: float | None = None  # largest value after scaling (a probability)
+
+
+ASSUMPTIONS: tuple[Assumption, ...] = (
+    Assumption("GPU price $/h", "market", ("price_per_hour",),
+               "seed-roadmap.md §2 (RTX 4090 ~$0.30/h); spread x0.9-1.2 assumed"),
+    Assumption("download bandwidth", "market", ("bandwidth_median",),
+               "optimistic: assumed 100 MB/s; observed: 63 MB/s (prior-system.md §5.9, 23 GB in 6.1 min)"),
+    Assumption("launch failures", "market", ("never_running_prob", "never_ready_prob"),
+               "optimistic: assumed 7%; observed: 60% (prior-system.md §5.9: 4 of 5 runs failed)", cap=0.45),
+    Assumption("image pull + boot", "market", ("pull_median_s", "boot_median_s"),
+               "optimistic: assumed 150 s; observed: 126 s (8.2 min end to end - 6.1 min download, §5.9)"),
+    Assumption("instance lifetime", "market", ("mean_lifetime_hours",), "assumed 48 h mean"),
+    Assumption("resume time", "market", ("resume_median_s",), "assumed 45 s median"),
+    Assumption("resume failures", "market", ("resume_fail_per_hour",), "assumed 3% per hour parked"),
+    Assumption("checkpoint load", "market", ("load_bytes_per_second",), "assumed 1.5 GB/s disk to VRAM"),
+    Assumption("managed price", "managed", ("gpu_price_per_second",),
+               "prior-system.md §6.3 (A10G $0.000337/s); seed-roadmap.md §2 ($1.21/h)"),
+    Assumption("managed cold start", "managed", ("cold_start_median_s",), "assumed 45 s median"),
+    Assumption("managed keep-warm", "managed", ("keep_warm_s",), "assumed 60 s"),
+    Assumption("managed GPU slowness", "managed", ("run_speed_factor",),
+               "assumed 1.0 (an A10G as fast as a 4090: favours managed)"),
+)  # fmt: skip
+
+
+def scaled(obj: _D, fields: tuple[str, ...], factor: float, cap: float | None = None) -> _D:
+    """``obj`` with each of ``fields`` multiplied by ``factor`` (at most ``cap``)."""
+    changes: dict[str, float] = {}
+    for name in fields:
+        value = float(getattr(obj, name)) * factor
+        changes[name] = min(value, cap) if cap is not None else value
+    return replace(obj, **changes)
 
 
 @dataclass(frozen=True)

@@ -5,26 +5,40 @@
   progress), evicting with ``domain.cache.plan_eviction`` under its disk budget, loads the
   checkpoint when another one is loaded, then runs for the trace's run time.
 * Control loops: a scheduler pass every ``scheduler_interval_s`` (routing: ``plan_routes`` or
-  ``route_ignoring_caches``), a pool pass every ``pool_interval_s`` (``plan_scaling``,
-  ``plan_prefetch``, sampling of the time series).
+  ``route_ignoring_caches``), a pool pass every ``pool_interval_s`` (``plan_scaling``, and
+  ``plan_prefetch`` once per heartbeat interval), sampling of the time series.
+* Information parity: the policies see what the live control plane would, through
+  ``domain.estimates``: an instance is an :class:`~swarmstation.domain.estimates.InstanceObservation`
+  (its cache and loaded checkpoint as of its last heartbeat, its download rate as measured from
+  its finished jobs, 0 until then, the time its job was reported started, which the worker does
+  before downloading), a job's run time is the median of the last 50 completed, prefetch demand the
+  last 200 submitted. The simulator's own truths (bandwidth, real end times) never reach a policy.
+* The live defaults (``Settings``): provisioning and resume timeouts, checkpoint load estimate,
+  loop intervals. An instance that dies is noticed as the live control plane notices it: a host
+  that vanishes after ``heartbeat_timeout_s`` without heartbeats, an outbid one at the next pool
+  pass (the provider reports it stopped); until then routing may still send it work, and its job
+  is requeued only then. A job uploads its output after running (the instance stays busy).
 * Every change of an instance's state goes through ``domain.states.INSTANCE``, the table the
   control plane uses: a move the control plane could not make fails the simulation.
-* A job that loses its instance returns to the queue with its original arrival time.
-* Billing: ``domain.pricing.bill`` per span of GPU time, storage for the disk's whole life.
+* A job that loses its instance returns to the queue (its wait still counts from its arrival).
+* Billing: ``domain.pricing.bill`` per span of GPU time (``dph_total``, storage included), storage
+  alone while not running (the image pull, parked).
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
-import statistics
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from swarmstation.domain import estimates
 from swarmstation.domain.cache import CachedModel, plan_eviction
 from swarmstation.domain.pricing import BilledInstance, JobRun, bill
 from swarmstation.domain.routing import (
+    Assign,
     ModelNeed,
     RoutableInstance,
     RoutableJob,
@@ -59,6 +73,8 @@ class SimJob:
     end: float | None = None
     instance: SimInstance | None = None
     assigned: float = 0.0
+    fetch_bytes: int = 0  # what this attempt downloaded itself
+    models_ready: float = 0.0  # when its models were on disk (the worker's model_fetch_seconds)
 
 
 @dataclass(eq=False, slots=True)
@@ -88,6 +104,13 @@ class SimInstance:
     dedicated: SimJob | None = None
     runs: list[tuple[str, float, float]] = field(default_factory=list)
     jobs_run: int = 0
+    # what the control plane knows: heartbeats every heartbeat_interval_s from `hb0` (when its
+    # worker became ready), the checkpoint loaded before `loaded_at`, the measured download rate
+    hb0: float = 0.0
+    loaded_at: float = 0.0
+    loaded_before: str | None = None
+    measured_bps: float = 0.0
+    died_at: float | None = None  # its host died / it was outbid; noticed later (_LOST)
 
     def cached(self) -> frozenset[str]:
         if self.frozen is None:
@@ -95,14 +118,7 @@ class SimInstance:
         return self.frozen
 
 
-_ARRIVE, _SCHED, _POOL, _READY, _TIMEOUT, _DIE, _DONE, _SAMPLE = range(8)
-
-
-def tool_medians(trace: Trace) -> dict[str, float]:
-    runs: dict[str, list[float]] = {}
-    for j in trace.jobs:
-        runs.setdefault(j.tool, []).append(j.run_seconds)
-    return {k: statistics.median(v) for k, v in runs.items()}
+_ARRIVE, _SCHED, _POOL, _READY, _TIMEOUT, _DIE, _DONE, _SAMPLE, _LOST = range(9)
 
 
 def pool_preload(trace: Trace) -> tuple[tuple[str, int], ...]:
@@ -144,25 +160,22 @@ class PoolSimulation:
         self.next_prefetch = 0.0
         self.pool_armed = True
         self.pool_wake = 0
-        self.next_prefetch = 0.0
-        self.queue: dict[str, SimJob] = {}
-        self.recent: deque[tuple[float, RoutableJob]] = deque()
+        self.queue: dict[str, SimJob] = {}  # in live queue order (queued_at: a requeued job goes last)
+        # what the live control plane reads back: the last submitted jobs, newest first, and the
+        # run seconds of the last completed ones
+        self.submitted: deque[SimJob] = deque(maxlen=config.prefetch_demand_jobs)
+        self.completed_runs: deque[float] = deque(maxlen=config.run_window_jobs)
+        self.expected_s = estimates.expected_run_seconds(())
         self.launches = 0
         self.done = 0
         self.last_scale_up: float | None = None
         self.busy_log: deque[tuple[float, float]] = deque()  # (assigned, done) of finished jobs
-        medians = tool_medians(trace)
-        self.expected_job_s = statistics.fmean(medians.values()) if medians else 30.0
         self.jobs = [
-            SimJob(
-                tj,
-                RoutableJob(tj.job_id, POOL, tj.t, tj.models, tj.checkpoint, medians.get(tj.tool, 30.0)),
-            )
+            SimJob(tj, RoutableJob(tj.job_id, POOL, tj.t, tj.models, tj.checkpoint, self.expected_s))
             for tj in trace.jobs
         ]
-        self.preload = pool_preload(trace) if config.preload_tool_models else ()
-        m = config.market
-        self.routing_load_s = m.load_base_s + 7e9 / m.load_bytes_per_second
+        no_preload = policy == "no-warm-pool" or not config.preload_tool_models
+        self.preload = () if no_preload else pool_preload(trace)
         self.res = PolicyResult(policy, len(self.jobs), 0, 0.0, [])
 
     # -- events --------------------------------------------------------------------------------
@@ -191,6 +204,7 @@ class PoolSimulation:
             _DIE: self.on_die,
             _DONE: self.on_done,
             _SAMPLE: self.on_sample,
+            _LOST: self.on_lost,
         }
         stop = horizon
         while self.events:
@@ -218,7 +232,7 @@ class PoolSimulation:
 
     def on_arrive(self, job: object) -> None:
         assert isinstance(job, SimJob)
-        self.recent.append((job.tj.t, job.rj))
+        self.submitted.appendleft(job)
         if self.policy == "no-warm-pool":
             self.launch(dedicated=job)
         self.queue[job.tj.job_id] = job
@@ -248,12 +262,13 @@ class PoolSimulation:
             outbid=rental.outbid,
         )
         pull, boot = rental.pull_s, rental.boot_s
-        if not rental.never_running and pull < m.provision_timeout_s:
+        timeout = self.cfg.provision_timeout_s
+        if not rental.never_running and pull < timeout:
             inst.running_at = inst.gpu_since = self.now + pull
         self.instances[inst.iid] = inst
         self.live[inst.iid] = inst
-        if rental.never_running or rental.never_ready or pull + boot >= m.provision_timeout_s:
-            self.push(self.now + m.provision_timeout_s, _TIMEOUT, inst)
+        if rental.never_running or rental.never_ready or pull + boot >= timeout:
+            self.push(self.now + timeout, _TIMEOUT, inst)
         else:
             self.push(self.now + pull + boot, _READY, inst)
             self.push(self.now + pull + boot + rental.life_s, _DIE, inst)
@@ -278,9 +293,12 @@ class PoolSimulation:
     def park(self, inst: SimInstance) -> None:
         """Stop an idle instance, keeping its disk: storage is billed, the GPU is not."""
         INSTANCE.apply(inst, InstanceTrigger.PARK)
+        if inst.died_at is not None:
+            inst.lost = True  # parked before anyone noticed its host was gone
+            inst.died_at = None
         inst.parked_at = self.now
         inst.idle_since = None
-        inst.loaded = None  # VRAM does not survive a stop
+        inst.loaded = inst.loaded_before = None  # VRAM does not survive a stop
         self._close_gpu_span(inst)
         self.live.pop(inst.iid, None)
         self.parked[inst.iid] = inst
@@ -298,8 +316,8 @@ class PoolSimulation:
         INSTANCE.apply(inst, InstanceTrigger.RESUME)
         inst.parked_at = None
         self.res.resumes += 1
-        if fails or took >= m.resume_timeout_s:
-            self.push(self.now + m.resume_timeout_s, _TIMEOUT, inst)
+        if fails or took >= self.cfg.resume_timeout_s:
+            self.push(self.now + self.cfg.resume_timeout_s, _TIMEOUT, inst)
         else:
             inst.gpu_since = self.now  # running again at once; the boot is billed
             self.push(self.now + took, _READY, inst)
@@ -311,6 +329,7 @@ class PoolSimulation:
         INSTANCE.apply(inst, InstanceTrigger.READY)
         inst.idle_since = self.now
         inst.bg_free_at = self.now
+        inst.hb0 = self.now  # the worker registers and heartbeats from now on
         # the worker fetches the pool's preload models in the background as it starts taking jobs
         # (worker/agent.py): one after another, sharing the link with a job's own downloads
         for key, size in self.preload:
@@ -334,12 +353,31 @@ class PoolSimulation:
             inst.dedicated.attempts += 1
             self.launch(dedicated=inst.dedicated)
 
+    def last_heartbeat(self, inst: SimInstance) -> float:
+        every = self.cfg.heartbeat_interval_s
+        return inst.hb0 + math.floor((self.now - inst.hb0) / every + 1e-9) * every
+
     def on_die(self, inst: object) -> None:
+        """The host died or outbid the instance. The control plane finds out later (:meth:`on_lost`):
+        an outbid instance at the next pool pass (the provider reports it stopped), a vanished host
+        when its heartbeats have been missing for ``heartbeat_timeout_s`` (the scheduler's next pass)."""
         assert isinstance(inst, SimInstance)
         if inst.state == InstanceState.TERMINATED:
             return
         if inst.state == InstanceState.STOPPED:
             inst.lost = True  # found out at the next resume
+            return
+        inst.died_at = self.now
+        if inst.outbid:
+            noticed = self._tick_after(self.now, self.cfg.pool_interval_s)
+        else:
+            silent_since = self.last_heartbeat(inst) + self.cfg.heartbeat_timeout_s
+            noticed = self._tick_after(silent_since - 1e-9, self.cfg.scheduler_interval_s)
+        self.push(noticed, _LOST, inst)
+
+    def on_lost(self, inst: object) -> None:
+        assert isinstance(inst, SimInstance)
+        if inst.died_at is None or inst.state in (InstanceState.TERMINATED, InstanceState.STOPPED):
             return
         if inst.outbid:
             self.res.outbids += 1
@@ -354,8 +392,8 @@ class PoolSimulation:
             job.instance = None
             if self.policy == "no-warm-pool":
                 self.launch(dedicated=job)
+            job.rj = replace(job.rj, queued_at=self.now)  # requeue_job sets queued_at = now
             self.queue[job.tj.job_id] = job
-            self.queue = dict(sorted(self.queue.items(), key=lambda kv: (kv[1].tj.t, kv[0])))
             self.arm_scheduler()
 
     # -- jobs ----------------------------------------------------------------------------------
@@ -398,11 +436,14 @@ class PoolSimulation:
         INSTANCE.apply(inst, InstanceTrigger.ASSIGN)
         inst.idle_since = None
         job.instance = inst
-        job.assigned = self.now
+        job.assigned = self.now  # the worker reports `started` at once, before downloading
+        if inst.died_at is not None:
+            return  # routed to a machine that is gone: the job sits there until it is noticed
         keep = {m.key for m in tj.models}
         t = self.now  # the job's own downloads, one after another
         ready = self.now  # models already on disk or on their way (a download in progress is shared)
         cold = inst.jobs_run == 0
+        job.fetch_bytes = 0
         for m in tj.models:
             self.res.cache_lookups += 1
             entry = inst.cache.get(m.key)
@@ -417,18 +458,20 @@ class PoolSimulation:
                     ready = max(ready, entry[3])
             else:
                 t = self._download(inst, m.key, m.size, keep, t, self._job_download_seconds(inst, m.size, t))
+                job.fetch_bytes += m.size
                 if m.key == tj.checkpoint:
                     cold = True
         t = max(t, ready)
+        job.models_ready = t
         if tj.checkpoint is not None and inst.loaded != tj.checkpoint:
             size = next((m.size for m in tj.models if m.key == tj.checkpoint), 0)
             t += self.cfg.market.load_base_s + size / inst.load_rate
-            inst.loaded = tj.checkpoint
+            inst.loaded_before, inst.loaded, inst.loaded_at = inst.loaded, tj.checkpoint, t
         if cold:
             self.res.cold_starts += 1
         inst.jobs_run += 1
         job.start = t
-        end = t + tj.run_seconds
+        end = t + tj.run_seconds + self.cfg.market.output_bytes / inst.bw  # then it uploads its output
         inst.busy_until = end
         self.push(end, _DONE, (inst, job, job.attempts))
 
@@ -437,10 +480,17 @@ class PoolSimulation:
         inst, job, attempt = payload
         if inst.job is not job or job.attempts != attempt or inst.state == InstanceState.TERMINATED:
             return
+        if inst.died_at is not None:
+            return  # it died first: requeued when that is noticed
         job.end = self.now
         assert job.start is not None
         inst.runs.append((job.tj.job_id, job.start, self.now))
         self.busy_log.append((job.assigned, self.now))
+        # what the worker reports with `complete`: run seconds, bytes fetched and the fetch's time
+        self.completed_runs.appendleft(job.tj.run_seconds)
+        self.expected_s = estimates.expected_run_seconds(self.completed_runs)
+        rate = estimates.measured_rate(inst.measured_bps, job.fetch_bytes, job.models_ready - job.assigned)
+        inst.measured_bps = rate or 0.0
         inst.job = None
         inst.busy_until = None
         INSTANCE.apply(inst, InstanceTrigger.RELEASE)
@@ -451,18 +501,27 @@ class PoolSimulation:
 
     # -- control loops -------------------------------------------------------------------------
 
-    def _routable(self, inst: SimInstance) -> RoutableInstance:
-        busy = inst.job is not None
-        until = inst.busy_until if busy else None
-        return RoutableInstance(
+    def observe(self, inst: SimInstance) -> estimates.InstanceObservation:
+        """What the live control plane would know of ``inst`` now: the models and checkpoint its last
+        heartbeat reported, when its job was reported started, the rate measured so far."""
+        hb = self.last_heartbeat(inst)
+        reported = frozenset(key for key, v in inst.cache.items() if v[3] <= hb)
+        loaded = inst.loaded if inst.loaded_at <= hb else inst.loaded_before
+        return estimates.InstanceObservation(
             inst.iid,
             POOL,
-            0 if busy else 1,
-            until,
-            inst.cached(),
-            inst.loaded,
-            inst.bw,
-            self.routing_load_s,
+            self.cfg.pool.slots_per_instance,
+            (inst.job.assigned,) if inst.job is not None else (),
+            reported,
+            loaded,
+            inst.measured_bps,
+        )
+
+    def _routable(self, inst: SimInstance, expected_run_seconds: float | None = None) -> RoutableInstance:
+        return estimates.routable_instance(
+            self.observe(inst),
+            expected_run_seconds=self.expected_s if expected_run_seconds is None else expected_run_seconds,
+            checkpoint_load_seconds=self.cfg.checkpoint_load_s,
         )
 
     def _ready(self) -> list[SimInstance]:
@@ -485,17 +544,25 @@ class PoolSimulation:
         if not any(i.job is None for i in ready):
             return
         views = [self._routable(i) for i in ready]
-        jobs = [j.rj for j in self.queue.values()]
-        route = plan_routes if self.policy == "ours" else route_ignoring_caches
-        for a in route(jobs, views, now=self.now, config=self.cfg.routing):
+        jobs = []
+        for j in itertools.islice(self.queue.values(), self.cfg.queued_batch):
+            if j.rj.expected_run_seconds != self.expected_s:
+                j.rj = replace(j.rj, expected_run_seconds=self.expected_s)
+            jobs.append(j.rj)
+        for a in self.route(jobs, views):
             self.start_job(self.queue[a.job_id], self.instances[a.instance_id])
+
+    def route(self, jobs: list[RoutableJob], views: list[RoutableInstance]) -> list[Assign]:
+        """The scheduler's routing call: the same snapshot types the live scheduler builds."""
+        policy = plan_routes if self.policy == "ours" else route_ignoring_caches
+        return policy(jobs, views, now=self.now, config=self.cfg.routing)
 
     def _tick_after(self, t: float, tick: float) -> float:
         return (math.floor(t / tick) + 1) * tick
 
     def _align_prefetch(self, first_pass: float) -> None:
         """Prefetch runs on its own grid of times, as if the loop had never slept."""
-        every = self.cfg.prefetch_interval_s
+        every = self.cfg.heartbeat_interval_s
         self.next_prefetch = max(self.next_prefetch, math.ceil(first_pass / every - 1e-9) * every)
 
     def arm_pool(self) -> None:
@@ -540,10 +607,11 @@ class PoolSimulation:
             )
             for i in (*self.live.values(), *self.parked.values())
         ]
-        snapshot = PoolSnapshot(
+        prices = [i.price for i in (*self.live.values(), *self.parked.values())]
+        snapshot = PoolSnapshot(  # as control/pools.py builds it (no price cap on this pool)
             queued_jobs=len(self.queue),
-            expected_job_seconds=self.expected_job_s,
-            new_instance_price=self.cfg.market.price_per_hour,
+            expected_job_seconds=self.expected_s,
+            new_instance_price=max(prices) if prices else 0.0,
             last_scale_up_at=at(self.last_scale_up) if self.last_scale_up is not None else None,
             busy_slots_recent=self.busy_slots_recent(),
         )
@@ -563,7 +631,7 @@ class PoolSimulation:
                     # an idle or parked instance goes at once: drained (nothing to finish), destroyed
                     self.terminate(leaving, InstanceTrigger.DRAIN)
         if self.policy == "ours" and self.now >= self.next_prefetch:
-            self.next_prefetch = self.now + self.cfg.prefetch_interval_s
+            self.next_prefetch = self.now + self.cfg.heartbeat_interval_s
             self.prefetch()
 
     def busy_slots_recent(self) -> float:
@@ -578,20 +646,20 @@ class PoolSimulation:
         return busy / window
 
     def prefetch(self) -> None:
-        cutoff = self.now - self.cfg.recent_window_s
-        while self.recent and self.recent[0][0] < cutoff:
-            self.recent.popleft()
-        if not self.recent:
+        """control/scheduler.plan_prefetches: the last submitted jobs' models onto IDLE instances
+        (the hints reach the worker with its next heartbeat: this runs once per heartbeat interval)."""
+        if not self.submitted:
             return
         ready = [i for i in self._ready() if i.job is None]
         if not ready:
             return
-        demand = [rj for _, rj in self.recent]
+        recent = estimates.prefetch_demand(self.submitted, limit=self.cfg.prefetch_demand_jobs)
+        demand = [j.rj for j in recent]
         sizes = {m.key: m.size for rj in demand for m in rj.required}
-        views = [self._routable(i) for i in ready]
+        views = [self._routable(i, estimates.DEFAULT_RUN_SECONDS) for i in ready]
         for p in plan_prefetch(demand, views, now=self.now, config=self.cfg.routing):
             inst = self.instances[p.instance_id]
-            if p.model_key in inst.cache or inst.job is not None:
+            if p.model_key in inst.cache or inst.job is not None or inst.died_at is not None:
                 continue
             self._background_download(inst, p.model_key, sizes[p.model_key])
 
@@ -606,12 +674,14 @@ class PoolSimulation:
         for inst in self.instances.values():
             runs = [JobRun(jid, inst.iid, at(s), at(e)) for jid, s, e in inst.runs]
             ended = inst.ended if inst.ended is not None else stop
-            storage = storage_rate * max(0.0, ended - inst.created)
-            res.cost += storage
-            res.unattributed_cost += storage
             if inst.gpu_since is not None and ended > inst.gpu_since:
                 inst.gpu_spans.append((inst.gpu_since, ended))
                 inst.gpu_since = None
+            # dph_total includes the disk while running: storage alone is paid the rest of the time
+            running = sum(e - b for b, e in inst.gpu_spans)
+            storage = storage_rate * max(0.0, ended - inst.created - running)
+            res.cost += storage
+            res.unattributed_cost += storage
             for span_start, span_end in inst.gpu_spans:  # GPU billed while running, not while parked
                 gpu = BilledInstance(inst.iid, inst.price, at(span_start), at(span_end))
                 inside = [r for r in runs if at(span_start) <= r.started_at < at(span_end)]

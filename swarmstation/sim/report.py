@@ -217,49 +217,33 @@ def evaluate_targets(rows: list[dict[str, Any]], preset: str) -> list[str]:
             "downloads)"
         )
 
-    if preset == "large":
-        ok = (ours["cost_ratio_to_oracle"] or 99) <= 1.5 and ours["wait_p95_s"] < 30
+    m = by.get("managed")
+    if preset == "large" and m is not None:
+        ratio = ours["cost_usd"] / m["cost_usd"] if m["cost_usd"] else None
+        ok = ratio is not None and ratio <= 1 / 3 and ours["wait_p95_s"] <= m["wait_p95_s"]
         line = (
-            f"large: cost within 1.5x of the lower bound with p95 wait < 30 s — {'MET' if ok else 'MISSED'} "
-            f"(x oracle {ours['cost_ratio_to_oracle']}, p95 {ours['wait_p95_s']} s)"
+            f"large: cost <= 1/3 of managed and p95 wait <= managed's — {'MET' if ok else 'MISSED'} "
+            f"(ours ${ours['cost_usd']:.2f} = {ratio or 0:.2f}x managed ${m['cost_usd']:.2f}; "
+            f"p95 {ours['wait_p95_s']} s vs managed {m['wait_p95_s']} s)"
         )
         if not ok:
-            line += f"; why: {why(ours)}."
-            bound = by.get("clairvoyant")
-            if bound is not None and bound["cost_ratio_to_oracle"] is not None:
-                line += (
-                    f" No pool of whole GPUs can reach 1.5x on this trace: even the clairvoyant bound, which "
-                    "rents with hindsight exactly the whole GPUs each 5-minute window needs, ready at once, "
-                    f"costs {bound['cost_ratio_to_oracle']}x, because demand "
-                    "swings within minutes (bursts) and over the day (quiet hours at 1% of the peak rate)"
-                )
-            line += (
-                ". What would reach it: more traffic per pool (the whole-GPU overhead shrinks as load "
-                "grows), or GPUs that start in seconds instead of minutes, so that less idle headroom is "
-                "kept for bursts; `simulate sweep` shows the cost of each p95 target on this trace"
-            )
+            gap = []
+            if ratio is None or ratio > 1 / 3:
+                gap.append(f"cost {((ratio or 0) * 3 - 1):.0%} over the 1/3 line")
+            if ours["wait_p95_s"] > m["wait_p95_s"]:
+                gap.append(f"p95 {ours['wait_p95_s'] - m['wait_p95_s']:.1f} s over managed's")
+            line += f"; by {', '.join(gap)}; why: {why(ours)}"
         out.append(line)
-    if preset == "prior" and "managed" in by:
-        m = by["managed"]
+    if preset == "prior" and m is not None:
         p95 = ours["wait_p95_after_first_start_s"]
-        ok = ours["cost_usd"] < m["cost_usd"] and p95 < 60
+        ok = ours["cost_usd"] < m["cost_usd"] and p95 <= 60
         line = (
-            f"prior: cheaper than the managed service at p95 wait < 60 s (after the first start) — "
+            f"prior: cheaper than managed at p95 wait <= 60 s (after the first start) — "
             f"{'MET' if ok else 'MISSED'} (ours ${ours['cost_usd']:.2f} vs managed ${m['cost_usd']:.2f}, "
             f"p95 {p95} s; managed p95 {m['wait_p95_after_first_start_s']} s)"
         )
         if not ok:
-            line += (
-                f"; why: {why(ours)}. With ~65 jobs a day in bursts separated by hours, the first jobs of "
-                "most bursts wait for capacity: a parked instance resumes in about a minute "
-                f"({ours['resumes']} resumes, {ours['resume_failures']} failed because the GPU was rented "
-                "out meanwhile, then a fresh launch takes minutes), a pool without parking launches "
-                "afresh (image pull, boot, checkpoint download). Keeping one GPU warm (min_instances=1) "
-                "removes most of that wait but costs ~$6.50/day at ~$0.27/h, more than the managed "
-                "service at this volume. What would reach it: resumes in seconds, or warm capacity "
-                "that is cheaper and stays (interruptible instances, `--interruptible`, halve the price "
-                "but each outbid leaves the pool cold for minutes)"
-            )
+            line += f"; why: {why(ours)}"
         out.append(line)
     worse = [
         name
