@@ -2,7 +2,9 @@
 
 swarmstation simulate run --preset large --days 1 --seed 1 --out sim-out
 swarmstation simulate run --trace jobs.json --out sim-out        # a `swarmstation jobs export` file
-swarmstation simulate sweep --preset prior --days 14 --target-p95 60
+swarmstation simulate sweep --preset prior --days 14 --target-p95 60 --seeds 1-2 --out tuned
+swarmstation simulate run --preset prior --days 14 --seeds 11-15 --knobs-from tuned/sweep.json --report
+swarmstation simulate sensitivity --preset large --days 0.25 --seeds 11-12
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from rich.table import Table
 
 from swarmstation.sim import config as sim_config
 from swarmstation.sim import engine, report
+from swarmstation.sim import evaluate as eval_mod
+from swarmstation.sim import market as market_mod
 from swarmstation.sim import sweep as sweep_mod
 from swarmstation.sim import trace as trace_mod
 
@@ -40,6 +44,67 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as JSON
 InterruptibleOpt = Annotated[
     bool, typer.Option("--interruptible", help="The pool rents interruptible (bid) instances.")
 ]
+MarketOpt = Annotated[
+    str, typer.Option("--market", help="Marketplace preset: optimistic | observed (sources: ASSUMPTIONS).")
+]
+SeedsOpt = Annotated[
+    str | None,
+    typer.Option("--seeds", help="Several seeds (each a fresh trace and market draws): '11-15' or '1,2,7'."),
+]
+
+
+def _seeds(text: str | None, seed: int) -> list[int]:
+    if text is None:
+        return [seed]
+    try:
+        return eval_mod.parse_seeds(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--seeds") from exc
+
+
+def _base_config(market: str, interruptible: bool) -> sim_config.SimConfig:
+    if market not in market_mod.MARKETS:
+        raise typer.BadParameter(
+            f"unknown market {market!r}; choose one of {', '.join(market_mod.MARKETS)}", param_hint="--market"
+        )
+    return sim_config.SimConfig(
+        market=market_mod.MARKETS[market], market_preset=market, interruptible=interruptible
+    )
+
+
+_KNOB_NAMES = (
+    "idle_minutes",
+    "min_instances",
+    "scale_up_queue_threshold",
+    "target_wait_seconds",
+    "max_delay_seconds",
+    "target_utilisation",
+    "max_parked",
+)
+
+
+def _tuned_knobs(
+    path: Path, preset: str, trace: Path | None, days: float, seeds: list[int]
+) -> dict[str, float]:
+    """The recommended knobs of a ``sweep --out`` file; refuses to evaluate on a seed it was tuned on."""
+    if not path.is_file():
+        raise typer.BadParameter(f"no such file: {path}", param_hint="--knobs-from")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        best = data["recommended"] or {}
+        tuned = data.get("tuned_on") or {}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise typer.BadParameter(f"not a sweep.json: {exc}", param_hint="--knobs-from") from exc
+    same_trace = tuned.get("trace_file") == (str(trace) if trace else None) and (
+        trace is not None or (tuned.get("preset") == preset and tuned.get("days") == days)
+    )
+    overlap = sorted(set(seeds) & set(tuned.get("seeds") or []))
+    if same_trace and overlap:
+        raise typer.BadParameter(
+            f"seeds {overlap} are the ones {path} was tuned on: evaluate on held-out seeds",
+            param_hint="--seeds",
+        )
+    return {k: float(best[k]) for k in _KNOB_NAMES if best.get(k) is not None}
 
 
 def _load_trace(preset: str, trace: Path | None, days: float, seed: int) -> trace_mod.Trace:
@@ -83,11 +148,61 @@ def run_cmd(
         int | None, typer.Option("--max-parked", min=0, help="Parked (stopped) instances kept.")
     ] = None,
     interruptible: InterruptibleOpt = False,
+    market: MarketOpt = "optimistic",
+    seeds: SeedsOpt = None,
+    knobs_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--knobs-from", help="Use the knobs a `sweep --out` recommended (not on its tuning seeds)."
+        ),
+    ] = None,
+    write_report: Annotated[
+        bool,
+        typer.Option(
+            "--report/--no-report", help="Write report.md/json and plots (with --seeds: heldout.md/json)."
+        ),
+    ] = True,
+    managed_concurrency: Annotated[
+        int | None,
+        typer.Option("--managed-concurrency", min=1, help="Managed containers at once (default unbounded)."),
+    ] = None,
+    managed_speed: Annotated[
+        float | None,
+        typer.Option("--managed-speed", min=0.1, help="Managed GPU run time / ours (default 1.0)."),
+    ] = None,
 ) -> None:
     """Every policy over the same trace; writes a Markdown/JSON table and PNG plots.
 
-    The pool options set ``ours`` (and its no-cache-affinity twin), e.g. to what ``sweep`` recommends."""
-    tr = _load_trace(preset, trace, days, seed)
+    The pool options set ``ours`` (and its no-cache-affinity twin), e.g. to what ``sweep`` recommends
+    (``--knobs-from``). With ``--seeds``, every policy runs on each seed's trace and the report gives
+    mean ± spread (held-out evaluation)."""
+    seed_list = _seeds(seeds, seed)
+    tuned: dict[str, float] = {}
+    if knobs_from is not None:
+        tuned = _tuned_knobs(knobs_from, preset, trace, days, seed_list)
+    if idle_minutes is None and "idle_minutes" in tuned:
+        idle_minutes = tuned["idle_minutes"]
+    if min_instances is None and "min_instances" in tuned:
+        min_instances = int(tuned["min_instances"])
+    if scale_up_threshold is None and "scale_up_queue_threshold" in tuned:
+        scale_up_threshold = int(tuned["scale_up_queue_threshold"])
+    if target_wait is None and "target_wait_seconds" in tuned:
+        target_wait = tuned["target_wait_seconds"]
+    if max_delay is None and "max_delay_seconds" in tuned:
+        max_delay = tuned["max_delay_seconds"]
+    if target_utilisation is None and "target_utilisation" in tuned:
+        target_utilisation = tuned["target_utilisation"]
+    if max_parked is None and "max_parked" in tuned:
+        max_parked = int(tuned["max_parked"])
+    base = _base_config(market, interruptible)
+    managed_changes: dict[str, float | int] = {}
+    if managed_concurrency is not None:
+        managed_changes["max_concurrency"] = managed_concurrency
+    if managed_speed is not None:
+        managed_changes["run_speed_factor"] = managed_speed
+    if managed_changes:
+        base = replace(base, managed=replace(base.managed, **managed_changes))  # type: ignore[arg-type]
+    tr = _load_trace(preset, trace, days, seed_list[0])
     knobs: dict[str, float | None] = {
         "idle-minutes": idle_minutes,
         "min-instances": min_instances,
@@ -97,7 +212,7 @@ def run_cmd(
         "target-utilisation": target_utilisation,
     }
     config = sim_config.with_knobs(
-        sim_config.SimConfig(),
+        base,
         idle_minutes=idle_minutes,
         min_instances=min_instances,
         target_wait_seconds=target_wait,
@@ -106,10 +221,17 @@ def run_cmd(
         target_utilisation=target_utilisation,
         max_parked=max_parked,
     )
-    config = replace(config, interruptible=interruptible)
     knobs["max-parked"] = max_parked
     options = "".join(f" --{k} {v:g}" for k, v in knobs.items() if v is not None)
     options += " --interruptible" if interruptible else ""
+    options += f" --market {market}"
+    if managed_concurrency is not None:
+        options += f" --managed-concurrency {managed_concurrency}"
+    if managed_speed is not None:
+        options += f" --managed-speed {managed_speed:g}"
+    if seeds is not None:
+        _run_seeds(preset, trace, days, seed_list, config, options, out, as_json, write_report, knobs_from)
+        return
     if save_trace is not None:
         trace_mod.save(tr, save_trace)
     started = time.perf_counter()
@@ -140,7 +262,11 @@ def run_cmd(
     }
     rows = report.table(results)
     targets = report.evaluate_targets(rows, label)
-    paths = report.write_report(results, out, title=f"Simulation: {tr.name}", meta=meta, targets=targets)
+    paths = (
+        report.write_report(results, out, title=f"Simulation: {tr.name}", meta=meta, targets=targets)
+        if write_report
+        else {}
+    )
     if as_json:
         typer.echo(json.dumps({"meta": meta, "results": rows, "targets": targets,
                                "files": {k: str(v) for k, v in paths.items()}}, indent=2))  # fmt: skip
@@ -157,6 +283,63 @@ def run_cmd(
     out_console.print(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
+def _run_seeds(
+    preset: str,
+    trace: Path | None,
+    days: float,
+    seeds: list[int],
+    config: sim_config.SimConfig,
+    options: str,
+    out: Path,
+    as_json: bool,
+    write: bool,
+    knobs_from: Path | None,
+) -> None:
+    started = time.perf_counter()
+    seeds_text = ",".join(map(str, seeds))
+
+    def progress(seed: int, policy: str) -> None:
+        if not as_json:
+            console.print(f"seed {seed}: {policy}")
+
+    data = eval_mod.evaluate(
+        lambda s: _load_trace(preset, trace, days, s), config, seeds, engine.POLICIES, progress=progress
+    )
+    where = f"--trace {trace}" if trace is not None else f"--preset {preset} --days {days:g}"
+    tuned = f" --knobs-from {knobs_from}" if knobs_from is not None else ""
+    meta = {
+        "command": f"swarmstation simulate run {where} --seeds {seeds_text}{options}{tuned} --out {out}",
+        "seeds": seeds,
+        "pool": sim_config.asdict_pool(config),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    payload = {"meta": meta, **data}
+    md = eval_mod.summary_markdown(data["summary"], seeds)
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "heldout.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        lines = [
+            f"# Held-out evaluation ({where})",
+            "",
+            f"- command: {meta['command']}",
+            "",
+            md,
+            "## Targets",
+            "",
+        ]
+        for s, ts in data["targets"].items():
+            lines.extend(f"- seed {s}: {t}" for t in ts)
+        (out / "heldout.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    c = Console()
+    c.print(md)
+    for s, ts in data["targets"].items():
+        for t in ts:
+            c.print(f"- seed {s}: {t}")
+
+
 @sim_app.command("sweep")
 def sweep_cmd(
     preset: PresetOpt = "prior",
@@ -171,9 +354,15 @@ def sweep_cmd(
         int | None, typer.Option("--workers", min=1, help="Parallel processes (default: one per CPU).")
     ] = None,
     interruptible: InterruptibleOpt = False,
+    market: MarketOpt = "optimistic",
+    seeds: SeedsOpt = None,
 ) -> None:
-    """Recommend pool settings: the lowest cost whose p95 wait meets the target."""
-    tr = _load_trace(preset, trace, days, seed)
+    """Recommend pool settings: the lowest cost whose p95 wait meets the target (mean over the
+    tuning ``--seeds``). sweep.json records them: `run --knobs-from` refuses to evaluate on them."""
+    seed_list = _seeds(seeds, seed)
+    base = _base_config(market, interruptible)
+    runs = [(_load_trace(preset, trace, days, s), s) for s in seed_list]
+    tr = runs[0][0]
     grid = sweep_mod.QUICK_GRID if quick else sweep_mod.DEFAULT_GRID
     with Progress(
         TextColumn("sweep"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
@@ -191,9 +380,18 @@ def sweep_cmd(
             seed=seed,
             progress=progress,
             workers=workers,
-            config=sim_config.SimConfig(interruptible=interruptible),
+            config=base,
+            runs=runs,
         )
-    payload = {"trace": tr.name, "jobs": len(tr.jobs), "seed": seed, **result.as_dict()}
+    tuned_on = {
+        "preset": None if trace is not None else preset,
+        "trace_file": str(trace) if trace is not None else None,
+        "days": days,
+        "seeds": seed_list,
+        "market": market,
+    }
+    payload = {"trace": tr.name, "jobs": len(tr.jobs), "seed": seed_list[0], "tuned_on": tuned_on,
+               **result.as_dict()}  # fmt: skip
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "sweep.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
@@ -205,3 +403,41 @@ def sweep_cmd(
     state = "meets" if result.met else "does NOT meet (lowest p95 shown)"
     c.print(f"{len(result.points)} settings tried on {tr.name}; recommended ({state} p95 ≤ {target_p95:g}s):")
     c.print(best)
+
+
+@sim_app.command("sensitivity")
+def sensitivity_cmd(
+    preset: PresetOpt = "large",
+    trace: TraceOpt = None,
+    days: DaysOpt = 0.25,
+    seed: SeedOpt = 11,
+    seeds: SeedsOpt = None,
+    market: MarketOpt = "optimistic",
+    out: Annotated[Path | None, typer.Option("--out", help="Write sensitivity.json and .md here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Each assumption (market and managed service) x0.5 and x2: how ours, managed and the
+    whole-GPU reference (blocks-300s) move (mean $ / 1,000 images and p95 wait over the seeds)."""
+    seed_list = _seeds(seeds, seed)
+    base = _base_config(market, False)
+
+    def progress(label: str) -> None:
+        if not as_json:
+            console.print(label)
+
+    data = eval_mod.sensitivity(
+        lambda s: _load_trace(preset, trace, days, s), base, seed_list, progress=progress
+    )
+    where = f"--trace {trace}" if trace is not None else f"--preset {preset} --days {days:g}"
+    data["command"] = (
+        f"swarmstation simulate sensitivity {where} --seeds {','.join(map(str, seed_list))} --market {market}"
+    )
+    md = eval_mod.sensitivity_markdown(data)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "sensitivity.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
+        (out / "sensitivity.md").write_text(f"`{data['command']}`\n\n{md}", encoding="utf-8")
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    Console().print(md)

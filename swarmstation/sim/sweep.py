@@ -88,15 +88,21 @@ def apply(config: SimConfig, knobs: dict[str, float]) -> SimConfig:
     )
 
 
-def _run_point(trace: Trace, base: SimConfig, knobs: dict[str, float], seed: int) -> SweepPoint:
-    r = simulate(trace, "ours", apply(base, knobs), seed=seed)
-    return SweepPoint(
-        knobs,
-        r.cost,
-        1000 * r.cost / max(1, len(trace.jobs)),
-        percentile(r.waits, 0.95),
-        percentile(r.waits_after_first_start, 0.95),
-    )
+def _run_point(runs: Sequence[tuple[Trace, int]], base: SimConfig, knobs: dict[str, float]) -> SweepPoint:
+    """``ours`` at one setting on every (trace, seed) of ``runs``: the mean of each figure."""
+    points = []
+    for trace, seed in runs:
+        r = simulate(trace, "ours", apply(base, knobs), seed=seed)
+        points.append(
+            (
+                r.cost,
+                1000 * r.cost / max(1, len(trace.jobs)),
+                percentile(r.waits, 0.95),
+                percentile(r.waits_after_first_start, 0.95),
+            )
+        )
+    n = len(points)
+    return SweepPoint(knobs, *(sum(p[i] for p in points) / n for i in range(4)))
 
 
 def sweep(
@@ -109,9 +115,13 @@ def sweep(
     after_first_start: bool = True,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    runs: Sequence[tuple[Trace, int]] | None = None,
 ) -> SweepResult:
     """Run ``ours`` at every grid point. ``after_first_start``: judge p95 without the jobs that
-    arrived before the first instance was ever ready (the first start from zero)."""
+    arrived before the first instance was ever ready (the first start from zero). ``runs``: tune on
+    several (trace, seed) pairs at once (each point's figures are their means); default ``trace``
+    with ``seed``."""
+    runs = list(runs) if runs else [(trace, seed)]
     grid = grid or DEFAULT_GRID
     base = config or SimConfig()
     names = list(grid)
@@ -123,12 +133,12 @@ def sweep(
     workers = max(1, min(workers or os.cpu_count() or 1, len(combos)))
     if workers == 1:
         for i, knobs in enumerate(combos):
-            points[i] = _run_point(trace, base, knobs, seed)
+            points[i] = _run_point(runs, base, knobs)
             if progress is not None:
                 progress(i + 1, len(combos))
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
-            futures = {pool.submit(_run_point, trace, base, knobs, seed): i for i, knobs in enumerate(combos)}
+            futures = {pool.submit(_run_point, runs, base, knobs): i for i, knobs in enumerate(combos)}
             for done, fut in enumerate(as_completed(futures), start=1):
                 points[futures[fut]] = fut.result()
                 if progress is not None:
