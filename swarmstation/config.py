@@ -305,6 +305,22 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(512, ge=16, le=32_768, description="The most tokens one LLM answer may take")
     llm_timeout_seconds: float = Field(60.0, gt=0, le=600, description="How long one LLM call may take")
     llm_credits_per_1k_tokens: int = Field(2, ge=0, description="What LLM tools charge per 1000 tokens")
+    # the chat agent's persona (GET /v1/agent/persona; the greeting opens every conversation)
+    agent_name: str = Field("Swarm", min_length=1, max_length=60, description="The chat agent's name")
+    agent_avatar_url: str | None = Field(
+        None, max_length=2000, description="An image URL for the agent's avatar (unset: the studio's own)"
+    )
+    agent_greeting: str = Field(
+        "Hello! Tell me what you would like to make or change: an image from a description, a "
+        "bigger or reworked version of a picture you attach. I propose a plan with its price, and "
+        "nothing runs until you approve it.",
+        min_length=1,
+        max_length=2000,
+        description="The agent's first message in a new conversation",
+    )
+    agent_tone: Literal["friendly", "neutral", "concise"] = Field(
+        "friendly", description="How the agent phrases its answers"
+    )
     image_tool_credits: int = Field(1, ge=0, description="What one run of an image utility tool charges")
     local_tool_workers: int = Field(
         2, ge=1, le=64, description="Local tool jobs (LLM, image utilities) run at once on the leader"

@@ -24,6 +24,7 @@ from swarmstation.api import admin, comfydeploy, loras, models, objects, public,
 from swarmstation.api import admin_series as series_api
 from swarmstation.api import auth as auth_api
 from swarmstation.api import catalog as catalog_api
+from swarmstation.api import conversations as conversations_api
 from swarmstation.api import deposits as deposits_api
 from swarmstation.api import docs_pages as docs_api
 from swarmstation.api import keys as keys_api
@@ -277,6 +278,7 @@ def build(
     app.include_router(runs_api.router)
     app.include_router(pipelines_api.router)
     app.include_router(workspaces_api.router)
+    app.include_router(conversations_api.router)
     app.include_router(docs_api.router)
     app.include_router(catalog_api.router)
     registry = make_registry(state)

@@ -730,6 +730,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/agent/persona": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Persona
+         * @description The chat agent's name, avatar, greeting and tone (SWARMSTATION_AGENT_*).
+         */
+        get: operations["persona_v1_agent_persona_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/auth/nonce": {
         parameters: {
             query?: never;
@@ -822,6 +842,145 @@ export interface paths {
         get: operations["catalog_v1_catalog_get"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/conversations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Conversations
+         * @description The user's conversations, the most recently active first.
+         */
+        get: operations["list_conversations_v1_conversations_get"];
+        put?: never;
+        /**
+         * Create Conversation
+         * @description A new conversation, opened by the agent's greeting.
+         */
+        post: operations["create_conversation_v1_conversations_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/conversations/{conversation_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Conversation
+         * @description The whole conversation: every item of every branch with its parent, and the current leaf.
+         *     Runs that finished since the last read add their result (or error) items first.
+         */
+        get: operations["get_conversation_v1_conversations__conversation_id__get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete Conversation
+         * @description Delete the conversation (its runs and their charges stay in the history).
+         */
+        delete: operations["delete_conversation_v1_conversations__conversation_id__delete"];
+        options?: never;
+        head?: never;
+        /**
+         * Patch Conversation
+         * @description Rename it (`title`) or set its auto-approval budget (`auto_approve_below`: plans quoted
+         *     below that many credits run without asking; null turns it off).
+         */
+        patch: operations["patch_conversation_v1_conversations__conversation_id__patch"];
+        trace?: never;
+    };
+    "/v1/conversations/{conversation_id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Conversation Events
+         * @description Server-sent events: `item` (an item as GET returns it, its `seq` the event id) for each
+         *     new item, and `run` ({run_id, plan_id, state, steps: [{id, tool, state, progress}]}) when a
+         *     run the conversation started progresses (its id: the seq of the last item sent before it). Reconnect with
+         *     `Last-Event-ID` to resume after that item. The stream stays open.
+         */
+        get: operations["conversation_events_v1_conversations__conversation_id__events_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/conversations/{conversation_id}/messages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Post Message
+         * @description Say something (text, attached images, optionally under an earlier item to branch); the
+         *     answer is the agent's reply: a plan with its price, an answer, or a polite refusal.
+         */
+        post: operations["post_message_v1_conversations__conversation_id__messages_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/conversations/{conversation_id}/plans/{plan_id}/approve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Approve Plan
+         * @description Run the plan: one hold of its quote (402 when the credits do not cover it), its steps
+         *     queued. Approving it again, with the same Idempotency-Key or none, answers the same run.
+         */
+        post: operations["approve_plan_v1_conversations__conversation_id__plans__plan_id__approve_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/conversations/{conversation_id}/plans/{plan_id}/reject": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Reject Plan
+         * @description Decline the plan: nothing runs (409 when it was approved: cancel its run instead).
+         */
+        post: operations["reject_plan_v1_conversations__conversation_id__plans__plan_id__reject_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1655,6 +1814,65 @@ export interface components {
             held: number;
             user: components["schemas"]["UserOut"];
         };
+        /** AgentMessageItem */
+        AgentMessageItem: {
+            /** Balance */
+            balance?: number | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Deposit Url */
+            deposit_url?: string | null;
+            /** Error */
+            error?: string | null;
+            /** Held */
+            held?: number | null;
+            /** Id */
+            id: string;
+            /**
+             * Kind
+             * @description greeting, answer (to a question), abstain (declined) or shortfall
+             */
+            kind: string;
+            /** Parent Id */
+            parent_id: string | null;
+            /** Plan Id */
+            plan_id?: string | null;
+            /** Price */
+            price?: number | null;
+            /**
+             * Question
+             * @description An answer's question: price, balance, tool, run, capabilities
+             */
+            question?: string | null;
+            /** Run Id */
+            run_id?: string | null;
+            /**
+             * Seq
+             * @description Increasing within the conversation; the SSE event id
+             */
+            seq: number;
+            /** Shortfall */
+            shortfall?: number | null;
+            /** State */
+            state?: string | null;
+            /**
+             * Suggestions
+             * @description Tools the platform offers instead, when declining
+             */
+            suggestions: components["schemas"]["Suggestion"][];
+            /** Text */
+            text: string;
+            /** Tool */
+            tool?: string | null;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "agent_message";
+        };
         /** AppliedOut */
         AppliedOut: {
             /** Matched Text */
@@ -1669,6 +1887,52 @@ export interface components {
             strength_model: number;
             /** Weight */
             weight: number;
+        };
+        /** ApprovalItem */
+        ApprovalItem: {
+            /**
+             * Auto
+             * @description Approved by the conversation's auto_approve_below budget
+             */
+            auto: boolean;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Decision
+             * @enum {string}
+             */
+            decision: "approved" | "rejected";
+            /** Id */
+            id: string;
+            /** Parent Id */
+            parent_id: string | null;
+            /** Plan Id */
+            plan_id: string;
+            /** Run Id */
+            run_id: string | null;
+            /**
+             * Seq
+             * @description Increasing within the conversation; the SSE event id
+             */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "approval";
+        };
+        /** ApprovalOut */
+        ApprovalOut: {
+            /**
+             * Items
+             * @description The approval and run items it added (none on a retry)
+             */
+            items: (components["schemas"]["UserMessageItem"] | components["schemas"]["AgentMessageItem"] | components["schemas"]["PlanItem"] | components["schemas"]["ApprovalItem"] | components["schemas"]["RunItem"] | components["schemas"]["ResultItem"] | components["schemas"]["ErrorItem"])[];
+            /** Run Id */
+            run_id: string;
         };
         /** ApproveIn */
         ApproveIn: {
@@ -1774,6 +2038,98 @@ export interface components {
                 [key: string]: number;
             };
         };
+        /** ConversationCreate */
+        ConversationCreate: {
+            /**
+             * Auto Approve Below
+             * @description Run plans quoted below this many credits without asking (None: off)
+             */
+            auto_approve_below?: number | null;
+            /**
+             * Title
+             * @description Empty: named after the first message
+             * @default
+             */
+            title: string;
+        };
+        /** ConversationCreated */
+        ConversationCreated: {
+            /** Id */
+            id: string;
+            /**
+             * Items
+             * @description The greeting
+             */
+            items: (components["schemas"]["UserMessageItem"] | components["schemas"]["AgentMessageItem"] | components["schemas"]["PlanItem"] | components["schemas"]["ApprovalItem"] | components["schemas"]["RunItem"] | components["schemas"]["ResultItem"] | components["schemas"]["ErrorItem"])[];
+        };
+        /** ConversationList */
+        ConversationList: {
+            /** Conversations */
+            conversations: components["schemas"]["ConversationSummary"][];
+        };
+        /** ConversationOut */
+        ConversationOut: {
+            /** Auto Approve Below */
+            auto_approve_below: number | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: string;
+            /**
+             * Items
+             * @description Every item of every branch, by seq
+             */
+            items: (components["schemas"]["UserMessageItem"] | components["schemas"]["AgentMessageItem"] | components["schemas"]["PlanItem"] | components["schemas"]["ApprovalItem"] | components["schemas"]["RunItem"] | components["schemas"]["ResultItem"] | components["schemas"]["ErrorItem"])[];
+            /**
+             * Leaf Id
+             * @description The end of the current branch
+             */
+            leaf_id: string | null;
+            /** Title */
+            title: string;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+        };
+        /**
+         * ConversationPatch
+         * @description Only the fields given change; `auto_approve_below: null` turns auto-approval off.
+         */
+        ConversationPatch: {
+            /** Auto Approve Below */
+            auto_approve_below?: number | null;
+            /** Title */
+            title?: string | null;
+        };
+        /** ConversationSummary */
+        ConversationSummary: {
+            /** Auto Approve Below */
+            auto_approve_below: number | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: string;
+            /**
+             * Leaf Id
+             * @description The end of the current branch
+             */
+            leaf_id: string | null;
+            /** Title */
+            title: string;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+        };
         /** CostRowOut */
         CostRowOut: {
             /** Cost */
@@ -1840,6 +2196,11 @@ export interface components {
             entry: components["schemas"]["EntryOut"];
             /** Held */
             held: number;
+        };
+        /** DecisionOut */
+        DecisionOut: {
+            /** Items */
+            items: (components["schemas"]["UserMessageItem"] | components["schemas"]["AgentMessageItem"] | components["schemas"]["PlanItem"] | components["schemas"]["ApprovalItem"] | components["schemas"]["RunItem"] | components["schemas"]["ResultItem"] | components["schemas"]["ErrorItem"])[];
         };
         /** DeploymentToolIn */
         DeploymentToolIn: {
@@ -2020,6 +2381,38 @@ export interface components {
                 reason: string;
             }[];
         };
+        /** ErrorItem */
+        ErrorItem: {
+            /** Code */
+            code: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Errors */
+            errors: components["schemas"]["FieldErrorOut"][];
+            /** Id */
+            id: string;
+            /** Message */
+            message: string;
+            /** Parent Id */
+            parent_id: string | null;
+            /** Plan Id */
+            plan_id: string | null;
+            /** Run Id */
+            run_id: string | null;
+            /**
+             * Seq
+             * @description Increasing within the conversation; the SSE event id
+             */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "error";
+        };
         /** ExposedIn */
         ExposedIn: {
             /**
@@ -2081,6 +2474,13 @@ export interface components {
              * @default false
              */
             retryable: boolean;
+        };
+        /** FieldErrorOut */
+        FieldErrorOut: {
+            /** Field */
+            field: string;
+            /** Reason */
+            reason: string;
         };
         /** GpuFilters */
         GpuFilters: {
@@ -2584,6 +2984,25 @@ export interface components {
             /** Visibility */
             visibility?: ("public" | "private" | "unlisted") | null;
         };
+        /** MessageCreate */
+        MessageCreate: {
+            /**
+             * Images
+             * @description Attached images: upload refs ('upload:<id>' from POST /v1/uploads) or output refs
+             */
+            images?: string[];
+            /**
+             * Parent Id
+             * @description The earlier item to answer (branching); absent: the end of the current branch
+             */
+            parent_id?: string | null;
+            /**
+             * Text
+             * @description What the user says
+             * @default
+             */
+            text: string;
+        };
         /** ModelRefIn */
         ModelRefIn: {
             /** Folder */
@@ -2701,6 +3120,17 @@ export interface components {
             /** Name */
             name: string;
         };
+        /** PersonaOut */
+        PersonaOut: {
+            /** Avatar Url */
+            avatar_url: string | null;
+            /** Greeting */
+            greeting: string;
+            /** Name */
+            name: string;
+            /** Tone */
+            tone: string;
+        };
         /** PipelineCreate */
         PipelineCreate: {
             /**
@@ -2748,6 +3178,115 @@ export interface components {
             pipeline: {
                 [key: string]: unknown;
             };
+        };
+        /** PlanItem */
+        PlanItem: {
+            /**
+             * Approvable
+             * @description False when the balance does not cover the quote
+             */
+            approvable: boolean;
+            /**
+             * Balance
+             * @description The credits available when it was proposed
+             */
+            balance: number;
+            /** Chain */
+            chain: string[];
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Deposit Url
+             * @description Where to deposit, when there is a shortfall
+             */
+            deposit_url: string | null;
+            /** Explanation */
+            explanation: string;
+            /** Id */
+            id: string;
+            /** Intent */
+            intent: string;
+            /**
+             * Params
+             * @description What the request stated (size, count, seed, ...)
+             */
+            params: {
+                [key: string]: unknown;
+            };
+            /** Parent Id */
+            parent_id: string | null;
+            /**
+             * Pipeline
+             * @description The plan as a pipeline (the wire form of POST /v1/runs)
+             */
+            pipeline: {
+                [key: string]: unknown;
+            };
+            quote: components["schemas"]["PlanQuote"];
+            /** Run Id */
+            run_id: string | null;
+            /**
+             * Seq
+             * @description Increasing within the conversation; the SSE event id
+             */
+            seq: number;
+            /**
+             * Shortfall
+             * @description How many more credits the plan needs (0: none)
+             */
+            shortfall: number;
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "proposed" | "approved" | "rejected";
+            /**
+             * Steps
+             * @description In the order they run
+             */
+            steps: components["schemas"]["PlanStep"][];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "plan";
+        };
+        /** PlanQuote */
+        PlanQuote: {
+            /** Charged */
+            charged: boolean;
+            /** Steps */
+            steps: components["schemas"]["PlanStepQuote"][];
+            /**
+             * Total
+             * @description The most the plan can cost, in credits: what approving it holds
+             */
+            total: number;
+        };
+        /** PlanStep */
+        PlanStep: {
+            /** Id */
+            id: string;
+            /** Inputs */
+            inputs: {
+                [key: string]: unknown;
+            };
+            /** Tool */
+            tool: string;
+        };
+        /** PlanStepQuote */
+        PlanStepQuote: {
+            /** Credits */
+            credits: number;
+            /** Items */
+            items: number;
+            /** Step */
+            step: string;
+            /** Tool */
+            tool: string;
         };
         /** PnlOut */
         PnlOut: {
@@ -3151,6 +3690,15 @@ export interface components {
             /** Reason */
             reason: string;
         };
+        /** ReplyOut */
+        ReplyOut: {
+            /**
+             * Items
+             * @description The agent's reply, in order
+             */
+            items: (components["schemas"]["UserMessageItem"] | components["schemas"]["AgentMessageItem"] | components["schemas"]["PlanItem"] | components["schemas"]["ApprovalItem"] | components["schemas"]["RunItem"] | components["schemas"]["ResultItem"] | components["schemas"]["ErrorItem"])[];
+            message: components["schemas"]["UserMessageItem"];
+        };
         /** ReportIn */
         ReportIn: {
             /** Chain Id */
@@ -3176,6 +3724,57 @@ export interface components {
             prompt: string;
             /** Warnings */
             warnings: string[];
+        };
+        /** ResultItem */
+        ResultItem: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: string;
+            /** Outputs */
+            outputs: components["schemas"]["ResultOutput"][];
+            /** Parent Id */
+            parent_id: string | null;
+            /** Plan Id */
+            plan_id: string;
+            /** Run Id */
+            run_id: string;
+            /**
+             * Seq
+             * @description Increasing within the conversation; the SSE event id
+             */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "result";
+            /**
+             * Values
+             * @description Value outputs by step and port (text, numbers)
+             */
+            values: {
+                [key: string]: unknown;
+            };
+        };
+        /** ResultOutput */
+        ResultOutput: {
+            /** Content Type */
+            content_type: string;
+            /** Port */
+            port: string;
+            /**
+             * Ref
+             * @description An output ref ('output:<id>') a later step or message can use
+             */
+            ref: string;
+            /** Step */
+            step: string;
+            /** Url */
+            url: string;
         };
         /**
          * RunCreate
@@ -3206,6 +3805,37 @@ export interface components {
              * @description Its version; absent: latest
              */
             version?: number | null;
+        };
+        /** RunItem */
+        RunItem: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: string;
+            /** Parent Id */
+            parent_id: string | null;
+            /** Plan Id */
+            plan_id: string;
+            /** Run Id */
+            run_id: string;
+            /**
+             * Seq
+             * @description Increasing within the conversation; the SSE event id
+             */
+            seq: number;
+            /**
+             * State
+             * @description The run's state when last seen (GET /v1/runs/{run_id} for details)
+             */
+            state: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "run";
         };
         /** RunList */
         RunList: {
@@ -3588,6 +4218,17 @@ export interface components {
             /** Tool */
             tool: string;
         };
+        /** Suggestion */
+        Suggestion: {
+            /** Category */
+            category: string;
+            /** Description */
+            description: string;
+            /** Name */
+            name: string;
+            /** Slug */
+            slug: string;
+        };
         /** TocEntry */
         TocEntry: {
             /**
@@ -3774,6 +4415,32 @@ export interface components {
             name: string;
             /** Role */
             role: string;
+        };
+        /** UserMessageItem */
+        UserMessageItem: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: string;
+            /** Images */
+            images: string[];
+            /** Parent Id */
+            parent_id: string | null;
+            /**
+             * Seq
+             * @description Increasing within the conversation; the SSE event id
+             */
+            seq: number;
+            /** Text */
+            text: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "user_message";
         };
         /** UserOut */
         UserOut: {
@@ -6454,6 +7121,55 @@ export interface operations {
             };
         };
     };
+    persona_v1_agent_persona_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PersonaOut"];
+                };
+            };
+            /** @description Invalid input (the fields at fault are in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Refused: a readable `detail` and a stable `code` */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Failed on our side; 503 when a dependency is unavailable (retry after `Retry-After`) */
+            "5XX": {
+                headers: {
+                    /** @description Seconds to wait before retrying (with 503) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     nonce_v1_auth_nonce_get: {
         parameters: {
             query?: never;
@@ -6668,6 +7384,478 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Catalog"];
+                };
+            };
+            /** @description Invalid input (the fields at fault are in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Refused: a readable `detail` and a stable `code` */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Failed on our side; 503 when a dependency is unavailable (retry after `Retry-After`) */
+            "5XX": {
+                headers: {
+                    /** @description Seconds to wait before retrying (with 503) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    list_conversations_v1_conversations_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConversationList"];
+                };
+            };
+            /** @description Invalid input (the fields at fault are in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Refused: a readable `detail` and a stable `code` */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Failed on our side; 503 when a dependency is unavailable (retry after `Retry-After`) */
+            "5XX": {
+                headers: {
+                    /** @description Seconds to wait before retrying (with 503) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    create_conversation_v1_conversations_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ConversationCreate"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConversationCreated"];
+                };
+            };
+            /** @description Invalid input (the fields at fault are in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Refused: a readable `detail` and a stable `code` */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Failed on our side; 503 when a dependency is unavailable (retry after `Retry-After`) */
+            "5XX": {
+                headers: {
+                    /** @description Seconds to wait before retrying (with 503) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    get_conversation_v1_conversations__conversation_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                conversation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConversationOut"];
+                };
+            };
+            /** @description Invalid input (the fields at fault are in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Refused: a readable `detail` and a stable `code` */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Failed on our side; 503 when a dependency is unavailable (retry after `Retry-After`) */
+            "5XX": {
+                headers: {
+                    /** @description Seconds to wait before retrying (with 503) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    delete_conversation_v1_conversations__conversation_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                conversation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Invalid input (the fields at fault are in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Refused: a readable `detail` and a stable `code` */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Failed on our side; 503 when a dependency is unavailable (retry after `Retry-After`) */
+            "5XX": {
+                headers: {
+                    /** @description Seconds to wait before retrying (with 503) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    patch_conversation_v1_conversations__conversation_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                conversation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ConversationPatch"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConversationSummary"];
+                };
+            };
+            /** @description Invalid input (the fields at fault are in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Refused: a readable `detail` and a stable `code` */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Failed on our side; 503 when a dependency is unavailable (retry after `Retry-After`) */
+            "5XX": {
+                headers: {
+                    /** @description Seconds to wait before retrying (with 503) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    conversation_events_v1_conversations__conversation_id__events_get: {
+        parameters: {
+            query?: never;
+            header?: {
+                "Last-Event-ID"?: number | null;
+            };
+            path: {
+                conversation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Invalid input (the fields at fault are in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Refused: a readable `detail` and a stable `code` */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Failed on our side; 503 when a dependency is unavailable (retry after `Retry-After`) */
+            "5XX": {
+                headers: {
+                    /** @description Seconds to wait before retrying (with 503) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    post_message_v1_conversations__conversation_id__messages_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                conversation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MessageCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReplyOut"];
+                };
+            };
+            /** @description Invalid input (the fields at fault are in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Refused: a readable `detail` and a stable `code` */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Failed on our side; 503 when a dependency is unavailable (retry after `Retry-After`) */
+            "5XX": {
+                headers: {
+                    /** @description Seconds to wait before retrying (with 503) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    approve_plan_v1_conversations__conversation_id__plans__plan_id__approve_post: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Printable ASCII, no spaces. A retry with the same key and body answers the run the first request created; the same key with another body is a 422 */
+                "Idempotency-Key"?: string | null;
+            };
+            path: {
+                conversation_id: string;
+                plan_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApprovalOut"];
+                };
+            };
+            /** @description Invalid input (the fields at fault are in `errors`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Refused: a readable `detail` and a stable `code` */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Failed on our side; 503 when a dependency is unavailable (retry after `Retry-After`) */
+            "5XX": {
+                headers: {
+                    /** @description Seconds to wait before retrying (with 503) */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    reject_plan_v1_conversations__conversation_id__plans__plan_id__reject_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                conversation_id: string;
+                plan_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DecisionOut"];
                 };
             };
             /** @description Invalid input (the fields at fault are in `errors`) */
