@@ -18,6 +18,7 @@ from swarmstation.cli import (
     costs,
     credits,
     emulator,
+    eval_agent,
     instances,
     jobs,
     keys,
@@ -48,6 +49,7 @@ for commands in (
     comfydeploy.app,
     costs.app,
     bench.app,
+    eval_agent.app,
 ):
     app.add_typer(commands)
 app.add_typer(tools.app, name="tools")
