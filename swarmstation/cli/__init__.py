@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from swarmstation.cli import (
     bench,
+    chat,
     comfydeploy,
     costs,
     credits,
