@@ -50,6 +50,7 @@ for commands in (
     comfydeploy.app,
     costs.app,
     bench.app,
+    chat.app,
     eval_agent.app,
 ):
     app.add_typer(commands)
