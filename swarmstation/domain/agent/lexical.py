@@ -189,8 +189,8 @@ def stem(word: str) -> str:
 
 
 def terms(text: str) -> list[str]:
-    """Stemmed content words of ``text``, stopwords removed."""
-    return [stem(w) for w in words(text) if w not in STOPWORDS]
+    """Stemmed content words of ``text``: stopwords and bare numbers (sizes, seeds) removed."""
+    return [stem(w) for w in words(text) if w not in STOPWORDS and not w.isdigit()]
 
 
 _STEMMED_SYNONYMS: dict[str, tuple[str, ...]] = {}
@@ -209,12 +209,18 @@ def trigram_similarity(a: str, b: str) -> float:
     return len(ta & tb) / len(ta | tb)
 
 
+#: The terms that name a base model family.
+FAMILY_TERMS = frozenset({"sdxl", "sd15", "flux"})
+
+
 @dataclass(frozen=True)
 class _Doc:
     slug: str
     tf: Mapping[str, float]
     length: float
     prior: float
+    #: Tools that do the same thing with another model share a group (the slug otherwise).
+    group: str
 
 
 def _weighted(parts: Iterable[tuple[str, float]]) -> Counter[str]:
@@ -245,7 +251,12 @@ def _document(tool: CatalogTool) -> _Doc:
     prior = 0.0
     if spec.category == "text-to-image":
         prior = 0.02 if spec.base_model == DEFAULT_FAMILY else 0.01
-    return _Doc(spec.slug, tf, float(sum(tf.values())), prior)
+    if spec.base_model in ("", "other"):
+        group = spec.slug
+    else:
+        takes = ",".join(sorted(i.type for i in spec.inputs if i.required))
+        group = f"{spec.category}|{takes}|{','.join(o.type for o in spec.outputs)}"
+    return _Doc(spec.slug, tf, float(sum(tf.values())), prior, group)
 
 
 class LexicalRetriever:
@@ -303,6 +314,17 @@ class LexicalRetriever:
                     continue
                 idf = math.log(1 + (n - df[term] + 0.5) / (df[term] + 0.5))
                 score += qtf * idf * tf * (_K1 + 1) / (tf + _K1 * (1 - _B + _B * doc.length / avg))
-            scored.append(Ranked(doc.slug, round(score, 6)))
+            scored.append(Ranked(doc.slug, score))
+        if not FAMILY_TERMS & set(q):
+            # No family named: tools of one category that differ by their model are equally
+            # relevant (a word in one's description should not pick the model); the prior
+            # (the default family) orders them.
+            best: dict[str, float] = {}
+            for doc, r in zip(docs, scored, strict=True):
+                best[doc.group] = max(best.get(doc.group, 0.0), r.score - doc.prior)
+            scored = [
+                Ranked(r.slug, best[doc.group] + doc.prior) for doc, r in zip(docs, scored, strict=True)
+            ]
+        scored = [Ranked(r.slug, round(r.score, 6)) for r in scored]
         scored.sort(key=lambda r: (-r.score, r.slug))
         return scored[:limit]

@@ -28,7 +28,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from swarmstation.domain.agent.lexical import DEFAULT_FAMILY, LexicalRetriever, fold, normalize
+from swarmstation.domain.agent.lexical import (
+    DEFAULT_FAMILY,
+    TYPO_SIMILARITY,
+    LexicalRetriever,
+    fold,
+    normalize,
+    trigram_similarity,
+)
 from swarmstation.domain.agent.types import (
     Abstain,
     CatalogTool,
@@ -90,6 +97,7 @@ _CUES: Mapping[str, re.Pattern[str]] = {
             r" prompt|\bprompt[\s-]*(?:enhanc|improv|boost|help)|\b(?:improve|enhance|expand|rewrite|polish|"
             r"refine|flesh out|punch up|optimi[sz]e|fix|upgrade|beef up|tweak|write|craft|turn)\b[^.?!]{0,40}"
             r"\bprompts?\b|\bam[eé]lior\w*[^.?!]{0,20}prompt|\bprompt\w*[^.?!]{0,20}am[eé]lior|"
+            r"\bprompts?\b[^.?!]{0,12}\b(?:more detailed|more descriptive|better|richer|longer|stronger|nicer)\b|"
             r"\bverbesser\w*[^.?!]{0,20}prompt|\bprompt\w*[^.?!]{0,20}verbesser|\bmejor\w*[^.?!]{0,20}prompt"
         ),
         "img2img": (
@@ -124,13 +132,15 @@ _CUES: Mapping[str, re.Pattern[str]] = {
         ),
         "crop": r"\bcrop\w*|\btrim\w*|\bcut (?:out|off|away|it|the)\b|\brecadr\w*|\bzuschneid\w*|\brecort\w*|\bbeschneid\w*",
         "pad": (
-            r"\bpad\b|\bpadd\w*|\bletter-?box\w*|\bpillar-?box\w*|\bborders?\b|\bmargins?\b|\bmarges?\b|"
+            r"\bpad(?:ding)?\b(?= (?:it|this|that|them|the|to|out|with|my|all))|\bpadd\w* (?:it|this|the|to)|\bletter-?box\w*|\bpillar-?box\w*|\bborders?\b|\bmargins?\b|\bmarges?\b|"
             r"\bbordure\w*|\brahmen\b|\brand\b|\bbordes?\b|\b(?:add|put) (?:a |an )?(?:\w+ )?frame\b"
         ),
         "convert": (
             r"\bconvert\w*|\bkonvertier\w*|\bconvier\w*|\bexport\w*|\bsave (?:it |this |them )?as\b|"
             r"\b(?:as|to|into|in) (?:a |an )?" + _FORMAT + r"\b|\b" + _FORMAT + r" (?:format|file|version)|"
-            r"\b(?:change|switch) (?:the )?(?:file )?format|\bformat\b|\bumwandeln|\ben " + _FORMAT + r"\b"
+            r"^\W*(?:jpe?g|png|webp)\W*$|\b(?:change|switch) (?:the )?(?:file )?format|\bformat\b|\bumwandeln|\ben "
+            + _FORMAT
+            + r"\b"
         ),
         "grid": (
             r"\bgrid\b|\bcontact[\s-]?sheet|\bcollage|\bmosaic|\bmontage|\bside[\s-]by[\s-]side|\bgrille|"
@@ -189,7 +199,8 @@ _UNSUPPORTED: tuple[tuple[re.Pattern[str], str], ...] = (
             r"\bsongs?\b|\bmusic\w*|\bmelod\w*|\btunes?\b|\bjingles?\b|\bsoundtracks?\b|\baudio\b|\bsound effects?"
             r"|\bvoice ?over|\bvoices?\b|\bspeech\b|\bpodcasts?\b|\bnarrat\w*|\bsing\b|\bsinging\b|\brap\b|"
             r"\bbeats?\b|\bchansons?\b|\bmusique\b|\blied\b|\bmusik\b|\bcanci[oó]n\w*|\bm[uú]sica\b|\bsonidos?\b|"
-            r"\blyrics\b|\bringtone|\bsound\b|\bmp3\b|\bparoles\b|\bliedtext"
+            r"\blyrics\b|\bringtone|\bsound\b|\bmp3\b|\bparoles\b|\bliedtext|\blullab\w*|\bcompose\b|\bsymphon\w*|"
+            r"\baloud\b|\bout loud\b|\baccent\b|\btext[\s-]to[\s-]speech|\btts\b|\bpronounc\w*"
         ),
         "audio",
     ),
@@ -246,8 +257,9 @@ _UNSUPPORTED: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 #: Words right after an unsupported word that make it a picture after all ("movie poster").
 _PICTURE_AFTER = re.compile(
-    r"^\W*(?:\w+\W+)?(?:poster|cover|covers|art|artwork|thumbnail|still|frame|illustration|picture|image|"
-    r"photo|wallpaper|logo|icon|scene|style|screenshot|character|set|studio|theater|theatre|night|shop|store)\b"
+    r"^\s*-?\s*(?:poster|cover|covers|art|artwork|thumbnail|still|frame|illustration|picture|image|photo|wallpaper|"
+    r"logo|icon|scene|style|screenshot|character|set|studio|theater|theatre|night|shop|store|game|festival|band|"
+    r"club|room|player|theme|notes?|box|lover|sheet|album)s?\b"
 )
 _PICTURE_BEFORE = re.compile(
     r"\b(?:poster|cover|artwork|art|thumbnail|illustration|picture|image|photo|wallpaper|logo|icon|drawing|"
@@ -266,7 +278,8 @@ _NUM = r"(\d{1,2}|" + "|".join(re.escape(w) for w in _NUMBER_WORDS if not w.ends
 _COUNT_RE = re.compile(
     r"\b" + _NUM + r"\s+(?:\w+\s+)?(?:images|pictures|pics|photos|versions|variations|variants|options|takes|"
     r"ones|renders|bilder|imagenes|fotos|versiones|variantes|drafts|shots|portraits|logos|wallpapers|icons|"
-    r"illustrations|designs|posters|alternatives|candidates|different ones|more|stickers|concepts|avatars)\b"
+    r"illustrations|designs|posters|alternatives|candidates|different ones|more|stickers|concepts|avatars|ideas|"
+    r"sketches|looks|styles)\b"
 )
 _SIZE_RE = re.compile(r"\b(\d{2,5})\s*(?:px\s*)?[x×*]\s*(\d{2,5})\b")
 _WIDTH_RE = re.compile(
@@ -543,6 +556,14 @@ _GENERIC_PROMPT_WORDS = frozenset(
 )  # fmt: skip
 
 
+#: The words of operations a typo is read as ("descibe" → describe, "upscsle" → upscale).
+_TYPO_LEMMAS: tuple[tuple[str, str], ...] = (
+    ("describe", "caption"), ("caption", "caption"), ("description", "caption"), ("upscale", "upscale"),
+    ("enlarge", "upscale"), ("resize", "resize"), ("thumbnail", "resize"), ("convert", "convert"),
+    ("contact", "grid"), ("collage", "grid"), ("letterbox", "pad"),
+)  # fmt: skip
+
+
 def _clauses(text: str) -> list[str]:
     return [c for c in _CONNECTOR_RE.split(text) if c and c.strip()]
 
@@ -565,6 +586,16 @@ def _ops_in(clause: str) -> list[tuple[int, str]]:
             continue
         found.append((m.start(), name))
     names = {n for _, n in found}
+    for m in re.finditer(r"[a-z]{5,}", folded):
+        word = m.group(0)
+        for lemma, name in _TYPO_LEMMAS:
+            if (
+                name not in names
+                and word != lemma
+                and trigram_similarity(word, lemma) >= TYPO_SIMILARITY + 0.08
+            ):
+                found.append((m.start(), name))
+                names.add(name)
     if "enhance" in names and "convert" in names and not re.search(r"\b" + _FORMAT + r"\b", folded):
         found = [(p, n) for p, n in found if n != "convert"]  # "turn my idea into a prompt"
     if "img2img" in names and "upscale" in names and re.search(r"\b(?:bigger|larger)\b", folded):
@@ -727,24 +758,34 @@ def _fill(
     return inputs, count
 
 
-def _wanted_ops(text: str, has_image: bool) -> tuple[list[str], str]:
-    """The operations the text asks for, in the order they run, and the text that describes the
-    picture (the clauses that ask for no other operation)."""
+def _wanted_ops(text: str, has_image: bool) -> tuple[list[str], str, dict[str, str]]:
+    """The operations the text asks for, in the order they run, the text that describes the
+    picture (the clauses that ask for no other operation), and the clause of each operation."""
     ordered: list[str] = []
     prompt_parts: list[str] = []
+    clause_of: dict[str, str] = {}
     generate_cue = False
-    for clause in _clauses(text):
+    for index, clause in enumerate(_clauses(text)):
         ops = _ops_in(clause)
         folded = normalize(clause)
         if _CUES["generate"].search(folded):
             generate_cue = True
         names = [n for _, n in ops]
+        sized = bool({"width", "height"} & set(stated_params(clause)))
+        if not names and index > 0 and sized and len(clean_prompt(clause).split()) <= 4:
+            names = ["resize"]  # "..., then a 1920 pixel wide version"
         if not names or names == ["enhance"] or "img2img" in names:
             prompt_parts.append(clause)
         for n in names:
             if n not in ordered:
                 ordered.append(n)
-    prompt = clean_prompt(", ".join(prompt_parts))
+                clause_of[n] = clause
+    described = ", ".join(prompt_parts)
+    for name in ("generate", "img2img"):
+        clause_of[name] = described or text
+    if "enhance" in clause_of and not described:
+        clause_of["enhance"] = text
+    prompt = clean_prompt(described)
     if "enhance" in ordered:
         prompt = re.sub(
             r"^(?:\w+\s+){0,4}?(?:a\s+|an\s+|the\s+|my\s+)?(?:better|improved|detailed|good|great|nicer|richer)?\s*"
@@ -771,9 +812,12 @@ def _wanted_ops(text: str, has_image: bool) -> tuple[list[str], str]:
         if "img2img" in ordered:
             ordered.remove("img2img")
     # the source operations run first, the others in the order the text gives them
-    first = [n for n in _SOURCE_OPS if n in ordered]
-    rest = [n for n in ordered if n not in _SOURCE_OPS]
-    return first + rest, prompt
+    if has_image:
+        first = [n for n in ("img2img",) if n in ordered]
+    else:
+        first = [n for n in _SOURCE_OPS if n in ordered]
+    rest = [n for n in ordered if n not in first]
+    return first + rest, prompt, clause_of
 
 
 def _explicit_generate(text: str) -> bool:
@@ -796,30 +840,61 @@ def _plan(
     images: Sequence[MediaRef],
     params: dict[str, Any],
 ) -> Decision:
-    ops, prompt = _wanted_ops(text, image is not None)
+    ops, prompt, clause_of = _wanted_ops(text, image is not None)
     if not ops:
         return Question("capabilities")
     b = _Builder(cat, context.seed, {}, {}, [])
     family = params.get("model")
-    # a size belongs to a utility that takes one, else to the step that draws
-    sized_op = next((o for o in ops if o in ("resize", "crop")), None) or next(
-        (o for o in ops if o in ("generate", "img2img")), None
-    )
-    if "pad" in ops and "aspect" in params and sized_op in ("generate", "img2img"):
-        params = {k: v for k, v in params.items() if k != "aspect"}
-        params_for_pad = {"aspect": stated_params(text).get("aspect")}
-    else:
-        params_for_pad = {}
+    # what a clause states belongs to its operation; a size in a clause that also asks for a
+    # resize or a crop belongs to that; the seed, model, steps and cfg to the whole request
+    global_params = {k: v for k, v in params.items() if k in _GLOBAL_PARAMS}
+    op_params: dict[str, dict[str, Any]] = {}
+    for name in ops:
+        clause = clause_of.get(name, text)
+        own = {k: v for k, v in stated_params(clause).items() if k not in _GLOBAL_PARAMS}
+        if name in ("generate", "img2img") and any(clause_of.get(o) == clause for o in ("resize", "crop")):
+            own = {k: v for k, v in own.items() if k not in ("width", "height")}
+        op_params[name] = {**global_params, **own}
+    stated: dict[str, Any] = {}
     kind = "image" if image is not None else "text"
     source: Any = image.ref if image is not None else None
     if image is not None and "grid" in ops and len(images) > 1:
         source = [m.ref for m in images]
-    port_spec: ToolSpec | None = None
     used: list[str] = []
+
+    def add_step(name: str, step_params: Mapping[str, Any], source: Any) -> Decision | Any:
+        op = OPERATIONS[name]
+        tool = cat.pick(op, family)
+        if tool is None:
+            return Abstain(
+                f"no tool here can {name.replace('img2img', 'redraw an image')}", _suggestions(cat)
+            )
+        if not tool.available:
+            return _unavailable(tool, cat)
+        filled = dict(step_params)
+        if name == "enhance":
+            gen = cat.pick(OPERATIONS["generate"], family) if "generate" in ops else None
+            filled["_family"] = (
+                gen.spec.base_model if gen else _FAMILY_TOKENS.get(family or "", DEFAULT_FAMILY)
+            )
+        src = source
+        if name in ("generate", "img2img") and source is None:
+            src = prompt or text
+        inputs, count = _fill(name, tool.spec, filled, b, sized=True, prompt=prompt or text, source=src)
+        if name == "generate" and isinstance(source, dict):
+            inputs["prompt"] = source  # the prompt the enhance step writes
+        if name == "enhance":
+            idea = _main_input(tool.spec, "text")
+            inputs[idea.name if idea else "idea"] = prompt or text
+        sid = b.add(op.step, tool.spec, inputs, count)
+        used.append(name)
+        stated.update(_relevant(step_params, [name]))
+        return {"from": sid, "output": _port(tool.spec, op.gives)}
+
     for name in ops:
         op = OPERATIONS[name]
-        # bridge a type gap with the operation that produces the missing type
         if op.takes != kind:
+            # bridge a type gap with the operation that produces the missing type
             bridge = next(
                 (
                     o
@@ -830,66 +905,14 @@ def _plan(
             )
             if bridge is None:
                 return Abstain(f"nothing turns {kind} into {op.takes} here", _suggestions(cat))
-            tool = cat.pick(OPERATIONS[bridge], family)
-            if tool is None:
-                return Abstain(f"no tool can {bridge} here", _suggestions(cat))
-            if not tool.available:
-                return _unavailable(tool, cat)
-            inputs, count = _fill(
-                bridge,
-                tool.spec,
-                params,
-                b,
-                sized=sized_op == bridge or sized_op is None,
-                prompt=prompt or text,
-                source=source,
-            )
-            sid = b.add(OPERATIONS[bridge].step, tool.spec, inputs, count)
-            source, kind, port_spec = (
-                {"from": sid, "output": _port(tool.spec, OPERATIONS[bridge].gives)},
-                OPERATIONS[bridge].gives,
-                tool.spec,
-            )
-            used.append(bridge)
-        tool = cat.pick(op, family)
-        if tool is None:
-            return Abstain(
-                f"no tool here can {name.replace('img2img', 'redraw an image')}", _suggestions(cat)
-            )
-        if not tool.available:
-            return _unavailable(tool, cat)
-        step_params = (
-            {**params, **{k: v for k, v in params_for_pad.items() if v}} if name == "pad" else params
-        )
-        if name == "enhance":
-            gen = cat.pick(OPERATIONS["generate"], family) if "generate" in ops else None
-            step_params = {
-                **params,
-                "_family": gen.spec.base_model if gen else (_FAMILY_TOKENS.get(family or "", DEFAULT_FAMILY)),
-            }
-        src = source
-        if name in ("generate",) and kind == "text" and isinstance(source, dict):
-            src = source  # the prompt from the enhance step
-        elif name in ("generate", "img2img") and source is None:
-            src = prompt or text
-        inputs, count = _fill(
-            name, tool.spec, step_params, b, sized=sized_op == name, prompt=prompt or text, source=src
-        )
-        if name == "generate" and isinstance(source, dict):
-            inputs["prompt"] = source
-        if name == "enhance":
-            idea = _main_input(tool.spec, "text")
-            inputs[idea.name if idea else "idea"] = prompt or text
-        if name == "grid" and isinstance(source, dict):
-            main = _main_input(tool.spec, "image")
-            if main is not None:
-                inputs[main.name] = source
-        sid = b.add(op.step, tool.spec, inputs, count)
-        source, kind, port_spec = {"from": sid, "output": _port(tool.spec, op.gives)}, op.gives, tool.spec
-        used.append(name)
-    del port_spec
-    stated = {k: v for k, v in params.items() if not k.startswith("_")}
-    stated = _relevant(stated, used)
+            bridged = add_step(bridge, op_params.get(bridge, global_params), source)
+            if isinstance(bridged, Abstain):
+                return bridged
+            source, kind = bridged, OPERATIONS[bridge].gives
+        added = add_step(name, op_params[name], source)
+        if isinstance(added, Abstain):
+            return added
+        source, kind = added, op.gives
     if len(b.chain) > 1:
         intent = "chain"
     elif image is not None:
@@ -904,6 +927,9 @@ def _plan(
         intent=intent,  # type: ignore[arg-type]
     )
 
+
+#: Parameters that belong to the whole request, whichever clause states them.
+_GLOBAL_PARAMS = frozenset({"seed", "model", "steps", "cfg", "denoise"})
 
 _PARAMS_BY_OP = {
     "generate": {"width", "height", "aspect", "count", "seed", "model", "steps", "cfg"},
@@ -1091,6 +1117,30 @@ def _iterate(text: str, context: Context, cat: _Catalog, prior: PriorPlan) -> Pr
             pipeline=pipeline, chain=tuple(b.chain), params=changes,
             explanation=f"the last plan, then {' → '.join(b.chain[len(prior.chain):])}", intent="iterate",
         )  # fmt: skip
+
+    last = _last_output_step(pipeline)
+    last_tool = cat.by_slug.get(steps[last]["tool"]) if last else None
+    if (
+        last is not None
+        and last_tool is not None
+        and _gives(last_tool.spec) == "text"
+        and (
+            _explicit_generate(text) or re.search(r"\b(?:draw|make|render|paint) (?:it|that|this)\b", folded)
+        )
+    ):
+        gen = cat.pick(OPERATIONS["generate"], params.get("model"))
+        if gen is not None:
+            b = _Builder(
+                cat, context.seed, steps, pipeline.setdefault("inputs", {}), list(_chain_of(pipeline))
+            )
+            source = {"from": last, "output": _port(last_tool.spec, "text")}
+            inputs, count = _fill("generate", gen.spec, params, b, sized=True, prompt="", source=source)
+            inputs["prompt"] = source
+            b.add("gen", gen.spec, inputs, count)
+            return Proposal(
+                pipeline=pipeline, chain=tuple(b.chain), params=_relevant(params, ["generate"]),
+                explanation=f"the last plan, then {gen.spec.slug} on its text", intent="iterate",
+            )  # fmt: skip
 
     found = _prompt_step(pipeline)
     if found is None:
