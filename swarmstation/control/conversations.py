@@ -30,13 +30,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from swarmstation.control import idempotency, ledger, submission
+from swarmstation.control import agent_answers, idempotency, ledger, submission
 from swarmstation.control import runs as runs_ops
-from swarmstation.control.charging import ChargeSettings, price_view
+from swarmstation.control.agent_answers import DEPOSIT_URL
+from swarmstation.control.charging import ChargeSettings
 from swarmstation.control.submission import MatcherSource, SubmissionLimits
 from swarmstation.domain.agent.types import (
-    Abstain,
-    CatalogTool,
     Context,
     MediaRef,
     PriorPlan,
@@ -46,7 +45,7 @@ from swarmstation.domain.agent.types import (
 )
 from swarmstation.domain.errors import Conflict, InvalidInput, NotFound, SwarmError
 from swarmstation.domain.pipelines import TERMINAL_RUN_STATES, RunState, StepState, pipeline_to_dict
-from swarmstation.store.models import Conversation, ConversationItem, Output, Run, Tool, User
+from swarmstation.store.models import Conversation, ConversationItem, Output, Run, User
 
 if TYPE_CHECKING:
     from swarmstation.config import Settings
@@ -73,8 +72,6 @@ __all__ = [
 
 ITEM_TYPES = ("user_message", "agent_message", "plan", "approval", "run", "result", "error")
 PROPOSED, APPROVED, REJECTED = "proposed", "approved", "rejected"
-#: Where the studio takes deposits; a plan the balance does not cover points there.
-DEPOSIT_URL = "/account"
 MAX_IMAGES = 8
 _APPROVE_SCOPE = "conversations.approve"
 _TERMINAL = frozenset(s.value for s in TERMINAL_RUN_STATES)
@@ -326,10 +323,19 @@ def post_message(
     if isinstance(decision, Proposal):
         replies = _propose(s, conv, user, decision, message, settings, now, matchers)
     elif isinstance(decision, Question):
-        answer, data = _answer(s, conv, user, decision, catalog, branch, everything, settings)
+        answer, data = agent_answers.answer(s, user, decision, catalog, branch, everything, settings)
         replies = [_add(s, conv, "agent_message", {**data, "text": answer}, message.id, now)]
     else:
-        replies = [_add(s, conv, "agent_message", _declined(decision, catalog, persona), message.id, now)]
+        replies = [
+            _add(
+                s,
+                conv,
+                "agent_message",
+                agent_answers.declined(decision, catalog, persona.tone),
+                message.id,
+                now,
+            )
+        ]
     conv.leaf_id = replies[-1].id
     return Reply(message, replies)
 
@@ -444,116 +450,6 @@ def _propose(
 def _error_data(exc: SwarmError, *, plan_id: str | None = None, run_id: str | None = None) -> dict[str, Any]:
     errors = [{"field": e.field, "reason": e.reason} for e in getattr(exc, "errors", ())]
     return {"message": exc.detail, "code": exc.code, "errors": errors, "plan_id": plan_id, "run_id": run_id}
-
-
-def _capabilities(catalog: Sequence[CatalogTool]) -> list[dict[str, str]]:
-    return [
-        {
-            "slug": t.spec.slug,
-            "name": t.spec.name,
-            "description": t.spec.description,
-            "category": t.spec.category,
-        }
-        for t in catalog
-        if t.available
-    ]
-
-
-def _capability_text(catalog: Sequence[CatalogTool]) -> str:
-    by_category: dict[str, list[str]] = {}
-    for tool in catalog:
-        if tool.available:
-            by_category.setdefault(tool.spec.category, []).append(tool.spec.name)
-    if not by_category:
-        return "no tool is available right now"
-    return "; ".join(f"{cat}: {', '.join(names)}" for cat, names in by_category.items())
-
-
-_DECLINE = {
-    "friendly": "Sorry, I can't help with that one ({reason}). Here is what I can do: {what}.",
-    "neutral": "I can't do that ({reason}). What I can do: {what}.",
-    "concise": "Not possible ({reason}). Available: {what}.",
-}
-
-
-def _declined(decision: Abstain, catalog: Sequence[CatalogTool], persona: Persona) -> dict[str, Any]:
-    """A polite refusal with what the platform can do (the planner's suggestions first)."""
-    tools = {t["slug"]: t for t in _capabilities(catalog)}
-    suggested = [tools[slug] for slug in decision.suggestions if slug in tools]
-    suggestions = suggested or list(tools.values())
-    template = _DECLINE.get(persona.tone, _DECLINE["friendly"])
-    text = template.format(reason=decision.reason.rstrip("."), what=_capability_text(catalog))
-    return {"text": text, "kind": "abstain", "suggestions": suggestions}
-
-
-# -- questions, answered from the API's own data ----------------------------------------------------
-
-
-def _answer(
-    s: Session,
-    conv: Conversation,
-    user: User,
-    q: Question,
-    catalog: Sequence[CatalogTool],
-    branch: Sequence[ConversationItem],
-    everything: Sequence[ConversationItem],
-    settings: Settings,
-) -> tuple[str, dict[str, Any]]:
-    """The answer's text and its body (kind `answer`, the question and the figures it quotes)."""
-    base: dict[str, Any] = {"kind": "answer", "question": q.kind, "suggestions": []}
-    if q.kind == "balance":
-        bal = ledger.balance(s, user.id)
-        text = f"You have {bal.available} credits available"
-        text += f" ({bal.held} more are held by runs in progress)." if bal.held else "."
-        text += f" You can deposit more at {DEPOSIT_URL}."
-        return text, {**base, "balance": bal.available, "held": bal.held, "deposit_url": DEPOSIT_URL}
-    if q.kind == "price":
-        return _price_answer(s, q.tool, branch, settings, base)
-    if q.kind == "tool" and q.tool:
-        row = s.get(Tool, q.tool)
-        if row is None:
-            return f"I don't know a tool called {q.tool}.", base
-        spec = row.spec
-        name, category = spec.get("name", row.slug), spec.get("category", "")
-        text = f"{name} ({row.slug}, {category}): {spec.get('description', '')}"
-        return text, {**base, "tool": row.slug}
-    if q.kind == "run":
-        runs = [i for i in branch if i.type == "run"] or [i for i in everything if i.type == "run"]
-        if not runs:
-            return "Nothing has run in this conversation yet.", base
-        run = s.get(Run, runs[-1].run_id) if runs[-1].run_id else None
-        if run is None:
-            return "The last run of this conversation no longer exists.", base
-        text = f"Your last run ({run.id}) is {run.state.value.lower()}"
-        if run.state == RunState.FAILED:
-            text += f": {run.error or 'no reason was recorded'}"
-        text += f". It held {run.quote} credits and was charged {run.captured}."
-        return text, {**base, "run_id": run.id, "state": run.state.value, "error": run.error}
-    what = _capability_text(catalog)
-    return f"Here is what I can do: {what}.", {**base, "suggestions": _capabilities(catalog)}
-
-
-def _price_answer(
-    s: Session, slug: str | None, branch: Sequence[ConversationItem], settings: Settings, base: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
-    if slug:
-        row = s.get(Tool, slug)
-        if row is None:
-            return f"I don't know a tool called {slug}.", base
-        view = price_view(s, row, ChargeSettings.from_settings(settings))
-        name = row.spec.get("name", slug)
-        if view.estimate is not None:
-            text = f"One run of {name} with its defaults costs up to {view.estimate} credits."
-        else:
-            text = (
-                f"The price of {name} depends on its inputs ({view.credits} credits per unit, {view.model})."
-            )
-        return text, {**base, "tool": slug, "price": view.estimate}
-    plans = [i for i in branch if i.type == "plan"]
-    if not plans:
-        return "Ask me for something and I'll propose a plan with its price before anything runs.", base
-    total = int(plans[-1].data["quote"]["total"])
-    return f"The last plan costs up to {total} credits.", {**base, "plan_id": plans[-1].id, "price": total}
 
 
 # -- approvals ---------------------------------------------------------------------------------
