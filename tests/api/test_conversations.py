@@ -25,7 +25,7 @@ from swarmstation.domain.states import TERMINAL_JOB_STATES, JobState
 from swarmstation.store.db import transaction
 from swarmstation.store.models import Hold, Job, LedgerEntry, Output, Run, Tool
 from tests.conftest import FakeClock
-from tests.control.test_runs import price, start
+from tests.control.test_runs import fail, price, start
 from tests.helpers import add_user
 
 GEN_PRICE, BIG_PRICE = 100, 20
@@ -490,3 +490,63 @@ def test_questions_are_answered_from_the_ledger_and_the_plan(
     plan = plan_of(say(api, cid, alice, FOX))
     [price_answer] = say(api, cid, alice, "how much does that cost?")["items"]
     assert price_answer["question"] == "price" and price_answer["price"] == plan["quote"]["total"]
+
+
+# -- results as context, failures, the persona ----------------------------------------------------
+
+
+def test_the_next_message_can_use_the_last_result(
+    api: TestClient, plane: ControlPlane, clock: FakeClock
+) -> None:
+    _, alice = user(plane, clock)
+    cid = new(api, alice)
+    plan = plan_of(say(api, cid, alice, "a watercolor fox in the snow"))
+    run_id = api.post(f"/v1/conversations/{cid}/plans/{plan['id']}/approve", headers=alice).json()["run_id"]
+    finish(plane, clock, run_id)
+    [result] = [i for i in conversation(api, cid, alice)["items"] if i["type"] == "result"]
+    bigger = plan_of(say(api, cid, alice, "upscale it"))
+    assert [s["tool"] for s in bigger["steps"]] == ["upscale-4x"]
+    assert json.dumps(bigger["pipeline"]).count(result["outputs"][0]["ref"]) == 1
+    assert bigger["quote"]["total"] == BIG_PRICE
+
+
+def test_a_failed_run_becomes_an_error_item_and_the_agent_can_say_why(
+    api: TestClient, plane: ControlPlane, clock: FakeClock
+) -> None:
+    alice_id, alice = user(plane, clock)
+    cid = new(api, alice)
+    plan = plan_of(say(api, cid, alice, FOX))
+    run_id = api.post(f"/v1/conversations/{cid}/plans/{plan['id']}/approve", headers=alice).json()["run_id"]
+    with transaction(plane.state.sessions) as s:
+        [job_id] = s.scalars(select(Job.id).where(Job.run_id == run_id))
+    fail(plane, clock, job_id, reason="the model exploded")
+    runs.advance_all(plane.state.sessions, plane.state.settings, clock)
+    whole = conversation(api, cid, alice)
+    [error] = [i for i in whole["items"] if i["type"] == "error"]
+    assert error["run_id"] == run_id and "exploded" in error["message"] and error["code"] == "run_failed"
+    assert whole["leaf_id"] == error["id"]
+    assert balance(plane, alice_id).held == 0  # the hold went back
+    [why] = say(api, cid, alice, "what went wrong with my run?")["items"]
+    assert why["question"] == "run" and "exploded" in why["text"] and why["state"] == "FAILED"
+
+
+def test_the_persona_is_the_operators(settings: Settings, clock: FakeClock) -> None:
+    custom = settings.model_copy(
+        update={"agent_name": "Iris", "agent_greeting": "Hi, I'm Iris.", "agent_tone": "concise"}
+    )
+    cp = build(custom, provider=None, clock=clock)
+    try:
+        with TestClient(cp.app) as client:
+            assert client.get("/v1/agent/persona").json() == {
+                "name": "Iris",
+                "avatar_url": None,
+                "greeting": "Hi, I'm Iris.",
+                "tone": "concise",
+            }
+            _, alice = user(cp, clock)
+            created = client.post("/v1/conversations", headers=alice).json()
+            assert created["items"][0]["text"] == "Hi, I'm Iris."
+    finally:
+        cp.state.engine.dispose()
+    with pytest.raises(ValueError):
+        Settings(agent_tone="rude")  # type: ignore[arg-type]
