@@ -189,8 +189,8 @@ def stem(word: str) -> str:
 
 
 def terms(text: str) -> list[str]:
-    """Stemmed content words of ``text``: stopwords and bare numbers (sizes, seeds) removed."""
-    return [stem(w) for w in words(text) if w not in STOPWORDS and not w.isdigit()]
+    """Stemmed content words of ``text``, without stopwords, single letters and bare numbers."""
+    return [stem(w) for w in words(text) if w not in STOPWORDS and not w.isdigit() and len(w) > 1]
 
 
 _STEMMED_SYNONYMS: dict[str, tuple[str, ...]] = {}
