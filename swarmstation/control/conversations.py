@@ -20,6 +20,7 @@ Item bodies (`data`) are stored in their wire form; `item_dict` adds the common 
 
 from __future__ import annotations
 
+import logging
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
@@ -49,6 +50,8 @@ from swarmstation.store.models import Conversation, ConversationItem, Output, Ru
 
 if TYPE_CHECKING:
     from swarmstation.config import Settings
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEPOSIT_URL",
@@ -318,7 +321,21 @@ def post_message(
         prior=_prior(branch),
         seed=secrets.randbelow(_SEED_LIMIT),
     )
-    decision = decide(text, context, retriever=retriever)
+    try:
+        decision = decide(text, context, retriever=retriever)
+    except Exception:  # a planner bug must not lose the message or answer a 500
+        log.exception("the planner failed on a message of conversation %s", conv.id)
+        failed = {"message": "I could not understand that (the planner failed); try rephrasing it."}
+        error = _add(
+            s,
+            conv,
+            "error",
+            {**failed, "code": "planner_failed", "errors": [], "plan_id": None, "run_id": None},
+            message.id,
+            now,
+        )
+        conv.leaf_id = error.id
+        return Reply(message, [error])
     persona = Persona.from_settings(settings)
     if isinstance(decision, Proposal):
         replies = _propose(s, conv, user, decision, message, settings, now, matchers)

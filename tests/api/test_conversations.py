@@ -550,3 +550,20 @@ def test_the_persona_is_the_operators(settings: Settings, clock: FakeClock) -> N
         cp.state.engine.dispose()
     with pytest.raises(ValueError):
         Settings(agent_tone="rude")  # type: ignore[arg-type]
+
+
+def test_a_planner_failure_is_an_error_item_not_a_500(
+    api: TestClient, plane: ControlPlane, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from swarmstation.domain.agent import planner
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a planner bug")
+
+    monkeypatch.setattr(planner, "decide", broken)
+    _, alice = user(plane, clock)
+    cid = new(api, alice)
+    reply = say(api, cid, alice, FOX)
+    [error] = reply["items"]
+    assert error["type"] == "error" and error["code"] == "planner_failed"
+    assert conversation(api, cid, alice)["leaf_id"] == error["id"] and count(plane, Run) == 0
