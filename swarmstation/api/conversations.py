@@ -405,10 +405,10 @@ async def conversation_events(
     def read(after: int) -> tuple[list[Frame], int | None]:
         with state.sessions() as s, s.begin():
             conv = convs.for_user(s, conversation_id, user)
-            convs.sync_runs(s, conv, state.clock())
+            finished = [i.run_id for i in convs.sync_runs(s, conv, state.clock()) if i.run_id]
             # progress first (its id: the last item the client has), then the new items
             frames = []
-            for progress in convs.run_progress(s, conv):
+            for progress in convs.run_progress(s, conv, also=finished):
                 signature = json.dumps(progress, sort_keys=True)
                 if sent.get(progress["run_id"]) != signature:
                     sent[progress["run_id"]] = signature

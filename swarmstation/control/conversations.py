@@ -658,12 +658,17 @@ def _run_outputs(s: Session, run: Run) -> tuple[list[dict[str, Any]], dict[str, 
     return files, values
 
 
-def run_progress(s: Session, conv: Conversation) -> list[dict[str, Any]]:
-    """The latest runs the conversation started: {run_id, plan_id, state, steps: [{id, tool,
-    state, progress}]}, a step's progress the mean of its jobs' (this attempt)."""
+def run_progress(s: Session, conv: Conversation, *, also: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The progress of the conversation's unfinished runs (the latest few) and of the runs in
+    `also` (those that just finished): {run_id, plan_id, state, steps: [{id, tool, state,
+    progress}]}, a step's progress the mean of its jobs' (this attempt)."""
     query = (
         select(ConversationItem)
-        .where(ConversationItem.conversation_id == conv.id, ConversationItem.type == "run")
+        .where(
+            ConversationItem.conversation_id == conv.id,
+            ConversationItem.type == "run",
+            ConversationItem.state.not_in(sorted(_TERMINAL)) | ConversationItem.run_id.in_(list(also)),
+        )
         .order_by(ConversationItem.seq.desc())
         .limit(_PROGRESS_RUNS)
     )
