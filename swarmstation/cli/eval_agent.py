@@ -26,6 +26,9 @@ def eval_agent(
         str | None,
         typer.Option("--failures", help="Also list the failures of this split (dev, held_out, all)"),
     ] = None,
+    embeddings: Annotated[
+        bool, typer.Option("--embeddings", help="Lexical plus MiniLM embeddings (the embeddings extra)")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure the agent's planner on the labelled set (targets: top-3 ≥ 0.95, exact chain ≥ 0.75,
@@ -59,10 +62,19 @@ def eval_agent(
     except SetError as exc:
         err.print(str(exc))
         raise typer.Exit(2) from None
-    result = evaluate(records, bundled_catalog())
+    retriever = None
+    if embeddings:
+        from swarmstation.agent_embed import EmbeddingsUnavailable, load_retriever
+
+        try:
+            retriever = load_retriever()
+        except EmbeddingsUnavailable as exc:
+            err.print(str(exc))
+            raise typer.Exit(1) from None
+    result = evaluate(records, bundled_catalog(), retriever=retriever)
     report: dict[str, Any] = {
         "mode": mode,
-        "retriever": "lexical",
+        "retriever": "hybrid (lexical + MiniLM embeddings)" if embeddings else "lexical",
         "set": str(path),
         "targets": TARGETS,
         "splits": result["splits"],
