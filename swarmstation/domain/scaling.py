@@ -28,6 +28,13 @@ resumes in about a minute with its models cached) while fewer than `max_parked` 
 to be destroyed otherwise. A parked instance is drained after `park_max_hours`, or when more
 than `max_parked` are parked.
 
+Pre-warm (``PoolConfig.prewarm``, off by default). The snapshot's ``forecast_instances`` (from
+``domain.forecast.prewarm_instances``: the instances the forecast busiest bucket of the next lead
+time needs) raises the pool's floor above ``min_instances`` for as long as the forecast holds:
+instances are resumed or launched ahead of the demand, within ``max_instances`` and
+``max_spend_per_hour`` like any other, and scale-down keeps that floor. With ``prewarm`` off the
+forecast is ignored.
+
 Lifetime. An instance older than `max_lifetime_hours` is drained (it finishes its jobs first) and
 no longer counts toward the pool's size, so a replacement is launched at once.
 
@@ -87,6 +94,7 @@ class PoolConfig:
     utilisation_grace_seconds: float = POOL_DEFAULTS.utilisation_grace_seconds
     max_parked: int = POOL_DEFAULTS.max_parked
     park_max_hours: float = POOL_DEFAULTS.park_max_hours
+    prewarm: bool = False  # keep the forecast's instances (PoolSnapshot.forecast_instances)
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,7 @@ class PoolSnapshot:
     new_instance_price: float = 0.0  # what one more instance is expected to cost per hour
     last_scale_up_at: datetime | None = None
     busy_slots_recent: float | None = None  # mean busy slots over the recent window; None: unknown
+    forecast_instances: int | None = None  # domain.forecast.prewarm_instances; None: no forecast
 
 
 @dataclass(frozen=True)
@@ -210,6 +219,13 @@ def plan_scaling(
 
     while count < pool.min_instances and add(f"pool below its minimum of {pool.min_instances}"):
         pass
+    floor = pool.min_instances
+    if pool.prewarm and snapshot.forecast_instances is not None:
+        floor = max(floor, min(pool.max_instances, snapshot.forecast_instances))
+        while count < floor and add(
+            f"pre-warm: the forecast needs {snapshot.forecast_instances} instance(s)"
+        ):
+            pass
 
     slots = max(1, pool.slots_per_instance)
     per_ready = max(1.0, slots * pool.target_wait_seconds / max(snapshot.expected_job_seconds, 1e-3))
@@ -251,13 +267,13 @@ def plan_scaling(
     )
     # a queued job the pool can absorb (e.g. one waiting a few seconds for the instance that holds
     # its models) does not stop a scale-down, but as many idle instances as queued jobs stay
-    surplus = min(len(live) - pool.min_instances, len(idle) - snapshot.queued_jobs)
+    surplus = min(len(live) - floor, len(idle) - snapshot.queued_jobs)
     idle_limit = now - timedelta(minutes=pool.idle_minutes)
     leaving = [i for i in idle if i.idle_since is not None and i.idle_since <= idle_limit]
     util = pool.target_utilisation
     reason_util = ""
     if util is not None and util > 0 and snapshot.busy_slots_recent is not None:
-        needed = max(pool.min_instances, math.ceil(snapshot.busy_slots_recent / (slots * util) - 1e-9))
+        needed = max(floor, math.ceil(snapshot.busy_slots_recent / (slots * util) - 1e-9))
         over = len(live) - needed - len(leaving)
         grace_limit = now - timedelta(seconds=pool.utilisation_grace_seconds)
         for inst in idle:

@@ -80,6 +80,8 @@ _KNOB_NAMES = (
     "max_delay_seconds",
     "target_utilisation",
     "max_parked",
+    "prewarm",
+    "prebuilt_image",
 )
 
 
@@ -148,6 +150,16 @@ def run_cmd(
         int | None, typer.Option("--max-parked", min=0, help="Parked (stopped) instances kept.")
     ] = None,
     interruptible: InterruptibleOpt = False,
+    prewarm: Annotated[
+        bool | None,
+        typer.Option("--prewarm/--no-prewarm", help="Pre-warm ahead of the forecast (domain/forecast.py)."),
+    ] = None,
+    prebuilt_image: Annotated[
+        bool | None,
+        typer.Option(
+            "--prebuilt-image/--plain-image", help="Instances run a prebuilt image (models baked in)."
+        ),
+    ] = None,
     market: MarketOpt = "optimistic",
     seeds: SeedsOpt = None,
     knobs_from: Annotated[
@@ -194,6 +206,10 @@ def run_cmd(
         target_utilisation = tuned["target_utilisation"]
     if max_parked is None and "max_parked" in tuned:
         max_parked = int(tuned["max_parked"])
+    if prewarm is None and "prewarm" in tuned:
+        prewarm = bool(tuned["prewarm"])
+    if prebuilt_image is None and "prebuilt_image" in tuned:
+        prebuilt_image = bool(tuned["prebuilt_image"])
     base = _base_config(market, interruptible)
     managed_changes: dict[str, float | int] = {}
     if managed_concurrency is not None:
@@ -220,10 +236,14 @@ def run_cmd(
         scale_up_queue_threshold=scale_up_threshold,
         target_utilisation=target_utilisation,
         max_parked=max_parked,
+        prewarm=prewarm,
+        prebuilt_image=prebuilt_image,
     )
     knobs["max-parked"] = max_parked
     options = "".join(f" --{k} {v:g}" for k, v in knobs.items() if v is not None)
     options += " --interruptible" if interruptible else ""
+    options += "" if prewarm is None else (" --prewarm" if prewarm else " --no-prewarm")
+    options += "" if prebuilt_image is None else (" --prebuilt-image" if prebuilt_image else " --plain-image")
     options += f" --market {market}"
     if managed_concurrency is not None:
         options += f" --managed-concurrency {managed_concurrency}"

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from swarmstation.config import Settings
 from swarmstation.domain import estimates
+from swarmstation.domain.forecast import ForecastConfig
 from swarmstation.domain.routing import RoutingConfig
 from swarmstation.domain.scaling import PoolConfig
 from swarmstation.sim.market import ManagedService, Marketplace
@@ -90,7 +91,15 @@ class SimConfig:
     # preload list (the models of every tool the pool serves) makes real workers do (not the
     # fresh-instance-per-job baseline, whose instance fetches only its job's models)
     preload_tool_models: bool = True
+    # the pool's instances run a prebuilt image with the preload models baked in (Marketplace.prebuilt_*)
+    prebuilt_image: bool = False
     sample_interval_s: float = 60.0
+    # pre-warm (PoolConfig.prewarm): the forecaster's settings, how often the pool loop re-reads
+    # the forecast, and the days of arrival history it starts with (a generated trace's preset,
+    # another seed, before t=0: the live control plane has its jobs table; a trace file has none)
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
+    forecast_interval_s: float = 60.0
+    forecast_history_days: float = 7.0
 
 
 def with_knobs(
@@ -103,9 +112,13 @@ def with_knobs(
     scale_up_queue_threshold: int | None = None,
     target_utilisation: float | None = None,
     max_parked: int | None = None,
+    prewarm: bool | None = None,
+    prebuilt_image: bool | None = None,
 ) -> SimConfig:
     """``target_utilisation <= 0`` turns utilisation-based scale-down off."""
     pool = config.pool
+    if prewarm is not None:
+        pool = replace(pool, prewarm=prewarm)
     if max_parked is not None:
         pool = replace(pool, max_parked=max_parked)
     if scale_up_queue_threshold is not None:
@@ -121,6 +134,8 @@ def with_knobs(
     routing = config.routing
     if max_delay_seconds is not None:
         routing = replace(routing, max_delay_seconds=max_delay_seconds)
+    if prebuilt_image is not None:
+        config = replace(config, prebuilt_image=prebuilt_image)
     return replace(config, pool=pool, routing=routing)
 
 
@@ -135,6 +150,8 @@ def asdict_pool(config: SimConfig) -> dict[str, object]:
         "target_wait_seconds": pool.target_wait_seconds,
         "target_utilisation": pool.target_utilisation,
         "max_parked": pool.max_parked,
+        "prewarm": pool.prewarm,
+        "prebuilt_image": config.prebuilt_image,
         "max_delay_seconds": routing.max_delay_seconds,
         "rental": "interruptible" if config.interruptible else "on-demand",
         "market": config.market_preset,

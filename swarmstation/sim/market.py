@@ -58,6 +58,10 @@ class Marketplace:
     load_spread: tuple[float, float] = (0.7, 1.3)  # per-instance disk speed factor
     disk_budget_bytes: int = 80 * 10**9
     output_bytes: int = 1_500_000  # what a job uploads (one PNG), at the instance's bandwidth
+    # A prebuilt image (deploy/worker.Dockerfile with the pool's preload models baked in): its pull
+    # also brings the models (at the instance's bandwidth, before `running`: storage billed only),
+    # and the boot skips installing ComfyUI's dependencies. The factor is an assumption.
+    prebuilt_boot_factor: float = 0.5
     # Interruptible (bid) rentals: an offer's min_bid is this fraction of its on-demand price, and
     # a running bid instance is outbid (stopped by VastAI, then destroyed by the control plane and
     # its job requeued) at this rate. Both are assumptions; protocols.md gives no figures.
@@ -123,6 +127,8 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
                "optimistic: assumed 7%; observed: 60% (prior-system.md §5.9: 4 of 5 runs failed)", cap=0.45),
     Assumption("image pull + boot", "market", ("pull_median_s", "boot_median_s"),
                "optimistic: assumed 150 s; observed: 126 s (8.2 min end to end - 6.1 min download, §5.9)"),
+    Assumption("prebuilt image boot", "market", ("prebuilt_boot_factor",),
+               "assumed: boot x0.5 with ComfyUI and its dependencies in the image"),
     Assumption("instance lifetime", "market", ("mean_lifetime_hours",), "assumed 48 h mean"),
     Assumption("resume time", "market", ("resume_median_s",), "assumed 45 s median"),
     Assumption("resume failures", "market", ("resume_fail_per_hour",), "assumed 3% per hour parked"),

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from swarmstation.domain import estimates
+from swarmstation.domain import estimates, forecast
 from swarmstation.domain.cache import CachedModel, plan_eviction
 from swarmstation.domain.pricing import BilledInstance, JobRun, bill
 from swarmstation.domain.routing import (
@@ -59,7 +59,7 @@ from swarmstation.domain.states import INSTANCE, InstanceState, InstanceTrigger
 from swarmstation.sim.config import POOL, SimConfig, at
 from swarmstation.sim.market import draw_rental, draw_resume
 from swarmstation.sim.result import PolicyResult
-from swarmstation.sim.trace import Trace, TraceJob
+from swarmstation.sim.trace import Trace, TraceJob, generate
 
 Progress = Callable[[float], None]
 
@@ -111,6 +111,7 @@ class SimInstance:
     loaded_before: str | None = None
     measured_bps: float = 0.0
     died_at: float | None = None  # its host died / it was outbid; noticed later (_LOST)
+    baked: bool = False  # a prebuilt image: the preload models are on disk when it is ready
 
     def cached(self) -> frozenset[str]:
         if self.frozen is None:
@@ -174,6 +175,15 @@ class PoolSimulation:
             SimJob(tj, RoutableJob(tj.job_id, POOL, tj.t, tj.models, tj.checkpoint, self.expected_s))
             for tj in trace.jobs
         ]
+        # pre-warm: the arrivals the forecaster reads (history before t=0, then the trace's as they come)
+        self.arrivals: list[float] = []
+        if config.pool.prewarm and trace.preset and config.forecast_history_days > 0:
+            days = config.forecast_history_days
+            past = generate(trace.preset, days=days, seed=seed + 10_000)
+            self.arrivals = [j.t - days * 86400.0 for j in past.jobs]
+        self.profile: forecast.Profile | None = None
+        self.forecast_at = -math.inf
+        self.forecast_n = 0
         no_preload = policy == "no-warm-pool" or not config.preload_tool_models
         self.preload = () if no_preload else pool_preload(trace)
         self.res = PolicyResult(policy, len(self.jobs), 0, 0.0, [])
@@ -233,6 +243,7 @@ class PoolSimulation:
     def on_arrive(self, job: object) -> None:
         assert isinstance(job, SimJob)
         self.submitted.appendleft(job)
+        self.arrivals.append(job.tj.t)
         if self.policy == "no-warm-pool":
             self.launch(dedicated=job)
         self.queue[job.tj.job_id] = job
@@ -262,6 +273,11 @@ class PoolSimulation:
             outbid=rental.outbid,
         )
         pull, boot = rental.pull_s, rental.boot_s
+        if self.cfg.prebuilt_image and dedicated is None and self.preload:
+            # the image brings the preload models: a longer pull (not GPU-billed), a shorter boot
+            inst.baked = True
+            pull += sum(size for _, size in self.preload) / rental.bandwidth
+            boot *= m.prebuilt_boot_factor
         timeout = self.cfg.provision_timeout_s
         if not rental.never_running and pull < timeout:
             inst.running_at = inst.gpu_since = self.now + pull
@@ -333,7 +349,14 @@ class PoolSimulation:
         # the worker fetches the pool's preload models in the background as it starts taking jobs
         # (worker/agent.py): one after another, sharing the link with a job's own downloads
         for key, size in self.preload:
-            if key not in inst.cache:  # a resumed instance still has them on disk
+            if key in inst.cache:  # a resumed instance still has them on disk
+                continue
+            if inst.baked and inst.resumes == 0:
+                self._make_room(inst, size, set())
+                inst.cache[key] = [float(size), self.now, self.now, self.now]  # in the image
+                inst.frozen = None
+                self.res.downloaded_bytes += size
+            else:
                 self._background_download(inst, key, size)
         if self.res.first_ready_at is None:
             self.res.first_ready_at = self.now
@@ -579,9 +602,17 @@ class PoolSimulation:
             return  # a wake-up superseded by an arrival
         pool = self.cfg.pool
         tick = self.cfg.pool_interval_s
-        if self.cfg.skip_idle_passes and not self.live and not self.queue and pool.min_instances == 0:
+        if (
+            self.cfg.skip_idle_passes
+            and not self.live
+            and not self.queue
+            and pool.min_instances == 0
+            and self.forecast_instances() == 0
+        ):
             horizon = pool.park_max_hours * 3600.0
             expiries = [(i.parked_at or 0.0) + horizon for i in self.parked.values()]
+            if pool.prewarm:  # the next forecast may ask for instances
+                expiries.append(self.forecast_at + self.cfg.forecast_interval_s)
             if not any(e <= self.now for e in expiries):
                 # Nothing runs and nothing waits: every pass until the next arrival (which re-arms
                 # the loop) or the next parked instance's expiry would plan nothing, so the loop
@@ -614,6 +645,7 @@ class PoolSimulation:
             new_instance_price=max(prices) if prices else 0.0,
             last_scale_up_at=at(self.last_scale_up) if self.last_scale_up is not None else None,
             busy_slots_recent=self.busy_slots_recent(),
+            forecast_instances=self.forecast_instances() if pool.prewarm else None,
         )
         for action in plan_scaling(pool, views, snapshot, now=at(self.now)):
             if isinstance(action, Launch):
@@ -633,6 +665,29 @@ class PoolSimulation:
         if self.policy == "ours" and self.now >= self.next_prefetch:
             self.next_prefetch = self.now + self.cfg.heartbeat_interval_s
             self.prefetch()
+
+    def forecast_instances(self) -> int:
+        """domain.forecast.prewarm_instances, re-read every ``forecast_interval_s`` (its profile
+        rebuilt once per bucket: the same as rebuilding it every time); 0 with pre-warm off."""
+        if not self.cfg.pool.prewarm or self.now >= self.trace.duration:
+            return 0  # past the trace's end no job comes: capacity for a forecast would be billed for nothing
+        every = self.cfg.forecast_interval_s
+        due = math.floor(self.now / every + 1e-9) * every
+        if due > self.forecast_at:
+            fc = self.cfg.forecast
+            bucket = math.floor(due / fc.bucket_seconds + 1e-9)
+            if self.profile is None or self.profile.built_for_bucket != bucket:
+                self.profile = forecast.build_profile(self.arrivals, now=due, config=fc)
+            self.forecast_at = due
+            self.forecast_n = forecast.prewarm_instances(
+                self.arrivals,
+                now=due,
+                expected_job_seconds=self.expected_s,
+                slots_per_instance=self.cfg.pool.slots_per_instance,
+                config=fc,
+                profile=self.profile,
+            )
+        return self.forecast_n
 
     def busy_slots_recent(self) -> float:
         """Mean busy slots over the last ``utilisation_window_s`` (from assignment to the end of a job)."""

@@ -3,7 +3,8 @@
 Knobs: idle timeout (``PoolConfig.idle_minutes``), ``min_instances``, the scale-up rule
 (``scale_up_queue_threshold`` and ``target_wait_seconds``), utilisation-based scale-down
 (``target_utilisation``; 0 = off), parking (``max_parked``) and delay scheduling
-(``RoutingConfig.max_delay_seconds``). Points run in parallel processes (``workers``).
+(``RoutingConfig.max_delay_seconds``), forecast pre-warm (``prewarm``: 0 off, 1 on) and a
+prebuilt image (``prebuilt_image``). Points run in parallel processes (``workers``).
 Every point runs the ``ours`` policy over the same trace and
 marketplace draws; the recommendation is the lowest cost whose p95 wait is at most the target
 (ties: lower p95), or, when no point meets it, the lowest p95.
@@ -31,11 +32,14 @@ DEFAULT_GRID: dict[str, Sequence[float]] = {
     "max_delay_seconds": (0.0, 30.0),
     "target_utilisation": (0.0, 0.4),
     "max_parked": (0, 2),
+    "prewarm": (0, 1),
+    "prebuilt_image": (0, 1),
 }
 QUICK_GRID: dict[str, Sequence[float]] = {
     "idle_minutes": (5.0, 10.0),
-    "min_instances": (0, 1),
     "max_parked": (0, 2),
+    "prewarm": (0, 1),
+    "prebuilt_image": (0, 1),
 }
 
 
@@ -85,6 +89,8 @@ def apply(config: SimConfig, knobs: dict[str, float]) -> SimConfig:
         else None,
         target_utilisation=knobs.get("target_utilisation"),
         max_parked=int(knobs["max_parked"]) if "max_parked" in knobs else None,
+        prewarm=bool(knobs["prewarm"]) if "prewarm" in knobs else None,
+        prebuilt_image=bool(knobs["prebuilt_image"]) if "prebuilt_image" in knobs else None,
     )
 
 

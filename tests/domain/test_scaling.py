@@ -260,3 +260,54 @@ def test_a_resume_counts_toward_the_spend_cap_at_its_own_price() -> None:
     actions = plan_scaling(capped, parked(1, [1]), snap, now=NOW)
     # resuming the parked one costs 0.3/h; one 0.2/h launch fits in the 0.5/h cap after it
     assert [type(a).__name__ for a in actions] == ["Resume", "Launch"]
+
+
+# -- pre-warm (PoolConfig.prewarm, PoolSnapshot.forecast_instances) ---------------------------
+
+PREWARM = PoolConfig(
+    name="p",
+    min_instances=0,
+    max_instances=6,
+    scale_up_queue_threshold=1,
+    idle_minutes=10,
+    prewarm=True,
+    max_spend_per_hour=1.0,
+)
+
+
+def test_prewarm_launches_ahead_of_the_forecast() -> None:
+    acts = plan_scaling(PREWARM, [], PoolSnapshot(0, forecast_instances=3, new_instance_price=0.3), now=NOW)
+    assert [type(a) for a in acts] == [Launch] * 3
+    assert all("pre-warm" in a.reason for a in acts)
+
+
+def test_prewarm_is_off_unless_the_pool_says_so() -> None:
+    off = PoolConfig(**{**PREWARM.__dict__, "prewarm": False})
+    assert plan_scaling(off, [], PoolSnapshot(0, forecast_instances=3), now=NOW) == []
+
+
+def test_prewarm_is_bounded_by_the_spend_cap_and_max_instances() -> None:
+    capped = plan_scaling(
+        PREWARM, [], PoolSnapshot(0, forecast_instances=10, new_instance_price=0.3), now=NOW
+    )
+    assert len(capped) == 3  # 3 x $0.30 <= $1.00 < 4 x $0.30
+    wide = PoolConfig(**{**PREWARM.__dict__, "max_spend_per_hour": None})
+    assert len(plan_scaling(wide, [], PoolSnapshot(0, forecast_instances=10), now=NOW)) == 6
+
+
+def test_prewarm_resumes_parked_instances_first() -> None:
+    parked = [
+        InstanceView(
+            "s1", InstanceState.STOPPED, 0, None, NOW - timedelta(hours=2), 0.3, NOW - timedelta(hours=1)
+        )
+    ]
+    cfg = PoolConfig(**{**PREWARM.__dict__, "max_parked": 2})
+    acts = plan_scaling(cfg, parked, PoolSnapshot(0, forecast_instances=2, new_instance_price=0.3), now=NOW)
+    assert [type(a) for a in acts] == [Resume, Launch]
+
+
+def test_prewarm_floor_holds_off_idle_scale_down() -> None:
+    long_idle = idle(3, minutes_idle=30, price=0.3)
+    kept = plan_scaling(PREWARM, long_idle, PoolSnapshot(0, forecast_instances=2), now=NOW)
+    assert [type(a) for a in kept] == [Drain]  # one beyond the forecast's two goes
+    assert len(plan_scaling(PREWARM, long_idle, PoolSnapshot(0, forecast_instances=0), now=NOW)) == 3
