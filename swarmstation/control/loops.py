@@ -71,6 +71,10 @@ class ControlLoops:
 
     def _run_pass(self, sweep: bool) -> PassResult:
         with transaction(self.sessions) as s:
+            # The pass's time is read once it holds the database, not before waiting for it: on
+            # SQLite (one writer) a pass that read the clock first stamped jobs submitted while it
+            # waited with an assignment time before their submission.
+            s.connection()
             return scheduler_pass(s, self.settings, self.clock(), sweep=sweep)
 
     async def _scheduler_loop(self) -> None:
