@@ -228,7 +228,9 @@ function Sandbox() {
     if (!bench || !loaded || nodes.length === 0) return;
     requestAnimationFrame(() =>
       requestAnimationFrame(() => {
-        (window as unknown as { __canvasReady?: boolean }).__canvasReady = true;
+        const w = window as unknown as { __canvasReady?: boolean; __canvasGraph?: { nodes: number; edges: number } };
+        w.__canvasGraph = { nodes: graph.nodes.length, edges: graph.edges.length };
+        w.__canvasReady = true;
       }),
     );
   }, [bench, loaded, nodes.length]);
