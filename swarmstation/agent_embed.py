@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from swarmstation.domain.agent.lexical import LexicalRetriever
+from swarmstation.domain.agent.lexical import LexicalRetriever, model_groups, names_family
 from swarmstation.domain.agent.types import CatalogTool, Ranked
 
 __all__ = ["DENSE_WEIGHT", "EmbeddingsUnavailable", "HybridRetriever", "load_retriever", "tool_text"]
@@ -68,13 +68,21 @@ class HybridRetriever:
             return []
         lexical = {r.slug: r.score for r in self._lexical.rank(query, catalog, limit=len(catalog))}
         vectors = self._vectors([tool_text(t) for t in catalog])
-        [q] = self._encode([query])
-        scored = []
-        for tool, vector in zip(catalog, vectors, strict=True):
-            dense = max(0.0, _cosine(q, vector) - DENSE_FLOOR)
-            scored.append(
-                Ranked(tool.spec.slug, round(lexical.get(tool.spec.slug, 0.0) + self._weight * dense, 6))
-            )
+        [q] = self._vectors([query])
+        dense = {
+            tool.spec.slug: max(0.0, _cosine(q, vector) - DENSE_FLOOR)
+            for tool, vector in zip(catalog, vectors, strict=True)
+        }
+        if not names_family(query):
+            # as in the lexical ranking: without a family named, the model is not the text's choice
+            groups = model_groups(catalog)
+            best: dict[str, float] = {}
+            for slug, value in dense.items():
+                best[groups[slug]] = max(best.get(groups[slug], 0.0), value)
+            dense = {slug: best[groups[slug]] for slug in dense}
+        scored = [
+            Ranked(slug, round(lexical.get(slug, 0.0) + self._weight * v, 6)) for slug, v in dense.items()
+        ]
         scored.sort(key=lambda r: (-r.score, r.slug))
         return scored[:limit]
 

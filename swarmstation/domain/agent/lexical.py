@@ -24,6 +24,8 @@ __all__ = [
     "DEFAULT_FAMILY",
     "LexicalRetriever",
     "fold",
+    "model_groups",
+    "names_family",
     "normalize",
     "stem",
     "terms",
@@ -257,6 +259,16 @@ def _document(tool: CatalogTool) -> _Doc:
         takes = ",".join(sorted(i.type for i in spec.inputs if i.required))
         group = f"{spec.category}|{takes}|{','.join(o.type for o in spec.outputs)}"
     return _Doc(spec.slug, tf, float(sum(tf.values())), prior, group)
+
+
+def names_family(query: str) -> bool:
+    """Whether ``query`` names a base model family (sdxl, sd 1.5, flux)."""
+    return bool(FAMILY_TERMS & set(terms(query)))
+
+
+def model_groups(catalog: Sequence[CatalogTool]) -> dict[str, str]:
+    """Each tool's group: tools that do the same thing with another model share one."""
+    return {tool.spec.slug: _document(tool).group for tool in catalog}
 
 
 class LexicalRetriever:
