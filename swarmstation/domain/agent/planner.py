@@ -120,7 +120,7 @@ _CUES: Mapping[str, re.Pattern[str]] = {
             r"\bsharper\b|\bupres\b|\bblow (?:it )?up\b|\bmore pixels"
         ),
         "caption": (
-            r"\bdes(?:c|k)ri\w*|\bdiscrib\w*|\bcaption\w*|\balt[\s-]?text|\bwhat(?:'s| is) (?:in|on) (?:this|the|my|"
+            r"\bwhat(?:'s| is) (?:going on|happening) in\b|\bwho(?:'s| is) in (?:this|the)\b|\bdes(?:c|k)ri\w*|\bdiscrib\w*|\bcaption\w*|\balt[\s-]?text|\bwhat(?:'s| is) (?:in|on) (?:this|the|my|"
             r"that)\b|\bwhat (?:does|do) (?:this|the|my|it) (?:image|picture|photo|pic)? ?(?:show|depict)|"
             r"\btell me what\b|\bwhat do you see\b|\bd[eé]cri\w*|\bbeschreib\w*|\bqu'y a-t-il|\bwas ist (?:auf|in) "
             r"(?:dem|diesem)|\bqu[eé] (?:hay|ves) en"
@@ -248,9 +248,12 @@ _UNSUPPORTED: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     (
         re.compile(
-            r"\bweather\b|\bstock (?:price|market)|\bexchange rate|\bnews\b|\brecipes?\b|\bcapital of\b|"
-            r"\bwho (?:is|was|won)\b|\bwhen (?:is|was|did)\b|\bwhat time\b|\bmeaning of life|\bhoroscope|"
-            r"\bstock\b|\bbitcoin price|\bm[eé]t[eé]o\b|\bwetter\b|\bclima\b|\bquelle heure"
+            r"\bwhat(?:'s| is| will be) the weather|\bweather (?:forecast|today|tomorrow|like|in|for|this)\b|"
+            r"\bstock (?:price|market)|\bexchange rate|\b(?:latest|the|today'?s) news\b|\bnews (?:about|today)|"
+            r"\ba recipe\b|\brecipe for\b|\bhow (?:do|can|should) i (?:cook|bake|make (?:a |an )?(?:cake|soup|pasta|rice))|"
+            r"\bcapital of\b|\bwho (?:is|was|won)\b|\bwhen (?:is|was|did)\b|\bwhat time\b|\bmeaning of life|"
+            r"\bhoroscope|\bstocks\b|\bbitcoin price|\bm[eé]t[eé]o\b|\bwetter (?:morgen|heute|in)\b|\bclima (?:en|de|hoy)\b|"
+            r"\bquelle heure"
         ),
         "a question for another service",
     ),
@@ -314,7 +317,7 @@ _DENOISE_RE = re.compile(r"\b(?:denoise|denoising|strength)\s*(?:of|=|:|at|to)?\
 _COLUMNS_RE = re.compile(
     r"\b(\d{1,2})\s*(?:columns|per row|across|wide grid|colonnes|spalten|columnas)\b|\b(\d)\s*[x×]\s*\d\s*grid\b"
 )
-_SCALE_RE = re.compile(r"\b([2-8])x\b|\b(two|four|eight) times\b")
+_SCALE_RE = re.compile(r"\b([2-8])x\b|\b(two|four|eight|[2-8]) times\b")
 _COLORS = {
     "white": "#ffffff", "black": "#000000", "grey": "#808080", "gray": "#808080", "red": "#ff0000",
     "blue": "#0000ff", "green": "#00ff00", "yellow": "#ffff00", "transparent": "#00000000",
@@ -379,9 +382,7 @@ def stated_params(text: str) -> dict[str, Any]:
             out["model"] = token
             break
     if (scale := _SCALE_RE.search(norm)) is not None:
-        out["scale"] = (
-            int(scale.group(1)) if scale.group(1) else {"two": 2, "four": 4, "eight": 8}[scale.group(2)]
-        )
+        out["scale"] = int(scale.group(1) or 0) or _number(scale.group(2))
     if (steps := _first_int(_STEPS_RE.search(folded))) is not None and 0 < steps <= 200:
         out["steps"] = steps
     if m := _CFG_RE.search(folded):
@@ -487,7 +488,7 @@ class _Catalog:
 # -- text handling --------------------------------------------------------------------------------
 
 _CONNECTOR_RE = re.compile(
-    r"\s*(?:,|;|\.)?\s*\b(?:and then|then|after that|afterwards|afterward|next|finally|and finally|"
+    r"(?<=[a-z])[.!]\s+(?=[a-z])|\s*(?:,|;|\.)?\s*\b(?:and then|then|after that|afterwards|afterward|next|finally|and finally|"
     r"once (?:it'?s|that'?s) done|when (?:it'?s|that'?s) done|puis|ensuite|et puis|apr[eè]s [cç]a|dann|danach|"
     r"und dann|anschlie(?:ss|ß)end|luego|y luego|despu[eé]s|y despu[eé]s|y finalmente)\b\s*,?\s*|\s*(?:->|→|=>|;)\s*"
     r"|\s*(?:,|\band\b|\bet\b|\bund\b|\by\b)\s+(?=(?:also\s+)?(?:make|upscale|upscal\w*|resize|crop|pad|convert|"
@@ -495,7 +496,7 @@ _CONNECTOR_RE = re.compile(
     r"beschreib\w*|ampl[ií]a\w*|describ\w*|add borders|write|improve|enhance|then)\b)"
 )
 _LEAD_RE = re.compile(
-    r"^(?:hey there|hey|hi there|hi|hello|yo|ok(?:ay)?|so|please|pls|plz|could you(?: please)?|can you(?: please)?|"
+    r"^(?:hey there|hey|hi there|hi|hello|yo|ok(?:ay)?|so|please|pls|plz|could (?:you|u)(?: please)?|can (?:you|u)(?: please)?|"
     r"would you(?: please)?(?: mind)?|will you|i(?:'d| would) (?:really )?(?:like|love)(?: you)?(?: to)?(?: have)?|"
     r"i want(?: you)?(?: to)?|i wanna|i need(?: you to)?|let'?s|go ahead and|just|quickly|now|and|also|first|"
     r"for me|real quick|i'm looking for|im looking for|looking for|how about|what about|bonjour|salut|"
@@ -503,7 +504,7 @@ _LEAD_RE = re.compile(
     r"will|h[aä]tte gern)|kannst du|hola|por favor|quiero|me gustar[ií]a|puedes)\b[\s,!:]*"
 )
 _VERB_RE = re.compile(
-    r"^(?:generate|create|make|draw|paint|render|sketch|illustrate|design|imagine|produce|show|give|get|do|"
+    r"^(?:turn|transform|generate|create|make|draw|paint|render|sketch|illustrate|design|imagine|produce|show|give|get|do|"
     r"picture|visuali[sz]e|depict|build|whip up|come up with|fais|fais-moi|dessine|dessine-moi|g[eé]n[eè]re|"
     r"cr[eé]e|cr[eé]er|mach|mache|machen|erstelle|erstellen|zeichne|zeichnen|generiere|male|haz|hazme|dibuja|"
     r"dibujame|genera|crea|generar|crear|dibujar)(?:-moi)?(?: me| us| mir| moi)?\b[\s,:]*"
@@ -538,7 +539,7 @@ _STRIP_RES: tuple[re.Pattern[str], ...] = (
     re.compile(
         r"\b"
         + _NUM
-        + r"\s+(?:different\s+|distinct\s+|separate\s+)?(?:images|pictures|pics|versions|variations|variants|options|takes|renders|bilder|imagenes|versiones|drafts|shots)\s*(?:of\s+)?"
+        + r"\s+(?:different\s+|distinct\s+|separate\s+)?(?:images|pictures|pics|versions|variations|variants|options|takes|renders|bilder|imagenes|versiones|drafts|shots)\s*(?:(?:of|de|von|di)\s+)?"
     ),
     re.compile(
         r"[\s,]*\b(?:please|pls|plz|thanks|thank you|thx|ty|merci|danke|gracias|s'il te pla[iî]t|bitte|por favor)\b[\s!.]*"
@@ -546,7 +547,7 @@ _STRIP_RES: tuple[re.Pattern[str], ...] = (
 )
 _TRAIL_RE = re.compile(r"^[\s,.;:!?'\"-]+|[\s,.;:!?'\"-]+$")
 _REF_RE = re.compile(
-    r"^(?:(?:it|this|that|them|these|the (?:image|picture|photo|pic|result|last one|output|one)|my (?:image|picture|"
+    r"^(?:(?:it|this|that|them|these|me|us|the (?:image|picture|photo|pic|result|last one|output|one)|my (?:image|picture|"
     r"photo|pic|selfie|drawing|sketch|dog|cat)|this (?:image|picture|photo|pic|one|selfie|drawing|sketch)|the attached "
     r"(?:image|picture|photo|one))\s*)(?:look\s+)?(?:into|to|like|as|in the style of|more)?\s*"
 )
@@ -609,16 +610,32 @@ def _ops_in(clause: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
+def _without_ops(clause: str) -> str:
+    out = normalize(clause)
+    for name, pattern in _CUES.items():
+        if name != "generate":
+            out = pattern.sub(" ", out)
+    out = re.sub(r"\b[2-8]x\b|\b(?:two|four|eight|[2-8]) times\b|\b(?:make|turn|get) (?:it|them)\b", " ", out)
+    return " ".join(out.split())
+
+
 def clean_prompt(text: str) -> str:
     """What to draw: the request without commands, politeness, references and parameters."""
     out = normalize(text)
     out = _TRAIL_RE.sub("", out)
+    # "show me what flux can do: a forest" - what follows a short lead-in is the picture
+    if (
+        (m := re.match(r"^([^:]{1,60}?)\s*:\s*(\D.+)$", out))
+        and len(m.group(1).split()) <= 8
+        and len(m.group(2).split()) >= 2
+    ):
+        out = m.group(2)
     for _ in range(6):
         before = out
         out = _LEAD_RE.sub("", out)
         out = _VERB_RE.sub("", out)
         out = _OBJECT_RE.sub("", out)
-        out = _REF_RE.sub("", out) if re.match(r"^(?:it|this|that|them|these|the|my)\b", out) else out
+        out = _REF_RE.sub("", out) if re.match(r"^(?:it|this|that|them|these|the|my|me|us)\b", out) else out
         out = _TRAIL_RE.sub("", out)
         if out == before:
             break
@@ -781,6 +798,10 @@ def _wanted_ops(text: str, has_image: bool) -> tuple[list[str], str, dict[str, s
                 ordered.append(n)
                 clause_of[n] = clause
     described = ", ".join(prompt_parts)
+    if not described and not has_image:
+        # one clause asks for everything ("make the image of a tiger 2x bigger"): the picture is
+        # what remains without the operations' words
+        described = " ".join(_without_ops(c) for c in _clauses(text))
     for name in ("generate", "img2img"):
         clause_of[name] = described or text
     if "enhance" in clause_of and not described:
@@ -1333,7 +1354,7 @@ def _unsupported(text: str) -> str | None:
     return None
 
 
-def _question(text: str, cat: _Catalog, prior: PriorPlan | None) -> Question | None:
+def _question(text: str, cat: _Catalog, has_image: bool) -> Question | None:
     folded = normalize(text)
     is_question = "?" in text or bool(_QUESTION_START.match(folded))
     if _Q_BALANCE.search(folded):
@@ -1346,7 +1367,10 @@ def _question(text: str, cat: _Catalog, prior: PriorPlan | None) -> Question | N
         return Question("run")
     if _Q_CAPABILITIES.search(folded):
         return Question("capabilities")
-    if is_question and _Q_TOOL.search(folded):
+    about_the_image = has_image and re.search(
+        r"\b(?:this|my|the|that)\s+(?:\w+\s+)?(?:photo|image|picture|pic)\b", folded
+    )
+    if is_question and _Q_TOOL.search(folded) and not about_the_image:
         tool = _named_tool(text, cat, strict=True)
         if tool is not None:
             return Question("tool", tool)
@@ -1422,7 +1446,7 @@ def decide(text: str, context: Context, *, retriever: Retriever | None = None) -
     attachments = [m for m in context.media if m.source == "attachment"]
     if not text.strip():
         return Question("capabilities")
-    question = _question(text, cat, context.prior)
+    question = _question(text, cat, bool(attachments))
     if question is not None:
         return question
     what = _unsupported(text)
