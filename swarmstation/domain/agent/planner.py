@@ -1279,7 +1279,13 @@ def _iterate(text: str, context: Context, cat: _Catalog, prior: PriorPlan) -> Pr
             old = draw["inputs"].get("negative_prompt")
             terms_ = ([old] if isinstance(old, str) and old else []) + removed
             draw["inputs"]["negative_prompt"] = ", ".join(terms_)
-    addition = _addition(stripped, removed)
+    recoloured = _recolour(prompt, stripped)
+    if recoloured is not None:
+        prompt, addition = recoloured, ""
+        changes["added"] = [stripped]
+        changed = True
+    else:
+        addition = _addition(stripped, removed)
     if addition:
         prompt = f"{prompt}, {addition}" if prompt else addition
         changes["added"] = [addition]
@@ -1325,6 +1331,30 @@ def _addition(stripped: str, removed: Sequence[str]) -> str:
     if len(words) <= 4 and not _NOT_ADDITIONS.search(text) and not _CUES["generate"].search(text):
         return _clean_term(text)
     return ""
+
+
+_COLOUR_WORDS = (
+    "red|blue|green|yellow|orange|purple|violet|pink|brown|black|white|grey|gray|golden|gold|silver|teal|"
+    "turquoise|beige|cyan|magenta|crimson|navy"
+)
+_RECOLOUR_RE = re.compile(
+    rf"^(?:make|turn|paint|change|colou?r) (?:the |his |her |its )?([a-z]+) (?:to |into |in )?({_COLOUR_WORDS})$"
+)
+
+
+def _recolour(prompt: str, stripped: str) -> str | None:
+    """ "make the car blue" on "a red sports car": the colour of the thing replaced, or None."""
+    m = _RECOLOUR_RE.match(stripped)
+    if m is None:
+        return None
+    noun, colour = m.group(1), m.group(2)
+    found = re.search(rf"\b(?:(?:{_COLOUR_WORDS})\s+)?((?:[a-z-]+\s+)?){re.escape(noun)}s?\b", prompt)
+    if found is None:
+        return None
+    words = found.group(0).split()
+    if words[0] in _COLOUR_WORDS.split("|"):
+        words = words[1:]
+    return prompt[: found.start()] + " ".join([colour, *words]) + prompt[found.end() :]
 
 
 def _iteration_explanation(changes: Mapping[str, Any]) -> str:

@@ -104,6 +104,12 @@ def test_iterations_edit_the_prior_plan(catalog: list[CatalogTool]) -> None:
     assert fresh.chain == ("sdxl-txt2img",) and "hat" not in steps(fresh)["gen"]["inputs"]["prompt"]
 
 
+def test_a_colour_change_replaces_the_colour(catalog: list[CatalogTool]) -> None:
+    car = plan(decide("a red sports car on a mountain road", Context(catalog, seed=1)))
+    blue = plan(decide("make the car blue", Context(catalog, prior=prior(car), seed=2)))
+    assert steps(blue)["gen"]["inputs"]["prompt"] == "a blue sports car on a mountain road"
+
+
 def test_the_second_one_of_several_outputs(catalog: list[CatalogTool]) -> None:
     base = plan(decide("three pictures of a teapot", Context(catalog, seed=1)))
     assert steps(base)["gen"]["variations"] == {"count": 3}
