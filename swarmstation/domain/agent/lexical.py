@@ -17,6 +17,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from swarmstation.domain.agent.types import CatalogTool, Ranked
 
@@ -200,6 +201,7 @@ for _key, _values in SYNONYMS.items():
     _STEMMED_SYNONYMS.setdefault(stem(_key), tuple(stem(v) for v in _values))
 
 
+@lru_cache(maxsize=8192)
 def _trigrams(word: str) -> frozenset[str]:
     padded = f"  {word} "
     return frozenset(padded[i : i + 3] for i in range(len(padded) - 2))
@@ -237,28 +239,54 @@ def _document(tool: CatalogTool) -> _Doc:
     spec = tool.spec
     ins = " ".join(f"input {i.type} {i.name}" for i in spec.inputs if i.required or i.type == "image")
     outs = " ".join(f"output {o.type} {o.name}" for o in spec.outputs)
+    takes = ",".join(sorted(i.type for i in spec.inputs if i.required))
+    gives = ",".join(o.type for o in spec.outputs)
+    return _indexed(
+        spec.slug,
+        spec.name,
+        spec.description,
+        spec.category,
+        spec.base_model,
+        ins,
+        outs,
+        tool.examples,
+        takes,
+        gives,
+    )
+
+
+@lru_cache(maxsize=1024)
+def _indexed(
+    slug: str,
+    name: str,
+    description: str,
+    category: str,
+    base_model: str,
+    ins: str,
+    outs: str,
+    examples: tuple[str, ...],
+    takes: str,
+    gives: str,
+) -> _Doc:
+    """A tool's index entry (cached: the same tool text is analysed once per process)."""
     parts = [
-        (spec.name, 2.0),
-        (spec.slug.replace("-", " "), 2.0),
-        (spec.description, 1.0),
-        (spec.category.replace("-", " "), 2.0),
-        (spec.base_model if spec.base_model != "other" else "", 1.0),
+        (name, 2.0),
+        (slug.replace("-", " "), 2.0),
+        (description, 1.0),
+        (category.replace("-", " "), 2.0),
+        (base_model if base_model != "other" else "", 1.0),
         (ins, 0.5),
         (outs, 0.5),
-        (" ".join(tool.examples), 1.0),
+        (" ".join(examples), 1.0),
     ]
     tf = _weighted(parts)
     # A request that names nothing the catalog knows is most likely a prompt: text-to-image
     # tools, and the default family among them, come first on ties.
     prior = 0.0
-    if spec.category == "text-to-image":
-        prior = 0.02 if spec.base_model == DEFAULT_FAMILY else 0.01
-    if spec.base_model in ("", "other"):
-        group = spec.slug
-    else:
-        takes = ",".join(sorted(i.type for i in spec.inputs if i.required))
-        group = f"{spec.category}|{takes}|{','.join(o.type for o in spec.outputs)}"
-    return _Doc(spec.slug, tf, float(sum(tf.values())), prior, group)
+    if category == "text-to-image":
+        prior = 0.02 if base_model == DEFAULT_FAMILY else 0.01
+    group = slug if base_model in ("", "other") else f"{category}|{takes}|{gives}"
+    return _Doc(slug, tf, float(sum(tf.values())), prior, group)
 
 
 def names_family(query: str) -> bool:
