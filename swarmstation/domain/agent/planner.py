@@ -144,7 +144,7 @@ _CUES: Mapping[str, re.Pattern[str]] = {
         ),
         "grid": (
             r"\bgrid\b|\bcontact[\s-]?sheet|\bcollage|\bmosaic|\bmontage|\bside[\s-]by[\s-]side|\bgrille|"
-            r"\braster\b|\bcuadr[ií]cula|\bplanche"
+            r"\braster\b|\bcuadr[ií]cula|\bplanche[\s-]contact"
         ),
         "generate": (
             r"\bgenerat\w*|\bdraw\w*|\bpaint\w*|\brender\w*|\bsketch\w*|\billustrat\w*|\bcreate\w*|\bmake\b|"
@@ -999,7 +999,8 @@ _NEW_SEED_RE = re.compile(
     r"\banother(?: one| version| take| variation| image| picture)?\b|\bagain\b|\bone more\b|\bnew seed\b|"
     r"\bdifferent (?:seed|one|version|take)\b|\bre-?roll\w*|\btry again\b|\bencore\b|\bune autre\b|\bnoch (?:ein|eins|"
     r"einmal|mal)\b|\bein anderes\b|\botr[ao]\b|\bde nuevo\b|\bredo\b|\bregenerate\b|\bsomething else\b|"
-    r"\bnouvelle graine\b|\bneuer seed\b|\bnueva semilla\b"
+    r"\bnouvelle graine\b|\bneuer seed\b|\bnueva semilla\b|\bdon'?t like (?:it|this|that)\b|\bnot (?:good|great|"
+    r"what i (?:wanted|asked for))\b|\bugly\b|\bmeh\b|\bnope\b|\bnot quite\b"
 )
 _REMOVE_RE = re.compile(
     r"\b(?:without|no more|no|remove|get rid of|lose|drop|take (?:away|off|out)|minus|delete|sans|enl[eè]ve\w*|"
@@ -1025,6 +1026,10 @@ _CFG_DOWN_RE = re.compile(
 )
 _ADD_RES: tuple[re.Pattern[str], ...] = (
     re.compile(
+        r"^(?:but |and |now )*(?:can|could|would|should) (?:it|you make it|we make it|they|you make them) (?:be|look|get)"
+        r"\s+(?:a bit |a little |slightly |much |even )?(?:more\s+)?(?:like\s+)?(.+)$"
+    ),
+    re.compile(
         r"^(?:but |and |now |ok |okay |hmm,? )*(?:make (?:it|them|him|her|the \w+) |a bit |a little |slightly |much |way )*(?:more|extra|plus|mehr|m[aá]s)\s+(.+)$"
     ),
     re.compile(
@@ -1040,7 +1045,7 @@ _ADD_RES: tuple[re.Pattern[str], ...] = (
     re.compile(r"^(?:but |and |now )*(?:change (?:it|the \w+) to|turn (?:it|the \w+) (?:into|to))\s+(.+)$"),
 )
 _EDIT_START_RE = re.compile(
-    r"^(?:more|less|make it|make them|make the|make him|make her|give (?:it|him|her|them)|turn (?:it|the)|same|but|with|without|no|add|remove|another|again|new|different|try|use|"
+    r"^(?:(?:can|could|would) (?:it|you make it|we make it)|more|less|make it|make them|make the|make him|make her|give (?:it|him|her|them)|turn (?:it|the)|same|but|with|without|no|add|remove|another|again|new|different|try|use|"
     r"switch|now|also|instead|at|in|on|during|keep|change|bit|a bit|slightly|darker|brighter|lighter|bigger|"
     r"warmer|cooler|redo|reroll|then|and|ok|okay|hmm|nice|great|cool|perfect|love it|encore|plus|sans|ohne|mehr|"
     r"noch|otra|otro|m[aá]s|sin|higher|lower|fewer|cfg|steps|seed|give it|put|only|just|too|not|get rid|lose)\b"
@@ -1076,6 +1081,7 @@ def _chain_of(pipeline: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _clean_term(term: str) -> str:
     term = _TRAIL_RE.sub("", term)
+    term = re.sub(r"^(?:look\s+)?(?:a bit |a little |slightly |much )?(?:more\s+)?(?:like\s+)", "", term)
     term = re.sub(r"^(?:the|a|an|some|more)\s+", "", term)
     term = re.sub(r"\s+(?:please|pls|instead|this time|now|too|as well|thanks)\b.*$", "", term)
     return _TRAIL_RE.sub("", term)
@@ -1088,8 +1094,10 @@ def _remove_term(prompt: str, term: str) -> str:
     head = re.escape(words[-1].rstrip("s"))
     # the phrase that carries it: "wearing a red hat", "with a hat", "a hat"
     phrase = re.compile(
-        rf"(?:,\s*)?\b(?:(?:with|wearing|in|and|holding|has|having)\s+)?(?:(?:an?|the|his|her|its|their|some)\s+)?"
-        rf"(?:[a-z-]+\s+){{0,2}}{head}s?\b"
+        rf"(?:,\s*)?\b(?:(?:with|wearing|in|im|on|at|under|and|holding|has|having|en|dans|sur|avec|auf|am|mit|con)\s+)?"
+        rf"(?:(?:an?|the|his|her|its|their|some|la|le|les|el|los|las|der|die|das|dem|den)\s+)?"
+        rf"(?:(?!(?:in|im|on|at|en|la|le|el|de|du|of|the|and|with|auf|am|mit|con|avec|dans|sur|a|an)\b)[a-z-]+\s+){{0,2}}"
+        rf"{head}s?\b"
     )
     out = phrase.sub("", prompt, count=1)
     if out == prompt:
@@ -1104,7 +1112,11 @@ def _iterate(text: str, context: Context, cat: _Catalog, prior: PriorPlan) -> Pr
     stripped = _TRAIL_RE.sub("", folded)
     params = stated_params(text)
     ops = [n for _, n in _ops_in(text)]
-    starts_as_edit = bool(_EDIT_START_RE.match(stripped)) or len(stripped.split()) <= 3
+    starts_as_edit = (
+        bool(_EDIT_START_RE.match(stripped))
+        or len(stripped.split()) <= 3
+        or bool(_NEW_SEED_RE.search(folded))
+    )
     if not starts_as_edit and len(re.findall(r"[a-z]{3,}", clean_prompt(text))) >= 2:
         return None  # a new request ("a dog on a beach, 16:9"), not an edit
     pipeline: dict[str, Any] = copy.deepcopy(dict(prior.pipeline))
@@ -1316,7 +1328,12 @@ def _addition(stripped: str, removed: Sequence[str]) -> str:
         text = text.replace(m.group(0), " ")
     for m in _LESS_RE.finditer(text):
         text = text.replace(m.group(0), " ")
+    text = _NEW_SEED_RE.sub(" ", text)  # "another one", "i don't like it": a new seed, no new words
     text = " ".join(text.split())
+    if not re.search(
+        r"\b(?!(?:it|this|that|the|one|please|but|and|now|you|can|try|just|okay)\b)[a-z]{3,}", text
+    ):
+        return ""
     text = re.sub(r"^(?:ok(?:ay)?|hmm+|nice|great|cool|perfect|love it|good|yes|yeah|thanks)\W+", "", text)
     text = re.sub(r"^(?:please|pls|can you|could you)\s+", "", text)
     if not text:

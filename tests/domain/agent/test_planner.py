@@ -104,6 +104,16 @@ def test_iterations_edit_the_prior_plan(catalog: list[CatalogTool]) -> None:
     assert fresh.chain == ("sdxl-txt2img",) and "hat" not in steps(fresh)["gen"]["inputs"]["prompt"]
 
 
+def test_iterations_in_other_languages_and_a_dislike(catalog: list[CatalogTool]) -> None:
+    dog = plan(decide("ein Hund im Schnee", Context(catalog, seed=1)))
+    no_snow = plan(decide("ohne Schnee", Context(catalog, prior=prior(dog), seed=2)))
+    assert steps(no_snow)["gen"]["inputs"]["prompt"] == "ein hund"
+    french = plan(decide("sans la planche", Context(catalog, prior=prior(dog), seed=2)))
+    assert french.chain == ("sdxl-txt2img",)  # "planche" is not a contact sheet here
+    meh = plan(decide("I don't like it", Context(catalog, prior=prior(dog), seed=5)))
+    assert steps(meh)["gen"]["inputs"] == {**steps(dog)["gen"]["inputs"], "seed": 5}
+
+
 def test_a_colour_change_replaces_the_colour(catalog: list[CatalogTool]) -> None:
     car = plan(decide("a red sports car on a mountain road", Context(catalog, seed=1)))
     blue = plan(decide("make the car blue", Context(catalog, prior=prior(car), seed=2)))
