@@ -24,7 +24,8 @@ GROUPS = [
 COMMANDS = ["up", "serve", "worker", "comfy-emulator", "generate", "status", "comfydeploy", "costs"]
 BENCHES = ["bench", "bench-loras", "bench-routing"]
 # Commands that run something here rather than call a control plane.
-LOCAL = {"up", "serve", "worker", "comfy-emulator", *BENCHES}
+# eval-agent runs the planner in-process on the labelled set: no server to connect to
+LOCAL = {"up", "serve", "worker", "comfy-emulator", "eval-agent", *BENCHES}
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
