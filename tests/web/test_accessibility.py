@@ -21,6 +21,7 @@ ROUTES = [
     ("/signin", r"/signin$"),
     ("/generate", r"/(generate|signin\?next=%2Fgenerate)$"),
     ("/sandbox", r"/(sandbox|signin\?next=%2Fsandbox)$"),  # signed out: a local workspace
+    ("/chat", r"/(chat|signin\?next=%2Fchat)$"),
     ("/history", r"/(history|signin\?next=%2Fhistory)$"),
     ("/account", r"/(account|signin\?next=%2Faccount)$"),
     ("/admin", r"/(admin|signin\?next=%2Fadmin)$"),

@@ -18,6 +18,7 @@ const routes: [string, () => Promise<PageModule>][] = [
   ['/generate', () => import('./pages/generate')],
   ['/generate/:tool', () => import('./pages/generate')],
   ['/sandbox', () => import('./pages/sandbox')],
+  ['/chat', () => import('./pages/chat')],
   ['/history', () => import('./pages/history')],
   ['/history/:kind/:id', () => import('./pages/history')],
   ['/account', () => import('./pages/account')],
@@ -75,6 +76,7 @@ function Header() {
       <nav aria-label="Main">
         <a href="/generate">Generate</a>
         <a href="/sandbox">Sandbox</a>
+        <a href="/chat">Chat</a>
         <a href="/history">History</a>
         <a href="/pricing">Pricing</a>
         <a href="/guide">Docs</a>

@@ -1,0 +1,256 @@
+"""The chat page in a real browser, against `swarmstation up` with its emulated GPU instances and
+no LLM configured (the offline planner): the fox story (a plan of text to image → 4x upscale with
+its price, approved with a double click that runs once, its progress and its image in the card,
+"more vibrant" as a new plan, a song politely declined with what the platform can do), branching
+from an earlier message and switching between the branches, an image attached with the file
+button, a balance too small for the plan, renaming and deleting conversations, and no serious or
+critical axe violations at 1280 and 375 px."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+import httpx
+
+from tests.e2e.conftest import Up
+from tests.web.conftest import axe_violations, new_user, open_page, shot, sign_in_with_key
+
+FOX = "a watercolor fox in the snow, then make it 4x bigger"
+# a 2x2 PNG (what the emulator upscales is not looked at)
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg=="
+)
+
+
+# Records each text the plan card's progress line shows, in order.
+WATCH_PROGRESS = """
+() => {
+  const seen = [];
+  window.__planProgress = seen;
+  const record = () => {
+    const el = document.querySelector('[data-testid=plan-progress-text]');
+    const text = el ? el.textContent : null;
+    if (text && seen[seen.length - 1] !== text) seen.push(text);
+  };
+  new MutationObserver(record).observe(
+    document.body, { subtree: true, childList: true, characterData: true }
+  );
+}
+"""
+
+
+def api(up: Up, key: str, method: str, path: str, **kw: Any) -> Any:
+    r = httpx.request(method, f"{up.url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=30, **kw)
+    assert r.status_code < 400, r.text
+    return r.json() if r.content else None
+
+
+def conversation_id(page: Any) -> str:
+    page.wait_for_url(re.compile(r"/chat\?c="))
+    found = re.search(r"[?&]c=([\w-]+)", page.url)
+    assert found, page.url
+    return found.group(1)
+
+
+def send(page: Any, text: str) -> None:
+    page.get_by_label("Your message").fill(text)
+    page.get_by_role("button", name="Send", exact=True).click()
+
+
+def open_chat(page: Any) -> None:
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Chat").click()
+    page.get_by_role("heading", name="Chat", level=1).wait_for()
+
+
+def test_the_fox_story_in_the_browser(studio_up: Up, page: Any) -> None:
+    up = studio_up
+    _, key = new_user(up, "chat-fox", credits=2000)
+    sign_in_with_key(page, up, key)
+    open_chat(page)
+    persona = api(up, key, "GET", "/v1/agent/persona")
+    page.get_by_text(persona["greeting"]).first.wait_for()
+    assert page.locator("img.avatar").first.is_visible()
+
+    send(page, FOX)
+    conv = conversation_id(page)
+    card = page.get_by_test_id("plan-card").first
+    card.wait_for()
+    heading = card.get_by_role("heading").inner_text()
+    assert re.search(r"txt2img → upscale-4x", heading), heading
+    assert "a watercolor fox in the snow" in card.inner_text()
+    price_text = card.get_by_test_id("plan-price").inner_text()
+    plan = next(i for i in api(up, key, "GET", f"/v1/conversations/{conv}")["items"] if i["type"] == "plan")
+    assert f"{plan['quote']['total']:,} cr" in price_text, price_text
+    assert plan["quote"]["total"] > 0
+    # the conversation is listed, named after the first message
+    listed = page.get_by_role("navigation", name="Conversations")
+    listed.get_by_role("link", name=re.compile("watercolor fox")).wait_for()
+
+    before = api(up, key, "GET", "/v1/account")["available"]
+    approve = card.get_by_role("button", name=re.compile(r"^Approve"))
+    page.evaluate(WATCH_PROGRESS)
+    approve.dblclick()  # twice: one Idempotency-Key per card, one run
+    card.get_by_role("progressbar", name="Plan progress").wait_for()
+    result = card.get_by_test_id("plan-result").get_by_role("img", name=re.compile("Result of step"))
+    result.wait_for(timeout=90_000)
+    assert card.get_by_test_id("plan-progress-text").inner_text() == "Done"
+    seen = page.evaluate("() => window.__planProgress")
+    # the run's `run` events reached the card: its steps, one after the other, then done
+    assert any(t.startswith("Step 1 of 2 · ") for t in seen), seen
+    assert any(t.startswith("Step 2 of 2 · upscale-4x") for t in seen), seen
+    assert seen[-1] == "Done", seen
+    assert (
+        card.get_by_role("link", name="Open in canvas")
+        .get_attribute("href", timeout=1000)
+        .startswith("/sandbox?from_run=")
+    )
+    items = api(up, key, "GET", f"/v1/conversations/{conv}")["items"]
+    assert [i["type"] for i in items].count("approval") == 1
+    assert [i["type"] for i in items].count("run") == 1
+    runs = api(up, key, "GET", "/v1/runs")
+    assert len(runs["runs"] if isinstance(runs, dict) else runs) == 1
+    after = api(up, key, "GET", "/v1/account")["available"]
+    assert 0 < before - after <= plan["quote"]["total"]
+
+    send(page, "more vibrant")
+    page.get_by_test_id("plan-card").nth(1).wait_for()
+    second = page.get_by_test_id("plan-card").nth(1)
+    assert "vibrant" in second.inner_text()
+    assert second.get_by_role("button", name=re.compile(r"^Approve")).is_enabled()
+
+    send(page, "make a song about it")
+    declined = page.get_by_test_id("agent-message").last
+    declined.get_by_text(re.compile("can't help|cannot help|sorry", re.I)).first.wait_for()
+    assert declined.get_by_role("link").count() >= 1  # what the platform can do instead
+    # (never "networkidle": the conversation's event stream stays open)
+    page.wait_for_function("() => [...document.images].every((i) => i.complete)")
+    shot(page, "chat")
+    assert axe_violations(page) == []
+
+    # open in canvas: the plan's pipeline on the sandbox, and back to the conversation
+    card.get_by_role("link", name="Open in canvas").click()
+    page.wait_for_url(re.compile(r"/sandbox\?from_run="))
+    page.locator(".react-flow__node").first.wait_for()
+    assert page.locator(".react-flow__node").count() == 2
+    page.go_back()
+    page.get_by_test_id("plan-result").first.get_by_role("img").first.wait_for()
+
+
+def test_branching_from_an_earlier_message(studio_up: Up, page: Any) -> None:
+    up = studio_up
+    _, key = new_user(up, "chat-branch", credits=2000)
+    sign_in_with_key(page, up, key)
+    page.goto(f"{up.url}/chat")
+    send(page, "a red fox in a forest")
+    conv = conversation_id(page)
+    page.get_by_test_id("plan-card").first.wait_for()
+    send(page, "make it 4x bigger")
+    page.get_by_test_id("plan-card").nth(1).wait_for()
+
+    first = page.get_by_test_id("user-message").first
+    first.get_by_role("button", name="Edit / branch from here").click()
+    page.get_by_label("Edit into a new branch").fill("a blue whale in the ocean")
+    page.get_by_role("button", name="Send as a new branch").click()
+    page.get_by_test_id("branch-position").get_by_text("Branch 2 of 2").wait_for()
+    # the new branch: its own plan, and the later message of the first branch is not shown
+    assert page.get_by_test_id("user-message").count() == 1
+    page.get_by_test_id("plan-card").filter(has_text="whale").wait_for()
+    assert page.get_by_test_id("plan-card").filter(has_text="red fox").count() == 0
+
+    page.get_by_role("button", name="Previous branch").click()
+    page.get_by_test_id("branch-position").get_by_text("Branch 1 of 2").wait_for()
+    assert page.get_by_test_id("user-message").count() == 2
+    page.get_by_test_id("plan-card").filter(has_text="red fox").first.wait_for()
+    assert page.get_by_test_id("plan-card").filter(has_text="whale").count() == 0
+
+    items = api(up, key, "GET", f"/v1/conversations/{conv}")["items"]
+    users = [i for i in items if i["type"] == "user_message"]
+    red = next(i for i in users if "red fox" in i["text"])
+    whale = next(i for i in users if "whale" in i["text"])
+    assert red["parent_id"] == whale["parent_id"]
+
+    # a message on the first branch goes under its own last item, not the other branch
+    send(page, "same but at night")
+    page.get_by_test_id("user-message").nth(2).wait_for()
+    items = api(up, key, "GET", f"/v1/conversations/{conv}")["items"]
+    night = next(i for i in items if i["type"] == "user_message" and "night" in i["text"])
+    bigger = next(i for i in items if i["type"] == "user_message" and "bigger" in i["text"])
+    parent = next(i for i in items if i["id"] == night["parent_id"])
+    assert parent["parent_id"] == bigger["id"] or parent["id"] == bigger["id"]
+    page.get_by_role("button", name="Next branch").first.wait_for()
+
+
+def test_an_image_attached_with_the_file_button(studio_up: Up, page: Any) -> None:
+    up = studio_up
+    _, key = new_user(up, "chat-attach", credits=2000)
+    sign_in_with_key(page, up, key)
+    page.goto(f"{up.url}/chat")
+    page.get_by_test_id("attach-input").set_input_files(
+        files=[{"name": "cat.png", "mimeType": "image/png", "buffer": PNG}]
+    )
+    page.get_by_role("list", name="Images to send").get_by_role("img", name="cat.png").wait_for()
+    send(page, "make it 4x bigger")
+    conv = conversation_id(page)
+    card = page.get_by_test_id("plan-card").first
+    card.wait_for()
+    assert "upscale-4x" in card.get_by_role("heading").inner_text()
+    assert "your attachment" in card.inner_text()
+    page.get_by_role("list", name="Attached images").first.wait_for()
+    message = next(
+        i for i in api(up, key, "GET", f"/v1/conversations/{conv}")["items"] if i["type"] == "user_message"
+    )
+    assert len(message["images"]) == 1 and message["images"][0].startswith("upload:")
+
+
+def test_a_plan_the_balance_does_not_cover_shows_the_shortfall(studio_up: Up, page: Any) -> None:
+    up = studio_up
+    _, key = new_user(up, "chat-poor", credits=0)
+    sign_in_with_key(page, up, key)
+    page.goto(f"{up.url}/chat")
+    send(page, FOX)
+    card = page.get_by_test_id("plan-card").first
+    card.wait_for()
+    shortfall = card.get_by_test_id("shortfall")
+    assert "more" in shortfall.inner_text()
+    assert shortfall.get_by_role("link", name="Add credits").get_attribute("href") == "/account"
+    assert card.get_by_role("button", name=re.compile(r"^Approve")).is_disabled()
+    assert api(up, key, "GET", "/v1/account")["held"] == 0
+
+
+def test_conversations_are_renamed_and_deleted_and_the_page_fits_375_px(studio_up: Up, browser: Any) -> None:
+    up = studio_up
+    _, key = new_user(up, "chat-narrow", credits=2000)
+    context, page, problems = open_page(browser, width=375, height=800)
+    try:
+        sign_in_with_key(page, up, key)
+        page.goto(f"{up.url}/chat")
+        send(page, "a lighthouse at dawn")
+        conv = conversation_id(page)
+        page.get_by_test_id("plan-card").first.wait_for()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        assert axe_violations(page) == []
+        shot(page, "chat-375")
+
+        row = page.get_by_test_id("conversation-row").first
+        row.get_by_role("button", name=re.compile("^Rename")).click()
+        row.get_by_label("New title").fill("Lighthouses")
+        row.get_by_role("button", name="Save").click()
+        page.get_by_role("link", name="Lighthouses").wait_for()
+        assert api(up, key, "GET", f"/v1/conversations/{conv}")["title"] == "Lighthouses"
+
+        row = page.get_by_test_id("conversation-row").first
+        row.get_by_role("button", name="Delete Lighthouses").click()
+        row.get_by_role("button", name="Delete", exact=True).click()
+        page.wait_for_url(re.compile(r"/chat$"))
+        page.get_by_text("None yet").wait_for()
+        assert api(up, key, "GET", "/v1/conversations")["conversations"] == []
+    finally:
+        context.close()
+    problems.check()
+
+
+def test_signed_out_the_chat_asks_to_sign_in(studio_up: Up, page: Any) -> None:
+    page.goto(f"{studio_up.url}/chat")
+    page.wait_for_url(re.compile(r"/signin\?next=%2Fchat$"))
