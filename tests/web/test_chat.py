@@ -187,6 +187,7 @@ def test_an_image_attached_with_the_file_button(studio_up: Up, page: Any) -> Non
     _, key = new_user(up, "chat-attach", credits=2000)
     sign_in_with_key(page, up, key)
     page.goto(f"{up.url}/chat")
+    page.get_by_label("Your message").wait_for()
     page.get_by_test_id("attach-input").set_input_files(
         files=[{"name": "cat.png", "mimeType": "image/png", "buffer": PNG}]
     )
@@ -202,6 +203,59 @@ def test_an_image_attached_with_the_file_button(studio_up: Up, page: Any) -> Non
         i for i in api(up, key, "GET", f"/v1/conversations/{conv}")["items"] if i["type"] == "user_message"
     )
     assert len(message["images"]) == 1 and message["images"][0].startswith("upload:")
+
+
+# A file handed to the page as a paste on the message box, or a drop on the composer.
+HAND_OVER = """
+([how, b64, name]) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const data = new DataTransfer();
+  data.items.add(new File([bytes], name, { type: 'image/png' }));
+  const init = { bubbles: true, cancelable: true };
+  if (how === 'paste') {
+    const box = document.getElementById('chat-message');
+    box.dispatchEvent(new ClipboardEvent('paste', { ...init, clipboardData: data }));
+  } else {
+    const composer = document.querySelector('[data-testid=composer]');
+    composer.dispatchEvent(new DragEvent('drop', { ...init, dataTransfer: data }));
+  }
+}
+"""
+
+
+def test_images_pasted_and_dropped_and_a_plan_rejected_from_the_keyboard(studio_up: Up, page: Any) -> None:
+    up = studio_up
+    _, key = new_user(up, "chat-paste", credits=2000)
+    sign_in_with_key(page, up, key)
+    page.goto(f"{up.url}/chat")
+    page.get_by_label("Your message").wait_for()
+    b64 = base64.b64encode(PNG).decode()
+    page.evaluate(HAND_OVER, ["paste", b64, "pasted.png"])
+    page.evaluate(HAND_OVER, ["drop", b64, "dropped.png"])
+    thumbs = page.get_by_role("list", name="Images to send")
+    thumbs.get_by_role("img", name="pasted.png").wait_for()
+    thumbs.get_by_role("img", name="dropped.png").wait_for()
+    thumbs.get_by_role("button", name="Remove dropped.png").click()
+    assert thumbs.get_by_role("img").count() == 1
+
+    box = page.get_by_label("Your message")
+    box.fill("make it 4x bigger")
+    box.press("Enter")  # Enter sends
+    conv = conversation_id(page)
+    card = page.get_by_test_id("plan-card").first
+    card.wait_for()
+    message = next(
+        i for i in api(up, key, "GET", f"/v1/conversations/{conv}")["items"] if i["type"] == "user_message"
+    )
+    assert len(message["images"]) == 1
+
+    reject = card.get_by_role("button", name="Reject")
+    reject.focus()
+    page.keyboard.press("Enter")
+    card.get_by_text("rejected", exact=True).wait_for()
+    page.get_by_text("nothing will run").wait_for()
+    assert card.get_by_role("button", name=re.compile("^Approve")).count() == 0
+    assert api(up, key, "GET", "/v1/account")["held"] == 0
 
 
 def test_a_plan_the_balance_does_not_cover_shows_the_shortfall(studio_up: Up, page: Any) -> None:
@@ -251,6 +305,16 @@ def test_conversations_are_renamed_and_deleted_and_the_page_fits_375_px(studio_u
     problems.check()
 
 
-def test_signed_out_the_chat_asks_to_sign_in(studio_up: Up, page: Any) -> None:
+def test_signed_out_the_chat_asks_to_sign_in_and_an_unknown_conversation_is_a_message(
+    studio_up: Up, page: Any
+) -> None:
     page.goto(f"{studio_up.url}/chat")
     page.wait_for_url(re.compile(r"/signin\?next=%2Fchat$"))
+    _, key = new_user(studio_up, "chat-lost")
+    sign_in_with_key(page, studio_up, key)
+    page.goto(f"{studio_up.url}/chat?c=00000000-0000-0000-0000-000000000000")
+    alert = page.get_by_role("alert")
+    alert.wait_for()
+    assert "404" in alert.inner_text() and "not found" in alert.inner_text()
+    page.get_by_role("link", name="Back to the chat").click()
+    page.get_by_label("Your message").wait_for()

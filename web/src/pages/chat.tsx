@@ -81,18 +81,25 @@ function Chat() {
     }
   }
 
-  /** The first message of a new conversation: made, said, then opened (which loads both). */
+  /** The first message of a new conversation: made, said, then opened (which loads both). A
+   * message the server refuses leaves the page as it is, with the message to fix, and the
+   * conversation made for it is used by the next try. */
+  const started = useRef<string | null>(null);
   async function start(text: string, images: string[]): Promise<boolean> {
-    const made = await must(api.POST('/v1/conversations', { body: { title: '' } }));
+    if (!started.current) {
+      started.current = (await must(api.POST('/v1/conversations', { body: { title: '' } }))).id;
+      reloadList();
+    }
+    const conversationId = started.current;
     await must(
       api.POST('/v1/conversations/{conversation_id}/messages', {
-        params: { path: { conversation_id: made.id } },
+        params: { path: { conversation_id: conversationId } },
         body: { text, images },
       }),
-    ).finally(() => {
-      navigate(`/chat?c=${encodeURIComponent(made.id)}`);
-      reloadList();
-    });
+    );
+    started.current = null;
+    navigate(`/chat?c=${encodeURIComponent(conversationId)}`);
+    reloadList();
     return true;
   }
 
