@@ -15,6 +15,15 @@ can tell what reached the server from what came back.
 
 or `fake = FakeOpenAI(api_key="sk-...").start()` ... `fake.stop()` where a context manager is awkward
 (a subprocess's settings take `fake.base_url`, or `fake.url + "/v1"`).
+
+Function calling (the chat agent's LLM mode): `script(...)` queues whole answers in order, each a
+text or a `ToolCalls` (see `call`), answered as OpenAI does (`message.tool_calls` with
+`finish_reason: "tool_calls"`, or with `stream: true` as tool-call deltas: the id and name
+first, the arguments in pieces). `answer` and `script` share one queue; `respond` may return
+either kind. A recorded request tells which functions it offered (`tool_names`) and what the
+client answered to earlier calls (`tool_results`):
+
+    fake.script(call("search_tools", {"query": "fox"}), call("propose_plan", {...}), "Here it is.")
 """
 
 from __future__ import annotations
@@ -32,7 +41,16 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["API_KEY", "FakeOpenAI", "ImagePart", "RecordedRequest", "fake_openai_server"]
+__all__ = [
+    "API_KEY",
+    "FakeOpenAI",
+    "ImagePart",
+    "RecordedRequest",
+    "ScriptedCall",
+    "ToolCalls",
+    "call",
+    "fake_openai_server",
+]
 
 API_KEY = "sk-fake-Never-Show-This-0123456789"
 
@@ -45,6 +63,35 @@ class ImagePart:
     content_type: str | None
     data: bytes | None
     detail: str | None
+
+
+@dataclass(frozen=True)
+class ScriptedCall:
+    """One tool call the fake answers: the function's name and its arguments (an object sent as
+    JSON, or a string sent as it is, e.g. to test arguments that are not JSON)."""
+
+    name: str
+    arguments: dict[str, Any] | str = field(default_factory=dict)
+    id: str = ""
+
+    def arguments_text(self) -> str:
+        return self.arguments if isinstance(self.arguments, str) else json.dumps(self.arguments)
+
+
+@dataclass(frozen=True)
+class ToolCalls:
+    """An answer that calls functions (and may say something alongside)."""
+
+    calls: tuple[ScriptedCall, ...]
+    text: str = ""
+
+
+def call(name: str, arguments: dict[str, Any] | str | None = None, *more: ScriptedCall) -> ToolCalls:
+    """An answer calling `name` with `arguments` (and then the `more` calls, in the same answer)."""
+    return ToolCalls((ScriptedCall(name, {} if arguments is None else arguments), *more))
+
+
+Turn = str | ToolCalls
 
 
 @dataclass(frozen=True)
@@ -71,6 +118,26 @@ class RecordedRequest:
                 parts.extend(str(p.get("text", "")) for p in content if p.get("type") == "text")
         return "\n".join(parts)
 
+    @property
+    def tool_names(self) -> list[str]:
+        """The functions the request offered the model."""
+        return [str((t.get("function") or {}).get("name")) for t in self.body.get("tools") or []]
+
+    def tool_results(self) -> list[dict[str, Any]]:
+        """The `tool` messages of the request, in order: {tool_call_id, content}, the content
+        parsed when it is JSON."""
+        out = []
+        for message in self.messages:
+            if message.get("role") != "tool":
+                continue
+            content = message.get("content")
+            try:
+                content = json.loads(content) if isinstance(content, str) else content
+            except ValueError:
+                pass
+            out.append({"tool_call_id": message.get("tool_call_id"), "content": content})
+        return out
+
 
 @dataclass
 class _Failure:
@@ -88,8 +155,8 @@ class FakeOpenAI:
     requests: list[RecordedRequest] = field(default_factory=list)
     send_usage: bool = True
     chunk_chars: int = 7
-    respond: Callable[[RecordedRequest], str] | None = None
-    _answers: list[str] = field(default_factory=list)
+    respond: Callable[[RecordedRequest], Turn] | None = None
+    _answers: list[Turn] = field(default_factory=list)
     _failures: list[_Failure] = field(default_factory=list)
     _delay: float = 0.0
     _delay_times: int = 0
@@ -124,6 +191,11 @@ class FakeOpenAI:
         """Queue exact answers for the next requests, in order."""
         with self._lock:
             self._answers.extend(texts)
+
+    def script(self, *turns: Turn) -> None:
+        """Queue whole answers for the next requests, in order: texts or `ToolCalls`."""
+        with self._lock:
+            self._answers.extend(turns)
 
     def fail(self, status: int, *, times: int = 1, message: str = "the fake server was told to fail") -> None:
         """Answer the next `times` requests with this HTTP status and an OpenAI-shaped error."""
@@ -166,7 +238,7 @@ class FakeOpenAI:
             self._delay_times -= 1
             return self._delay
 
-    def _answer_for(self, request: RecordedRequest) -> str:
+    def _answer_for(self, request: RecordedRequest) -> Turn:
         with self._lock:
             if self._answers:
                 return self._answers.pop(0)
@@ -280,17 +352,32 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             if not body.get("model") or not body.get("messages"):
                 self._error(400, "model and messages are required", "invalid_request_error")
                 return
-            text = fake._answer_for(request)
+            turn = fake._answer_for(request)
+            calls = turn.calls if isinstance(turn, ToolCalls) else ()
+            text = turn.text if isinstance(turn, ToolCalls) else turn
             usage = {
                 "prompt_tokens": _prompt_tokens(body),
-                "completion_tokens": _tokens(text),
+                "completion_tokens": _tokens(text) + sum(_tokens(c.arguments_text()) for c in calls),
             }
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             ident = f"chatcmpl-{uuid.uuid4().hex[:20]}"
             if body.get("stream"):
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-                self._stream(ident, body["model"], text, usage if include_usage and fake.send_usage else None)
+                self._stream(
+                    ident, body["model"], text, usage if include_usage and fake.send_usage else None, calls
+                )
                 return
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if calls:
+                message["content"] = text or None
+                message["tool_calls"] = [
+                    {
+                        "id": _call_id(c, i),
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments_text()},
+                    }
+                    for i, c in enumerate(calls)
+                ]
             answer: dict[str, Any] = {
                 "id": ident,
                 "object": "chat.completion",
@@ -299,8 +386,8 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
+                        "message": message,
+                        "finish_reason": "tool_calls" if calls else "stop",
                     }
                 ],
             }
@@ -308,7 +395,14 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 answer["usage"] = usage
             self._json(200, answer)
 
-        def _stream(self, ident: str, model: str, text: str, usage: dict[str, int] | None) -> None:
+        def _stream(
+            self,
+            ident: str,
+            model: str,
+            text: str,
+            usage: dict[str, int] | None,
+            calls: tuple[ScriptedCall, ...] = (),
+        ) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Cache-Control", "no-cache")
@@ -328,7 +422,19 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             events = [chunk({"role": "assistant", "content": ""})]
             step = max(1, fake.chunk_chars)
             events += [chunk({"content": text[i : i + step]}) for i in range(0, len(text), step)]
-            events.append(chunk({}, "stop"))
+            for index, scripted in enumerate(calls):
+                head = {"index": index, "id": _call_id(scripted, index), "type": "function"}
+                events.append(
+                    chunk({"tool_calls": [{**head, "function": {"name": scripted.name, "arguments": ""}}]})
+                )
+                arguments = scripted.arguments_text()
+                events += [
+                    chunk(
+                        {"tool_calls": [{"index": index, "function": {"arguments": arguments[i : i + step]}}]}
+                    )
+                    for i in range(0, len(arguments), step)
+                ]
+            events.append(chunk({}, "tool_calls" if calls else "stop"))
             if usage is not None:
                 events.append({**chunk({}), "choices": [], "usage": usage})
             for event in events:
@@ -338,6 +444,10 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             self.wfile.flush()
 
     return Handler
+
+
+def _call_id(scripted: ScriptedCall, index: int) -> str:
+    return scripted.id or f"call_{index}_{uuid.uuid4().hex[:12]}"
 
 
 class _Server(ThreadingHTTPServer):

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from swarmstation.control import agent_answers, idempotency, ledger, submission
+from swarmstation.control import agent_answers, agent_llm, idempotency, ledger, submission
 from swarmstation.control import runs as runs_ops
 from swarmstation.control.agent_answers import DEPOSIT_URL
 from swarmstation.control.charging import ChargeSettings
@@ -321,8 +321,34 @@ def post_message(
         prior=_prior(branch),
         seed=secrets.randbelow(_SEED_LIMIT),
     )
+    # the LLM mode (control/agent_llm.py): its plan or answer, or a note and the planner instead
+    anchor, noted = message, list[ConversationItem]()
+    llm_decision: Proposal | None = None
+    if agent_llm.mode(settings) == "llm":
+        turn = agent_llm.reply(
+            s,
+            user=user,
+            text=text,
+            images=images,
+            context=context,
+            branch=branch,
+            settings=settings,
+            now=now,
+            matchers=matchers,
+            retriever=retriever,
+        )
+        if isinstance(turn.decision, agent_llm.Answer):
+            said = {**turn.decision.data, "text": turn.decision.text}
+            answered = _add(s, conv, "agent_message", said, message.id, now)
+            conv.leaf_id = answered.id
+            return Reply(message, [answered])
+        llm_decision = turn.decision
+        if turn.note:
+            note = {"text": turn.note, "kind": "fallback", "suggestions": []}
+            anchor = _add(s, conv, "agent_message", note, message.id, now)
+            noted = [anchor]
     try:
-        decision = decide(text, context, retriever=retriever)
+        decision = llm_decision or decide(text, context, retriever=retriever)
     except Exception:  # a planner bug must not lose the message or answer a 500
         log.exception("the planner failed on a message of conversation %s", conv.id)
         failed = {"message": "I could not understand that (the planner failed); try rephrasing it."}
@@ -331,17 +357,17 @@ def post_message(
             conv,
             "error",
             {**failed, "code": "planner_failed", "errors": [], "plan_id": None, "run_id": None},
-            message.id,
+            anchor.id,
             now,
         )
         conv.leaf_id = error.id
-        return Reply(message, [error])
+        return Reply(message, [*noted, error])
     persona = Persona.from_settings(settings)
     if isinstance(decision, Proposal):
-        replies = _propose(s, conv, user, decision, message, settings, now, matchers)
+        replies = _propose(s, conv, user, decision, anchor, settings, now, matchers)
     elif isinstance(decision, Question):
         answer, data = agent_answers.answer(s, user, decision, catalog, branch, everything, settings)
-        replies = [_add(s, conv, "agent_message", {**data, "text": answer}, message.id, now)]
+        replies = [_add(s, conv, "agent_message", {**data, "text": answer}, anchor.id, now)]
     else:
         replies = [
             _add(
@@ -349,12 +375,12 @@ def post_message(
                 conv,
                 "agent_message",
                 agent_answers.declined(decision, catalog, persona.tone),
-                message.id,
+                anchor.id,
                 now,
             )
         ]
     conv.leaf_id = replies[-1].id
-    return Reply(message, replies)
+    return Reply(message, [*noted, *replies])
 
 
 def _media(
