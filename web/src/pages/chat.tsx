@@ -263,9 +263,15 @@ function ConversationRow({ conv, current, onChanged }: { conv: Summary; current:
 
 // -- the persona --------------------------------------------------------------------------------------
 
+/** The operator's avatar where the page's CSP lets an image come from (this origin, data:),
+ * else the studio's own (inlined as a data: URL). */
+export function avatarSrc(url: string | null | undefined): string {
+  if (url && ((url.startsWith('/') && !url.startsWith('//')) || url.startsWith('data:image/'))) return url;
+  return avatarDefault;
+}
+
 function Avatar({ persona }: { persona: Persona | undefined }) {
-  // the operator's image, else the studio's own (a data: URL, which the CSP allows)
-  return <img class="avatar" src={persona?.avatar_url || avatarDefault} alt="" width={36} height={36} />;
+  return <img class="avatar" src={avatarSrc(persona?.avatar_url)} alt="" width={36} height={36} />;
 }
 
 /** No conversation open: the persona's greeting, and a composer whose first message starts one. */
