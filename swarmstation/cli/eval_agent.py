@@ -48,14 +48,17 @@ def eval_agent(
     if failures is not None and failures not in ("dev", "held_out", "all"):
         err.print(f"--failures must be dev, held_out or all, not {failures!r}")
         raise typer.Exit(2)
+    decider = None
     if mode == "llm":
         if not os.environ.get("SWARMSTATION_LLM_BASE_URL"):
             err.print(
                 "no LLM configured: set SWARMSTATION_LLM_BASE_URL (and SWARMSTATION_LLM_MODEL) for --mode llm"
             )
             raise typer.Exit(1)
-        err.print("--mode llm is not wired to the evaluation yet; run --mode offline")
-        raise typer.Exit(1)
+        from swarmstation.agent_eval.llm_mode import LLMDecider
+        from swarmstation.config import Settings
+
+        decider = LLMDecider.from_settings(Settings())
     path = set_file or default_set_path()
     try:
         records = load_set(path)
@@ -71,7 +74,11 @@ def eval_agent(
         except EmbeddingsUnavailable as exc:
             err.print(str(exc))
             raise typer.Exit(1) from None
-    result = evaluate(records, bundled_catalog(), retriever=retriever)
+    try:
+        result = evaluate(records, bundled_catalog(), retriever=retriever, decide_fn=decider)
+    finally:
+        if decider is not None:
+            decider.endpoint.close()
     report: dict[str, Any] = {
         "mode": mode,
         "retriever": "hybrid (lexical + MiniLM embeddings)" if embeddings else "lexical",
@@ -79,6 +86,11 @@ def eval_agent(
         "targets": TARGETS,
         "splits": result["splits"],
     }
+    if decider is not None:
+        # the LLM mode: which model, and the messages the endpoint failed on (judged as declined)
+        report["model"] = decider.settings.llm_model
+        report["llm_errors"] = len(decider.errors)
+        report["llm_error_examples"] = sorted(set(decider.errors))[:5]
     if failures is not None:
         report["failures"] = [f for f in result["failures"] if failures == "all" or f["split"] == failures]
     if as_json:
