@@ -4,17 +4,21 @@ its price, approved with a double click that runs once, its progress and its ima
 "more vibrant" as a new plan, a song politely declined with what the platform can do), branching
 from an earlier message and switching between the branches, an image attached with the file
 button, a balance too small for the plan, renaming and deleting conversations, and no serious or
-critical axe violations at 1280 and 375 px."""
+critical axe violations at 1280 and 375 px; and the fox story again with the agent's LLM mode
+against a fake OpenAI-compatible endpoint scripted with tool calls (tests/fake_openai.py)."""
 
 from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.e2e.conftest import Up
+from tests.e2e.conftest import Up, make_up
+from tests.fake_openai import FakeOpenAI, call
 from tests.web.conftest import axe_violations, new_user, open_page, shot, sign_in_with_key
 
 FOX = "a watercolor fox in the snow, then make it 4x bigger"
@@ -318,3 +322,81 @@ def test_signed_out_the_chat_asks_to_sign_in_and_an_unknown_conversation_is_a_me
     assert "404" in alert.inner_text() and "not found" in alert.inner_text()
     page.get_by_role("link", name="Back to the chat").click()
     page.get_by_label("Your message").wait_for()
+
+
+# -- the same story with an LLM: a fake OpenAI-compatible endpoint scripted with tool calls ----------
+FOX_PIPELINE = {
+    "inputs": {},
+    "steps": {
+        "gen": {"tool": "sdxl-txt2img", "inputs": {"prompt": "a watercolor fox in the snow", "seed": 7}},
+        "big": {"tool": "upscale-4x", "inputs": {"image": {"from": "gen", "output": "image"}}},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def fake_llm() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def llm_up(tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeOpenAI) -> Iterator[Up]:
+    """`swarmstation up` whose chat agent calls the fake endpoint's functions."""
+    up = make_up(
+        tmp_path_factory.mktemp("chat-llm"),
+        llm_base_url=fake_llm.base_url,
+        llm_api_key=fake_llm.api_key,
+        llm_model="fake-model",
+    )
+    up.start()
+    yield up
+    up.cleanup()
+
+
+def test_the_fox_story_in_the_browser_with_a_scripted_llm(
+    llm_up: Up, fake_llm: FakeOpenAI, page: Any
+) -> None:
+    up = llm_up
+    _, key = new_user(up, "chat-llm", credits=2000)
+    sign_in_with_key(page, up, key)
+    page.goto(f"{up.url}/chat")
+    said = "Here is a plan: a watercolor fox, then 4x bigger. Approve it to run it."
+    fake_llm.script(
+        call("search_tools", {"query": "watercolor picture from text"}),
+        call("search_tools", {"query": "make an image 4x bigger"}),
+        call("propose_plan", {"pipeline": FOX_PIPELINE, "explanation": "fox, then upscale"}),
+        said,
+    )
+    send(page, FOX)
+    card = page.get_by_test_id("plan-card").first
+    card.wait_for()
+    assert "sdxl-txt2img → upscale-4x" in card.get_by_role("heading").inner_text()
+    card.get_by_text(said).wait_for()
+    assert any(r.tool_names for r in fake_llm.requests)  # the page's message went to the model
+    card.get_by_role("button", name=re.compile(r"^Approve")).click()
+    card.get_by_test_id("plan-result").get_by_role("img").first.wait_for(timeout=90_000)
+
+    vibrant = {
+        "inputs": {},
+        "steps": {
+            "gen": {
+                "tool": "sdxl-txt2img",
+                "inputs": {"prompt": "a watercolor fox in the snow, vibrant", "seed": 8},
+            },
+            "big": FOX_PIPELINE["steps"]["big"],
+        },
+    }
+    fake_llm.script(
+        call("propose_plan", {"pipeline": vibrant, "explanation": "more vibrant"}), "More vibrant."
+    )
+    send(page, "more vibrant")
+    page.get_by_test_id("plan-card").nth(1).get_by_text("vibrant", exact=False).first.wait_for()
+
+    fake_llm.script(
+        "I can't make songs here: I make, rework and upscale images. Shall I draw the fox singing?"
+    )
+    send(page, "make a song about it")
+    page.get_by_test_id("agent-message").last.get_by_text(re.compile("can't make songs")).wait_for()
+    assert axe_violations(page) == []
