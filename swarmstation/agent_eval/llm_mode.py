@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from swarmstation.control.agent_llm import ChatEndpoint, LLMFailed, Outcome, converse
+from swarmstation.control.agent_llm import Outcome, converse
 from swarmstation.domain.agent import llm
 from swarmstation.domain.agent.lexical import LexicalRetriever
 from swarmstation.domain.agent.types import (
@@ -33,6 +33,7 @@ from swarmstation.domain.agent.types import (
 )
 from swarmstation.domain.errors import InvalidInput
 from swarmstation.domain.pipelines import pipeline_from_dict, pipeline_to_dict, validate_pipeline
+from swarmstation.integrations.llm_functions import ChatEndpoint, LLMFailed
 
 if TYPE_CHECKING:
     from swarmstation.config import Settings

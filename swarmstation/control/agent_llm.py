@@ -16,9 +16,7 @@ When the endpoint fails (unreachable, an HTTP error, a timeout, no answer within
 reply is `LLMTurn(None, note)`: the conversation falls back to the offline planner and says so.
 A plan already proposed before a failure is kept. Nothing here raises to the caller.
 
-The endpoint is called with the `openai` SDK as `integrations/llm.py` does (its retries off, the
-key sent only to `llm_base_url`, never logged); function calling and streamed tool-call deltas
-are what this client adds.
+The endpoint is `integrations/llm_functions.py` (function calling on the `openai` SDK).
 """
 
 from __future__ import annotations
@@ -28,12 +26,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import openai
 from sqlalchemy.orm import Session
 
-from swarmstation.config import reveal
 from swarmstation.control import ledger
 from swarmstation.control import runs as runs_ops
 from swarmstation.control.charging import ChargeSettings, price_view
@@ -43,6 +39,7 @@ from swarmstation.domain.agent.lexical import LexicalRetriever
 from swarmstation.domain.agent.types import CatalogTool, Context, Proposal, Retriever
 from swarmstation.domain.errors import SwarmError
 from swarmstation.domain.pipelines import pipeline_to_dict
+from swarmstation.integrations.llm_functions import ChatEndpoint, LLMFailed
 from swarmstation.store.models import ConversationItem, Tool, User
 
 if TYPE_CHECKING:
@@ -63,12 +60,6 @@ __all__ = [
     "mode",
     "reply",
 ]
-
-NOT_CONFIGURED_NOTE = "no LLM endpoint is configured (SWARMSTATION_LLM_BASE_URL)"
-
-
-class LLMFailed(Exception):
-    """The endpoint failed or the model did not settle; the message is for people (no key, no repr)."""
 
 
 @dataclass(frozen=True)
@@ -114,87 +105,6 @@ def mode(settings: Settings) -> Literal["offline", "llm"]:
     if settings.agent_mode == "auto":
         return "llm" if settings.llm_base_url else "offline"
     return "llm"
-
-
-# -- the endpoint ----------------------------------------------------------------------------------
-
-
-class ChatEndpoint:
-    """The configured endpoint with the four functions offered on every call."""
-
-    def __init__(self, *, base_url: str, api_key: str | None, model: str, max_tokens: int) -> None:
-        self.model, self.max_tokens = model, max_tokens
-        # a local endpoint often needs no key; the SDK insists on one (and would otherwise read
-        # OPENAI_API_KEY from the environment, which is not our setting)
-        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "no-key", max_retries=0)
-        self._tools = llm.tool_schemas()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ChatEndpoint:
-        if not settings.llm_base_url:
-            raise LLMFailed(NOT_CONFIGURED_NOTE)
-        return cls(
-            base_url=settings.llm_base_url,
-            api_key=reveal(settings.llm_api_key),
-            model=settings.llm_model,
-            max_tokens=settings.llm_max_tokens,
-        )
-
-    def close(self) -> None:
-        self._client.close()
-
-    def turn(
-        self, messages: Sequence[Mapping[str, Any]], *, stream: bool, timeout_seconds: float
-    ) -> llm.ModelTurn:
-        """One answer of the model. Raises LLMFailed (a timeout, a connection failure, an HTTP
-        error, an answer that cannot be read)."""
-        try:
-            if stream:
-                return self._streamed(messages, timeout_seconds)
-            return self._whole(messages, timeout_seconds)
-        except openai.APITimeoutError:
-            raise LLMFailed(f"the LLM endpoint did not answer within {timeout_seconds:g} seconds") from None
-        except openai.APIConnectionError:
-            raise LLMFailed("the LLM endpoint could not be reached") from None
-        except openai.APIStatusError as exc:
-            raise LLMFailed(f"the LLM endpoint failed (HTTP {exc.status_code})") from None
-        except openai.OpenAIError:
-            raise LLMFailed("the LLM endpoint's answer could not be read") from None
-
-    def _create(self, messages: Sequence[Mapping[str, Any]], timeout: float, **extra: Any) -> Any:
-        create = cast("Callable[..., Any]", self._client.chat.completions.create)
-        return create(
-            model=self.model,
-            messages=[dict(m) for m in messages],
-            tools=self._tools,
-            max_tokens=self.max_tokens,
-            timeout=timeout,
-            **extra,
-        )
-
-    def _whole(self, messages: Sequence[Mapping[str, Any]], timeout: float) -> llm.ModelTurn:
-        completion = self._create(messages, timeout, stream=False)
-        if not completion.choices:
-            return llm.ModelTurn("")
-        message = completion.choices[0].message
-        calls = []
-        for call in message.tool_calls or []:
-            function = getattr(call, "function", None)
-            if function is not None:
-                calls.append({"id": call.id, "name": function.name, "arguments": function.arguments or ""})
-        return llm.ModelTurn(message.content or "", tuple(calls))
-
-    def _streamed(self, messages: Sequence[Mapping[str, Any]], timeout: float) -> llm.ModelTurn:
-        deadline = time.monotonic() + timeout
-        assembler = llm.TurnAssembler()
-        chunks = self._create(messages, timeout, stream=True)
-        with chunks:
-            for chunk in chunks:
-                if chunk.choices:
-                    assembler.add(chunk.choices[0].delta.model_dump(exclude_none=True))
-                if time.monotonic() > deadline:  # the whole answer, not each chunk
-                    raise LLMFailed(f"the LLM endpoint did not answer within {timeout:g} seconds")
-        return assembler.turn()
 
 
 # -- the loop --------------------------------------------------------------------------------------
@@ -439,4 +349,4 @@ def reply(
 
 
 def _fallback_note(why: str) -> str:
-    return f"The language model was not available ({why.rstrip('.')}), so I answered without it."
+    return f"The language model was not available: {why.rstrip('.')}. I answered without it."
