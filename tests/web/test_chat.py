@@ -202,7 +202,8 @@ def test_an_image_attached_with_the_file_button(studio_up: Up, page: Any) -> Non
     card.wait_for()
     assert "upscale-4x" in card.get_by_role("heading").inner_text()
     assert "your attachment" in card.inner_text()
-    page.get_by_role("list", name="Attached images").first.wait_for()
+    # the sent message shows the picture (this page uploaded it: its local preview)
+    page.get_by_role("list", name="Attached images").first.get_by_role("img").wait_for()
     message = next(
         i for i in api(up, key, "GET", f"/v1/conversations/{conv}")["items"] if i["type"] == "user_message"
     )

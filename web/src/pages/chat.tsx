@@ -43,6 +43,9 @@ type Persona = Schemas['PersonaOut'];
 type Summary = Schemas['ConversationSummary'];
 
 const MAX_IMAGES = 4;
+/** Local previews of the files uploaded in this page's life: upload ref → blob: URL (there is
+ * no GET for an upload; a sent message's attachments show from these, or as a label). */
+const PREVIEWS: Record<string, string> = {};
 
 export default function Page(_props: PageProps) {
   return (
@@ -278,7 +281,6 @@ function Avatar({ persona }: { persona: Persona | undefined }) {
 function Welcome(props: { persona: Persona | undefined; onStart: (text: string, images: string[]) => Promise<boolean> }) {
   const [sending, setSending] = useState(false);
   const [error, setError] = useState<unknown>(null);
-  const previews = useRef<Record<string, string>>({});
   async function send(text: string, images: string[]): Promise<boolean> {
     setSending(true);
     setError(null);
@@ -302,7 +304,7 @@ function Welcome(props: { persona: Persona | undefined; onStart: (text: string, 
           </div>
         </li>
       </ol>
-      <Composer sending={sending} error={error} previews={previews.current} onSend={send} />
+      <Composer sending={sending} error={error} previews={PREVIEWS} onSend={send} />
     </>
   );
 }
@@ -321,8 +323,6 @@ function Conversation({ id, persona, onChanged }: { id: string; persona: Persona
   const [sending, setSending] = useState(false);
   const itemsRef = useRef(items);
   itemsRef.current = items;
-  /** Local previews of the files this page uploaded: upload ref → blob: URL. */
-  const previews = useRef<Record<string, string>>({});
 
   useEffect(() => {
     let live = true;
@@ -444,7 +444,7 @@ function Conversation({ id, persona, onChanged }: { id: string; persona: Persona
             persona={persona}
             cards={cards}
             progress={progress}
-            previews={previews.current}
+            previews={PREVIEWS}
             outputUrls={outputUrls}
             conversationId={id}
             busy={sending}
@@ -457,7 +457,7 @@ function Conversation({ id, persona, onChanged }: { id: string; persona: Persona
       <Composer
         sending={sending}
         error={sendError}
-        previews={previews.current}
+        previews={PREVIEWS}
         onSend={(text, images) => send(text, images, nextParent(turns))}
       />
       <div ref={end} />
