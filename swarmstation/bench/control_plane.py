@@ -1,10 +1,24 @@
-"""`swarmstation bench`: control-plane throughput and per-job overhead with emulated workers.
+"""`swarmstation bench`: control-plane throughput, per-job overhead, CPU and memory.
 
 The control plane runs as its own process (`swarmstation serve --provider none`), as in
-production. This process runs N worker agents, each beside an in-process ComfyUI emulator that
-takes no time per step, and C clients that each submit a job, follow its event stream to the
-end, and submit the next (a closed loop, so no job waits for a busy worker). Overhead per job is
-submit → completed minus the emulated ComfyUI run, from the control plane's own timestamps.
+production. This process runs the workers and C clients that each submit a job, follow its event
+stream to the end, and submit the next (a closed loop, so no job waits for a busy worker).
+Overhead per job is submit → completed minus the ComfyUI run, from the control plane's own
+timestamps.
+
+Two modes:
+
+* ``full``: N real worker agents (swarmstation/worker), each beside an in-process ComfyUI
+  emulator that takes no time per step. The agents, emulators and clients cost about as much CPU
+  as the control plane, which caps what this mode can show on a small machine.
+* ``lean`` (``--lean``): one asyncio task per instance plays the worker protocol over real HTTP
+  against the same serve process (register, heartbeats, long-poll, reports with the fencing token,
+  the presigned upload, complete), with no emulator and no ComfyUI, so that the control plane is
+  what saturates.
+
+Both print the control plane's CPU per job (user + system time of the serve process over the
+run, divided by the jobs completed), this process's CPU per job, and the serve process's
+resident memory: idle before the run, its peak during it, and after the burst.
 """
 
 from __future__ import annotations
@@ -18,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,6 +44,7 @@ from rich.console import Console
 from rich.progress import Progress
 from sqlalchemy import select
 
+from swarmstation import __version__
 from swarmstation.api.app import build
 from swarmstation.auth import WORKER_TOKEN_PREFIX, hash_secret, new_secret
 from swarmstation.comfy.emulator import EmulatorConfig, running_emulator
@@ -45,6 +61,8 @@ from swarmstation.worker.agent import Worker, WorkerConfig
 
 TOOL = "sd15-txt2img"
 INPUTS = {"prompt": "benchmark", "width": 64, "height": 64, "steps": 1}
+#: What a lean instance uploads as the job's one output (a PNG's signature and a few bytes).
+LEAN_OUTPUT = b"\x89PNG\r\n\x1a\n" + bytes(56)
 
 
 @dataclass
@@ -53,6 +71,7 @@ class Options:
     jobs: int = 2000
     concurrency: int = 16
     database_url: str | None = None
+    lean: bool = False
 
 
 def _free_port() -> int:
@@ -100,6 +119,34 @@ def _prepare(settings: Settings, workers: int) -> tuple[str, list[str], list[tup
     return key, tokens, models
 
 
+async def _clients(
+    http: httpx.AsyncClient, config: Options, progress: Console | None
+) -> tuple[list[str], float]:
+    """C clients in a closed loop: submit, follow the job's events to the end, submit the next."""
+    remaining = config.jobs
+    ids: list[str] = []
+    bar = Progress(console=progress, disable=progress is None, transient=True)
+    task = bar.add_task("jobs", total=config.jobs)
+
+    async def client() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            r = await http.post("/v1/jobs", json={"tool": TOOL, "inputs": INPUTS})
+            r.raise_for_status()
+            job_id = r.json()["id"]
+            ids.append(job_id)
+            async with http.stream("GET", f"/v1/jobs/{job_id}/events") as events:
+                async for _ in events.aiter_lines():
+                    pass
+            bar.advance(task)
+
+    with bar:
+        started = time.monotonic()
+        await asyncio.gather(*(client() for _ in range(config.concurrency)))
+        return ids, time.monotonic() - started
+
+
 async def _run(
     config: Options,
     url: str,
@@ -127,32 +174,97 @@ async def _run(
         headers = {"Authorization": f"Bearer {key}"}
         limits = httpx.Limits(max_connections=config.concurrency * 2 + 8)
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as http:
-            remaining = config.jobs
-            ids: list[str] = []
-            bar = Progress(console=progress, disable=progress is None, transient=True)
-            task = bar.add_task("jobs", total=config.jobs)
-
-            async def client() -> None:
-                nonlocal remaining
-                while remaining > 0:
-                    remaining -= 1
-                    r = await http.post("/v1/jobs", json={"tool": TOOL, "inputs": INPUTS})
-                    r.raise_for_status()
-                    job_id = r.json()["id"]
-                    ids.append(job_id)
-                    async with http.stream("GET", f"/v1/jobs/{job_id}/events") as events:
-                        async for _ in events.aiter_lines():
-                            pass
-                    bar.advance(task)
-
-            with bar:
-                started = time.monotonic()
-                await asyncio.gather(*(client() for _ in range(config.concurrency)))
-                elapsed = time.monotonic() - started
+            ids, elapsed = await _clients(http, config, progress)
         for t in worker_tasks:
             t.cancel()
         await asyncio.gather(*worker_tasks, return_exceptions=True)
         return ids, elapsed
+
+
+class LeanInstance:
+    """One instance's worker protocol, without ComfyUI: what swarmstation/worker/agent.py sends
+    for a job whose run takes no time and writes one small image."""
+
+    def __init__(self, http: httpx.AsyncClient, token: str) -> None:
+        self.http = http
+        self.headers = {"Authorization": f"Bearer {token}", "User-Agent": f"swarmstation-lean/{__version__}"}
+        self.running: dict[str, int] = {}
+        self.jobs_done = 0
+
+    async def _post(self, path: str, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
+        r = await self.http.post(path, json=body, headers=self.headers, **kwargs)
+        r.raise_for_status()
+        return r
+
+    async def run(self) -> None:
+        reg = await self._post(
+            "/worker/v1/register",
+            {"comfyui_url": "http://lean.invalid", "version": __version__},
+            params={"ready": "true"},
+        )
+        beats = asyncio.create_task(self._heartbeats(float(reg.json()["heartbeat_seconds"])))
+        try:
+            while True:
+                r = await self.http.get("/worker/v1/jobs/next", params={"wait": 20}, headers=self.headers)
+                r.raise_for_status()
+                if r.status_code == 204:
+                    continue
+                await self._job(r.json())
+        finally:
+            beats.cancel()
+            await asyncio.gather(beats, return_exceptions=True)
+
+    async def _heartbeats(self, every: float) -> None:
+        while True:
+            running = [{"job_id": j, "lease_token": t} for j, t in self.running.items()]
+            await self._post("/worker/v1/heartbeat", {"running": running, "comfyui_ok": True})
+            await asyncio.sleep(every)
+
+    async def _job(self, assignment: dict[str, Any]) -> None:
+        job_id, lease = str(assignment["job_id"]), int(assignment["lease_token"])
+        self.running[job_id] = lease
+        base = f"/worker/v1/jobs/{job_id}"
+        try:
+            if not assignment.get("started"):
+                await self._post(f"{base}/started", {"lease_token": lease})
+            await self._post(
+                f"{base}/progress", {"lease_token": lease, "progress": 0.95, "stage": "sampling"}
+            )
+            files = [{"filename": "lean_00001_.png", "size": len(LEAN_OUTPUT), "node_id": "9"}]
+            uploads = (await self._post(f"{base}/outputs", {"lease_token": lease, "files": files})).json()
+            ids = []
+            for upload in uploads["uploads"]:
+                put = await self.http.put(upload["upload_url"], content=LEAN_OUTPUT)
+                if put.status_code >= 400:
+                    raise RuntimeError(f"upload refused: HTTP {put.status_code} {put.text[:300]}")
+                ids.append(upload["output_id"])
+            timings = {"run_seconds": 0.0, "model_fetch_seconds": 0.0, "upload_seconds": 0.0}
+            await self._post(f"{base}/complete", {"lease_token": lease, "outputs": ids, "timings": timings})
+            self.jobs_done += 1
+        finally:
+            self.running.pop(job_id, None)
+
+
+async def _run_lean(
+    config: Options, url: str, key: str, tokens: list[str], progress: Console | None
+) -> tuple[list[str], float]:
+    limits = httpx.Limits(max_connections=config.concurrency * 2 + 2 * len(tokens) + 8)
+    timeout = httpx.Timeout(60.0)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as workers_http:
+        instances = [LeanInstance(workers_http, token) for token in tokens]
+        tasks = [asyncio.create_task(i.run()) for i in instances]
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout, limits=limits) as http:
+            clients = asyncio.create_task(_clients(http, config, progress))
+            # An instance that fails ends the run at once (its jobs would wait for their leases).
+            await asyncio.wait([clients, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in [clients, *tasks]:
+                t.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            errors = [r for r in results if isinstance(r, Exception)]
+            if errors:
+                raise RuntimeError(f"a lean instance failed: {errors[0]!r}")
+            return await clients
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -164,16 +276,47 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
-def run(config: Options, progress: Console | None = None) -> dict[str, Any]:
-    folder = Path(tempfile.mkdtemp(prefix="swarmstation-bench-"))
-    port = _free_port()
-    settings = Settings(
-        data_dir=folder / "data", port=port, provider="none", database_url=config.database_url
-    )
-    key, tokens, models = _prepare(settings, config.workers)
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MiB, from /proc (Linux); NaN where unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, IndexError, ValueError):
+        pass
+    return float("nan")
+
+
+class RssSampler:
+    """The peak resident memory of a process over a stretch of time, sampled every `every` s."""
+
+    def __init__(self, pid: int, every: float = 0.1) -> None:
+        self.pid = pid
+        self.every = every
+        self.peak = rss_mb(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every):
+            value = rss_mb(self.pid)
+            if value == value:  # not NaN
+                self.peak = max(self.peak, value)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def serve_process(settings: Settings, folder: Path, database_url: str | None) -> subprocess.Popen[bytes]:
+    """`swarmstation serve` on `settings.port`, answering /healthz (raises when it does not)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMSTATION_")}
-    if config.database_url:
-        env["SWARMSTATION_DATABASE_URL"] = config.database_url
+    if database_url:
+        env["SWARMSTATION_DATABASE_URL"] = database_url
     server = subprocess.Popen(
         [
             sys.executable,
@@ -183,7 +326,7 @@ def run(config: Options, progress: Console | None = None) -> dict[str, Any]:
             "--provider",
             "none",
             "--port",
-            str(port),
+            str(settings.port),
             "--data-dir",
             str(settings.data_dir),
         ],
@@ -191,25 +334,47 @@ def run(config: Options, progress: Console | None = None) -> dict[str, Any]:
         stdout=subprocess.DEVNULL,
         stderr=(folder / "serve.log").open("wb"),
     )
+    url = f"http://127.0.0.1:{settings.port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.terminate()
+            raise RuntimeError(f"control plane did not start: {(folder / 'serve.log').read_text()[-2000:]}")
+        time.sleep(0.2)
+
+
+def database_kind(database_url: str | None) -> str:
+    return "postgresql" if database_url and database_url.startswith("postgresql") else "sqlite"
+
+
+def run(config: Options, progress: Console | None = None) -> dict[str, Any]:
+    folder = Path(tempfile.mkdtemp(prefix="swarmstation-bench-"))
+    port = _free_port()
+    settings = Settings(
+        data_dir=folder / "data", port=port, provider="none", database_url=config.database_url
+    )
+    key, tokens, models = _prepare(settings, config.workers)
+    server = serve_process(settings, folder, config.database_url)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError(
-                    f"control plane did not start: {(folder / 'serve.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.2)
+        time.sleep(1.0)  # past the start-up work, so that "idle" is idle
+        rss_idle = rss_mb(server.pid)
         server_cpu_before = _cpu_seconds(server.pid)
         own_before = time.process_time()
-        ids, elapsed = asyncio.run(_run(config, url, key, tokens, folder / "comfy", models, progress))
-        server_cpu = _cpu_seconds(server.pid) - server_cpu_before
-        own_cpu = time.process_time() - own_before
+        with RssSampler(server.pid) as sampler:
+            if config.lean:
+                ids, elapsed = asyncio.run(_run_lean(config, url, key, tokens, progress))
+            else:
+                ids, elapsed = asyncio.run(_run(config, url, key, tokens, folder / "comfy", models, progress))
+            server_cpu = _cpu_seconds(server.pid) - server_cpu_before
+            own_cpu = time.process_time() - own_before
+        time.sleep(2.0)  # the burst is over: what the process keeps
+        rss_after = rss_mb(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -228,9 +393,10 @@ def run(config: Options, progress: Console | None = None) -> dict[str, Any]:
         run_ms.append(run * 1000)
         queue_ms.append((j.assigned_at - j.created_at).total_seconds() * 1000)
     shutil.rmtree(folder, ignore_errors=True)
-    db = "postgresql" if config.database_url and config.database_url.startswith("postgresql") else "sqlite"
+    per_job = max(1, len(done))
     return {
-        "database": db,
+        "mode": "lean" if config.lean else "full",
+        "database": database_kind(config.database_url),
         "workers": config.workers,
         "clients": config.concurrency,
         "jobs": config.jobs,
@@ -244,9 +410,16 @@ def run(config: Options, progress: Console | None = None) -> dict[str, Any]:
             "max": round(max(overhead_ms), 1) if overhead_ms else None,
         },
         "submit_to_assign_ms_p50": round(statistics.median(queue_ms), 1) if queue_ms else None,
+        "submit_to_assign_ms_min": round(min(queue_ms), 1) if queue_ms else None,
         "emulated_run_ms_p50": round(statistics.median(run_ms), 1) if run_ms else None,
-        # Where the CPU went: the control plane, and this process (workers, emulators, clients).
-        "control_plane_cpu_ms_per_job": round(1000 * server_cpu / max(1, len(done)), 2),
-        "workers_emulators_clients_cpu_ms_per_job": round(1000 * own_cpu / max(1, len(done)), 2),
+        # Where the CPU went: the control plane, and this process (workers or lean instances,
+        # emulators in the full mode, clients).
+        "control_plane_cpu_ms_per_job": round(1000 * server_cpu / per_job, 2),
+        "bench_cpu_ms_per_job": round(1000 * own_cpu / per_job, 2),
+        "control_plane_rss_mb": {
+            "idle": rss_idle,
+            "peak": max(sampler.peak, rss_after),
+            "after_burst": rss_after,
+        },
         "cpu_count": os.cpu_count(),
     }

@@ -14,18 +14,26 @@ app = typer.Typer()
 
 @app.command()
 def bench(
-    workers: Annotated[int, typer.Option("--workers", min=1, max=64)] = 16,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=1000)] = 16,
     jobs: Annotated[int, typer.Option("--jobs", min=1, max=100_000)] = 2000,
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, max=512, help="Clients in a closed loop")
     ] = 16,
     database_url: DbOpt = None,
+    lean: Annotated[
+        bool,
+        typer.Option(
+            "--lean",
+            help="Play the worker protocol for every instance from one asyncio process (no worker "
+            "agents, no emulators), so that the control plane is what saturates",
+        ),
+    ] = False,
 ) -> None:
-    """Control-plane throughput and overhead with emulated workers that take no time (prints JSON)."""
+    """Control-plane throughput, overhead, CPU and memory with workers that take no time (prints JSON)."""
     from swarmstation.bench import control_plane, print_result
 
     options = control_plane.Options(
-        workers=workers, jobs=jobs, concurrency=concurrency, database_url=database_url
+        workers=workers, jobs=jobs, concurrency=concurrency, database_url=database_url, lean=lean
     )
     print_result(control_plane.run(options, progress=err))
 

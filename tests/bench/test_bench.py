@@ -55,3 +55,28 @@ def test_control_plane_bench_completes_its_jobs_as_a_charged_user(tmp_path: Path
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(result.stdout)
     assert figures["completed"] == 3 and figures["failed"] == 0
+    assert figures["mode"] == "full" and figures["submit_to_assign_ms_min"] >= 0
+
+
+@pytest.mark.slow
+def test_lean_bench_plays_the_worker_protocol_and_reports_cpu_and_memory(tmp_path: Path) -> None:
+    """`bench --lean`: lean instances in one process against a real serve process; every job
+    completes, and the figures the issue asks for are there and plausible."""
+    result = subprocess.run(
+        [str(BIN), "bench", "--lean", "--workers", "3", "--jobs", "12", "--concurrency", "3"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout)
+    assert figures["mode"] == "lean"
+    assert figures["completed"] == 12 and figures["failed"] == 0
+    # No job is assigned before it was submitted (the scheduler's clock once ran behind).
+    assert figures["submit_to_assign_ms_min"] >= 0
+    assert 0 <= figures["overhead_ms"]["p50"] <= figures["overhead_ms"]["p99"]
+    assert figures["control_plane_cpu_ms_per_job"] > 0
+    assert figures["bench_cpu_ms_per_job"] > 0
+    rss = figures["control_plane_rss_mb"]
+    assert 20 < rss["idle"] <= rss["peak"] and rss["after_burst"] <= rss["peak"]
