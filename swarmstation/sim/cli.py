@@ -178,6 +178,10 @@ def run_cmd(
         int | None,
         typer.Option("--managed-concurrency", min=1, help="Managed containers at once (default unbounded)."),
     ] = None,
+    policies: Annotated[
+        str | None,
+        typer.Option("--policies", help="Comma-separated policies to run (default: all of them)."),
+    ] = None,
     managed_speed: Annotated[
         float | None,
         typer.Option("--managed-speed", min=0.1, help="Managed GPU run time / ours (default 1.0)."),
@@ -189,6 +193,15 @@ def run_cmd(
     (``--knobs-from``). With ``--seeds``, every policy runs on each seed's trace and the report gives
     mean ± spread (held-out evaluation)."""
     seed_list = _seeds(seeds, seed)
+    chosen = tuple(engine.POLICIES)
+    if policies is not None:
+        chosen = tuple(p.strip() for p in policies.split(",") if p.strip())
+        unknown = [p for p in chosen if p not in engine.POLICIES]
+        if unknown or not chosen:
+            raise typer.BadParameter(
+                f"unknown policies {unknown}; choose from {', '.join(engine.POLICIES)}",
+                param_hint="--policies",
+            )
     tuned: dict[str, float] = {}
     if knobs_from is not None:
         tuned = _tuned_knobs(knobs_from, preset, trace, days, seed_list)
@@ -249,8 +262,12 @@ def run_cmd(
         options += f" --managed-concurrency {managed_concurrency}"
     if managed_speed is not None:
         options += f" --managed-speed {managed_speed:g}"
+    if policies is not None:
+        options += f" --policies {','.join(chosen)}"
     if seeds is not None:
-        _run_seeds(preset, trace, days, seed_list, config, options, out, as_json, write_report, knobs_from)
+        _run_seeds(
+            preset, trace, days, seed_list, config, options, out, as_json, write_report, knobs_from, chosen
+        )
         return
     if save_trace is not None:
         trace_mod.save(tr, save_trace)
@@ -259,12 +276,12 @@ def run_cmd(
         TextColumn("{task.description:<24}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
         TimeElapsedColumn(), console=console, transient=as_json,
     ) as bar:  # fmt: skip
-        tasks = {p: bar.add_task(p, total=1.0) for p in engine.POLICIES}
+        tasks = {p: bar.add_task(p, total=1.0) for p in chosen}
 
         def progress(policy: str, frac: float) -> None:
             bar.update(tasks[policy], completed=frac)
 
-        results = engine.simulate_all(tr, config, seed=seed, progress=progress)
+        results = engine.simulate_all(tr, config, seed=seed_list[0], policies=chosen, progress=progress)
     elapsed = time.perf_counter() - started
     label = tr.preset or "trace"
     meta = {
@@ -314,6 +331,7 @@ def _run_seeds(
     as_json: bool,
     write: bool,
     knobs_from: Path | None,
+    policies: tuple[str, ...],
 ) -> None:
     started = time.perf_counter()
     seeds_text = ",".join(map(str, seeds))
@@ -323,7 +341,7 @@ def _run_seeds(
             console.print(f"seed {seed}: {policy}")
 
     data = eval_mod.evaluate(
-        lambda s: _load_trace(preset, trace, days, s), config, seeds, engine.POLICIES, progress=progress
+        lambda s: _load_trace(preset, trace, days, s), config, seeds, policies, progress=progress
     )
     where = f"--trace {trace}" if trace is not None else f"--preset {preset} --days {days:g}"
     tuned = f" --knobs-from {knobs_from}" if knobs_from is not None else ""

@@ -89,3 +89,14 @@ def test_run_refuses_the_seeds_it_was_tuned_on(tmp_path) -> None:
 def test_unknown_market_is_refused() -> None:
     result = CliRunner().invoke(sim_app, ["run", "--preset", "prior", "--days", "0.1", "--market", "moon"])
     assert result.exit_code == 2 and "unknown market" in result.output
+
+
+def test_run_with_chosen_policies(tmp_path) -> None:
+    runner = CliRunner()
+    args = ["run", "--preset", "prior", "--days", "1", "--seed", "3", "--out", str(tmp_path), "--json"]
+    result = runner.invoke(sim_app, [*args, "--policies", "ours,managed"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output[result.output.index("{") :])
+    assert [r["policy"] for r in payload["results"]] == ["ours", "managed"]
+    bad = runner.invoke(sim_app, [*args, "--policies", "ours,psychic"])
+    assert bad.exit_code == 2 and "psychic" in bad.output
