@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     pool_max_instances: int = Field(2, ge=0)
     pool_scale_up_queue_threshold: int = Field(2, ge=1)
     pool_idle_minutes: float = Field(10.0, ge=0)
+    pool_prewarm: bool = Field(
+        False, description="Launch and resume instances ahead of forecast demand (domain/forecast.py)"
+    )
 
     # scheduling
     lease_seconds: float = Field(60.0, gt=0, description="A job's lease; the worker renews it")

@@ -36,7 +36,9 @@ leaves a STOPPED instance still running (reconcile stops it again) or a resumed 
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -51,7 +53,7 @@ from swarmstation.config import Settings
 from swarmstation.control.instances import move_instance
 from swarmstation.control.jobs import active_job_count
 from swarmstation.control.replicas import ReplicaPresence
-from swarmstation.domain import estimates
+from swarmstation.domain import estimates, forecast
 from swarmstation.domain.offers import OfferFilters
 from swarmstation.domain.replicas import NoSharedAddress, worker_address
 from swarmstation.domain.scaling import (
@@ -84,7 +86,7 @@ log = logging.getLogger(__name__)
 OnstartRenderer = Callable[[Pool], str]
 
 
-def pool_config(pool: Pool) -> PoolConfig:
+def pool_config(pool: Pool, *, prewarm: bool = False) -> PoolConfig:
     return PoolConfig(
         name=pool.name,
         min_instances=pool.min_instances,
@@ -100,6 +102,7 @@ def pool_config(pool: Pool) -> PoolConfig:
         utilisation_grace_seconds=pool.utilisation_grace_seconds,
         max_parked=pool.max_parked,
         park_max_hours=pool.park_max_hours,
+        prewarm=prewarm,
     )
 
 
@@ -184,6 +187,51 @@ def busy_slots_recent(s: Session, pool: str, now: datetime, window_seconds: floa
     return busy / window_seconds
 
 
+class DemandForecasts:
+    """Pre-warm's input, per pool: the arrival history (its jobs' ``created_at``, epoch seconds)
+    read incrementally from the jobs table, its forecast profile rebuilt once per bucket, and
+    ``domain.forecast.prewarm_instances`` over them, as the simulator calls it."""
+
+    def __init__(self, config: forecast.ForecastConfig | None = None) -> None:
+        self.config = config or forecast.ForecastConfig()
+        self._arrivals: dict[str, list[float]] = {}
+        self._read_until: dict[str, datetime] = {}
+        self._profiles: dict[str, forecast.Profile] = {}
+
+    def arrivals(self, s: Session, pool: str, now: datetime) -> list[float]:
+        history = self._arrivals.setdefault(pool, [])
+        since = self._read_until.get(pool, now - timedelta(seconds=self.config.history_seconds))
+        rows = s.scalars(
+            select(Job.created_at)
+            .where(Job.pool == pool, Job.backend == "pool", Job.created_at > since, Job.created_at <= now)
+            .order_by(Job.created_at)
+        )
+        history.extend(t.timestamp() for t in rows)
+        self._read_until[pool] = now
+        cutoff = now.timestamp() - self.config.history_seconds
+        if history and history[0] < cutoff:
+            del history[: bisect.bisect_left(history, cutoff)]
+        return history
+
+    def instances(
+        self, s: Session, pool: str, now: datetime, *, expected_job_seconds: float, slots_per_instance: int
+    ) -> int:
+        arrivals = self.arrivals(s, pool, now)
+        t = now.timestamp()
+        bucket = math.floor(t / self.config.bucket_seconds + 1e-9)
+        profile = self._profiles.get(pool)
+        if profile is None or profile.built_for_bucket != bucket:
+            profile = self._profiles[pool] = forecast.build_profile(arrivals, now=t, config=self.config)
+        return forecast.prewarm_instances(
+            arrivals,
+            now=t,
+            expected_job_seconds=expected_job_seconds,
+            slots_per_instance=slots_per_instance,
+            config=self.config,
+            profile=profile,
+        )
+
+
 class PoolController:
     def __init__(
         self,
@@ -204,6 +252,7 @@ class PoolController:
         self.onstart = onstart
         self.monotonic = monotonic
         self._orphans_seen: dict[tuple[str, str], float] = {}
+        self.forecasts = DemandForecasts()
 
     @property
     def provider(self) -> ComputeProvider | None:
@@ -391,14 +440,25 @@ class PoolController:
                 )
                 prices = [i.price_per_hour for i in instances if i.price_per_hour is not None]
                 cap = offer_filters(pool).max_price_per_hour
+                expected = expected_job_seconds(s, pool.name)
+                prewarm = self.settings.pool_prewarm
                 snapshot = PoolSnapshot(
                     queued_jobs=queued,
-                    expected_job_seconds=expected_job_seconds(s, pool.name),
+                    expected_job_seconds=expected,
                     new_instance_price=cap if cap is not None else (max(prices) if prices else 0.0),
                     last_scale_up_at=pool.last_scale_up_at,
                     busy_slots_recent=busy_slots_recent(s, pool.name, now),
+                    forecast_instances=self.forecasts.instances(
+                        s,
+                        pool.name,
+                        now,
+                        expected_job_seconds=expected,
+                        slots_per_instance=pool.slots_per_instance,
+                    )
+                    if prewarm
+                    else None,
                 )
-                for action in plan_scaling(pool_config(pool), views, snapshot, now=now):
+                for action in plan_scaling(pool_config(pool, prewarm=prewarm), views, snapshot, now=now):
                     if isinstance(action, Launch):
                         server_url = self._worker_server_url()
                         if server_url is None:
