@@ -46,10 +46,10 @@ FOX_PIPELINE = {
 SAID = "Here is a plan: a watercolor fox, then 4x bigger. Approve it to run it."
 
 
-def llm_settings(tmp_path: Path, fake: FakeOpenAI, **extra: Any) -> Settings:
+def llm_settings(tmp_path: Path, fake: FakeOpenAI, database_url: str | None = None, **extra: Any) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
-        database_url=f"sqlite:///{tmp_path / 'llm.db'}",
+        database_url=database_url or f"sqlite:///{tmp_path / 'llm.db'}",
         provider="none",
         scheduler_interval_seconds=60,
         control_interval_seconds=60,
@@ -326,3 +326,23 @@ def test_a_tool_calls_answer_with_text_keeps_the_text_out_of_the_reply_until_the
         assistant["content"] == "Let me check."
         and assistant["tool_calls"][0]["function"]["name"] == "get_balance"
     )
+
+
+def test_an_llm_plan_is_approved_once_on_each_database(
+    database_url: str, tmp_path: Path, clock: FakeClock, fake_openai: FakeOpenAI
+) -> None:
+    cp = make_plane(llm_settings(tmp_path, fake_openai, database_url), clock)
+    fake_openai.script(call("propose_plan", {"pipeline": FOX_PIPELINE}), SAID)
+    try:
+        with TestClient(cp.app) as api:
+            alice_id, alice = user(cp, clock)
+            cid = new(api, alice)
+            plan = plan_of(say(api, cid, alice, FOX))
+            url = f"/v1/conversations/{cid}/plans/{plan['id']}/approve"
+            first = api.post(url, headers={**alice, "Idempotency-Key": "k1"})
+            again = api.post(url, headers=alice)
+            assert first.status_code == again.status_code == 200, first.text
+            assert first.json()["run_id"] == again.json()["run_id"]
+            assert count(cp, Run) == 1 and balance(cp, alice_id).held == GEN_PRICE + BIG_PRICE
+    finally:
+        cp.state.engine.dispose()
