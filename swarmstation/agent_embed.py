@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from swarmstation.domain.agent.lexical import LexicalRetriever, model_groups, names_family
 from swarmstation.domain.agent.types import CatalogTool, Ranked
+from swarmstation.domain.errors import Unavailable
 
 __all__ = ["DENSE_WEIGHT", "EmbeddingsUnavailable", "HybridRetriever", "load_retriever", "tool_text"]
 
@@ -27,8 +28,11 @@ DENSE_FLOOR = 0.15
 Encoder = Callable[[list[str]], Sequence[Sequence[float]]]
 
 
-class EmbeddingsUnavailable(RuntimeError):
+class EmbeddingsUnavailable(Unavailable):
     """The ``embeddings`` extra is not installed (or its model does not load)."""
+
+    code = "embeddings_unavailable"
+    what = "the embedding model"
 
 
 def tool_text(tool: CatalogTool) -> str:

@@ -43,6 +43,7 @@ from swarmstation.domain.agent.types import (
     Question,
     Retriever,
 )
+from swarmstation.domain.errors import InvalidInput
 
 __all__ = [
     "SPLITS",
@@ -67,8 +68,10 @@ TARGETS = {
 DecideFn = Callable[..., Decision]
 
 
-class SetError(ValueError):
+class SetError(InvalidInput):
     """The set file is not valid: which line and why."""
+
+    code = "invalid_eval_set"
 
 
 def default_set_path() -> Path:

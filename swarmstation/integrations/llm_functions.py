@@ -17,6 +17,7 @@ import openai
 
 from swarmstation.config import reveal
 from swarmstation.domain.agent import llm
+from swarmstation.domain.errors import UpstreamError
 
 if TYPE_CHECKING:
     from swarmstation.config import Settings
@@ -26,8 +27,10 @@ __all__ = ["NOT_CONFIGURED_NOTE", "ChatEndpoint", "LLMFailed"]
 NOT_CONFIGURED_NOTE = "no LLM endpoint is configured (SWARMSTATION_LLM_BASE_URL)"
 
 
-class LLMFailed(Exception):
+class LLMFailed(UpstreamError):
     """The endpoint failed or the model did not settle; the message is for people (no key, no repr)."""
+
+    code = "llm_failed"
 
 
 class ChatEndpoint:
