@@ -71,8 +71,12 @@ $(CHAIN_STAMP): tests/chain/package.json tests/chain/package-lock.json
 	cd tests/chain && npm ci --no-audit --no-fund
 	touch $(CHAIN_STAMP)
 
+# The suite in parallel processes, a test file to each (module fixtures such as a browser test's
+# `swarmstation up` are set up once per file): most tests wait on subprocesses and sockets, so
+# three processes keep two cores busy.
+PYTEST_WORKERS ?= 3
 test: lint typecheck web-check $(CHAIN_STAMP) $(STUDIO) chromium
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/swarmstation bench --workers 16 --jobs 2000
