@@ -453,11 +453,19 @@ def sensitivity_cmd(
     market: MarketOpt = "optimistic",
     out: Annotated[Path | None, typer.Option("--out", help="Write sensitivity.json and .md here.")] = None,
     as_json: JsonOpt = False,
+    knobs_from: Annotated[
+        Path | None,
+        typer.Option("--knobs-from", help="Run ours with the knobs a `sweep --out` recommended."),
+    ] = None,
 ) -> None:
     """Each assumption (market and managed service) x0.5 and x2: how ours, managed and the
     whole-GPU reference (blocks-300s) move (mean $ / 1,000 images and p95 wait over the seeds)."""
     seed_list = _seeds(seeds, seed)
     base = _base_config(market, False)
+    tuned = ""
+    if knobs_from is not None:
+        base = sweep_mod.apply(base, _tuned_knobs(knobs_from, preset, trace, days, seed_list))
+        tuned = f" --knobs-from {knobs_from}"
 
     def progress(label: str) -> None:
         if not as_json:
@@ -468,8 +476,10 @@ def sensitivity_cmd(
     )
     where = f"--trace {trace}" if trace is not None else f"--preset {preset} --days {days:g}"
     data["command"] = (
-        f"swarmstation simulate sensitivity {where} --seeds {','.join(map(str, seed_list))} --market {market}"
+        f"swarmstation simulate sensitivity {where} --seeds {','.join(map(str, seed_list))} "
+        f"--market {market}{tuned}"
     )
+    data["pool"] = sim_config.asdict_pool(base)
     md = eval_mod.sensitivity_markdown(data)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
