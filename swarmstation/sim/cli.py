@@ -72,17 +72,7 @@ def _base_config(market: str, interruptible: bool) -> sim_config.SimConfig:
     )
 
 
-_KNOB_NAMES = (
-    "idle_minutes",
-    "min_instances",
-    "scale_up_queue_threshold",
-    "target_wait_seconds",
-    "max_delay_seconds",
-    "target_utilisation",
-    "max_parked",
-    "prewarm",
-    "prebuilt_image",
-)
+_KNOB_NAMES = sweep_mod.KNOBS
 
 
 def _tuned_knobs(
@@ -252,6 +242,9 @@ def run_cmd(
         prewarm=prewarm,
         prebuilt_image=prebuilt_image,
     )
+    forecast_knobs = {k: v for k, v in tuned.items() if k.startswith("prewarm_")}
+    if forecast_knobs:
+        config = sweep_mod.apply(config, forecast_knobs)
     knobs["max-parked"] = max_parked
     options = "".join(f" --{k} {v:g}" for k, v in knobs.items() if v is not None)
     options += " --interruptible" if interruptible else ""
@@ -394,6 +387,10 @@ def sweep_cmd(
     interruptible: InterruptibleOpt = False,
     market: MarketOpt = "optimistic",
     seeds: SeedsOpt = None,
+    grid_json: Annotated[
+        str | None,
+        typer.Option("--grid", help='Knobs to add or replace, JSON: {"prewarm_min_arrivals": [0.25, 1]}.'),
+    ] = None,
 ) -> None:
     """Recommend pool settings: the lowest cost whose p95 wait meets the target (mean over the
     tuning ``--seeds``). sweep.json records them: `run --knobs-from` refuses to evaluate on them."""
@@ -401,7 +398,19 @@ def sweep_cmd(
     base = _base_config(market, interruptible)
     runs = [(_load_trace(preset, trace, days, s), s) for s in seed_list]
     tr = runs[0][0]
-    grid = sweep_mod.QUICK_GRID if quick else sweep_mod.DEFAULT_GRID
+    grid = dict(sweep_mod.QUICK_GRID if quick else sweep_mod.DEFAULT_GRID)
+    if grid_json is not None:
+        try:
+            extra = json.loads(grid_json)
+            assert isinstance(extra, dict) and all(isinstance(v, list) and v for v in extra.values())
+            grid.update({str(k): tuple(float(x) for x in v) for k, v in extra.items()})
+        except (ValueError, AssertionError, TypeError) as exc:
+            raise typer.BadParameter(
+                f"not a JSON object of lists of numbers: {exc}", param_hint="--grid"
+            ) from exc
+        unknown = sorted(set(grid) - set(sweep_mod.KNOBS))
+        if unknown:
+            raise typer.BadParameter(f"unknown knobs {unknown}", param_hint="--grid")
     with Progress(
         TextColumn("sweep"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
         console=console, transient=as_json,

@@ -17,7 +17,7 @@ import multiprocessing as mp
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from swarmstation.domain.stats import percentile
@@ -77,7 +77,31 @@ class SweepResult:
         }
 
 
+KNOBS = (
+    "idle_minutes",
+    "min_instances",
+    "target_wait_seconds",
+    "max_delay_seconds",
+    "scale_up_queue_threshold",
+    "target_utilisation",
+    "max_parked",
+    "prewarm",
+    "prebuilt_image",
+    "prewarm_min_arrivals",
+    "prewarm_utilisation",
+    "prewarm_lead_seconds",
+)
+
+
 def apply(config: SimConfig, knobs: dict[str, float]) -> SimConfig:
+    forecast = config.forecast
+    if "prewarm_min_arrivals" in knobs:
+        forecast = replace(forecast, min_arrivals=float(knobs["prewarm_min_arrivals"]))
+    if "prewarm_utilisation" in knobs:
+        forecast = replace(forecast, utilisation=float(knobs["prewarm_utilisation"]))
+    if "prewarm_lead_seconds" in knobs:
+        forecast = replace(forecast, lead_seconds=float(knobs["prewarm_lead_seconds"]))
+    config = replace(config, forecast=forecast)
     return with_knobs(
         config,
         idle_minutes=knobs.get("idle_minutes"),

@@ -100,3 +100,19 @@ def test_run_with_chosen_policies(tmp_path) -> None:
     assert [r["policy"] for r in payload["results"]] == ["ours", "managed"]
     bad = runner.invoke(sim_app, [*args, "--policies", "ours,psychic"])
     assert bad.exit_code == 2 and "psychic" in bad.output
+
+
+def test_sweep_grid_option_and_forecast_knobs() -> None:
+    from swarmstation.sim import sweep as S
+
+    cfg = S.apply(C.SimConfig(), {"prewarm": 1, "prewarm_min_arrivals": 0.25, "prewarm_lead_seconds": 1800})
+    assert cfg.pool.prewarm and cfg.forecast.min_arrivals == 0.25 and cfg.forecast.lead_seconds == 1800
+    runner = CliRunner()
+    base = ["sweep", "--preset", "prior", "--days", "1", "--seed", "3", "--workers", "1", "--json"]
+    bad = runner.invoke(sim_app, [*base, "--grid", '{"moon_phase": [1]}'])
+    assert bad.exit_code == 2 and "moon_phase" in bad.output
+    assert runner.invoke(sim_app, [*base, "--grid", "[1]"]).exit_code == 2
+    ok = runner.invoke(sim_app, [*base, "--grid", '{"idle_minutes": [5], "max_parked": [0, 2]}', "--quick"])
+    assert ok.exit_code == 0, ok.output
+    points = json.loads(ok.output[ok.output.index("{") :])["points"]
+    assert {p["idle_minutes"] for p in points} == {5.0} and len(points) == 2 * 2 * 2  # x prewarm x prebuilt
