@@ -128,19 +128,20 @@ def _decimal(value: float) -> Decimal:
 def measured_gpu_seconds(s: Session, tool_slug: str, sample: int) -> list[Decimal]:
     """The run seconds of the tool's last `sample` completed jobs (the worker's `run_seconds`,
     else started → finished)."""
-    jobs = s.scalars(
-        select(Job)
+    # Columns only: every quote reads these rows, and full jobs (workflows, inputs) cost far more.
+    rows = s.execute(
+        select(Job.timings, Job.started_at, Job.finished_at)
         .where(Job.tool_slug == tool_slug, Job.state == JobState.COMPLETED, Job.finished_at.is_not(None))
         .order_by(Job.finished_at.desc())
         .limit(sample)
     )
     seconds = []
-    for job in jobs:
-        measured = (job.timings or {}).get("run_seconds")
+    for timings, started_at, finished_at in rows:
+        measured = (timings or {}).get("run_seconds")
         if isinstance(measured, int | float) and not isinstance(measured, bool):
             seconds.append(_decimal(float(measured)))
-        elif job.started_at is not None and job.finished_at is not None:
-            seconds.append(_decimal((job.finished_at - job.started_at).total_seconds()))
+        elif started_at is not None and finished_at is not None:
+            seconds.append(_decimal((finished_at - started_at).total_seconds()))
     return seconds
 
 

@@ -7,8 +7,11 @@ wake the long-polls and event streams waiting on them.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -62,8 +65,17 @@ def check_instance_health(s: Session, settings: Settings, now: datetime) -> list
     default_deadline = now - timedelta(seconds=settings.provisioning_timeout_seconds)
     deadlines = provisioning_deadlines(s, settings.provisioning_timeout_seconds, now)
     changed: list[str] = []
-    rows = s.scalars(
-        select(Instance).where(
+    # Columns only (every sweep reads every live instance); an instance that must move is loaded.
+    rows = s.execute(
+        select(
+            Instance.id,
+            Instance.pool,
+            Instance.state,
+            Instance.parked_at,
+            Instance.last_heartbeat_at,
+            Instance.ready_at,
+            Instance.created_at,
+        ).where(
             Instance.state.in_(
                 [
                     InstanceState.PROVISIONING,
@@ -74,48 +86,85 @@ def check_instance_health(s: Session, settings: Settings, now: datetime) -> list
                 ]
             )
         )
-    )
-    for inst in rows:
-        if inst.parked_at is not None:
+    ).all()
+    for row in rows:
+        if row.parked_at is not None:
             continue
-        if inst.last_heartbeat_at is None or inst.state == InstanceState.PROVISIONING:
-            deadline = deadlines.get(inst.pool, default_deadline)
-            if inst.ready_at is None and inst.created_at < deadline:
+        if row.last_heartbeat_at is None or row.state == InstanceState.PROVISIONING:
+            deadline = deadlines.get(row.pool, default_deadline)
+            if row.ready_at is None and row.created_at < deadline:
                 reason = f"not ready within {(now - deadline).total_seconds():g}s of launch"
-                move_instance(s, inst, InstanceTrigger.STARTUP_TIMEOUT, reason, now)
-                changed.append(inst.id)
-        elif inst.last_heartbeat_at is not None and inst.last_heartbeat_at < heartbeat_deadline:
+                trigger = InstanceTrigger.STARTUP_TIMEOUT
+            else:
+                continue
+        elif row.last_heartbeat_at < heartbeat_deadline:
             reason = f"no heartbeat for {settings.heartbeat_timeout_seconds:g}s"
-            move_instance(s, inst, InstanceTrigger.HEARTBEAT_LOST, reason, now)
+            trigger = InstanceTrigger.HEARTBEAT_LOST
+        else:
+            continue
+        inst = s.get(Instance, row.id)
+        if inst is not None:
+            move_instance(s, inst, trigger, reason, now)
             changed.append(inst.id)
     return changed
 
 
 def expire_leases(s: Session, now: datetime, result: PassResult) -> None:
+    # Columns only: every sweep reads every lease, and full rows (workflows, inputs) cost far
+    # more than the check; the jobs that must move are loaded, locked, one by one.
     rows = s.execute(
-        select(Job, Instance.state)
+        select(Job.id, Job.instance_id, Job.attempt, Job.max_attempts, Job.lease_expires_at, Instance.state)
         .outerjoin(Instance, Instance.id == Job.instance_id)
         .where(Job.state.in_(sorted(LEASED_JOB_STATES)), Job.backend == "pool")
     ).all()
-    by_id = {job.id: job for job, _ in rows}
     leases = [
         Lease(
-            job_id=job.id,
-            instance_id=job.instance_id or "",
-            attempt=job.attempt,
-            max_attempts=job.max_attempts,
-            expires_at=job.lease_expires_at or now,
+            job_id=job_id,
+            instance_id=instance_id or "",
+            attempt=attempt,
+            max_attempts=max_attempts,
+            expires_at=expires_at or now,
             instance_alive=state is not None and state in _ALIVE,
         )
-        for job, state in rows
+        for job_id, instance_id, attempt, max_attempts, expires_at, state in rows
     ]
     for action in plan_lease_expiry(leases, now=now):
-        job = by_id[action.job_id]
+        job = s.scalar(select(Job).where(Job.id == action.job_id).with_for_update())
+        if job is None or job.state not in LEASED_JOB_STATES:
+            continue
         if isinstance(action, Requeue):
             jobs_ops.requeue_job(s, job, trigger=action.trigger, reason=action.reason, now=now)
         elif isinstance(action, Fail):
             jobs_ops.fail_job(s, job, reason=action.reason, now=now)
         result.changed_jobs.add(job.id)
+
+
+@dataclass(frozen=True)
+class RunningLease:
+    """What routing reads of a leased job (routing.observe_instance takes it as a Job)."""
+
+    id: str
+    instance_id: str | None
+    started_at: datetime | None
+    assigned_at: datetime | None
+    queued_at: datetime
+
+
+#: A pool's expected run time, from its last completed jobs: read again after this many seconds
+#: rather than on every pass (a full scan of finished jobs, for a figure that moves slowly).
+EXPECTED_SECONDS_TTL = 5.0
+_EXPECTED: WeakKeyDictionary[object, dict[str, tuple[float, float]]] = WeakKeyDictionary()
+
+
+def _expected_seconds(s: Session, pool: str) -> float:
+    cache = _EXPECTED.setdefault(s.get_bind(), {})
+    hit = cache.get(pool)
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < EXPECTED_SECONDS_TTL:
+        return hit[1]
+    value = expected_job_seconds(s, pool)
+    cache[pool] = (now, value)
+    return value
 
 
 def assign_queued(s: Session, settings: Settings, now: datetime, result: PassResult) -> None:
@@ -140,21 +189,20 @@ def assign_queued(s: Session, settings: Settings, now: datetime, result: PassRes
     }
     if not instances:
         return
-    running: dict[str, list[Job]] = {i: [] for i in instances}
-    for job in s.scalars(
-        select(Job).where(
+    running: dict[str, list[RunningLease]] = {i: [] for i in instances}
+    # Columns only: routing needs when each leased job started, not the job.
+    for lease in s.execute(
+        select(Job.id, Job.instance_id, Job.started_at, Job.assigned_at, Job.queued_at).where(
             Job.state.in_([st.value for st in LEASED_JOB_STATES]), Job.instance_id.in_(list(instances))
         )
     ):
-        if job.instance_id is not None:
-            running[job.instance_id].append(job)
-    expected = {name: expected_job_seconds(s, name) for name in {j.pool for j in queued_rows}}
+        if lease.instance_id is not None:
+            running[lease.instance_id].append(RunningLease(*lease))
+    expected = {name: _expected_seconds(s, name) for name in {j.pool for j in queued_rows}}
     by_id = {j.id: j for j in queued_rows}
     if settings.routing == "fifo":
         slots = [
-            InstanceSlot(
-                i.id, i.pool, instance_slots(i, pools), len(running[i.id])
-            )
+            InstanceSlot(i.id, i.pool, instance_slots(i, pools), len(running[i.id]))
             for i in instances.values()
         ]
         queued = [QueuedJob(j.id, j.pool, j.queued_at) for j in queued_rows]
@@ -165,7 +213,7 @@ def assign_queued(s: Session, settings: Settings, now: datetime, result: PassRes
             routable_instance(
                 i,
                 capacity=instance_slots(i, pools),
-                running=running[i.id],
+                running=running[i.id],  # type: ignore[arg-type]
                 expected_run_seconds=expected.get(i.pool, 30.0),
                 settings=settings,
             )
@@ -189,18 +237,58 @@ def instance_slots(inst: Instance, pools: dict[str, Pool]) -> int:
     return pools[inst.pool].slots_per_instance if inst.pool in pools else 1
 
 
+#: The inventories and demand each database's last prefetch plan was made for: a sweep whose
+#: idle instances, their caches and the newest job are unchanged plans nothing again.
+_PREFETCH_PLANNED: WeakKeyDictionary[object, tuple[object, ...]] = WeakKeyDictionary()
+
+
+def _prefetch_signature(
+    instances: list[Instance], newest: tuple[str, datetime] | None, settings: Settings
+) -> tuple[object, ...]:
+    return (
+        newest,
+        repr(routing_config(settings)),
+        tuple(
+            sorted(
+                (
+                    i.id,
+                    i.pool,
+                    tuple((i.info or {}).get("models") or ()),
+                    (i.info or {}).get("loaded_checkpoint"),
+                    tuple((i.info or {}).get("prefetch") or ()),
+                    (i.info or {}).get("slots"),
+                )
+                for i in instances
+            )
+        ),
+    )
+
+
 def plan_prefetches(s: Session, settings: Settings, now: datetime) -> None:
     """Popular models onto idle instances that lack them; the instance learns of it in the
-    answer to its next heartbeat. Demand: the last `estimates.PREFETCH_DEMAND_JOBS` (200) submitted."""
+    answer to its next heartbeat. Demand: the last `estimates.PREFETCH_DEMAND_JOBS` (200) submitted.
+    Planned again only when the idle instances, their inventories or the demand changed."""
     if settings.routing != "cache":
-        return
-    newest = select(Job).order_by(Job.created_at.desc()).limit(estimates.PREFETCH_DEMAND_JOBS)
-    recent = list(s.scalars(newest))
-    if not recent:
         return
     instances = list(s.scalars(select(Instance).where(Instance.state == InstanceState.IDLE)))
     if not instances:
         return
+    newest_row = s.execute(select(Job.id, Job.created_at).order_by(Job.created_at.desc()).limit(1)).first()
+    if newest_row is None:
+        return
+    newest = (str(newest_row[0]), newest_row[1])
+    bind = s.get_bind()
+    if _PREFETCH_PLANNED.get(bind) == _prefetch_signature(instances, newest, settings):
+        return
+    # Columns only: the demand needs each job's models, not its workflow and inputs.
+    recent = [
+        DemandJob(*row)
+        for row in s.execute(
+            select(Job.id, Job.pool, Job.queued_at, Job.required_models)
+            .order_by(Job.created_at.desc())
+            .limit(estimates.PREFETCH_DEMAND_JOBS)
+        )
+    ]
     pools = {p.name: p for p in s.scalars(select(Pool))}
     expected = estimates.DEFAULT_RUN_SECONDS
     fleet = [
@@ -213,7 +301,7 @@ def plan_prefetches(s: Session, settings: Settings, now: datetime) -> None:
         )
         for i in instances
     ]
-    jobs = [routable_job(j, expected) for j in recent]
+    jobs = [routable_job(j, expected) for j in recent]  # type: ignore[arg-type]
     wanted: dict[str, list[str]] = {}
     for action in plan_prefetch(jobs, fleet, now=now.timestamp(), config=routing_config(settings)):
         wanted.setdefault(action.instance_id, []).append(action.model_key)
@@ -221,6 +309,17 @@ def plan_prefetches(s: Session, settings: Settings, now: datetime) -> None:
         keys = wanted.get(inst.id, [])
         if keys != inst.info.get("prefetch", []):
             inst.info = {**inst.info, "prefetch": keys}
+    _PREFETCH_PLANNED[bind] = _prefetch_signature(instances, newest, settings)
+
+
+@dataclass(frozen=True)
+class DemandJob:
+    """What prefetch planning reads of a recent job (routable_job takes it as a Job)."""
+
+    id: str
+    pool: str
+    queued_at: datetime
+    required_models: list[dict[str, Any]]
 
 
 def scheduler_pass(s: Session, settings: Settings, now: datetime, *, sweep: bool = True) -> PassResult:
