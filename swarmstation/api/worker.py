@@ -211,6 +211,17 @@ def _assignment_for(state: State, instance_id: str) -> Assignment | bool | None:
         )
 
 
+#: How often a long poll re-reads the database while it waits. On the leader every assignment is
+#: made by this process's scheduler, which wakes the poll at once: the re-read is only a safety
+#: net. Elsewhere another replica assigns, unseen here, and the re-read is how the poll learns.
+LEADER_RECHECK_SECONDS = 5.0
+REPLICA_RECHECK_SECONDS = 1.0
+
+
+def _recheck_seconds(state: State) -> float:
+    return LEADER_RECHECK_SECONDS if state.loops.leader.held else REPLICA_RECHECK_SECONDS
+
+
 @router.get("/jobs/next", response_model=Assignment, responses={204: {"description": "no job yet"}})
 async def next_job(
     me: CurrentInstance, state: State, wait: Annotated[float, Query(ge=0, le=60)] = 20.0
@@ -220,6 +231,7 @@ async def next_job(
     204 at once (the worker comes back, to this replica's successor), so that a shutdown does not
     wait for every worker's poll to run out."""
     deadline = time.monotonic() + wait
+    poked = False
     while True:
         found = await asyncio.to_thread(_assignment_for, state, me.id)
         if found is False:
@@ -229,8 +241,10 @@ async def next_job(
         remaining = deadline - time.monotonic()
         if remaining <= 0 or state.notifier.closed:
             return Response(status_code=204)
-        state.loops.poke()
-        await state.notifier.wait(f"instance:{me.id}", min(remaining, 1.0))
+        if not poked:  # once per poll: the periodic pass runs anyway, a poke a second each is waste
+            state.loops.poke()
+            poked = True
+        await state.notifier.wait(f"instance:{me.id}", min(remaining, _recheck_seconds(state)))
 
 
 def _leased(s: DB, job_id: str, me: InstanceIdentity, body: LeasedReport) -> Job:
