@@ -57,7 +57,7 @@ from swarmstation.domain.stats import percentile
 from swarmstation.providers.local import PLACEHOLDER_WEIGHTS
 from swarmstation.store.db import transaction
 from swarmstation.store.models import Instance, Job, utcnow
-from swarmstation.worker.agent import Worker, WorkerConfig
+from swarmstation.worker.agent import ControlPlaneClient, LeaseLost, Worker, WorkerConfig
 
 TOOL = "sd15-txt2img"
 INPUTS = {"prompt": "benchmark", "width": 64, "height": 64, "steps": 1}
@@ -72,6 +72,9 @@ class Options:
     concurrency: int = 16
     database_url: str | None = None
     lean: bool = False
+    #: idle mode: the lean instances register, heartbeat and long-poll with nothing queued, for
+    #: this many seconds; the figure is the control plane's CPU share of one core over them
+    idle_seconds: float | None = None
 
 
 def _free_port() -> int:
@@ -132,13 +135,30 @@ async def _clients(
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            r = await http.post("/v1/jobs", json={"tool": TOOL, "inputs": INPUTS})
+            # Idempotent, so that a submission retried after a dropped connection is one job.
+            key = {"Idempotency-Key": str(uuid.uuid4())}
+            for attempt in range(5):
+                try:
+                    r = await http.post("/v1/jobs", json={"tool": TOOL, "inputs": INPUTS}, headers=key)
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.2 * (attempt + 1))
+            else:
+                raise RuntimeError("a submission failed 5 times")
             r.raise_for_status()
             job_id = r.json()["id"]
             ids.append(job_id)
-            async with http.stream("GET", f"/v1/jobs/{job_id}/events") as events:
-                async for _ in events.aiter_lines():
-                    pass
+            last_id: str | None = None
+            for attempt in range(5):
+                resume = {"Last-Event-ID": last_id} if last_id else {}
+                try:
+                    async with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=resume) as events:
+                        async for line in events.aiter_lines():
+                            if line.startswith("id: "):
+                                last_id = line[4:]
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.2 * (attempt + 1))
             bar.advance(task)
 
     with bar:
@@ -183,18 +203,22 @@ async def _run(
 
 class LeanInstance:
     """One instance's worker protocol, without ComfyUI: what swarmstation/worker/agent.py sends
-    for a job whose run takes no time and writes one small image."""
+    for a job whose run takes no time and writes one small image, through the worker's own
+    ControlPlaneClient (retries on connection errors, 429 and 5xx; 409: the lease moved on, the
+    job is dropped as the worker drops it)."""
 
     def __init__(self, http: httpx.AsyncClient, token: str) -> None:
         self.http = http
+        self.cp = ControlPlaneClient(http, retry_for=120.0)
         self.headers = {"Authorization": f"Bearer {token}", "User-Agent": f"swarmstation-lean/{__version__}"}
         self.running: dict[str, int] = {}
         self.jobs_done = 0
+        self.leases_lost = 0
+        self.heartbeats = 0
+        self.polls = 0
 
     async def _post(self, path: str, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
-        r = await self.http.post(path, json=body, headers=self.headers, **kwargs)
-        r.raise_for_status()
-        return r
+        return await self.cp.call("POST", path, json=body, headers=self.headers, **kwargs)
 
     async def run(self) -> None:
         reg = await self._post(
@@ -205,11 +229,16 @@ class LeanInstance:
         beats = asyncio.create_task(self._heartbeats(float(reg.json()["heartbeat_seconds"])))
         try:
             while True:
-                r = await self.http.get("/worker/v1/jobs/next", params={"wait": 20}, headers=self.headers)
-                r.raise_for_status()
+                r = await self.cp.call(
+                    "GET", "/worker/v1/jobs/next", params={"wait": 20}, headers=self.headers
+                )
+                self.polls += 1
                 if r.status_code == 204:
                     continue
-                await self._job(r.json())
+                try:
+                    await self._job(r.json())
+                except LeaseLost:
+                    self.leases_lost += 1
         finally:
             beats.cancel()
             await asyncio.gather(beats, return_exceptions=True)
@@ -218,7 +247,21 @@ class LeanInstance:
         while True:
             running = [{"job_id": j, "lease_token": t} for j, t in self.running.items()]
             await self._post("/worker/v1/heartbeat", {"running": running, "comfyui_ok": True})
+            self.heartbeats += 1
             await asyncio.sleep(every)
+
+    async def _upload(self, url: str) -> None:
+        for attempt in range(5):
+            try:
+                put = await self.http.put(url, content=LEAN_OUTPUT)
+            except httpx.TransportError:
+                await asyncio.sleep(0.2 * (attempt + 1))
+                continue
+            if put.status_code == 403:  # the upload URL ended with the lease
+                raise LeaseLost(put.text[:300])
+            put.raise_for_status()
+            return
+        raise RuntimeError(f"upload failed 5 times: {url}")
 
     async def _job(self, assignment: dict[str, Any]) -> None:
         job_id, lease = str(assignment["job_id"]), int(assignment["lease_token"])
@@ -234,9 +277,7 @@ class LeanInstance:
             uploads = (await self._post(f"{base}/outputs", {"lease_token": lease, "files": files})).json()
             ids = []
             for upload in uploads["uploads"]:
-                put = await self.http.put(upload["upload_url"], content=LEAN_OUTPUT)
-                if put.status_code >= 400:
-                    raise RuntimeError(f"upload refused: HTTP {put.status_code} {put.text[:300]}")
+                await self._upload(upload["upload_url"])
                 ids.append(upload["output_id"])
             timings = {"run_seconds": 0.0, "model_fetch_seconds": 0.0, "upload_seconds": 0.0}
             await self._post(f"{base}/complete", {"lease_token": lease, "outputs": ids, "timings": timings})
@@ -246,9 +287,11 @@ class LeanInstance:
 
 
 async def _run_lean(
-    config: Options, url: str, key: str, tokens: list[str], progress: Console | None
+    config: Options, url: str, key: str, tokens: list[str], progress: Console | None, lost: list[int]
 ) -> tuple[list[str], float]:
-    limits = httpx.Limits(max_connections=config.concurrency * 2 + 2 * len(tokens) + 8)
+    """The lean run; `lost` gets each instance's count of jobs whose lease moved on (409)."""
+    # keep-alive shorter than the server's 5 s: a connection is not reused as the server closes it
+    limits = httpx.Limits(max_connections=config.concurrency * 2 + 2 * len(tokens) + 8, keepalive_expiry=3.0)
     timeout = httpx.Timeout(60.0)
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as workers_http:
         instances = [LeanInstance(workers_http, token) for token in tokens]
@@ -264,7 +307,73 @@ async def _run_lean(
             errors = [r for r in results if isinstance(r, Exception)]
             if errors:
                 raise RuntimeError(f"a lean instance failed: {errors[0]!r}")
-            return await clients
+            ids, elapsed = await clients
+            lost.extend(i.leases_lost for i in instances)
+            return ids, elapsed
+
+
+async def _run_idle(
+    url: str, tokens: list[str], warmup: float, seconds: float, pid: int
+) -> tuple[float, int, int]:
+    """The serve process's CPU seconds over `seconds` while every lean instance waits for work,
+    and the heartbeats and answered polls in that time."""
+    limits = httpx.Limits(max_connections=2 * len(tokens) + 8, keepalive_expiry=3.0)
+    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(60.0), limits=limits) as http:
+        instances = [LeanInstance(http, token) for token in tokens]
+        tasks = [asyncio.create_task(i.run()) for i in instances]
+        try:
+            await asyncio.sleep(warmup)  # registered, first heartbeats and polls in
+            for t in tasks:
+                if t.done():
+                    t.result()
+            before = _cpu_seconds(pid)
+            beats = sum(i.heartbeats for i in instances)
+            polls = sum(i.polls for i in instances)
+            await asyncio.sleep(seconds)
+            for t in tasks:
+                if t.done():
+                    t.result()
+            return (
+                _cpu_seconds(pid) - before,
+                sum(i.heartbeats for i in instances) - beats,
+                sum(i.polls for i in instances) - polls,
+            )
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def run_idle(config: Options) -> dict[str, Any]:
+    """`swarmstation bench --idle`: what a control plane with idle instances and an empty queue costs."""
+    assert config.idle_seconds is not None
+    folder = Path(tempfile.mkdtemp(prefix="swarmstation-bench-"))
+    port = _free_port()
+    settings = Settings(
+        data_dir=folder / "data", port=port, provider="none", database_url=config.database_url
+    )
+    _, tokens, _ = _prepare(settings, config.workers)
+    server = serve_process(settings, folder, config.database_url)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        cpu, beats, polls = asyncio.run(_run_idle(url, tokens, 5.0, config.idle_seconds, server.pid))
+        rss = rss_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "mode": "idle",
+        "database": database_kind(config.database_url),
+        "instances": config.workers,
+        "queued": 0,
+        "seconds": config.idle_seconds,
+        "heartbeats": beats,
+        "polls_answered": polls,
+        "control_plane_cpu_percent_of_core": round(100 * cpu / config.idle_seconds, 2),
+        "control_plane_rss_mb": rss,
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -366,9 +475,10 @@ def run(config: Options, progress: Console | None = None) -> dict[str, Any]:
         rss_idle = rss_mb(server.pid)
         server_cpu_before = _cpu_seconds(server.pid)
         own_before = time.process_time()
+        lost: list[int] = []
         with RssSampler(server.pid) as sampler:
             if config.lean:
-                ids, elapsed = asyncio.run(_run_lean(config, url, key, tokens, progress))
+                ids, elapsed = asyncio.run(_run_lean(config, url, key, tokens, progress, lost))
             else:
                 ids, elapsed = asyncio.run(_run(config, url, key, tokens, folder / "comfy", models, progress))
             server_cpu = _cpu_seconds(server.pid) - server_cpu_before
@@ -402,6 +512,8 @@ def run(config: Options, progress: Console | None = None) -> dict[str, Any]:
         "jobs": config.jobs,
         "completed": len(done),
         "failed": len(jobs) - len(done),
+        # lean mode: reports refused because the job's lease had moved on (requeued, reassigned)
+        "leases_lost": sum(lost),
         "elapsed_seconds": round(elapsed, 3),
         "jobs_per_second": round(len(done) / elapsed, 1) if elapsed else 0.0,
         "overhead_ms": {

@@ -28,13 +28,30 @@ def bench(
             "agents, no emulators), so that the control plane is what saturates",
         ),
     ] = False,
+    idle: Annotated[
+        bool,
+        typer.Option(
+            "--idle",
+            help="Measure the idle cost instead: --workers lean instances heartbeating and polling, "
+            "nothing queued, the control plane's CPU % of one core over --idle-seconds",
+        ),
+    ] = False,
+    idle_seconds: Annotated[float, typer.Option("--idle-seconds", min=1, max=3600)] = 30.0,
 ) -> None:
     """Control-plane throughput, overhead, CPU and memory with workers that take no time (prints JSON)."""
     from swarmstation.bench import control_plane, print_result
 
     options = control_plane.Options(
-        workers=workers, jobs=jobs, concurrency=concurrency, database_url=database_url, lean=lean
+        workers=workers,
+        jobs=jobs,
+        concurrency=concurrency,
+        database_url=database_url,
+        lean=lean,
+        idle_seconds=idle_seconds if idle else None,
     )
+    if idle:
+        print_result(control_plane.run_idle(options))
+        return
     print_result(control_plane.run(options, progress=err))
 
 
