@@ -80,3 +80,20 @@ def test_lean_bench_plays_the_worker_protocol_and_reports_cpu_and_memory(tmp_pat
     assert figures["bench_cpu_ms_per_job"] > 0
     rss = figures["control_plane_rss_mb"]
     assert 20 < rss["idle"] <= rss["peak"] and rss["after_burst"] <= rss["peak"]
+
+
+@pytest.mark.slow
+def test_idle_bench_counts_the_heartbeats_it_measures_over(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(BIN), "bench", "--idle", "--workers", "3", "--idle-seconds", "6"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout)
+    assert figures["mode"] == "idle" and figures["instances"] == 3 and figures["queued"] == 0
+    assert figures["heartbeats"] >= 3  # each instance heartbeats every 5 s or less
+    assert 0 < figures["control_plane_cpu_percent_of_core"] < 100
+    assert figures["control_plane_rss_mb"] > 20
