@@ -53,8 +53,11 @@ router = APIRouter(prefix="/worker/v1", tags=["worker"])
 _URL_SECONDS = 3600
 
 
-def _instance(s: DB, snapshot: InstanceIdentity) -> Instance:
-    inst = s.get(Instance, snapshot.id)
+def _instance(s: DB, snapshot: InstanceIdentity, *, lock: bool = False) -> Instance:
+    """`lock`: the row locked (PostgreSQL) before any job of the instance is, the order a
+    heartbeat (the instance, then its jobs) and the scheduler's flush take them in: a report that
+    locked its job first and the instance at the end deadlocked with a heartbeat."""
+    inst = s.get(Instance, snapshot.id, with_for_update=lock)
     if inst is None or inst.state == InstanceState.TERMINATED:
         raise Gone("this instance has been terminated")
     # The identity may come from a replica's cache: a token rotated since (on any replica) is refused.
@@ -248,7 +251,7 @@ async def next_job(
 
 
 def _leased(s: DB, job_id: str, me: InstanceIdentity, body: LeasedReport) -> Job:
-    return jobs_ops.leased_job(s, job_id, _instance(s, me), body.lease_token)
+    return jobs_ops.leased_job(s, job_id, _instance(s, me, lock=True), body.lease_token)
 
 
 @router.post("/jobs/{job_id}/started", status_code=204)
