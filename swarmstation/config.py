@@ -324,9 +324,6 @@ class Settings(BaseSettings):
     agent_tone: Literal["friendly", "neutral", "concise"] = Field(
         "friendly", description="How the agent phrases its answers"
     )
-    image_tool_credits: int = Field(1, ge=0, description="What one run of an image utility tool charges")
-    local_tool_workers: int = Field(
-        2, ge=1, le=64, description="Local tool jobs (LLM, image utilities) run at once on the leader"
     # the chat agent's LLM mode (control/agent_llm.py): auto uses the LLM when llm_base_url is set
     agent_mode: Literal["auto", "offline", "llm"] = Field(
         "auto",
@@ -340,6 +337,9 @@ class Settings(BaseSettings):
         60.0, gt=0, le=600, description="The most one reply of the LLM agent may take, all rounds together"
     )
     agent_llm_stream: bool = Field(True, description="Stream the LLM agent's answers (deltas) or not")
+    image_tool_credits: int = Field(1, ge=0, description="What one run of an image utility tool charges")
+    local_tool_workers: int = Field(
+        2, ge=1, le=64, description="Local tool jobs (LLM, image utilities) run at once on the leader"
     )
     local_tool_timeout_seconds: float = Field(
         60.0, gt=0, le=3600, description="The most one local tool job may take"
