@@ -73,10 +73,13 @@ $(CHAIN_STAMP): tests/chain/package.json tests/chain/package-lock.json
 
 # The suite in parallel processes, a test file to each (module fixtures such as a browser test's
 # `swarmstation up` are set up once per file): most tests wait on subprocesses and sockets, so
-# three processes keep two cores busy.
+# three processes keep two cores busy. The end-to-end tests (tests/e2e: control planes, workers,
+# emulators and fake providers as processes, with deadlines on what they do) run after them, one
+# at a time: run beside the rest, a two-core machine starved them past their deadlines.
 PYTEST_WORKERS ?= 3
 test: lint typecheck web-check $(CHAIN_STAMP) $(STUDIO) chromium
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --ignore=tests/e2e
+	$(BIN)/pytest tests/e2e
 
 bench: $(STAMP)
 	$(BIN)/swarmstation bench --workers 16 --jobs 2000
