@@ -175,20 +175,28 @@ class Client:
     def delete(self, path: str) -> None:
         self.request("DELETE", path)
 
+    def stream_events(self, path: str, last_event_id: str | None = None) -> Iterator[SseEvent]:
+        """Read one server-sent event stream (a job's, a run's, a conversation's) until it ends,
+        each event's data parsed as JSON (data that is not JSON, such as a keep-alive, is skipped).
+        Transport errors reach the caller, which may reconnect with the last event id."""
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        with self.http.stream("GET", path, headers=headers, timeout=httpx.Timeout(30.0, read=60.0)) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                self._check(resp)
+            parser = SseParser()
+            for text in resp.iter_text():
+                for event in parser.feed(text):
+                    try:
+                        data = json.loads(event.data)
+                    except ValueError:
+                        continue
+                    yield SseEvent(event.id, event.type, data)
+
     def events(self, job_id: str, last_event_id: str | None = None) -> Iterator[SseEvent]:
         """Follow a job's server-sent events until the stream ends."""
-        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         try:
-            with self.http.stream(
-                "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=httpx.Timeout(30.0, read=60.0)
-            ) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    self._check(resp)
-                parser = SseParser()
-                for text in resp.iter_text():
-                    for event in parser.feed(text):
-                        yield SseEvent(event.id, event.type, json.loads(event.data))
+            yield from self.stream_events(f"/v1/jobs/{job_id}/events", last_event_id)
         except httpx.ConnectError as exc:
             raise ClientError(f"cannot reach the control plane at {self.url}") from exc
 

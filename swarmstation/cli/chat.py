@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from swarmstation.cli.common import ClientCommand, JsonOpt, connect, console, err, fail, print_json
-from swarmstation.client import Client, ClientError, SseEvent, SseParser, error_detail
+from swarmstation.client import Client, ClientError, SseEvent
 
 app = typer.Typer()
 
@@ -100,26 +100,11 @@ def conversation_events(client: Client, cid: str, after: int) -> Iterator[SseEve
     failures = 0
     while True:
         try:
-            with client.http.stream(
-                "GET",
-                f"/v1/conversations/{cid}/events",
-                headers={"Last-Event-ID": str(last)},
-                timeout=httpx.Timeout(30.0, read=60.0),
-            ) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise ClientError(f"HTTP {resp.status_code}: {error_detail(resp)}")
-                parser = SseParser()
-                for text in resp.iter_text():
-                    for event in parser.feed(text):
-                        try:
-                            data = json.loads(event.data)
-                        except ValueError:
-                            continue
-                        if event.id and event.id.isdigit():
-                            last = max(last, int(event.id))
-                        failures = 0
-                        yield SseEvent(event.id, event.type, data)
+            for event in client.stream_events(f"/v1/conversations/{cid}/events", str(last)):
+                if event.id and event.id.isdigit():
+                    last = max(last, int(event.id))
+                failures = 0
+                yield event
         except httpx.TransportError as exc:
             failures += 1
             if failures > 5:

@@ -31,7 +31,7 @@ from swarmstation.cli.common import (
     parse_inputs,
     print_json,
 )
-from swarmstation.client import Client, ClientError, SseEvent, SseParser, error_detail
+from swarmstation.client import Client, ClientError, SseEvent
 from swarmstation.domain.backoff import backoff_delay
 
 app = typer.Typer(no_args_is_help=True, help="Validate, save, list, show and run pipelines")
@@ -220,22 +220,9 @@ def _describe_inputs(inputs: dict[str, Any]) -> str:
 # -- run -----------------------------------------------------------------------------------------
 def run_events(client: Client, run_id: str, last_event_id: str | None = None) -> Iterator[SseEvent]:
     """Follow a run's server-sent events until the stream ends (after the run's final state)."""
-    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-    with client.http.stream(
-        "GET", f"/v1/runs/{run_id}/events", headers=headers, timeout=httpx.Timeout(30.0, read=60.0)
-    ) as resp:
-        if resp.status_code >= 400:
-            resp.read()
-            raise ClientError(f"HTTP {resp.status_code}: {error_detail(resp)}")
-        parser = SseParser()
-        for text in resp.iter_text():
-            for event in parser.feed(text):
-                try:
-                    data = json.loads(event.data)
-                except ValueError:
-                    continue  # a comment or keep-alive that is not JSON
-                if isinstance(data, dict):
-                    yield SseEvent(event.id, event.type, data)
+    for event in client.stream_events(f"/v1/runs/{run_id}/events", last_event_id):
+        if isinstance(event.data, dict):
+            yield event
 
 
 class StepRows:
