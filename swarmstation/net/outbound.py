@@ -61,7 +61,13 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, read=60.0)
-_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+#: Idle connections are dropped after 3 s, before uvicorn's 5 s keep-alive closes them from the
+#: server's side: a request sent on a connection the server is closing fails with ReadError (seen
+#: on presigned uploads to the control plane's own object store).
+KEEPALIVE_EXPIRY_SECONDS = 3.0
+_LIMITS = httpx.Limits(
+    max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS
+)
 
 
 class RefusedByPolicy(httpx.RequestError, InvalidInput):
@@ -300,7 +306,7 @@ class _OriginBoundTransport(httpx.AsyncBaseTransport):
     def __init__(self, base_url: str) -> None:
         self.scheme = httpx.URL(base_url).scheme
         self.rule: HostRule = origin_rule(base_url)
-        self.inner = httpx.AsyncHTTPTransport()
+        self.inner = httpx.AsyncHTTPTransport(limits=_LIMITS)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url

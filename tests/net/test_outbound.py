@@ -237,3 +237,23 @@ def test_origin_bound_client_keeps_its_token_on_its_origin(host: RecordingHost, 
     asyncio.run(go())
     assert other.requests == []
     assert host.requests[0].headers["authorization"] == "Bearer worker-token"
+
+
+def test_clients_drop_idle_connections_before_the_server_does() -> None:
+    """uvicorn closes an idle keep-alive connection after 5 s; a client that reused it at that
+    moment got ReadError (presigned uploads in the full bench). Both worker clients expire theirs
+    first."""
+    import uvicorn
+
+    server_keepalive = uvicorn.Config(app=None).timeout_keep_alive
+    policy = policy_from_hosts([], "http://127.0.0.1:8000")
+    guarded = outbound.async_client(policy)
+    bound = outbound.origin_bound_async_client("http://127.0.0.1:8000", headers={})
+    try:
+        pools = [guarded._transport._pool, bound._transport.inner._pool]  # type: ignore[attr-defined]
+        for pool in pools:
+            assert pool._keepalive_expiry is not None
+            assert pool._keepalive_expiry < server_keepalive
+    finally:
+        asyncio.run(guarded.aclose())
+        asyncio.run(bound.aclose())
