@@ -242,7 +242,12 @@ class Job(Base):
     run_item: Mapped[int | None] = mapped_column(Integer)
     run_attempt: Mapped[int | None] = mapped_column(Integer)
 
-    __table_args__ = (Index("ix_jobs_state_queued_at", "state", "queued_at"),)
+    __table_args__ = (
+        Index("ix_jobs_state_queued_at", "state", "queued_at"),
+        # the newest jobs (prefetch demand), and a pool's last finished jobs (expected run time)
+        Index("ix_jobs_created_at", "created_at"),
+        Index("ix_jobs_pool_state_finished_at", "pool", "state", "finished_at"),
+    )
 
 
 class JobEvent(Base):
