@@ -36,22 +36,47 @@ export function parseEvents(buffer: string): { events: SseEvent[]; rest: string 
   return { events, rest };
 }
 
+export interface StreamOptions {
+  /** How many dropped connections to retry in a row (default 20; Infinity: until aborted). */
+  retries?: number;
+  /** Resume from this event id on the first request (null: from the start). */
+  lastEventId?: string | null;
+  /** Which events move the resume point (default: every event with an id). */
+  resumesFrom?: (event: SseEvent) => boolean;
+  /** Called when the connection is up (true) or lost and being retried (false). */
+  onConnected?: (up: boolean) => void;
+  /** The longest wait between attempts. */
+  maxDelayMs?: number;
+  fetchImpl?: typeof fetch;
+}
+
+/** Follow a stream until the handler says 'stop', the server ends it for good (a 4xx), the retries
+ * run out or the caller aborts. A connection that brings events resets the retry count (one that
+ * brings none, as after a stream's end, does not: the retries stay bounded). */
 export async function streamEvents(
   url: string,
   onEvent: SseHandler,
   signal: AbortSignal,
-  { retries = 20 }: { retries?: number } = {},
+  {
+    retries = 20,
+    lastEventId = null,
+    resumesFrom = () => true,
+    onConnected,
+    maxDelayMs = 5000,
+    fetchImpl = fetch,
+  }: StreamOptions = {},
 ): Promise<void> {
-  let lastId: string | null = null;
+  let lastId = lastEventId;
   for (let attempt = 0; attempt <= retries && !signal.aborted; attempt++) {
     try {
       const headers: Record<string, string> = { Accept: 'text/event-stream', ...authHeaders('GET') };
       if (lastId !== null) headers['Last-Event-ID'] = lastId;
-      const response = await fetch(url, { headers, signal, credentials: 'same-origin' });
+      const response = await fetchImpl(url, { headers, signal, credentials: 'same-origin' });
       if (!response.ok || !response.body) {
         if (response.status >= 400 && response.status < 500) return; // not ours, or gone: no retry
         throw new Error(`events answered ${response.status}`);
       }
+      onConnected?.(true);
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = '';
       for (;;) {
@@ -60,18 +85,19 @@ export async function streamEvents(
         buffer += value;
         const { events, rest } = parseEvents(buffer);
         buffer = rest;
+        if (events.length) attempt = 0;
         for (const event of events) {
-          if (event.id !== null) lastId = event.id;
+          if (event.id !== null && resumesFrom(event)) lastId = event.id;
           if (onEvent(event) === 'stop') {
             await reader.cancel();
             return;
           }
         }
       }
-    } catch (err) {
+    } catch {
       if (signal.aborted) return;
-      void err;
     }
-    await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 5000)));
+    onConnected?.(false);
+    await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, maxDelayMs)));
   }
 }
