@@ -663,7 +663,9 @@ class PoolSimulation:
                     # an idle or parked instance goes at once: drained (nothing to finish), destroyed
                     self.terminate(leaving, InstanceTrigger.DRAIN)
         if self.policy == "ours" and self.now >= self.next_prefetch:
-            self.next_prefetch = self.now + self.cfg.heartbeat_interval_s
+            # on a fixed grid (multiples of the interval): the same whether or not the loop slept
+            # (a grid of "last + interval" drifted with the pool ticks, and waking realigned it)
+            self.next_prefetch = self._tick_after(self.now, self.cfg.heartbeat_interval_s)
             self.prefetch()
 
     def forecast_instances(self) -> int:
