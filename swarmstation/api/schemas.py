@@ -250,6 +250,10 @@ class Assignment(BaseModel):
     required_models: list[ModelOut]
     input_images: list[InputImageOut]
     lease_seconds: float
+    started: bool = Field(
+        default=False,
+        description="The job is already RUNNING (the poll asked with start=true): no /started call is needed",
+    )
 
 
 class LeasedReport(Strict):

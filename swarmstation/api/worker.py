@@ -168,20 +168,30 @@ def heartbeat(body: HeartbeatIn, s: DB, me: CurrentInstance, state: State) -> He
     return HeartbeatOut(drain=answer.drain, cancel=answer.cancel, stale=answer.stale, prefetch=prefetch)
 
 
-def _assignment_for(state: State, instance_id: str) -> Assignment | bool | None:
-    """The job assigned to this instance, None when there is none, False when it must stop."""
+def _assignment_for(
+    state: State, instance_id: str, *, start: bool = False, holding: frozenset[str] = frozenset()
+) -> Assignment | bool | None:
+    """The job assigned to this instance, None when there is none, False when it must stop.
+
+    `start`: the answer counts as the worker's /started (the job is RUNNING, its lease renewed, in
+    this transaction), one round trip fewer per job. A RUNNING job of this instance that the
+    worker does not say it holds (`holding`) is handed out again: the answer that started it was
+    lost on its way (a dropped connection, a restarted worker), and without this the job would
+    wait for its lease to run out, as an ASSIGNED one never has to."""
     with state.sessions() as s, s.begin():
         inst = s.get(Instance, instance_id)
         if inst is None or inst.state in (InstanceState.TERMINATED, InstanceState.UNHEALTHY):
             return False
-        job = s.scalar(
-            select(Job)
-            .where(Job.instance_id == instance_id, Job.state == JobState.ASSIGNED)
-            .order_by(Job.assigned_at)
-            .limit(1)
-        )
+        wanted = [JobState.ASSIGNED, JobState.RUNNING] if start else [JobState.ASSIGNED]
+        query = select(Job).where(Job.instance_id == instance_id, Job.state.in_(wanted))
+        if holding:
+            query = query.where(Job.id.not_in(sorted(holding)))
+        query = query.order_by(Job.assigned_at, Job.id).limit(1)
+        job = s.scalar(query.with_for_update() if start else query)
         if job is None:
             return None
+        if start:
+            jobs_ops.mark_running(s, job, lease_seconds=state.settings.lease_seconds, now=state.clock())
         images = [
             InputImageOut(
                 node_id=node_id,
@@ -211,6 +221,7 @@ def _assignment_for(state: State, instance_id: str) -> Assignment | bool | None:
             ],
             input_images=images,
             lease_seconds=state.settings.lease_seconds,
+            started=start,
         )
 
 
@@ -227,19 +238,30 @@ def _recheck_seconds(state: State) -> float:
 
 @router.get("/jobs/next", response_model=Assignment, responses={204: {"description": "no job yet"}})
 async def next_job(
-    me: CurrentInstance, state: State, wait: Annotated[float, Query(ge=0, le=60)] = 20.0
+    me: CurrentInstance,
+    state: State,
+    wait: Annotated[float, Query(ge=0, le=60)] = 20.0,
+    start: Annotated[bool, Query(description="Count the answer as the job's start (no /started)")] = False,
+    holding: Annotated[
+        list[str] | None,
+        Query(max_length=64, description="With start: the jobs this worker runs (not handed out again)"),
+    ] = None,
 ) -> Assignment | Response:
     """Long poll: answers with the job the scheduler assigned to this instance, or 204 after
     `wait` seconds. 410 tells the worker to stop. While this control plane shuts down it answers
     204 at once (the worker comes back, to this replica's successor), so that a shutdown does not
-    wait for every worker's poll to run out."""
+    wait for every worker's poll to run out. `start=true` (workers since this field): the answer
+    starts the job (`started` says so); a worker that does not send it calls /started as before."""
     deadline = time.monotonic() + wait
     poked = False
+    held = frozenset(holding or ())
     while True:
-        found = await asyncio.to_thread(_assignment_for, state, me.id)
+        found = await asyncio.to_thread(_assignment_for, state, me.id, start=start, holding=held)
         if found is False:
             raise Gone("this instance is being stopped")
         if isinstance(found, Assignment):
+            if found.started:
+                state.notifier.wake(f"job:{found.job_id}")
             return found
         remaining = deadline - time.monotonic()
         if remaining <= 0 or state.notifier.closed:

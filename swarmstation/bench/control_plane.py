@@ -230,7 +230,10 @@ class LeanInstance:
         try:
             while True:
                 r = await self.cp.call(
-                    "GET", "/worker/v1/jobs/next", params={"wait": 20}, headers=self.headers
+                    "GET",
+                    "/worker/v1/jobs/next",
+                    params={"wait": 20, "start": "true", "holding": list(self.running)},
+                    headers=self.headers,
                 )
                 self.polls += 1
                 if r.status_code == 204:

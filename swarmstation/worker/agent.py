@@ -348,7 +348,13 @@ class Worker:
             if not await self._probe_comfy():
                 await asyncio.sleep(self.comfy_retry_seconds)
                 continue
-            resp = await self.cp.call("GET", "/worker/v1/jobs/next", params={"wait": self.config.poll_wait})
+            # start=true: the answer counts as the job's start (one round trip fewer); a control
+            # plane older than it ignores the parameter, and its answer has no `started`.
+            resp = await self.cp.call(
+                "GET",
+                "/worker/v1/jobs/next",
+                params={"wait": self.config.poll_wait, "start": "true", "holding": list(self.running)},
+            )
             if resp.status_code == 204:
                 continue
             assignment = resp.json()
@@ -371,7 +377,8 @@ class Worker:
     async def run_job(self, assignment: dict[str, Any], job: RunningJob) -> None:
         t0 = time.monotonic()
         try:
-            await self._report(job, "started", {})
+            if not assignment.get("started"):
+                await self._report(job, "started", {})
             required = assignment.get("required_models", [])
             report = await self._ensure_models(required)
             t_models = time.monotonic()

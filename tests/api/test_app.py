@@ -283,6 +283,62 @@ def test_worker_protocol_and_token_scopes(
         assert s.scalar(select(func.count()).select_from(Output)) == 1
 
 
+def test_a_poll_with_start_starts_the_job_and_hands_a_lost_answer_out_again(
+    api: TestClient, plane: ControlPlane, clock: FakeClock, alice: dict[str, str]
+) -> None:
+    """start=true: the answer is the job's start (RUNNING, no /started); a RUNNING job the
+    worker does not say it holds is handed out again (the answer that started it was lost), one
+    it holds is not; fencing is unchanged."""
+    with transaction(plane.state.sessions) as s:
+        _, token = add_instance(s, clock())
+    w = {"Authorization": f"Bearer {token}"}
+    job = api.post("/v1/jobs", headers=alice, json={"tool": "sd15-txt2img", "inputs": {"prompt": "p"}}).json()
+    with transaction(plane.state.sessions) as s:
+        scheduler_pass(s, plane.state.settings, clock())
+    first = api.get("/worker/v1/jobs/next", headers=w, params={"wait": 0, "start": "true"})
+    assert first.status_code == 200, first.text
+    assert first.json()["job_id"] == job["id"] and first.json()["started"] is True
+    seen = api.get(f"/v1/jobs/{job['id']}", headers=alice).json()
+    assert seen["state"] == "RUNNING" and seen["started_at"] is not None
+    # Lost on its way: the next poll gets the same lease again, still started.
+    again = api.get("/worker/v1/jobs/next", headers=w, params={"wait": 0, "start": "true"})
+    assert again.status_code == 200 and again.json()["job_id"] == job["id"]
+    assert again.json()["lease_token"] == first.json()["lease_token"] and again.json()["started"] is True
+    held = api.get(
+        "/worker/v1/jobs/next", headers=w, params={"wait": 0, "start": "true", "holding": job["id"]}
+    )
+    assert held.status_code == 204
+    # Without start (older workers) a RUNNING job is not handed out: only ASSIGNED ones are.
+    assert api.get("/worker/v1/jobs/next", headers=w, params={"wait": 0}).status_code == 204
+    lease = {"lease_token": first.json()["lease_token"]}
+    assert (
+        api.post(
+            f"/worker/v1/jobs/{job['id']}/fail", headers=w, json={"lease_token": 99, "error": "x"}
+        ).status_code
+        == 409
+    )
+    r = api.post(f"/worker/v1/jobs/{job['id']}/progress", headers=w, json={**lease, "progress": 0.5})
+    assert r.status_code == 204
+    r = api.post(f"/worker/v1/jobs/{job['id']}/complete", headers=w, json={**lease, "timings": {}})
+    assert r.status_code == 204
+    assert api.get(f"/v1/jobs/{job['id']}", headers=alice).json()["state"] == "COMPLETED"
+    assert api.get("/worker/v1/jobs/next", headers=w, params={"wait": 0, "start": "true"}).status_code == 204
+
+
+def test_a_poll_without_start_leaves_the_job_assigned(
+    api: TestClient, plane: ControlPlane, clock: FakeClock, alice: dict[str, str]
+) -> None:
+    with transaction(plane.state.sessions) as s:
+        _, token = add_instance(s, clock())
+    w = {"Authorization": f"Bearer {token}"}
+    job = api.post("/v1/jobs", headers=alice, json={"tool": "sd15-txt2img", "inputs": {"prompt": "p"}}).json()
+    with transaction(plane.state.sessions) as s:
+        scheduler_pass(s, plane.state.settings, clock())
+    r = api.get("/worker/v1/jobs/next", headers=w, params={"wait": 0})
+    assert r.status_code == 200 and r.json()["started"] is False
+    assert api.get(f"/v1/jobs/{job['id']}", headers=alice).json()["state"] == "ASSIGNED"
+
+
 def test_events_stream_replays_and_ends(api: TestClient, alice: dict[str, str]) -> None:
     job = api.post("/v1/jobs", headers=alice, json={"tool": "sd15-txt2img", "inputs": {"prompt": "p"}}).json()
     assert api.post(f"/v1/jobs/{job['id']}/cancel", headers=alice).json()["state"] == "CANCELLED"

@@ -133,6 +133,7 @@ class FakeControlPlane:
     authorizations: list[tuple[str, str | None]] = field(default_factory=list)
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)  # complete / fail → body
     handed_out: bool = False
+    requested: list[str] = field(default_factory=list)  # every path with its query
 
     def start(self) -> FakeControlPlane:
         cp = self
@@ -154,6 +155,7 @@ class FakeControlPlane:
                 body = json.loads(self.rfile.read(length) or b"null") if length else None
                 path = urlsplit(self.path).path
                 cp.authorizations.append((path, self.headers.get("Authorization")))
+                cp.requested.append(self.path)
                 if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                     return self._json(401, {"detail": "invalid worker token"})
                 if path == "/worker/v1/register":
@@ -363,3 +365,44 @@ def test_the_policy_trusts_the_control_plane_and_the_configured_object_store() -
         HostRule("mirror.lan"),
     }
     assert outbound_policy(config, {}).allow == (HostRule("10.0.0.2", 8000),)
+
+
+@pytest.mark.parametrize("started", [True, False])
+def test_the_worker_polls_with_start_and_calls_started_only_for_an_older_control_plane(
+    tmp_path: Path, model_host: RecordingHost, started: bool
+) -> None:
+    """The poll asks for the answer to count as the start (start=true, holding what it runs); an
+    answer that says `started` needs no /started call, one from an older control plane (no
+    `started`) gets it."""
+    data = lora_bytes("m")
+    url = model_host.redirect("/m1", "http://169.254.169.254/latest/meta-data/")  # fails: quick
+    assignment: dict[str, Any] = {
+        "job_id": "j-1",
+        "lease_token": 1,
+        "attempt": 1,
+        "workflow": WORKFLOW,
+        "required_models": [model("checkpoints", "a.safetensors", url, data)],
+        "input_images": [],
+        "lease_seconds": 60,
+    }
+    if started:
+        assignment["started"] = True
+    cp = FakeControlPlane(assignment=assignment, uploads=[]).start()
+    comfy_dir = tmp_path / "comfy"
+    config = WorkerConfig(
+        server_url=cp.url,
+        token=TOKEN,
+        comfyui_url="",
+        comfy_dir=comfy_dir,
+        poll_wait=1,
+        outbound_allow_hosts=(model_host.hostport,),
+    )
+    try:
+        run_one_job(cp, config, comfy_dir)
+    finally:
+        cp.stop()
+    assert "fail" in cp.reports, cp.reports
+    polls = [p for p in cp.requested if p.startswith("/worker/v1/jobs/next")]
+    assert polls and all("start=true" in p for p in polls), polls
+    called_started = "/worker/v1/jobs/j-1/started" in cp.requested
+    assert called_started is not started

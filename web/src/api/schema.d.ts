@@ -1641,7 +1641,8 @@ export interface paths {
          * @description Long poll: answers with the job the scheduler assigned to this instance, or 204 after
          *     `wait` seconds. 410 tells the worker to stop. While this control plane shuts down it answers
          *     204 at once (the worker comes back, to this replica's successor), so that a shutdown does not
-         *     wait for every worker's poll to run out.
+         *     wait for every worker's poll to run out. `start=true` (workers since this field): the answer
+         *     starts the job (`started` says so); a worker that does not send it calls /started as before.
          */
         get: operations["next_job_worker_v1_jobs_next_get"];
         put?: never;
@@ -1970,6 +1971,12 @@ export interface components {
             lease_token: number;
             /** Required Models */
             required_models: components["schemas"]["swarmstation__api__schemas__ModelOut"][];
+            /**
+             * Started
+             * @description The job is already RUNNING (the poll asked with start=true): no /started call is needed
+             * @default false
+             */
+            started: boolean;
             /** Workflow */
             workflow: {
                 [key: string]: unknown;
@@ -10032,6 +10039,10 @@ export interface operations {
         parameters: {
             query?: {
                 wait?: number;
+                /** @description Count the answer as the job's start (no /started) */
+                start?: boolean;
+                /** @description With start: the jobs this worker runs (not handed out again) */
+                holding?: string[] | null;
             };
             header?: never;
             path?: never;
