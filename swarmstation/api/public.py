@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from swarmstation.api.deps import DB, CurrentUser, State
 from swarmstation.api.prices import price_out
@@ -26,7 +27,7 @@ from swarmstation.api.schemas import (
     UploadOut,
 )
 from swarmstation.api.sse import Frame, event_stream
-from swarmstation.api.views import job_out, tool_detail, tool_summary
+from swarmstation.api.views import job_out, output_url, tool_detail, tool_summary
 from swarmstation.control import charging, idempotency, submission
 from swarmstation.control import jobs as jobs_ops
 from swarmstation.control.submission import UPLOAD_REF_PREFIX
@@ -191,19 +192,44 @@ async def job_events(
     """Server-sent events: `state` and `progress` events as they happen; the stream ends after
     the job's final state. Reconnect with `Last-Event-ID` to resume."""
 
+    checked = False
+
+    def frames_after(s: Session, after: int) -> tuple[list[Frame], int | None]:
+        """The events after `after` (columns, not rows), and the terminal state event's id when
+        one is among them: a terminal state has no way out, so it is the stream's last."""
+        frames, last = [], None
+        for event_id, type_, data in s.execute(
+            select(JobEvent.id, JobEvent.type, JobEvent.data)
+            .where(JobEvent.job_id == job_id, JobEvent.id > after)
+            .order_by(JobEvent.id)
+        ):
+            frame = Frame(event_id, type_, {"job_id": job_id, **data})
+            if type_ == "state" and data.get("state") in TERMINAL_JOB_STATES:
+                last = event_id
+                if data.get("outputs"):  # the terminal event says where the outputs are
+                    frame.data["output_urls"] = [output_url(job_id, o) for o in data["outputs"]]
+            frames.append(frame)
+        return frames, last
+
     def read(after: int) -> tuple[list[Frame], int | None]:
+        """The first read checks who may see the job (and whether it ended before `after`: a
+        client that resumes after the end); each later one reads only the new events, one
+        statement, instead of loading the job on every wake."""
+        nonlocal checked
         with state.sessions() as s, s.begin():
-            job = queries.job_for_user(s, job_id, user)
-            events = s.scalars(
-                select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after).order_by(JobEvent.id)
-            )
-            frames = [Frame(ev.id, ev.type, {"job_id": job_id, **ev.data}) for ev in events]
-            if job.state not in TERMINAL_JOB_STATES:
-                return frames, None
-            last = s.scalar(
+            if checked:
+                return frames_after(s, after)
+            row = s.execute(select(Job.user_id, Job.state).where(Job.id == job_id)).first()
+            if row is None or (row.user_id != user.id and user.role != "admin"):
+                raise NotFound(f"job {job_id} not found")  # as queries.job_for_user answers
+            checked = True
+            frames, last = frames_after(s, after)
+            if row.state not in TERMINAL_JOB_STATES or last is not None:
+                return frames, last
+            ended = s.scalar(
                 select(func.max(JobEvent.id)).where(JobEvent.job_id == job_id, JobEvent.type == "state")
             )
-            return frames, int(last or 0)
+            return frames, int(ended or 0)
 
     return await event_stream(
         request, state.notifier, f"job:{job_id}", read, after=last_event_id or 0, what=f"job {job_id}"

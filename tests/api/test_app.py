@@ -214,7 +214,7 @@ def test_uploads_are_checked(api: TestClient, alice: dict[str, str], bob: dict[s
 
 
 def test_worker_protocol_and_token_scopes(
-    api: TestClient, plane: ControlPlane, clock: FakeClock, alice: dict[str, str]
+    api: TestClient, plane: ControlPlane, clock: FakeClock, alice: dict[str, str], bob: dict[str, str]
 ) -> None:
     with transaction(plane.state.sessions) as s:
         inst_a, token_a = add_instance(s, clock())
@@ -275,6 +275,12 @@ def test_worker_protocol_and_token_scopes(
     assert done["state"] == "COMPLETED" and done["instance_id"] == a_id
     out = api.get(done["outputs"][0]["url"], headers=alice)
     assert out.status_code == 200 and out.content[:8] == b"\x89PNG\r\n\x1a\n"
+    # The terminal event carries the outputs' ids and URLs: a client need not read the job again.
+    with api.stream("GET", f"/v1/jobs/{job['id']}/events", headers=alice) as events:
+        data = [json.loads(line[6:]) for line in events.iter_lines() if line.startswith("data: ")]
+    assert data[-1]["state"] == "COMPLETED" and data[-1]["outputs"] == [uploads[0]["output_id"]]
+    assert data[-1]["output_urls"] == [done["outputs"][0]["url"]]
+    assert api.get(f"/v1/jobs/{job['id']}/events", headers=bob).status_code == 404
     # A late report after completion is refused and changes nothing.
     r = api.post(f"/worker/v1/jobs/{job['id']}/fail", headers=wa, json={**token, "error": "late"})
     assert r.status_code == 409
