@@ -16,6 +16,12 @@ Two modes:
   the presigned upload, complete), with no emulator and no ComfyUI, so that the control plane is
   what saturates.
 
+* ``memory`` (``--memory``): the database seeded directly with ``--finished`` finished and
+  ``--queued`` queued jobs, ``--workers`` lean instances heartbeating (they take no jobs), and
+  one real worker agent beside an emulator running jobs; the control plane's resident memory
+  loaded and idle, at the peak of a burst of large reads (job lists of 500), and after it, and the
+  worker's.
+
 Both print the control plane's CPU per job (user + system time of the serve process over the
 run, divided by the jobs completed), this process's CPU per job, and the serve process's
 resident memory: idle before the run, its peak during it, and after the burst.
@@ -36,13 +42,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
 from rich.progress import Progress
-from sqlalchemy import select
+from sqlalchemy import func, insert, select
 
 from swarmstation import __version__
 from swarmstation.api.app import build
@@ -52,7 +59,7 @@ from swarmstation.config import Settings
 from swarmstation.control import ledger
 from swarmstation.control.bootstrap import create_user_with_key
 from swarmstation.control.pools import preload_models
-from swarmstation.domain.states import InstanceState
+from swarmstation.domain.states import InstanceState, JobState
 from swarmstation.domain.stats import percentile
 from swarmstation.providers.local import PLACEHOLDER_WEIGHTS
 from swarmstation.store.db import transaction
@@ -75,6 +82,9 @@ class Options:
     #: idle mode: the lean instances register, heartbeat and long-poll with nothing queued, for
     #: this many seconds; the figure is the control plane's CPU share of one core over them
     idle_seconds: float | None = None
+    #: memory mode: jobs seeded into the database before the control plane starts
+    finished: int = 100_000
+    queued: int = 10_000
 
 
 def _free_port() -> int:
@@ -207,8 +217,9 @@ class LeanInstance:
     ControlPlaneClient (retries on connection errors, 429 and 5xx; 409: the lease moved on, the
     job is dropped as the worker drops it)."""
 
-    def __init__(self, http: httpx.AsyncClient, token: str) -> None:
+    def __init__(self, http: httpx.AsyncClient, token: str, *, take_jobs: bool = True) -> None:
         self.http = http
+        self.take_jobs = take_jobs
         self.cp = ControlPlaneClient(http, retry_for=120.0)
         self.headers = {"Authorization": f"Bearer {token}", "User-Agent": f"swarmstation-lean/{__version__}"}
         self.running: dict[str, int] = {}
@@ -228,6 +239,8 @@ class LeanInstance:
         )
         beats = asyncio.create_task(self._heartbeats(float(reg.json()["heartbeat_seconds"])))
         try:
+            if not self.take_jobs:  # heartbeats only (memory mode)
+                await beats
             while True:
                 r = await self.cp.call(
                     "GET",
@@ -536,5 +549,188 @@ def run(config: Options, progress: Console | None = None) -> dict[str, Any]:
             "peak": max(sampler.peak, rss_after),
             "after_burst": rss_after,
         },
+        "cpu_count": os.cpu_count(),
+    }
+
+
+# -- memory ----------------------------------------------------------------------------------------
+#: What the memory mode's burst reads: job lists of the largest page, this many times.
+BURST_REQUESTS = 40
+
+
+def _seed_jobs(settings: Settings, user_key: str, *, finished: int, queued: int) -> None:
+    """`finished` completed and `queued` queued jobs of the bench's user, written with SQL Core
+    in batches: copies of one job that went through submission (its workflow, models and inputs
+    as the scheduler and the API read them), with their state events."""
+    from swarmstation.control import submission
+    from swarmstation.control.loras import MatcherCache
+    from swarmstation.store.models import ApiKey, JobEvent, User
+
+    plane = build(settings, provider=None)
+    now = utcnow()
+    with transaction(plane.state.sessions) as s:
+        user = s.scalars(
+            select(User)
+            .join(ApiKey, ApiKey.user_id == User.id)
+            .where(ApiKey.key_hash == hash_secret(user_key))
+        ).one()
+        template = submission.submit(
+            s,
+            user=user,
+            tool_slug=TOOL,
+            inputs=INPUTS,
+            matchers=MatcherCache(),
+            limits=submission.SubmissionLimits.from_settings(settings),
+            now=now,
+        )
+        row = {c.key: getattr(template, c.key) for c in Job.__table__.columns}
+        s.delete(template)
+    batch = 5000
+    made = 0
+    with plane.state.engine.begin() as conn:
+        while made < finished + queued:
+            rows, evs = [], []
+            for n in range(made, min(finished + queued, made + batch)):
+                job_id = str(uuid.uuid4())
+                created = now - timedelta(seconds=(finished + queued - n))
+                done = n < finished
+                rows.append(
+                    {
+                        **row,
+                        "id": job_id,
+                        "state": JobState.COMPLETED if done else JobState.QUEUED,
+                        "created_at": created,
+                        "queued_at": created,
+                        "attempt": 1 if done else 0,
+                        "lease_token": 1 if done else 0,
+                        "progress": 1.0 if done else 0.0,
+                        "assigned_at": created if done else None,
+                        "started_at": created if done else None,
+                        "finished_at": created + timedelta(seconds=1) if done else None,
+                        "timings": {"run_seconds": 1.0, "total_seconds": 1.0} if done else {},
+                    }
+                )
+                evs.append({"job_id": job_id, "type": "state", "data": {"state": "QUEUED"}, "at": created})
+                if done:
+                    evs.append(
+                        {"job_id": job_id, "type": "state", "data": {"state": "COMPLETED"}, "at": created}
+                    )
+            conn.execute(insert(Job), rows)
+            conn.execute(insert(JobEvent), evs)
+            made += len(rows)
+    plane.state.engine.dispose()
+
+
+def _worker_process(url: str, token: str, comfy_url: str, folder: Path) -> subprocess.Popen[bytes]:
+    """One real worker agent (`swarmstation worker`), its own process, beside `comfy_url`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMSTATION_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "swarmstation.cli", "worker", "--server", url, "--comfyui", comfy_url],
+        env={**env, "SWARMSTATION_WORKER_TOKEN": token},
+        stdout=subprocess.DEVNULL,
+        stderr=(folder / "worker.log").open("wb"),
+    )
+
+
+async def _run_memory(
+    url: str,
+    key: str,
+    tokens: list[str],
+    pid: int,
+    folder: Path,
+    models: list[tuple[str, str]],
+    warmup: float,
+) -> dict[str, Any]:
+    """The lean instances heartbeat (all but the last token) while one real worker (the last)
+    runs queued jobs; the control plane's memory loaded and idle, over a burst of job lists, after
+    it; the worker's."""
+    base = folder / "comfy"
+    for folder_name, name in models:
+        target = base / "models" / folder_name / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(PLACEHOLDER_WEIGHTS)
+    limits = httpx.Limits(max_connections=2 * len(tokens) + 8, keepalive_expiry=3.0)
+    async with (
+        running_emulator(EmulatorConfig(base_dir=base)) as comfy_url,
+        httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(120.0), limits=limits) as http,
+    ):
+        instances = [LeanInstance(http, token, take_jobs=False) for token in tokens[:-1]]
+        tasks = [asyncio.create_task(i.run()) for i in instances]
+        worker = _worker_process(url, tokens[-1], comfy_url, folder)
+        worker_peak = 0.0
+        try:
+            await asyncio.sleep(warmup)  # registered, heartbeating; the worker runs jobs
+            for t in tasks:
+                if t.done():
+                    t.result()
+            loaded = rss_mb(pid)
+            worker_rss = rss_mb(worker.pid)
+            headers = {"Authorization": f"Bearer {key}"}
+            with RssSampler(pid) as sampler:
+                for n in range(BURST_REQUESTS):
+                    state = "QUEUED" if n % 2 else "COMPLETED"
+                    r = await http.get("/v1/jobs", params={"limit": 500, "state": state}, headers=headers)
+                    r.raise_for_status()
+                    worker_peak = max(worker_peak, rss_mb(worker.pid))
+            await asyncio.sleep(5.0)  # the burst is over: what the process keeps
+            after = rss_mb(pid)
+            worker_after = rss_mb(worker.pid)
+            beats = sum(i.heartbeats for i in instances)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            worker.terminate()
+            await asyncio.to_thread(worker.wait, 30)
+        return {
+            "loaded_idle": loaded,
+            "burst_peak": max(sampler.peak, after),
+            "after_burst": after,
+            "after_burst_vs_idle": round(after / loaded, 3) if loaded else None,
+            "worker": max(worker_rss, worker_peak, worker_after),
+            "heartbeats": beats,
+        }
+
+
+def run_memory(config: Options) -> dict[str, Any]:
+    """`swarmstation bench --memory`: the control plane's resident memory with a large database and
+    many instances, and after a burst of large reads; a worker agent's (without ComfyUI)."""
+    folder = Path(tempfile.mkdtemp(prefix="swarmstation-bench-"))
+    port = _free_port()
+    settings = Settings(
+        data_dir=folder / "data", port=port, provider="none", database_url=config.database_url
+    )
+    key, tokens, models = _prepare(settings, config.workers + 1)
+    started = time.monotonic()
+    _seed_jobs(settings, key, finished=config.finished, queued=config.queued)
+    seed_seconds = time.monotonic() - started
+    server = serve_process(settings, folder, config.database_url)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        time.sleep(1.0)
+        rss_started = rss_mb(server.pid)
+        figures = asyncio.run(_run_memory(url, key, tokens, server.pid, folder, models, warmup=15.0))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    plane = build(settings, provider=None)
+    with transaction(plane.state.sessions) as s:
+        completed = s.scalar(select(func.count()).select_from(Job).where(Job.state == JobState.COMPLETED))
+    plane.state.engine.dispose()
+    shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "mode": "memory",
+        "database": database_kind(config.database_url),
+        "finished_jobs": config.finished,
+        "queued_jobs": config.queued,
+        "instances_heartbeating": config.workers,
+        "seed_seconds": round(seed_seconds, 1),
+        "heartbeats": figures.pop("heartbeats"),
+        "worker_jobs_completed": (completed or 0) - config.finished,
+        "control_plane_rss_mb": {
+            "started": rss_started,
+            **{k: v for k, v in figures.items() if k != "worker"},
+        },
+        "worker_rss_mb": figures["worker"],
         "cpu_count": os.cpu_count(),
     }

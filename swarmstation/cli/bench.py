@@ -37,6 +37,17 @@ def bench(
         ),
     ] = False,
     idle_seconds: Annotated[float, typer.Option("--idle-seconds", min=1, max=3600)] = 30.0,
+    memory: Annotated[
+        bool,
+        typer.Option(
+            "--memory",
+            help="Measure memory instead: the database seeded with --finished and --queued jobs, "
+            "--workers lean instances heartbeating, one real worker; resident memory loaded, over a "
+            "burst of large reads and after it",
+        ),
+    ] = False,
+    finished: Annotated[int, typer.Option("--finished", min=0, max=10_000_000)] = 100_000,
+    queued: Annotated[int, typer.Option("--queued", min=0, max=1_000_000)] = 10_000,
 ) -> None:
     """Control-plane throughput, overhead, CPU and memory with workers that take no time (prints JSON)."""
     from swarmstation.bench import control_plane, print_result
@@ -48,7 +59,12 @@ def bench(
         database_url=database_url,
         lean=lean,
         idle_seconds=idle_seconds if idle else None,
+        finished=finished,
+        queued=queued,
     )
+    if memory:
+        print_result(control_plane.run_memory(options))
+        return
     if idle:
         print_result(control_plane.run_idle(options))
         return

@@ -97,3 +97,31 @@ def test_idle_bench_counts_the_heartbeats_it_measures_over(tmp_path: Path) -> No
     assert figures["heartbeats"] >= 3  # each instance heartbeats every 5 s or less
     assert 0 < figures["control_plane_cpu_percent_of_core"] < 100
     assert figures["control_plane_rss_mb"] > 20
+
+
+@pytest.mark.slow
+def test_memory_bench_seeds_the_database_and_reports_both_processes(tmp_path: Path) -> None:
+    """`bench --memory`: the seeded jobs are in the database the control plane serves (the burst
+    lists them), lean instances heartbeat, the real worker runs queued jobs; both memories are
+    printed."""
+    result = subprocess.run(
+        [str(BIN), "bench", "--memory", "--workers", "2", "--finished", "120", "--queued", "30"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout)
+    assert figures["mode"] == "memory"
+    assert (figures["finished_jobs"], figures["queued_jobs"], figures["instances_heartbeating"]) == (
+        120,
+        30,
+        2,
+    )
+    assert figures["heartbeats"] >= 2
+    assert 0 < figures["worker_jobs_completed"] <= 30
+    rss = figures["control_plane_rss_mb"]
+    assert 20 < rss["loaded_idle"] <= rss["burst_peak"] and rss["after_burst"] <= rss["burst_peak"]
+    assert rss["after_burst_vs_idle"] == round(rss["after_burst"] / rss["loaded_idle"], 3)
+    assert 10 < figures["worker_rss_mb"] < 1000
