@@ -6,9 +6,15 @@ with mouse drags and zooms with the wheel for about 5 s while the page records
 requestAnimationFrame timestamps, and prints JSON with the frame-time percentiles.
 
 Arguments: seconds (5) and extra query parameters for the page (e.g. `&bench=200x1`... appended).
+While the view moves the page draws it on a canvas and hands it to xyflow's DOM once it settles
+(web/src/canvas/sketchLayer.ts); the JSON says how many recorded frames drew the canvas and how
+many times the DOM took the view back.
+
 For looking into a result: BENCH_MODE=pan|zoom does only one of the two; BENCH_PROFILE=FILE writes a
-V8 CPU profile (or a Chromium trace when FILE ends in .trace.json); BENCH_CSS adds a style sheet to the
-page (trying a CSS change without a build)."""
+V8 CPU profile (or a Chromium trace of BENCH_TRACE_CATEGORIES when FILE ends in .trace.json);
+BENCH_CSS adds a style sheet to the page (trying a CSS change without a build); BENCH_PAUSE_MS=300
+rests that long after each drag and each burst of wheel steps, as a person would between gestures
+(a rest over 200 ms hands the view back to the DOM, and those frames are recorded too)."""
 
 from __future__ import annotations
 
@@ -43,10 +49,18 @@ FIND_PANE = """(box) => {
 # the graph the page opened (the bench parameter is a request: 0 means the default)
 GRAPH_SIZE = "() => window.__canvasGraph"
 PROFILE = os.environ.get("BENCH_PROFILE")
-TRACE_CATEGORIES = "devtools.timeline,disabled-by-default-devtools.timeline"
+PAUSE_MS = float(os.environ.get("BENCH_PAUSE_MS", "0"))
+TRACE_CATEGORIES = os.environ.get(
+    "BENCH_TRACE_CATEGORIES", "devtools.timeline,disabled-by-default-devtools.timeline"
+)
 MEASURED = """() => [...document.querySelectorAll('.react-flow__node')]
   .every((n) => getComputedStyle(n).visibility === 'visible')"""
-VIEWPORT = "() => document.querySelector('.react-flow__viewport').style.transform"
+# the view on screen: the page's live view (drawn on the sketch canvas while it moves, handed to
+# xyflow's DOM once it settles), else the DOM viewport's transform
+VIEWPORT = """() => window.__canvasView ? JSON.stringify(window.__canvasView())
+  : document.querySelector('.react-flow__viewport').style.transform"""
+# frames drawn on the sketch canvas and times the DOM took the view back (canvas/sketchLayer.ts)
+SKETCH = "() => window.__canvasSketch ? { ...window.__canvasSketch } : null"
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -94,6 +108,7 @@ def main(seconds: float = 5.0, query: str = "") -> dict[str, object]:
             elif cdp:
                 cdp.send("Profiler.enable")
                 cdp.send("Profiler.start")
+            sketch_before = page.evaluate(SKETCH)
             page.evaluate(RECORD)
             end = time.monotonic() + seconds
             step = pans = 0
@@ -108,15 +123,20 @@ def main(seconds: float = 5.0, query: str = "") -> dict[str, object]:
                 moved = page.evaluate(VIEWPORT)
                 pans += moved != before
                 before = moved
+                if PAUSE_MS:
+                    page.wait_for_timeout(PAUSE_MS)
                 for _ in range(4 if os.environ.get("BENCH_MODE") != "pan" else 0):
                     page.mouse.wheel(0, -120 if step % 2 else 120)
                     page.wait_for_timeout(16)
                 before = page.evaluate(VIEWPORT)
+                if PAUSE_MS:
+                    page.wait_for_timeout(PAUSE_MS)
                 here, there = there, here
                 step += 1
             page.evaluate("() => { window.__stopFrames = true; }")
             assert pans == step, f"only {pans} of {step} drags panned the canvas"
             frames: list[float] = page.evaluate("() => window.__frames")
+            sketch_after = page.evaluate(SKETCH)
             if cdp and PROFILE.endswith(".trace.json"):
                 done = []
                 cdp.on("Tracing.tracingComplete", lambda e: done.append(1))
@@ -142,6 +162,11 @@ def main(seconds: float = 5.0, query: str = "") -> dict[str, object]:
         "frame_ms_p50": round(statistics.median(gaps), 2),
         "frame_ms_p95": round(_percentile(gaps, 0.95), 2),
         "frame_ms_max": round(max(gaps), 2),
+        # of the frames recorded: how many drew the sketch canvas, and how many times the DOM took
+        # the view back in between (each such frame is among the recorded ones)
+        "sketch_frames": sketch_after["frames"] - sketch_before["frames"] if sketch_after else None,
+        "dom_restores": sketch_after["restores"] - sketch_before["restores"] if sketch_after else None,
+        "pause_ms": PAUSE_MS,
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
         f"headless Chromium (software rendering)",
     }

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from tests.e2e.conftest import Up
+from tests.web.bench_canvas import FIND_PANE, MEASURED
 from tests.web.conftest import axe_violations, new_user, open_page, shot, sign_in_with_key
 
 
@@ -129,6 +130,85 @@ def test_a_user_builds_runs_and_keeps_a_three_step_pipeline(studio_up: Up, brows
     page.get_by_test_id(f"status-{small}").wait_for()
     assert page.locator(".react-flow__node").count() == 3
     assert page.locator(".react-flow__edge").count() == 2
+    context.close()
+    problems.check()
+
+
+def _card(page: Any, node: str) -> dict[str, float]:
+    box = page.locator(".react-flow__node", has=page.get_by_test_id(f"status-{node}")).bounding_box()
+    assert box, f"{node} is not on screen"
+    return dict(box)
+
+
+# what the page shows while the view moves: the sketch canvas and xyflow's DOM viewport (skipped),
+# the DOM's transform, and the sketch's pixel at a screen point
+SKETCH_STATE = """([x, y]) => {
+  const c = document.querySelector('.sketch-layer');
+  const r = c.getBoundingClientRect();
+  const d = devicePixelRatio;
+  const at = [Math.round((x - r.left) * d), Math.round((y - r.top) * d)];
+  const px = c.getContext('2d').getImageData(at[0], at[1], 1, 1).data;
+  const viewport = document.querySelector('.react-flow__viewport');
+  return { canvas: getComputedStyle(c).visibility, dom: getComputedStyle(viewport).contentVisibility,
+           transform: viewport.style.transform, pixel: [...px].slice(0, 3) };
+}"""
+SETTLED = "() => !document.querySelector('.sandbox-canvas').classList.contains('sketching')"
+
+
+def test_panning_and_zooming_draw_the_graph_and_give_the_cards_back(studio_up: Up, browser: Any) -> None:
+    """While a person pans or zooms, the graph is drawn on one canvas (the cards are left as they
+    were, hidden); when the view stops, the cards are back, moved and scaled with it, and work."""
+    _, key = new_user(studio_up, "canvas-mover", credits=0)
+    context, page, problems = open_page(browser, width=1600, height=1000)
+    sign_in_with_key(page, studio_up, key)
+    page.goto(f"{studio_up.url}/sandbox?bench=40x30")
+    page.wait_for_function("() => window.__canvasReady === true")
+    page.wait_for_function(MEASURED)
+    pane = page.evaluate(FIND_PANE, page.get_by_test_id("canvas").bounding_box())
+    assert pane, "no empty point on the canvas"
+    card = _card(page, "n0")
+    transform = page.evaluate("() => document.querySelector('.react-flow__viewport').style.transform")
+
+    # a drag on empty canvas, held: the sketch shows the card moved with the pointer, the DOM is
+    # skipped and not re-rendered
+    page.mouse.move(*pane)
+    page.mouse.down()
+    page.mouse.move(pane[0] + 150, pane[1] + 80, steps=6)
+    page.wait_for_function(
+        "() => document.querySelector('.sandbox-canvas').classList.contains('sketch-shown')"
+    )
+    # the middle of n0's "run up to here" button (7..102 px across, 41..5 px above the card's
+    # bottom, at zoom 0.5), where the card is now
+    button = (card["x"] + 150 + 27, card["y"] + 80 + card["height"] - 11.5)
+    state = page.evaluate(SKETCH_STATE, button)
+    assert state["canvas"] == "visible"
+    assert state["dom"] == "hidden"
+    assert state["transform"] == transform
+    assert all(abs(a - b) <= 12 for a, b in zip(state["pixel"], (0x4B, 0x3F, 0xD6), strict=True)), state[
+        "pixel"
+    ]
+    page.mouse.up()
+    page.wait_for_function(SETTLED)
+    moved = _card(page, "n0")
+    assert abs(moved["x"] - card["x"] - 150) < 1.5 and abs(moved["y"] - card["y"] - 80) < 1.5, (card, moved)
+
+    # two wheel steps in: the cards come back larger, about the point under the pointer
+    page.mouse.move(pane[0] + 150, pane[1] + 80)
+    page.mouse.wheel(0, -120)
+    page.wait_for_timeout(30)
+    page.mouse.wheel(0, -120)
+    page.wait_for_function(SETTLED)
+    page.wait_for_timeout(100)
+    zoomed = _card(page, "n0")
+    assert abs(zoomed["width"] / moved["width"] - 2**0.48) < 0.01, (moved, zoomed)
+    assert page.locator(".sketch-layer").evaluate("c => getComputedStyle(c).visibility") == "hidden"
+
+    # and the cards work as before: select one, drag a wire from it onto empty canvas
+    _select(page, "n0")
+    page.get_by_label("prompt (string, required)").wait_for()
+    canvas = page.get_by_test_id("canvas").bounding_box()
+    _drop_on_canvas(page, "out-n0-image", pane[0] + 150 - canvas["x"], pane[1] + 80 - canvas["y"])
+    page.get_by_role("dialog", name="Tools that take image").wait_for()
     context.close()
     problems.check()
 

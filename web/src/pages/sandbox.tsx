@@ -39,6 +39,7 @@ import {
 import { Inspector, Palette, Picker, type PickerRequest } from '../canvas/panels';
 import { createAutosave, loadWorkspace, type SaveState } from '../canvas/persist';
 import { runPipeline, type NodeStatus } from '../canvas/run';
+import { CONTROLLED_VIEWPORT, useSketchLayer } from '../canvas/sketchLayer';
 import { IN, OUT, ToolNode, type ToolFlowNode } from '../canvas/ToolNode';
 import { loadTools } from '../canvas/tools';
 import { EMPTY_GRAPH, type CanvasEdge, type CanvasGraph, type PipelineWire } from '../canvas/types';
@@ -146,6 +147,8 @@ function Sandbox() {
   const dragSession = useRef(0);
   const wrapper = useRef<HTMLDivElement>(null);
   const abort = useRef<AbortController | null>(null);
+  // pans and zooms are drawn on a canvas and reach xyflow's DOM once they settle
+  const sketch = useSketchLayer(wrapper, { expose: !!bench });
   graphRef.current = graph;
   toolsRef.current = tools;
 
@@ -314,13 +317,14 @@ function Sandbox() {
       const out = node && toolsRef.current[node.tool]?.outputs.find((o) => o.name === port);
       if (!out) return;
       const point = 'changedTouches' in event ? event.changedTouches[0] : event;
+      sketch.settle();
       const box = wrapper.current?.getBoundingClientRect();
       const at = rf.screenToFlowPosition({ x: point.clientX, y: point.clientY });
       const x = Math.max(0, Math.min(point.clientX - (box?.left ?? 0), (box?.width ?? 400) - 260));
       const y = Math.max(0, Math.min(point.clientY - (box?.top ?? 0), (box?.height ?? 400) - 240));
       setPicker({ type: out.type, many: out.many, screen: { x, y }, from, port, at });
     },
-    [rf],
+    [rf, sketch],
   );
 
   const pick = (slug: string, inputPort: string) => {
@@ -333,6 +337,7 @@ function Sandbox() {
 
   const addFromPalette = (slug: string) => {
     // Near the top left of what is on screen, cascading, so a new node never lands off screen.
+    sketch.settle();
     const box = wrapper.current?.getBoundingClientRect();
     const k = graphRef.current.nodes.length % 6;
     const at = rf.screenToFlowPosition({ x: (box?.left ?? 0) + 40 + k * 30, y: (box?.top ?? 0) + 40 + k * 30 });
@@ -501,9 +506,14 @@ function Sandbox() {
             isValidConnection={isValidConnection}
             onDelete={onDelete}
             onNodeDragStart={() => void dragSession.current++}
-            onMoveEnd={(_, vp) => (viewport.current = vp)}
+            viewport={CONTROLLED_VIEWPORT}
+            onViewportChange={sketch.onViewportChange}
+            onMoveStart={sketch.onMoveStart}
+            onMoveEnd={(_, vp) => {
+              viewport.current = vp;
+              sketch.onMoveEnd();
+            }}
             deleteKeyCode={['Delete', 'Backspace']}
-            defaultViewport={EMPTY_GRAPH.viewport}
             minZoom={0.1}
             // Off-screen nodes and wires are left out of the DOM: less to lay out and draw per frame.
             onlyRenderVisibleElements
@@ -511,6 +521,7 @@ function Sandbox() {
           >
             <Background />
             <Controls showInteractive={false} />
+            <canvas ref={sketch.canvas} class="sketch-layer" aria-hidden="true" />
           </ReactFlow>
           {picker && <Picker tools={tools} request={picker} onPick={pick} onClose={() => setPicker(null)} />}
         </div>
