@@ -192,7 +192,10 @@ def test_panning_and_zooming_draw_the_graph_and_give_the_cards_back(studio_up: U
     moved = _card(page, "n0")
     assert abs(moved["x"] - card["x"] - 150) < 1.5 and abs(moved["y"] - card["y"] - 80) < 1.5, (card, moved)
 
-    # two wheel steps in: the cards come back larger, about the point under the pointer
+    # two wheel steps in: the cards come back larger, about the point under the pointer; what had
+    # the focus in a card has it again
+    run = page.locator(".react-flow__node", has=page.get_by_test_id("status-n0")).locator(".tool-node-run")
+    run.focus()
     page.mouse.move(pane[0] + 150, pane[1] + 80)
     page.mouse.wheel(0, -120)
     page.wait_for_timeout(30)
@@ -202,6 +205,7 @@ def test_panning_and_zooming_draw_the_graph_and_give_the_cards_back(studio_up: U
     zoomed = _card(page, "n0")
     assert abs(zoomed["width"] / moved["width"] - 2**0.48) < 0.01, (moved, zoomed)
     assert page.locator(".sketch-layer").evaluate("c => getComputedStyle(c).visibility") == "hidden"
+    assert run.evaluate("b => document.activeElement === b")
 
     # and the cards work as before: select one, drag a wire from it onto empty canvas
     _select(page, "n0")

@@ -139,6 +139,7 @@ export function useSketchLayer(wrapper: RefObject<HTMLElement | null>, options: 
     let sketching = false; // the canvas shows the view, the DOM is hidden
     let gesture = false; // a pan or zoom in progress (d3-zoom's start .. end)
     let byPerson = false; // ... started by an input event
+    let focused: HTMLElement | null = null;
     let frame = 0;
     let timer: ReturnType<typeof setTimeout> | undefined;
     let lastChange = 0;
@@ -202,7 +203,12 @@ export function useSketchLayer(wrapper: RefObject<HTMLElement | null>, options: 
       drawBackground(ctx, live, size.width, size.height, size.dpr, theme, tiles);
       stats.last = drawScene(ctx, currentScene(), live, size, theme, measure);
       stats.frames++;
-      // shown in the frame whose view it draws
+      // shown in the frame whose view it draws; what had the focus in the DOM loses it while the
+      // DOM is skipped and gets it back when the DOM is shown
+      if (!el.classList.contains('sketching')) {
+        const f = document.activeElement;
+        focused = f instanceof HTMLElement && f.closest('.react-flow__viewport') ? f : null;
+      }
       el.classList.add('sketching', 'sketch-shown');
     };
 
@@ -223,6 +229,9 @@ export function useSketchLayer(wrapper: RefObject<HTMLElement | null>, options: 
       // the DOM over the sketch in this frame, the sketch gone in the next (a node that mounts
       // now is measured before xyflow shows it: the sketch shows it until then)
       el?.classList.remove('sketching');
+      const f = focused;
+      focused = null;
+      if (f?.isConnected && (document.activeElement === document.body || !document.activeElement)) f.focus({ preventScroll: true });
       requestAnimationFrame(() => requestAnimationFrame(() => !sketching && el?.classList.remove('sketch-shown')));
     };
 
