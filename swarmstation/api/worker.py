@@ -126,14 +126,21 @@ def _with_urls(s: DB, state: State, wanted: list[tuple[str, str]]) -> list[Model
     return result
 
 
+#: Handlers that answer with a model commit before they return. FastAPI validates a sync
+#: handler's answer in its thread pool (40 threads) while the request's session is still open: a
+#: session that held the connection (SQLite has one) then waited for a thread held by requests
+#: waiting for that connection, and 40 concurrent requests (200 instances registering at once)
+#: stalled until the pool's 60 s timeout answered 503.
 @router.get("/preload", response_model=list[ModelOut])
 def preload(s: DB, me: CurrentInstance, state: State) -> list[ModelOut]:
     """The models this instance's pool preloads, with where to fetch each."""
     inst = _instance(s, me)
     pool = s.get(Pool, inst.pool)
-    return _with_urls(
+    models = _with_urls(
         s, state, [(str(m["folder"]), str(m["name"])) for m in (pool.preload_models if pool else []) or []]
     )
+    s.commit()  # before the answer is validated (see above)
+    return models
 
 
 @router.post("/heartbeat", response_model=HeartbeatOut)
@@ -160,11 +167,12 @@ def heartbeat(body: HeartbeatIn, s: DB, me: CurrentInstance, state: State) -> He
     if answer.gone is not None:
         s.commit()  # the instance is UNHEALTHY whatever the worker does with the refusal
         raise Gone(answer.gone)
+    prefetch = [m for m in _with_urls(s, state, answer.prefetch) if m.url]
+    s.commit()  # before the answer is validated (see above), and before the watchers are woken
     for job_id in answer.requeued:
         state.notifier.wake(f"job:{job_id}")
     if answer.requeued:
         state.loops.poke()
-    prefetch = [m for m in _with_urls(s, state, answer.prefetch) if m.url]
     return HeartbeatOut(drain=answer.drain, cancel=answer.cancel, stale=answer.stale, prefetch=prefetch)
 
 
@@ -341,6 +349,7 @@ def outputs(job_id: str, body: OutputsIn, s: DB, me: CurrentInstance, state: Sta
                 upload_url=state.store.presign_put(key, expires, UploadLease(job.id, job.lease_token)),
             )
         )
+    s.commit()  # before the answer is validated (see above)
     return OutputsOut(uploads=uploads)
 
 
