@@ -168,14 +168,18 @@ def _expected_seconds(s: Session, pool: str) -> float:
 
 
 def assign_queued(s: Session, settings: Settings, now: datetime, result: PassResult) -> None:
-    queued_rows = list(
-        s.scalars(
-            select(Job)
+    # Columns only: a pass reads up to 500 queued jobs and assigns a few (one per free slot);
+    # whole rows (workflows, inputs) cost far more than routing them. Those assigned are loaded,
+    # locked, together.
+    queued_rows = [
+        DemandJob(*row)
+        for row in s.execute(
+            select(Job.id, Job.pool, Job.queued_at, Job.required_models)
             .where(Job.state == JobState.QUEUED, Job.backend == "pool")
             .order_by(Job.queued_at, Job.id)
             .limit(_MAX_BATCH)
         )
-    )
+    ]
     if not queued_rows:
         return
     pools = {p.name: p for p in s.scalars(select(Pool))}
@@ -199,7 +203,6 @@ def assign_queued(s: Session, settings: Settings, now: datetime, result: PassRes
         if lease.instance_id is not None:
             running[lease.instance_id].append(RunningLease(*lease))
     expected = {name: _expected_seconds(s, name) for name in {j.pool for j in queued_rows}}
-    by_id = {j.id: j for j in queued_rows}
     if settings.routing == "fifo":
         slots = [
             InstanceSlot(i.id, i.pool, instance_slots(i, pools), len(running[i.id]))
@@ -208,7 +211,7 @@ def assign_queued(s: Session, settings: Settings, now: datetime, result: PassRes
         queued = [QueuedJob(j.id, j.pool, j.queued_at) for j in queued_rows]
         plan: list[tuple[str, str]] = [(a.job_id, a.instance_id) for a in plan_assignments(queued, slots)]
     else:
-        jobs = [routable_job(j, expected.get(j.pool, 30.0)) for j in queued_rows]
+        jobs = [routable_job(j, expected.get(j.pool, 30.0)) for j in queued_rows]  # type: ignore[arg-type]
         fleet = [
             routable_instance(
                 i,
@@ -221,8 +224,21 @@ def assign_queued(s: Session, settings: Settings, now: datetime, result: PassRes
         ]
         routes = plan_routes(jobs, fleet, now=now.timestamp(), config=routing_config(settings))
         plan = [(a.job_id, a.instance_id) for a in routes]
+    if not plan:
+        return
+    # still queued when locked (PostgreSQL: a user's cancel may have won the row meanwhile)
+    locked = {
+        j.id: j
+        for j in s.scalars(
+            select(Job)
+            .where(Job.id.in_([job_id for job_id, _ in plan]), Job.state == JobState.QUEUED)
+            .with_for_update()
+        )
+    }
     for job_id, instance_id in plan:
-        job = by_id[job_id]
+        job = locked.get(job_id)
+        if job is None:
+            continue
         jobs_ops.assign_job(s, job, instances[instance_id], lease_seconds=settings.lease_seconds, now=now)
         result.changed_jobs.add(job.id)
         result.woken_instances.add(instance_id)
