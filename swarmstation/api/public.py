@@ -109,6 +109,7 @@ def create_job(
         found = _claim_key(s, state, user, idempotency_key, body)
         if isinstance(found, JobOut):
             response.headers["Idempotent-Replayed"] = "true"
+            s.commit()  # before the answer is validated in the thread pool (api/worker.py says why)
             return found
         claimed = found
     settings = state.settings
@@ -124,7 +125,7 @@ def create_job(
     )
     if claimed is not None:
         claimed.job_id = job.id
-    out = job_out(s, job)
+    out = job_out(s, job, outputs=())  # just submitted: no outputs yet
     s.commit()
     state.loops.poke()
     return out

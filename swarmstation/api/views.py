@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -30,10 +31,15 @@ def output_url(job_id: str, output_id: str) -> str:
     return f"/v1/jobs/{job_id}/outputs/{output_id}"
 
 
-def job_out(s: Session, job: Job) -> JobOut:
-    outputs = s.scalars(
-        select(Output).where(Output.job_id == job.id, Output.uploaded.is_(True)).order_by(Output.created_at)
-    )
+def job_out(s: Session, job: Job, outputs: Iterable[Output] | None = None) -> JobOut:
+    """`outputs`: the job's uploaded outputs when the caller knows them (none for a job just
+    submitted), else they are read."""
+    if outputs is None:
+        outputs = s.scalars(
+            select(Output)
+            .where(Output.job_id == job.id, Output.uploaded.is_(True))
+            .order_by(Output.created_at)
+        )
     return JobOut(
         id=job.id,
         tool=job.tool_slug,

@@ -7,6 +7,7 @@ import asyncio
 import mimetypes
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
@@ -187,8 +188,9 @@ def _assignment_for(
     lost on its way (a dropped connection, a restarted worker), and without this the job would
     wait for its lease to run out, as an ASSIGNED one never has to."""
     with state.sessions() as s, s.begin():
-        inst = s.get(Instance, instance_id)
-        if inst is None or inst.state in (InstanceState.TERMINATED, InstanceState.UNHEALTHY):
+        # one column: the row carries the worker's model inventory, read on every wake otherwise
+        current = s.scalar(select(Instance.state).where(Instance.id == instance_id))
+        if current is None or current in (InstanceState.TERMINATED, InstanceState.UNHEALTHY):
             return False
         wanted = [JobState.ASSIGNED, JobState.RUNNING] if start else [JobState.ASSIGNED]
         query = select(Job).where(Job.instance_id == instance_id, Job.state.in_(wanted))
@@ -280,8 +282,25 @@ async def next_job(
         await state.notifier.wait(f"instance:{me.id}", min(remaining, _recheck_seconds(state)))
 
 
+@dataclass(frozen=True)
+class _Reporter:
+    """What a report needs of its instance: its id (leased_job compares it)."""
+
+    id: str
+
+
 def _leased(s: DB, job_id: str, me: InstanceIdentity, body: LeasedReport) -> Job:
-    return jobs_ops.leased_job(s, job_id, _instance(s, me, lock=True), body.lease_token)
+    """The job, locked, if this instance holds the lease. The instance is locked first (see
+    `_instance`) as three columns: its row carries the worker's model inventory (up to 10,000
+    keys), which a progress report has no use for."""
+    row = s.execute(
+        select(Instance.state, Instance.token_hash).where(Instance.id == me.id).with_for_update()
+    ).first()
+    if row is None or row.state == InstanceState.TERMINATED:
+        raise Gone("this instance has been terminated")
+    if me.token_hash and row.token_hash != me.token_hash:
+        raise Unauthorized("invalid worker token")
+    return jobs_ops.leased_job(s, job_id, _Reporter(me.id), body.lease_token)  # type: ignore[arg-type]
 
 
 @router.post("/jobs/{job_id}/started", status_code=204)

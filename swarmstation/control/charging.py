@@ -293,9 +293,11 @@ def quote(
     lines: list[dict[str, Any]] = [
         {"kind": "tool", "tool": tool.slug, "model": plan.kind.value, "credits": plan.quote}
     ]
-    authors = {
-        u.id: u.name for u in s.scalars(select(User).where(User.id.in_([x.author_id for x in shares])))
-    }
+    authors = (
+        {u.id: u.name for u in s.scalars(select(User).where(User.id.in_([x.author_id for x in shares])))}
+        if shares
+        else {}  # most runs pay no royalty: no query
+    )
     for share in shares:
         lines.append(
             {
