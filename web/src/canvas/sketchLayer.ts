@@ -129,183 +129,196 @@ function drawBackground(ctx: CanvasRenderingContext2D, view: View, width: number
   ctx.fillRect(0, 0, width * dpr, height * dpr);
 }
 
+/** What the layer needs of xyflow's store (useStoreApi). */
+export type FlowStore = Pick<ReturnType<typeof useStoreApi<ToolFlowNode, Edge>>, 'getState' | 'setState'>;
+
+export type SketchController = SketchLayer & { redraw: () => void; dispose: () => void };
+
+/** The layer's state machine, apart from Preact (useSketchLayer wires it to the page). */
+export function createSketchLayer(
+  store: FlowStore,
+  canvas: RefObject<HTMLCanvasElement | null>,
+  wrapper: RefObject<HTMLElement | null>,
+  idleMs = 200,
+): SketchController {
+  let live: View = { ...CONTROLLED_VIEWPORT };
+  let sketching = false; // the canvas shows the view, the DOM is hidden
+  // pans and zooms in progress (d3-zoom's start .. end; they overlap: a drag that starts within
+  // 150 ms of the last wheel step is a second gesture, and the wheel's ends during the drag)
+  let gestures = 0;
+  let byPerson = false; // one of them started by an input event
+  let focused: HTMLElement | null = null;
+  let frame = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let lastChange = 0;
+  let scene: Scene | null = null;
+  let sceneOf: { nodes: unknown; edges: unknown } = { nodes: null, edges: null };
+  let theme: Theme = DEFAULT_THEME;
+  let size = { width: 0, height: 0, dpr: 1 };
+  let measure: Measure = cachedMeasure((t) => t.length * 6.5);
+  let measuring = false;
+  const tiles = new Map<string, CanvasPattern>();
+  const stats: SketchStats = { frames: 0, restores: 0, last: null };
+
+  const apply = (vp: View) => store.setState({ transform: [vp.x, vp.y, vp.zoom] });
+
+  const currentScene = (): Scene => {
+    const s = store.getState();
+    if (!scene || sceneOf.nodes !== s.nodes || sceneOf.edges !== s.edges) {
+      const nodes: FlowNodeLike[] = [];
+      for (const n of s.nodeLookup.values()) if (!n.hidden) nodes.push(flowNode(n));
+      scene = buildScene(nodes, s.edges, measure, theme.font);
+      sceneOf = { nodes: s.nodes, edges: s.edges };
+    }
+    return scene;
+  };
+
+  const begin = (): boolean => {
+    const el = wrapper.current;
+    const c = canvas.current;
+    if (!el || !c) return false;
+    const dpr = window.devicePixelRatio || 1;
+    const width = c.clientWidth;
+    const height = c.clientHeight;
+    if (width !== size.width || height !== size.height || dpr !== size.dpr) {
+      c.width = Math.round(width * dpr);
+      c.height = Math.round(height * dpr);
+      size = { width, height, dpr };
+    }
+    const next = readTheme(el);
+    if (next.font !== theme.font || next.background !== theme.background) tiles.clear();
+    if (next.font !== theme.font) scene = null;
+    theme = next;
+    const m = measuring ? null : document.createElement('canvas').getContext('2d');
+    if (m) {
+      measuring = true;
+      scene = null;
+      measure = cachedMeasure((text, font) => {
+        m.font = font;
+        return m.measureText(text).width;
+      });
+    }
+    return true;
+  };
+
+  const draw = () => {
+    frame = 0;
+    if (!sketching) return;
+    const el = wrapper.current;
+    const c = canvas.current;
+    const ctx = c?.getContext('2d', { alpha: false });
+    if (!el || !c || !ctx) return;
+    drawBackground(ctx, live, size.width, size.height, size.dpr, theme, tiles);
+    stats.last = drawScene(ctx, currentScene(), live, size, theme, measure);
+    stats.frames++;
+    // shown in the frame whose view it draws; what had the focus in the DOM loses it while the
+    // DOM is skipped and gets it back when the DOM is shown
+    if (!el.classList.contains('sketching')) {
+      const f = document.activeElement;
+      focused = f instanceof HTMLElement && f.closest('.react-flow__viewport') ? f : null;
+    }
+    el.classList.add('sketching', 'sketch-shown');
+  };
+
+  const schedule = () => {
+    if (!frame) frame = requestAnimationFrame(draw);
+  };
+
+  const restore = () => {
+    clearTimeout(timer);
+    timer = undefined;
+    if (frame) cancelAnimationFrame(frame);
+    frame = 0;
+    if (!sketching) return;
+    sketching = false;
+    stats.restores++;
+    apply(live);
+    const el = wrapper.current;
+    // the DOM over the sketch in this frame, the sketch gone in the next (a node that mounts
+    // now is measured before xyflow shows it: the sketch shows it until then)
+    el?.classList.remove('sketching');
+    const f = focused;
+    focused = null;
+    if (f?.isConnected && (document.activeElement === document.body || !document.activeElement)) f.focus({ preventScroll: true });
+    requestAnimationFrame(() => requestAnimationFrame(() => !sketching && el?.classList.remove('sketch-shown')));
+  };
+
+  const arm = () => {
+    clearTimeout(timer);
+    const wait = Math.max(0, lastChange + idleMs - performance.now());
+    timer = setTimeout(() => {
+      timer = undefined;
+      if (!sketching) return;
+      if (performance.now() - lastChange < idleMs - 1) return arm();
+      // a drag held still keeps the sketch (its end settles it), up to a few seconds
+      if (gestures && performance.now() - lastChange < 3000) return arm();
+      restore();
+    }, wait || idleMs);
+  };
+
+  const immediate = (): boolean => {
+    if (!byPerson) return true;
+    const s = store.getState();
+    return s.connection.inProgress || s.nodes.some((n) => n.dragging);
+  };
+
+  const onViewportChange = (vp: View) => {
+    live = vp;
+    lastChange = performance.now();
+    if (immediate()) {
+      if (sketching) restore();
+      apply(vp);
+      return;
+    }
+    if (!sketching) {
+      if (!begin()) return apply(vp);
+      sketching = true;
+    }
+    schedule();
+    arm();
+  };
+
+  // the scene, the text widths and the canvas's size ready before a motion starts (its first frame
+  // would otherwise measure every label)
+  let idle = 0;
+  const prepare = () => {
+    idle = 0;
+    if (!sketching && begin()) currentScene();
+  };
+  const later = () => {
+    if (idle || sketching) return;
+    idle = 'requestIdleCallback' in window ? requestIdleCallback(prepare, { timeout: 1000 }) : -setTimeout(prepare, 300);
+  };
+
+  return {
+    canvas,
+    onViewportChange,
+    onMoveStart: (event: unknown) => {
+      gestures++;
+      byPerson ||= !!event;
+    },
+    onMoveEnd: () => {
+      gestures = Math.max(0, gestures - 1);
+      if (!gestures) byPerson = false;
+      if (sketching) arm();
+    },
+    settle: restore,
+    view: () => live,
+    stats,
+    redraw: () => (sketching ? schedule() : later()),
+    dispose: () => {
+      clearTimeout(timer);
+      if (idle > 0) cancelIdleCallback(idle);
+      else if (idle < 0) clearTimeout(-idle);
+      if (frame) cancelAnimationFrame(frame);
+    },
+  };
+}
+
 export function useSketchLayer(wrapper: RefObject<HTMLElement | null>, options: { idleMs?: number; expose?: boolean } = {}): SketchLayer {
   const store = useStoreApi<ToolFlowNode, Edge>();
   const canvas = useRef<HTMLCanvasElement>(null);
-  const idleMs = options.idleMs ?? 200;
-
-  const layer = useMemo(() => {
-    let live: View = { ...CONTROLLED_VIEWPORT };
-    let sketching = false; // the canvas shows the view, the DOM is hidden
-    let gesture = false; // a pan or zoom in progress (d3-zoom's start .. end)
-    let byPerson = false; // ... started by an input event
-    let focused: HTMLElement | null = null;
-    let frame = 0;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let lastChange = 0;
-    let scene: Scene | null = null;
-    let sceneOf: { nodes: unknown; edges: unknown } = { nodes: null, edges: null };
-    let theme: Theme = DEFAULT_THEME;
-    let size = { width: 0, height: 0, dpr: 1 };
-    let measure: Measure = cachedMeasure((t) => t.length * 6.5);
-    let measuring = false;
-    const tiles = new Map<string, CanvasPattern>();
-    const stats: SketchStats = { frames: 0, restores: 0, last: null };
-
-    const apply = (vp: View) => store.setState({ transform: [vp.x, vp.y, vp.zoom] });
-
-    const currentScene = (): Scene => {
-      const s = store.getState();
-      if (!scene || sceneOf.nodes !== s.nodes || sceneOf.edges !== s.edges) {
-        const nodes: FlowNodeLike[] = [];
-        for (const n of s.nodeLookup.values()) if (!n.hidden) nodes.push(flowNode(n));
-        scene = buildScene(nodes, s.edges, measure, theme.font);
-        sceneOf = { nodes: s.nodes, edges: s.edges };
-      }
-      return scene;
-    };
-
-    const begin = (): boolean => {
-      const el = wrapper.current;
-      const c = canvas.current;
-      if (!el || !c) return false;
-      const dpr = window.devicePixelRatio || 1;
-      const width = c.clientWidth;
-      const height = c.clientHeight;
-      if (width !== size.width || height !== size.height || dpr !== size.dpr) {
-        c.width = Math.round(width * dpr);
-        c.height = Math.round(height * dpr);
-        size = { width, height, dpr };
-      }
-      const next = readTheme(el);
-      if (next.font !== theme.font || next.background !== theme.background) tiles.clear();
-      if (next.font !== theme.font) scene = null;
-      theme = next;
-      const m = measuring ? null : document.createElement('canvas').getContext('2d');
-      if (m) {
-        measuring = true;
-        scene = null;
-        measure = cachedMeasure((text, font) => {
-          m.font = font;
-          return m.measureText(text).width;
-        });
-      }
-      return true;
-    };
-
-    const draw = () => {
-      frame = 0;
-      if (!sketching) return;
-      const el = wrapper.current;
-      const c = canvas.current;
-      const ctx = c?.getContext('2d', { alpha: false });
-      if (!el || !c || !ctx) return;
-      drawBackground(ctx, live, size.width, size.height, size.dpr, theme, tiles);
-      stats.last = drawScene(ctx, currentScene(), live, size, theme, measure);
-      stats.frames++;
-      // shown in the frame whose view it draws; what had the focus in the DOM loses it while the
-      // DOM is skipped and gets it back when the DOM is shown
-      if (!el.classList.contains('sketching')) {
-        const f = document.activeElement;
-        focused = f instanceof HTMLElement && f.closest('.react-flow__viewport') ? f : null;
-      }
-      el.classList.add('sketching', 'sketch-shown');
-    };
-
-    const schedule = () => {
-      if (!frame) frame = requestAnimationFrame(draw);
-    };
-
-    const restore = () => {
-      clearTimeout(timer);
-      timer = undefined;
-      if (frame) cancelAnimationFrame(frame);
-      frame = 0;
-      if (!sketching) return;
-      sketching = false;
-      stats.restores++;
-      apply(live);
-      const el = wrapper.current;
-      // the DOM over the sketch in this frame, the sketch gone in the next (a node that mounts
-      // now is measured before xyflow shows it: the sketch shows it until then)
-      el?.classList.remove('sketching');
-      const f = focused;
-      focused = null;
-      if (f?.isConnected && (document.activeElement === document.body || !document.activeElement)) f.focus({ preventScroll: true });
-      requestAnimationFrame(() => requestAnimationFrame(() => !sketching && el?.classList.remove('sketch-shown')));
-    };
-
-    const arm = () => {
-      clearTimeout(timer);
-      const wait = Math.max(0, lastChange + idleMs - performance.now());
-      timer = setTimeout(() => {
-        timer = undefined;
-        if (!sketching) return;
-        if (performance.now() - lastChange < idleMs - 1) return arm();
-        // a drag held still keeps the sketch (its end settles it), up to a few seconds
-        if (gesture && performance.now() - lastChange < 3000) return arm();
-        restore();
-      }, wait || idleMs);
-    };
-
-    const immediate = (): boolean => {
-      if (!byPerson) return true;
-      const s = store.getState();
-      return s.connection.inProgress || s.nodes.some((n) => n.dragging);
-    };
-
-    const onViewportChange = (vp: View) => {
-      live = vp;
-      lastChange = performance.now();
-      if (immediate()) {
-        if (sketching) restore();
-        apply(vp);
-        return;
-      }
-      if (!sketching) {
-        if (!begin()) return apply(vp);
-        sketching = true;
-      }
-      schedule();
-      arm();
-    };
-
-    // the scene, the text widths and the canvas's size ready before a motion starts (its first frame
-    // would otherwise measure every label)
-    let idle = 0;
-    const prepare = () => {
-      idle = 0;
-      if (!sketching && begin()) currentScene();
-    };
-    const later = () => {
-      if (idle || sketching) return;
-      idle = 'requestIdleCallback' in window ? requestIdleCallback(prepare, { timeout: 1000 }) : -setTimeout(prepare, 300);
-    };
-
-    return {
-      canvas,
-      onViewportChange,
-      onMoveStart: (event: unknown) => {
-        gesture = true;
-        byPerson = !!event;
-      },
-      onMoveEnd: () => {
-        gesture = false;
-        byPerson = false;
-        if (sketching) arm();
-      },
-      settle: restore,
-      view: () => live,
-      stats,
-      redraw: () => (sketching ? schedule() : later()),
-      dispose: () => {
-        clearTimeout(timer);
-        if (idle > 0) cancelIdleCallback(idle);
-        else if (idle < 0) clearTimeout(-idle);
-        if (frame) cancelAnimationFrame(frame);
-      },
-    };
-  }, [store, canvas, wrapper, idleMs]);
+  const layer = useMemo(() => createSketchLayer(store, canvas, wrapper, options.idleMs), [store, canvas, wrapper, options.idleMs]);
 
   // a run's progress while the view is held still: draw the new state
   useEffect(() => store.subscribe((s, prev) => void ((s.nodes !== prev.nodes || s.edges !== prev.edges) && layer.redraw())), [store, layer]);
