@@ -158,6 +158,27 @@ class ControlPlaneClient:
 
 
 @dataclass
+class ProgressCoalescer:
+    """Which of ComfyUI's progress events become reports: at most one per `interval` seconds,
+    the first an interval after the run started (a job that ends sooner sends none: its
+    completion says it all), and none that would say the same as the last one sent. The fraction
+    stops at 0.95: decoding, saving and uploading come after sampling."""
+
+    interval: float
+    started: float
+    last_sent: float | None = None
+    last_fraction: float | None = None
+
+    def offer(self, value: float, maximum: float, now: float) -> float | None:
+        fraction = round(min(value / maximum if maximum else 0.0, 1.0) * 0.95, 4)
+        since = now - (self.last_sent if self.last_sent is not None else self.started)
+        if since < self.interval or fraction == self.last_fraction:
+            return None
+        self.last_sent, self.last_fraction = now, fraction
+        return fraction
+
+
+@dataclass
 class Worker:
     config: WorkerConfig
     running: dict[str, RunningJob] = field(default_factory=dict)
@@ -384,28 +405,16 @@ class Worker:
             t_models = time.monotonic()
             workflow = await self._stage_inputs(assignment)
             t_inputs = time.monotonic()
-            last_sent = 0.0
+            coalesce = ProgressCoalescer(self.config.progress_interval, started=t_inputs)
 
             async def on_progress(ev: ProgressEvent) -> None:
-                nonlocal last_sent
-                now = time.monotonic()
-                if ev.kind != "progress" or (
-                    now - last_sent < self.config.progress_interval and ev.value < ev.max
-                ):
+                if ev.kind != "progress":
                     return
-                last_sent = now
-                fraction = ev.value / ev.max if ev.max else 0.0
-                await self._report(
-                    job,
-                    "progress",
-                    {
-                        "progress": round(min(fraction, 1.0) * 0.95, 4),
-                        "node": ev.node,
-                        "value": ev.value,
-                        "max": ev.max,
-                        "stage": "sampling",
-                    },
-                )
+                fraction = coalesce.offer(ev.value, ev.max, time.monotonic())
+                if fraction is None:
+                    return
+                detail = {"node": ev.node, "value": ev.value, "max": ev.max, "stage": "sampling"}
+                await self._report(job, "progress", {"progress": fraction, **detail})
 
             try:
                 result = await self.comfy.run(workflow, on_progress=on_progress, prompt_id=None)

@@ -250,3 +250,20 @@ def test_a_worker_exits_when_the_control_plane_does_not_know_it(served_factory, 
     assert "Traceback" not in m.worker_log
     with httpx.Client() as http:  # it said so once, and stopped asking
         assert http.get(f"{served.url}/healthz").status_code == 200
+
+
+def test_progress_is_coalesced_to_one_report_an_interval_and_only_when_it_moved() -> None:
+    from swarmstation.worker.agent import ProgressCoalescer
+
+    c = ProgressCoalescer(interval=0.25, started=100.0)
+    # ComfyUI's steps, 0.1 s apart: the first an interval after the start, then one per interval
+    sent = [(t, c.offer(step, 20, 100.0 + t)) for step, t in enumerate([0.1 * n for n in range(1, 21)], 1)]
+    times = [round(t, 1) for t, fraction in sent if fraction is not None]
+    assert times == [0.3, 0.6, 0.9, 1.2, 1.5, 1.8]
+    assert [f for _, f in sent if f is not None] == [0.1425, 0.285, 0.4275, 0.57, 0.7125, 0.855]
+    # a job that ends within the first interval reports nothing; an unchanged fraction is dropped
+    quick = ProgressCoalescer(interval=0.25, started=0.0)
+    assert quick.offer(20, 20, 0.2) is None
+    still = ProgressCoalescer(interval=0.25, started=0.0)
+    assert still.offer(5, 10, 1.0) == 0.475
+    assert still.offer(5, 10, 2.0) is None and still.offer(10, 10, 3.0) == 0.95
