@@ -12,6 +12,8 @@ import {
   drawScene,
   edgeBounds,
   estimateLayout,
+  previewBox,
+  previewsHeight,
   splitLabels,
   toFlow,
   toScreen,
@@ -22,6 +24,8 @@ import {
   type FlowNodeLike,
   type Scene,
 } from './sketch';
+
+const size1 = { width: 800, height: 600, dpr: 1 };
 
 // a monospace stand-in for the browser's text measure: 6 px a character
 const measure = (text: string) => text.length * 6;
@@ -53,7 +57,7 @@ function recorder() {
     globalAlpha: 1,
     measureText: (t: string) => ({ width: measure(t) }),
   };
-  for (const op of ['setTransform', 'fillRect', 'beginPath', 'moveTo', 'lineTo', 'bezierCurveTo', 'rect', 'roundRect', 'arc', 'fill', 'stroke', 'fillText'])
+  for (const op of ['setTransform', 'fillRect', 'beginPath', 'moveTo', 'lineTo', 'bezierCurveTo', 'rect', 'roundRect', 'arc', 'fill', 'stroke', 'fillText', 'drawImage'])
     ctx[op] = (...args: unknown[]) => void calls.push({ op, args, font: String(ctx.font) });
   return { ctx: ctx as unknown as Ctx, calls };
 }
@@ -217,6 +221,34 @@ describe('drawing', () => {
     const firstCard = calls.findIndex((c) => c.op === 'roundRect');
     expect(lastCurve).toBeLessThan(firstStroke);
     expect(firstStroke).toBeLessThan(firstCard);
+  });
+});
+
+describe('previews', () => {
+  it('sit above the button, two to a row, as the DOM lays them out', () => {
+    // one image: a 96px square 2px below the previews' top, 6px in from the border
+    const one = estimateLayout(1, [false], [false], previewsHeight(1));
+    expect(one.height - estimateLayout(1, [false], [false]).height).toBe(100);
+    expect(previewBox(one.height, 1, 0)).toEqual({ x: 7, y: one.height - 1 - 4 - 36 - 4 - 2 - 96 });
+    // three images: two rows; the third under the first
+    expect(previewsHeight(3)).toBe(200);
+    const h = 400;
+    expect(previewBox(h, 3, 1).x - previewBox(h, 3, 0).x).toBe(100);
+    expect(previewBox(h, 3, 2)).toEqual({ x: 7, y: previewBox(h, 3, 0).y + 100 });
+  });
+
+  it('draw the loaded thumbnails cropped square, else grey squares', () => {
+    const scene = buildScene([node('a', 0, 0, { images: 2, state: 'completed' })], [], measure);
+    const img = { naturalWidth: 200, naturalHeight: 100 } as unknown as CanvasImageSource;
+    const { ctx, calls } = recorder();
+    drawScene(ctx, scene, { x: 0, y: 0, zoom: 1 }, size1, DEFAULT_THEME, measure, { previews: () => [img] });
+    const drawn = calls.filter((c) => c.op === 'drawImage');
+    expect(drawn).toHaveLength(1);
+    const at = previewBox(scene.nodes[0].height, 2, 0);
+    expect(drawn[0].args).toEqual([img, 50, 0, 100, 100, at.x, at.y, 96, 96]);
+    // the second has not loaded: a placeholder where it goes
+    const second = previewBox(scene.nodes[0].height, 2, 1);
+    expect(calls.some((c) => c.op === 'fillRect' && c.args[0] === second.x && c.args[1] === second.y)).toBe(true);
   });
 });
 

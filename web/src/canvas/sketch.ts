@@ -40,6 +40,7 @@ export interface SketchNode {
   selected: boolean;
   unavailable: boolean;
   progress: number | null; // while running
+  images: number; // output previews shown (at most 4, two to a row)
   inputs: SketchPort[];
   outputs: SketchPort[];
   /** Whether the geometry is what xyflow measured in the DOM (else estimated from the tool). */
@@ -79,7 +80,7 @@ export const CARD = {
   button: { height: 36, width: 95.4, margin: 4 },
   paddingBottom: 4,
   progress: 10, // 6px bar and its margins
-  previews: 100, // 96px thumbnails and their padding
+  preview: 96, // thumbnails, 4px apart, two to a row, in 2px of padding
 } as const;
 
 export type Measure = (text: string, font: string) => number;
@@ -194,6 +195,18 @@ export function splitLabels(inputs: string[], outputs: string[], font: string, m
   return { inputs: iw.map((w) => !fits(w, ib)), outputs: ow.map((w) => !fits(w, ob)) };
 }
 
+/** The previews' block: rows of two 96px thumbnails, 4px apart, in 2px of padding. */
+export function previewsHeight(images: number): number {
+  const rows = Math.ceil(images / 2);
+  return rows ? 4 + rows * CARD.preview + (rows - 1) * 4 : 0;
+}
+
+/** Where the i-th of `images` previews is in a card of `height` (they sit right above the button). */
+export function previewBox(height: number, images: number, i: number): { x: number; y: number } {
+  const top = height - CARD.border - CARD.paddingBottom - CARD.button.height - CARD.button.margin - previewsHeight(images) + 2;
+  return { x: CARD.border + 6 + (i % 2) * (CARD.preview + 4), y: top + Math.floor(i / 2) * (CARD.preview + 4) };
+}
+
 /** A port's label as ToolNode writes it: "name*: " and the type. */
 function inputLabel(p: PortInfo): [string, string] {
   return [`${p.name}${p.required ? '*' : ''}: `, p.type];
@@ -209,7 +222,8 @@ export function buildScene(nodes: Iterable<FlowNodeLike>, edges: Iterable<FlowEd
   for (const n of nodes) {
     const title = wrap(n.title, CARD.nameWidth, `${FONTS.title} ${font}`, measure);
     const running = n.state === 'running';
-    const extra = (running ? CARD.progress : 0) + (n.images ? CARD.previews : 0);
+    const images = Math.min(4, n.images ?? 0);
+    const extra = (running ? CARD.progress : 0) + previewsHeight(images);
     const labelFont = `${FONTS.text} ${font}`;
     const split = splitLabels(n.inputs.map(inputLabel).map((l) => l.join('')), n.outputs.map((p) => `${p.name}: ${p.type}`), labelFont, measure);
     const est = estimateLayout(title.length, split.inputs, split.outputs, extra);
@@ -234,6 +248,7 @@ export function buildScene(nodes: Iterable<FlowNodeLike>, edges: Iterable<FlowEd
       selected: !!n.selected,
       unavailable: !!n.unavailable,
       progress: running ? (n.progress ?? 0) : null,
+      images,
       inputs: n.inputs.map((p, i) => ({
         name: p.name,
         type: p.type,
@@ -383,6 +398,7 @@ export type Ctx = Pick<
   | 'fill'
   | 'stroke'
   | 'fillText'
+  | 'drawImage'
   | 'measureText'
 > & {
   fillStyle: CanvasRenderingContext2D['fillStyle'];
@@ -413,10 +429,10 @@ export function drawScene(
   size: { width: number; height: number; dpr: number },
   theme: Theme,
   measure: Measure,
-  minTextPx = 5,
+  options: { minTextPx?: number; previews?: (nodeId: string) => CanvasImageSource[] | undefined } = {},
 ): DrawStats {
   const seen = cull(scene, visibleRect(view, size.width, size.height));
-  const level = detail(view.zoom, minTextPx);
+  const level = detail(view.zoom, options.minTextPx);
   ctx.setTransform(...viewMatrix(view, size.dpr));
 
   // wires under the cards, in one path (xyflow's strokes are 1 flow pixel: they scale with the view)
@@ -434,6 +450,7 @@ export function drawScene(
   for (const n of seen.nodes) {
     ctx.globalAlpha = n.unavailable ? 0.75 : 1;
     drawCard(ctx, n, theme);
+    if (n.images) drawPreviews(ctx, n, options.previews?.(n.id));
     if (level === 'text') drawText(ctx, n, theme, fonts, measure);
     else drawBars(ctx, n, theme, fonts, measure);
   }
@@ -515,6 +532,25 @@ function drawCard(ctx: Ctx, n: SketchNode, t: Theme): void {
     ctx.arc(n.x + n.width - CARD.border, n.y + p.y, r, 0, 2 * Math.PI);
   }
   ctx.fill();
+}
+
+/** The output previews: the DOM's thumbnails where they are loaded (cropped to a square as
+ * object-fit: cover does), else grey squares. */
+function drawPreviews(ctx: Ctx, n: SketchNode, images: CanvasImageSource[] | undefined): void {
+  const side = CARD.preview;
+  for (let i = 0; i < n.images; i++) {
+    const at = previewBox(n.height, n.images, i);
+    const img = images?.[i];
+    const w = img ? Number((img as HTMLImageElement).naturalWidth ?? (img as { width?: number }).width ?? 0) : 0;
+    const h = img ? Number((img as HTMLImageElement).naturalHeight ?? (img as { height?: number }).height ?? 0) : 0;
+    if (img && w > 0 && h > 0) {
+      const crop = Math.min(w, h);
+      ctx.drawImage(img, (w - crop) / 2, (h - crop) / 2, crop, crop, n.x + at.x, n.y + at.y, side, side);
+    } else {
+      ctx.fillStyle = '#eef0f6';
+      ctx.fillRect(n.x + at.x, n.y + at.y, side, side);
+    }
+  }
 }
 
 /** The text a card shows, in the same places as the DOM. */

@@ -158,6 +158,8 @@ export function createSketchLayer(
   let measure: Measure = cachedMeasure((t) => t.length * 6.5);
   let measuring = false;
   const tiles = new Map<string, CanvasPattern>();
+  // the output previews the cards on screen have loaded, by node
+  let previews = new Map<string, HTMLImageElement[]>();
   const stats: SketchStats = { frames: 0, restores: 0, last: null };
 
   const apply = (vp: View) => store.setState({ transform: [vp.x, vp.y, vp.zoom] });
@@ -185,6 +187,11 @@ export function createSketchLayer(
       c.height = Math.round(height * dpr);
       size = { width, height, dpr };
     }
+    previews = new Map();
+    for (const img of el.querySelectorAll<HTMLImageElement>('img.tool-node-preview')) {
+      const id = img.closest('.react-flow__node')?.getAttribute('data-id');
+      if (id && img.complete && img.naturalWidth) previews.set(id, [...(previews.get(id) ?? []), img]);
+    }
     const next = readTheme(el);
     if (next.font !== theme.font || next.background !== theme.background) tiles.clear();
     if (next.font !== theme.font) scene = null;
@@ -209,7 +216,7 @@ export function createSketchLayer(
     const ctx = c?.getContext('2d', { alpha: false });
     if (!el || !c || !ctx) return;
     drawBackground(ctx, live, size.width, size.height, size.dpr, theme, tiles);
-    stats.last = drawScene(ctx, currentScene(), live, size, theme, measure);
+    stats.last = drawScene(ctx, currentScene(), live, size, theme, measure, { previews: (id) => previews.get(id) });
     stats.frames++;
     // shown in the frame whose view it draws; what had the focus in the DOM loses it while the
     // DOM is skipped and gets it back when the DOM is shown
