@@ -10,6 +10,8 @@
 //  - at once when the change has no input event behind it (the page opening a graph, the zoom
 //    buttons, focusing a node) or while a wire or a node is dragged (xyflow pans under the pointer
 //    near the edge, and draws the drag in the DOM).
+// While the sketch shows, the cards cannot be pressed (a press there pans), hovered or focused; what
+// had the focus gets it back with the DOM.
 import { useStoreApi, type Edge, type InternalNode } from '@xyflow/react';
 import { useEffect, useMemo, useRef } from 'preact/hooks';
 import type { RefObject } from 'preact';
