@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -65,6 +66,9 @@ from swarmstation.store.db import make_engine, make_sessionmaker, migrate, ping,
 from swarmstation.store.models import Pool, utcnow
 
 log = logging.getLogger(__name__)
+
+#: Threads for sync request handlers (anyio's default is 40).
+REQUEST_THREADS = 1000
 
 
 def _secret(settings: Settings) -> bytes:
@@ -212,6 +216,7 @@ def build(
         loops.extra.append(("comfydeploy", settings.scheduler_interval_seconds, dispatcher.tick))
     # Approved LoRAs are staged in the background, by the leader (control/moderation.py).
     lora_stager = LoraStager(settings, sessions, store, clock, leader=loops.leader)
+
     # Tools that are not ComfyUI workflows (LLM text, image utilities) run here, by the leader.
     def local_job_changed(job_id: str) -> None:
         notifier.wake(f"job:{job_id}")
@@ -228,6 +233,10 @@ def build(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         notifier.bind(asyncio.get_running_loop())
+        # Sync handlers and the validation of their answers share this pool: with anyio's 40
+        # threads, 40 requests waiting for a database connection starved the one that held it and
+        # only had its answer left to validate (see api/worker.py). Threads start on demand.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
         await asyncio.to_thread(presence.announce)
         lora_stager.start()
         loops.start()

@@ -141,12 +141,16 @@ def list_jobs(
     q = select(Job).where(Job.user_id == user.id).order_by(Job.created_at.desc()).limit(limit)
     if state_filter is not None:
         q = q.where(Job.state == state_filter)
-    return JobList(jobs=[job_out(s, j) for j in s.scalars(q)])
+    jobs = JobList(jobs=[job_out(s, j) for j in s.scalars(q)])
+    s.commit()  # before the answer is validated in the thread pool (api/worker.py says why)
+    return jobs
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
 def get_job(job_id: str, s: DB, user: CurrentUser) -> JobOut:
-    return job_out(s, queries.job_for_user(s, job_id, user))
+    out = job_out(s, queries.job_for_user(s, job_id, user))
+    s.commit()  # as list_jobs
+    return out
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)

@@ -22,6 +22,7 @@ from tests.helpers import add_instance, add_user
 
 CROWD = 12
 THREADS = 3
+Call = tuple[str, str, dict[str, str], object]
 
 
 def _crowd(plane: ControlPlane, clock: FakeClock) -> list[dict[str, str]]:
@@ -83,3 +84,24 @@ def test_a_crowd_reserving_outputs_does_not_stall(plane: ControlPlane, clock: Fa
         for w, (job, lease) in zip(workers, leases, strict=True)
     ]
     assert asyncio.run(_all_at_once(plane, calls)) == [200] * CROWD
+
+
+def test_a_crowd_listing_jobs_does_not_stall(plane: ControlPlane, clock: FakeClock) -> None:
+    with transaction(plane.state.sessions) as s:
+        _, key = add_user(s, clock(), "alice")
+    user = {"Authorization": f"Bearer {key}"}
+    calls: list[Call] = [("GET", "/v1/jobs", user, None) for _ in range(CROWD)]
+    assert asyncio.run(_all_at_once(plane, calls)) == [200] * CROWD
+
+
+def test_the_app_runs_its_handlers_on_more_threads_than_anyio_gives(plane: ControlPlane) -> None:
+    """Beside the routes that commit first, the pool is far larger than anyio's 40: the stall
+    needs as many requests waiting at once as there are threads."""
+    from swarmstation.api.app import REQUEST_THREADS
+
+    async def started() -> float:
+        async with plane.app.router.lifespan_context(plane.app):
+            return anyio.to_thread.current_default_thread_limiter().total_tokens
+
+    assert REQUEST_THREADS >= 500
+    assert asyncio.run(started()) == REQUEST_THREADS
