@@ -19,7 +19,7 @@ Two modes:
 * ``memory`` (``--memory``): the database seeded directly with ``--finished`` finished and
   ``--queued`` queued jobs, ``--workers`` lean instances heartbeating (they take no jobs), and
   one real worker agent beside an emulator running jobs; the control plane's resident memory
-  loaded and idle, at the peak of a burst of large reads (job lists of 500), and after it, and the
+  loaded and idle, at the peak of a burst of large reads (job lists of 500), 15 s after it, and the
   worker's.
 
 Both print the control plane's CPU per job (user + system time of the serve process over the
@@ -556,6 +556,9 @@ def run(config: Options, progress: Console | None = None) -> dict[str, Any]:
 # -- memory ----------------------------------------------------------------------------------------
 #: What the memory mode's burst reads: job lists of the largest page, this many times.
 BURST_REQUESTS = 40
+#: How long after the burst its resident memory is read: past the control plane's heap trim
+#: (api/app.py TRIM_SECONDS, every 10 s).
+AFTER_BURST_SECONDS = 15.0
 
 
 def _seed_jobs(settings: Settings, user_key: str, *, finished: int, queued: int) -> None:
@@ -672,7 +675,7 @@ async def _run_memory(
                     r = await http.get("/v1/jobs", params={"limit": 500, "state": state}, headers=headers)
                     r.raise_for_status()
                     worker_peak = max(worker_peak, rss_mb(worker.pid))
-            await asyncio.sleep(5.0)  # the burst is over: what the process keeps
+            await asyncio.sleep(AFTER_BURST_SECONDS)  # the burst is over: what the process keeps
             after = rss_mb(pid)
             worker_after = rss_mb(worker.pid)
             beats = sum(i.heartbeats for i in instances)

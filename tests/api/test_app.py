@@ -419,3 +419,15 @@ def test_split_needs_comfydeploy_configured(api: TestClient, admin: dict[str, st
     assert api.get("/v1/admin/comfydeploy/deployments", headers=admin).status_code == 409
     r = api.post("/v1/webhooks/comfydeploy", params={"job": "x", "secret": "y"}, content=b"{}")
     assert r.status_code == 403
+
+
+def test_the_process_can_hand_freed_heap_back() -> None:
+    """glibc keeps freed heap; the lifespan's task calls malloc_trim every TRIM_SECONDS."""
+    import sys
+
+    from swarmstation.api.app import TRIM_SECONDS, _malloc_trim
+
+    trim = _malloc_trim()
+    if sys.platform == "linux":
+        assert trim is not None and trim() in (0, 1)
+    assert 0 < TRIM_SECONDS <= 60
