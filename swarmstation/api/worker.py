@@ -7,7 +7,6 @@ import asyncio
 import mimetypes
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
@@ -282,13 +281,6 @@ async def next_job(
         await state.notifier.wait(f"instance:{me.id}", min(remaining, _recheck_seconds(state)))
 
 
-@dataclass(frozen=True)
-class _Reporter:
-    """What a report needs of its instance: its id (leased_job compares it)."""
-
-    id: str
-
-
 def _leased(s: DB, job_id: str, me: InstanceIdentity, body: LeasedReport) -> Job:
     """The job, locked, if this instance holds the lease. The instance is locked first (see
     `_instance`) as three columns: its row carries the worker's model inventory (up to 10,000
@@ -300,7 +292,7 @@ def _leased(s: DB, job_id: str, me: InstanceIdentity, body: LeasedReport) -> Job
         raise Gone("this instance has been terminated")
     if me.token_hash and row.token_hash != me.token_hash:
         raise Unauthorized("invalid worker token")
-    return jobs_ops.leased_job(s, job_id, _Reporter(me.id), body.lease_token)  # type: ignore[arg-type]
+    return jobs_ops.leased_job(s, job_id, me.id, body.lease_token)
 
 
 @router.post("/jobs/{job_id}/started", status_code=204)

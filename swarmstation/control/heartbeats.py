@@ -104,7 +104,7 @@ def record_heartbeat(
             answer.cancel.append(ref.job_id)
             continue
         try:
-            held = jobs_ops.leased_job(s, ref.job_id, inst, ref.lease_token)
+            held = jobs_ops.leased_job(s, ref.job_id, inst.id, ref.lease_token)
         except (StaleLease, NotFound):
             answer.stale.append(ref.job_id)
             continue

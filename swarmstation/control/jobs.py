@@ -141,13 +141,13 @@ def assign_external(s: Session, job: Job, *, backend: str, run_id: str, now: dat
     _move(s, job, JobTrigger.ASSIGN, now, backend=backend)
 
 
-def leased_job(s: Session, job_id: str, inst: Instance, lease_token: int) -> Job:
-    """The job, locked, if `inst` still holds the lease `lease_token` on it."""
+def leased_job(s: Session, job_id: str, instance_id: str, lease_token: int) -> Job:
+    """The job, locked, if the instance `instance_id` still holds the lease `lease_token` on it."""
     job = s.scalar(select(Job).where(Job.id == job_id).with_for_update())
     if job is None:
         raise JobNotFound(job_id)
     if (
-        job.instance_id != inst.id
+        job.instance_id != instance_id
         or job.lease_token != lease_token
         or job.state not in LEASED_JOB_STATES
     ):

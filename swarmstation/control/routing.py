@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from swarmstation.config import Settings
 from swarmstation.domain import estimates
@@ -36,7 +36,20 @@ def routing_config(settings: Settings) -> RoutingConfig:
     )
 
 
-def routable_job(job: Job, expected_run_seconds: float) -> RoutableJob:
+class JobColumns(Protocol):
+    """What routing reads of a job: a Job row, or just these columns (the scheduler's queue)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def pool(self) -> str: ...
+    @property
+    def queued_at(self) -> datetime: ...
+    @property
+    def required_models(self) -> list[dict[str, Any]]: ...
+
+
+def routable_job(job: JobColumns, expected_run_seconds: float) -> RoutableJob:
     needs = tuple(
         ModelNeed(
             f"{m['folder']}/{m['name']}", int(m.get("size") or _TYPICAL_SIZE.get(m["folder"], 500_000_000))

@@ -211,7 +211,7 @@ def assign_queued(s: Session, settings: Settings, now: datetime, result: PassRes
         queued = [QueuedJob(j.id, j.pool, j.queued_at) for j in queued_rows]
         plan: list[tuple[str, str]] = [(a.job_id, a.instance_id) for a in plan_assignments(queued, slots)]
     else:
-        jobs = [routable_job(j, expected.get(j.pool, 30.0)) for j in queued_rows]  # type: ignore[arg-type]
+        jobs = [routable_job(j, expected.get(j.pool, 30.0)) for j in queued_rows]
         fleet = [
             routable_instance(
                 i,
@@ -317,7 +317,7 @@ def plan_prefetches(s: Session, settings: Settings, now: datetime) -> None:
         )
         for i in instances
     ]
-    jobs = [routable_job(j, expected) for j in recent]  # type: ignore[arg-type]
+    jobs = [routable_job(j, expected) for j in recent]
     wanted: dict[str, list[str]] = {}
     for action in plan_prefetch(jobs, fleet, now=now.timestamp(), config=routing_config(settings)):
         wanted.setdefault(action.instance_id, []).append(action.model_key)
@@ -330,7 +330,7 @@ def plan_prefetches(s: Session, settings: Settings, now: datetime) -> None:
 
 @dataclass(frozen=True)
 class DemandJob:
-    """What prefetch planning reads of a recent job (routable_job takes it as a Job)."""
+    """A queued or recent job as the columns routing reads (routing.JobColumns)."""
 
     id: str
     pool: str

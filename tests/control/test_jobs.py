@@ -55,7 +55,7 @@ def test_submit_assign_run_complete(plane, settings: Settings, clock: FakeClock)
         assert job.state == JobState.ASSIGNED and job.instance_id == inst_id and job.lease_token == 1
         assert job.attempt == 1
         assert s.get(Instance, inst_id).state == InstanceState.BUSY
-        held = jobs_ops.leased_job(s, job_id, s.get(Instance, inst_id), 1)
+        held = jobs_ops.leased_job(s, job_id, inst_id, 1)
         jobs_ops.mark_running(s, held, lease_seconds=30, now=clock())
         s.add(
             Output(
@@ -113,9 +113,9 @@ def test_stale_fencing_token_is_rejected_and_changes_nothing(plane, settings, cl
         assert job.instance_id == b_id and job.lease_token == 2 and job.state == JobState.ASSIGNED
         assert s.get(Instance, a_id).state == InstanceState.UNHEALTHY
     with transaction(sessions) as s, pytest.raises(jobs_ops.StaleLease):
-        jobs_ops.leased_job(s, job_id, s.get(Instance, a_id), 1)
+        jobs_ops.leased_job(s, job_id, a_id, 1)
     with transaction(sessions) as s, pytest.raises(jobs_ops.StaleLease):
-        jobs_ops.leased_job(s, job_id, s.get(Instance, b_id), 1)  # right instance, old token
+        jobs_ops.leased_job(s, job_id, b_id, 1)  # right instance, old token
     with transaction(sessions) as s:
         assert s.get(Job, job_id).state == JobState.ASSIGNED
 
