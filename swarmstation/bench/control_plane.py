@@ -85,6 +85,8 @@ class Options:
     #: memory mode: jobs seeded into the database before the control plane starts
     finished: int = 100_000
     queued: int = 10_000
+    #: replicas mode: with more than one replica, run one replica behind the same proxy first
+    baseline: bool = True
 
 
 def _free_port() -> int:
@@ -437,11 +439,21 @@ class RssSampler:
         self._thread.join()
 
 
-def serve_process(settings: Settings, folder: Path, database_url: str | None) -> subprocess.Popen[bytes]:
-    """`swarmstation serve` on `settings.port`, answering /healthz (raises when it does not)."""
+def serve_process(
+    settings: Settings,
+    folder: Path,
+    database_url: str | None,
+    *,
+    public_url: str | None = None,
+    log_name: str = "serve.log",
+) -> subprocess.Popen[bytes]:
+    """`swarmstation serve` on `settings.port`, answering /healthz (raises when it does not).
+    `public_url`: the address in front of every replica (SWARMSTATION_PUBLIC_URL)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMSTATION_")}
     if database_url:
         env["SWARMSTATION_DATABASE_URL"] = database_url
+    if public_url:
+        env["SWARMSTATION_PUBLIC_URL"] = public_url
     server = subprocess.Popen(
         [
             sys.executable,
@@ -457,7 +469,7 @@ def serve_process(settings: Settings, folder: Path, database_url: str | None) ->
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=(folder / "serve.log").open("wb"),
+        stderr=(folder / log_name).open("wb"),
     )
     url = f"http://127.0.0.1:{settings.port}"
     deadline = time.monotonic() + 60
@@ -469,7 +481,7 @@ def serve_process(settings: Settings, folder: Path, database_url: str | None) ->
             pass
         if time.monotonic() > deadline or server.poll() is not None:
             server.terminate()
-            raise RuntimeError(f"control plane did not start: {(folder / 'serve.log').read_text()[-2000:]}")
+            raise RuntimeError(f"control plane did not start: {(folder / log_name).read_text()[-2000:]}")
         time.sleep(0.2)
 
 
@@ -551,6 +563,246 @@ def run(config: Options, progress: Console | None = None) -> dict[str, Any]:
         },
         "cpu_count": os.cpu_count(),
     }
+
+
+# -- replicas -------------------------------------------------------------------------------------
+#: Each replica's count of scheduler passes it ran (api/metrics.py): only the leader's grows.
+_METRIC_PASSES = "swarmstation_scheduler_passes"
+
+
+def _schema_url(database_url: str, schema: str) -> str:
+    sep = "&" if "?" in database_url else "?"
+    return f"{database_url}{sep}options=-csearch_path%3D{schema}"
+
+
+def _postgres_cpu_seconds() -> float:
+    """User + system CPU of every PostgreSQL process on this machine (the bench's backends and
+    anyone else's: the machine is shared), from /proc."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text_ = stat.read_text()
+        except OSError:
+            continue
+        if "(postgres)" in text_ or "(postmaster)" in text_:
+            fields = text_.rsplit(") ", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of every core since boot, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return float(sum(fields) - idle), float(sum(fields))
+
+
+def _scheduler_passes(port: int) -> int:
+    """The scheduler passes a replica has run (its /metrics), -1 where it does not answer."""
+    try:
+        body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return -1
+    for line in body.splitlines():
+        if line.startswith(_METRIC_PASSES + " "):
+            return int(float(line.split()[1]))
+    return -1
+
+
+def assignment_counts(events: list[tuple[str, str | None, str | None]]) -> tuple[int, int]:
+    """(jobs assigned twice, legitimate re-assignments) from each job's state events in order:
+    (job id, state, trigger). An assignment is legitimate when it is the job's first or follows
+    the job's return to the queue (a retry, an expired lease, a lost instance: a QUEUED event
+    after the last assignment); a second assignment while the first still holds, the trace two
+    schedulers leave when both hand out the same queued job, counts the job as assigned twice."""
+    holding: set[str] = set()
+    assigned: set[str] = set()
+    twice: set[str] = set()
+    again = 0
+    for job_id, state, trigger in events:
+        if trigger == "ASSIGN":
+            if job_id in holding:
+                twice.add(job_id)
+            elif job_id in assigned:
+                again += 1
+            holding.add(job_id)
+            assigned.add(job_id)
+        elif state == "QUEUED":
+            holding.discard(job_id)
+    return len(twice), again
+
+
+def _replicas_once(config: Options, replicas: int, progress: Console | None) -> dict[str, Any]:
+    """One lean run against `replicas` serve processes on a fresh schema, behind the proxy."""
+    from sqlalchemy import text
+
+    from swarmstation.store.db import make_engine
+    from swarmstation.store.models import JobEvent
+
+    assert config.database_url is not None
+    folder = Path(tempfile.mkdtemp(prefix="swarmstation-bench-"))
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(config.database_url)
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+        conn.commit()
+    database_url = _schema_url(config.database_url, schema)
+    proxy_port = _free_port()
+    url = f"http://127.0.0.1:{proxy_port}"
+    ports = [_free_port() for _ in range(replicas)]
+    settings = Settings(
+        data_dir=folder / "data", port=ports[0], provider="none", database_url=database_url, public_url=url
+    )
+    servers: list[subprocess.Popen[bytes]] = []
+    proxy: subprocess.Popen[bytes] | None = None
+    try:
+        key, tokens, _ = _prepare(settings, config.workers)
+        for n, port in enumerate(ports):
+            servers.append(
+                serve_process(
+                    settings.model_copy(update={"port": port}),
+                    folder,
+                    database_url,
+                    public_url=url,
+                    log_name=f"serve{n}.log",
+                )
+            )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMSTATION_")}
+        proxy = subprocess.Popen(
+            [sys.executable, "-m", "swarmstation.bench.proxy", str(proxy_port), *map(str, ports)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=(folder / "proxy.log").open("wb"),
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the proxy did not answer: {(folder / 'proxy.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        time.sleep(1.0)  # past the start-up work
+        passes_before = [_scheduler_passes(p) for p in ports]
+        load_before = os.getloadavg()
+        cpu_before = [_cpu_seconds(s.pid) for s in servers]
+        proxy_before = _cpu_seconds(proxy.pid)
+        pg_before = _postgres_cpu_seconds()
+        busy_before, total_before = _machine_cpu()
+        own_before = time.process_time()
+        lost: list[int] = []
+        ids, elapsed = asyncio.run(_run_lean(config, url, key, tokens, progress, lost))
+        own_cpu = time.process_time() - own_before
+        busy_after, total_after = _machine_cpu()
+        pg_cpu = _postgres_cpu_seconds() - pg_before
+        proxy_cpu = _cpu_seconds(proxy.pid) - proxy_before
+        cpu = [_cpu_seconds(s.pid) - b for s, b in zip(servers, cpu_before, strict=True)]
+        load_after = os.getloadavg()
+        passes = [_scheduler_passes(p) - b for p, b in zip(ports, passes_before, strict=True)]
+    finally:
+        if proxy is not None:
+            proxy.terminate()
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(timeout=30)
+        if proxy is not None:
+            proxy.wait(timeout=10)
+
+    plane = build(settings, provider=None)
+    try:
+        with transaction(plane.state.sessions) as s:
+            jobs = list(s.scalars(select(Job).where(Job.id.in_(ids))))
+            events = [
+                (str(r.job_id), (r.data or {}).get("state"), r.trigger.value if r.trigger else None)
+                for r in s.execute(
+                    select(JobEvent.job_id, JobEvent.data, JobEvent.trigger)
+                    .where(JobEvent.job_id.in_(ids), JobEvent.type == "state")
+                    .order_by(JobEvent.id)
+                )
+            ]
+    finally:
+        plane.state.engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+            conn.commit()
+        admin.dispose()
+        shutil.rmtree(folder, ignore_errors=True)
+    twice, again = assignment_counts(events)
+    done = [j for j in jobs if j.state == "COMPLETED" and j.finished_at is not None]
+    overhead_ms, queue_ms = [], []
+    for j in done:
+        assert j.finished_at is not None and j.assigned_at is not None
+        total = (j.finished_at - j.created_at).total_seconds()
+        overhead_ms.append((total - float(j.timings.get("run_seconds", 0.0))) * 1000)
+        queue_ms.append((j.assigned_at - j.created_at).total_seconds() * 1000)
+    per_job = max(1, len(done))
+    busy = busy_after - busy_before
+    cores = os.cpu_count() or 1
+    return {
+        "replicas": replicas,
+        "completed": len(done),
+        "failed": len(jobs) - len(done),
+        "leases_lost": sum(lost),
+        "elapsed_seconds": round(elapsed, 3),
+        "jobs_per_second": round(len(done) / elapsed, 1) if elapsed else 0.0,
+        "overhead_ms": {
+            "p50": round(statistics.median(overhead_ms), 1) if overhead_ms else None,
+            "p99": round(percentile(overhead_ms, 0.99), 1),
+        },
+        "submit_to_assign_ms_p50": round(statistics.median(queue_ms), 1) if queue_ms else None,
+        # how many replicas ran scheduler passes during the run (each replica's /metrics)
+        "leaders": sum(1 for p in passes if p > 0),
+        "scheduler_passes": passes,
+        # two assignments of one job with no return to the queue between them (assignment_counts)
+        "jobs_assigned_twice": twice,
+        "reassigned_after_requeue": again,
+        "control_plane_cpu_ms_per_job": {
+            "per_replica": [round(1000 * c / per_job, 2) for c in cpu],
+            "total": round(1000 * sum(cpu) / per_job, 2),
+        },
+        # each replica's CPU over the run as a share of one core: what bounds it
+        "control_plane_cpu_percent_of_core": [round(100 * c / elapsed, 1) for c in cpu] if elapsed else [],
+        "proxy_cpu_ms_per_job": round(1000 * proxy_cpu / per_job, 2),
+        "bench_cpu_ms_per_job": round(1000 * own_cpu / per_job, 2),
+        # every postgres process on the machine, the bench's backends and anyone else's
+        "postgres_cpu_ms_per_job": round(1000 * pg_cpu / per_job, 2),
+        # every process on the machine, as a share of all its cores (100 = every core busy)
+        "machine_cpu_busy_percent": round(100 * busy / max(1.0, total_after - total_before), 1),
+        "machine_cores": cores,
+        "load_average_1m": [round(load_before[0], 2), round(load_after[0], 2)],
+    }
+
+
+def run_replicas(config: Options, replicas: int, progress: Console | None = None) -> dict[str, Any]:
+    """`swarmstation bench --lean --replicas N --database-url postgresql://...`: the lean load
+    through one address (a round-robin TCP proxy, its own process) in front of N `serve`
+    processes on one database; with N > 1 a run with one replica behind the same proxy first
+    (`baseline`), so that the ratio compares like with like. Each run has a fresh schema."""
+    if database_kind(config.database_url) != "postgresql":
+        raise ValueError("--replicas needs --database-url postgresql://... (replicas share a PostgreSQL)")
+    runs = []
+    if replicas > 1 and config.baseline:
+        runs.append(_replicas_once(config, 1, progress))
+    result = _replicas_once(config, replicas, progress)
+    out: dict[str, Any] = {
+        "mode": "replicas",
+        "database": "postgresql",
+        "workers": config.workers,
+        "clients": config.concurrency,
+        "jobs": config.jobs,
+        **result,
+    }
+    if runs:
+        one = runs[0]
+        out["one_replica"] = one
+        out["ratio_to_one_replica"] = (
+            round(result["jobs_per_second"] / one["jobs_per_second"], 3) if one["jobs_per_second"] else None
+        )
+    out["cpu_count"] = os.cpu_count()
+    return out
 
 
 # -- memory ----------------------------------------------------------------------------------------

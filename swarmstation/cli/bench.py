@@ -48,6 +48,20 @@ def bench(
     ] = False,
     finished: Annotated[int, typer.Option("--finished", min=0, max=10_000_000)] = 100_000,
     queued: Annotated[int, typer.Option("--queued", min=0, max=1_000_000)] = 10_000,
+    replicas: Annotated[
+        int | None,
+        typer.Option(
+            "--replicas",
+            min=1,
+            max=16,
+            help="With --lean and a PostgreSQL --database-url: N serve processes on one fresh schema "
+            "behind one address (a round-robin TCP proxy, its own process); with N > 1 a one-replica "
+            "run behind the same proxy first, and the ratio",
+        ),
+    ] = None,
+    baseline: Annotated[
+        bool, typer.Option("--baseline/--no-baseline", help="--replicas N > 1: the one-replica run first")
+    ] = True,
 ) -> None:
     """Control-plane throughput, overhead, CPU and memory with workers that take no time (prints JSON)."""
     from swarmstation.bench import control_plane, print_result
@@ -61,7 +75,16 @@ def bench(
         idle_seconds=idle_seconds if idle else None,
         finished=finished,
         queued=queued,
+        baseline=baseline,
     )
+    if replicas is not None:
+        if not lean or idle or memory:
+            raise typer.BadParameter("--replicas runs the lean load: add --lean (not --idle or --memory)")
+        try:
+            print_result(control_plane.run_replicas(options, replicas, progress=err))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        return
     if memory:
         print_result(control_plane.run_memory(options))
         return
