@@ -48,7 +48,7 @@ from swarmstation.control.leader import LeaderLock
 from swarmstation.control.local_jobs import LocalExecutor
 from swarmstation.control.loops import ControlLoops
 from swarmstation.control.moderation import LoraStager
-from swarmstation.control.notify import Notifier
+from swarmstation.control.notify import SCHEDULER_KEY, Notifier, PgBridge
 from swarmstation.control.pools import PoolController
 from swarmstation.control.replicas import ReplicaPresence
 from swarmstation.control.runs import Runner
@@ -200,6 +200,10 @@ def build(
     loops = ControlLoops(
         settings, sessions, notifier, LeaderLock(engine, settings.data_dir / "leader.lock"), pools, clock
     )
+    # Replicas on one PostgreSQL wake each other's waiters (LISTEN/NOTIFY), and one that does not
+    # lead asks the leader for a pass (ControlLoops.poke publishes it).
+    bridge = PgBridge(engine, notifier, others=presence.others) if presence.shared else None
+    notifier.subscribe(SCHEDULER_KEY, lambda: loops.poke() if loops.leader.held else None)
     store: ObjectStore = (
         S3ObjectStore.from_settings(settings)
         if settings.s3_bucket
@@ -263,6 +267,8 @@ def build(
         anyio.to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
         trimming = asyncio.create_task(_trim_heap_forever(TRIM_SECONDS), name="malloc-trim")
         await asyncio.to_thread(presence.announce)
+        if bridge is not None:
+            await asyncio.to_thread(bridge.start)
         lora_stager.start()
         loops.start()
         try:
@@ -271,6 +277,8 @@ def build(
             trimming.cancel()
             await asyncio.to_thread(lora_stager.stop)
             await loops.stop()
+            if bridge is not None:
+                await asyncio.to_thread(bridge.stop)
             await asyncio.to_thread(local_executor.close)
             deposits.close()
             await asyncio.to_thread(presence.leave)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from swarmstation.config import Settings
 from swarmstation.control.leader import LeaderLock
-from swarmstation.control.notify import Notifier
+from swarmstation.control.notify import SCHEDULER_KEY, Notifier
 from swarmstation.control.pools import PoolController
 from swarmstation.control.scheduler import PassResult, scheduler_pass
 from swarmstation.store.db import transaction
@@ -43,7 +43,10 @@ class ControlLoops:
         self.extra: list[tuple[str, float, Callable[[], None]]] = []
 
     def poke(self) -> None:
-        """Ask for a scheduler pass soon; safe from any thread."""
+        """Ask for a scheduler pass soon; safe from any thread. A replica that does not lead asks
+        the leader too (on PostgreSQL the leader hears it through notify.PgBridge)."""
+        if not self.leader.held:
+            self.notifier.publish(SCHEDULER_KEY)
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._wake.set)
 

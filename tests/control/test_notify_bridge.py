@@ -1,0 +1,117 @@
+"""Wakes between replicas on one PostgreSQL (notify.PgBridge, LISTEN/NOTIFY): a wake on one
+replica's notifier wakes the waiters of another's at once, a replica does not hear itself, and a
+deployment in another schema of the same database hears nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from swarmstation.control.notify import SCHEDULER_KEY, Notifier, PgBridge
+from tests.conftest import POSTGRES_URL
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def schemas() -> Iterator[list[Engine]]:
+    if os.environ.get("SWARMSTATION_SKIP_POSTGRES") == "1":
+        pytest.skip("SWARMSTATION_SKIP_POSTGRES=1")
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    names = [f"t_{uuid.uuid4().hex[:12]}" for _ in range(2)]
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(text(f"CREATE SCHEMA {name}"))
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    engines = [create_engine(f"{POSTGRES_URL}{sep}options=-csearch_path%3D{name}") for name in names]
+    yield engines
+    for engine in engines:
+        engine.dispose()
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
+    admin.dispose()
+
+
+class Replica:
+    """A notifier bound to its own event loop (a thread), bridged to PostgreSQL."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.notifier = Notifier()
+        self.loop = asyncio.new_event_loop()
+        self.notifier.bind(self.loop)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.bridge = PgBridge(engine, self.notifier)
+        self.bridge.start()
+        assert self.bridge.listening.wait(10), "the bridge did not LISTEN"
+
+    def wait(self, key: str, timeout: float) -> Future[tuple[bool, float]]:
+        """Start waiting on `key` now; the future answers (woken, seconds waited)."""
+        started = time.monotonic()
+
+        async def waiting() -> tuple[bool, float]:
+            woke = await self.notifier.wait(key, timeout)
+            return woke, time.monotonic() - started
+
+        future = asyncio.run_coroutine_threadsafe(waiting(), self.loop)
+        time.sleep(0.1)  # the waiter is registered
+        return future
+
+    def close(self) -> None:
+        self.bridge.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def test_a_wake_on_one_replica_wakes_the_waiters_of_another_and_no_other_deployment(
+    schemas: list[Engine],
+) -> None:
+    first, second = schemas
+    a, b, elsewhere = Replica(first), Replica(first), Replica(second)
+    try:
+        on_b = b.wait("job:1", 10.0)
+        on_elsewhere = elsewhere.wait("job:1", 1.5)
+        a.notifier.wake("job:1")
+        woke, seconds = on_b.result(15)
+        assert woke and seconds < 1.0, f"woken={woke} after {seconds:.2f}s (the timer was 10 s)"
+        assert on_elsewhere.result(15)[0] is False
+        time.sleep(0.2)
+        assert a.bridge.received == 0, "a replica heard its own notification"
+        assert b.bridge.received >= 1 and elsewhere.bridge.received == 0
+    finally:
+        for r in (a, b, elsewhere):
+            r.close()
+
+
+def test_subscribers_hear_other_replicas_and_publish_is_not_heard_at_home(schemas: list[Engine]) -> None:
+    a, b = Replica(schemas[0]), Replica(schemas[0])
+    heard_a, heard_b = threading.Event(), threading.Event()
+    a.notifier.subscribe(SCHEDULER_KEY, heard_a.set)
+    b.notifier.subscribe(SCHEDULER_KEY, heard_b.set)
+    try:
+        at_home = a.wait(SCHEDULER_KEY, 1.0)
+        b.notifier.publish(SCHEDULER_KEY)  # a replica that does not lead asks the leader
+        assert heard_a.wait(5), "the other replica's subscriber was not called"
+        assert not heard_b.wait(0.5), "the publishing replica heard itself"
+        assert at_home.result(5)[0] is True
+        # many keys at once: batches under NOTIFY's 8000-byte payload limit, every key delivered
+        keys = [f"job:{uuid.uuid4()}" for _ in range(600)]
+        batches = a.bridge._batches(keys)
+        assert len(batches) >= 2 and all(len(p.encode()) < 8000 for p in batches)
+        assert [k for p in batches for k in p.split("\n")[1:]] == keys
+        last = b.wait(keys[-1], 10.0)
+        for key in keys:
+            a.notifier.wake(key)
+        assert last.result(15)[0] is True
+    finally:
+        a.close()
+        b.close()
