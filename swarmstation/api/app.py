@@ -44,7 +44,7 @@ from swarmstation.api.studio import mount_studio
 from swarmstation.config import ConfigError, Settings, reveal
 from swarmstation.control.bootstrap import ensure_admin, ensure_default_pool, seed_tools, write_secret_file
 from swarmstation.control.deposits import Deposits
-from swarmstation.control.leader import LeaderLock
+from swarmstation.control.leader import LOOP_CHECK_SECONDS, LOOP_RETRY_SECONDS, LeaderLock
 from swarmstation.control.local_jobs import LocalExecutor
 from swarmstation.control.loops import ControlLoops
 from swarmstation.control.moderation import LoraStager
@@ -197,9 +197,13 @@ def build(
         return compact_onstart(script)  # Vast refuses long onstart scripts
 
     pools = PoolController(settings, sessions, providers, clock, onstart=onstart, presence=presence)
-    loops = ControlLoops(
-        settings, sessions, notifier, LeaderLock(engine, settings.data_dir / "leader.lock"), pools, clock
+    leader = LeaderLock(
+        engine,
+        settings.data_dir / "leader.lock",
+        check_seconds=LOOP_CHECK_SECONDS,
+        retry_seconds=LOOP_RETRY_SECONDS,
     )
+    loops = ControlLoops(settings, sessions, notifier, leader, pools, clock)
     # Replicas on one PostgreSQL wake each other's waiters (LISTEN/NOTIFY), and one that does not
     # lead asks the leader for a pass (ControlLoops.poke publishes it).
     bridge = PgBridge(engine, notifier, others=presence.others) if presence.shared else None

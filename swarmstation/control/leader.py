@@ -2,6 +2,12 @@
 
 PostgreSQL: a session-level advisory lock held on a dedicated connection. SQLite: an exclusive
 `flock` on a file beside the database, since only processes on the same host share it.
+
+The loops ask on every pass and tick. `check_seconds` (the leader: how long a check that its lock
+connection is alive holds) and `retry_seconds` (a replica that does not lead: how long a refusal
+holds) spare the database those round trips: on PostgreSQL a replica that does not lead was
+asked on every poke, several times per job. Either delays a takeover by at most its time; the
+default of 0 asks every time.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,17 +26,33 @@ log = logging.getLogger(__name__)
 # hash, so that deployments in different schemas of one database each elect their own leader.
 _LOCK_ID = 0x5357_4152  # "SWAR"
 _LOCK_KEYS = "CAST(:id AS integer), (hashtext(current_schema()) & 2147483647)"
+#: What the control loops use (api/app.py): a takeover within half a second of the leader's loss
+#: (past the database's noticing it), and the leader's connection checked at most once a second.
+LOOP_CHECK_SECONDS = 1.0
+LOOP_RETRY_SECONDS = 0.5
 _TRY_LOCK = text(f"SELECT pg_try_advisory_lock({_LOCK_KEYS})")
 _UNLOCK = text(f"SELECT pg_advisory_unlock({_LOCK_KEYS})")
+# Whether this session still holds the lock: a connection that answers may be a new one (one
+# that SQLAlchemy reconnected after an invalidation), without the lock.
+_HOLDS = text(
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND pid = pg_backend_pid() AND classid = CAST(:id AS oid)"
+    " AND objid = CAST((hashtext(current_schema()) & 2147483647) AS oid) AND objsubid = 2)"
+)
 
 
 class LeaderLock:
-    def __init__(self, engine: Engine, lock_file: Path) -> None:
+    def __init__(
+        self, engine: Engine, lock_file: Path, *, check_seconds: float = 0.0, retry_seconds: float = 0.0
+    ) -> None:
         self.engine = engine
         self.lock_file = lock_file
+        self.check_seconds = check_seconds
+        self.retry_seconds = retry_seconds
         self._conn: Any = None
         self._fh: IO[str] | None = None
         self._mutex = threading.Lock()
+        self._checked_at = float("-inf")  # time.monotonic() of the last check or refusal
 
     @property
     def held(self) -> bool:
@@ -40,8 +63,15 @@ class LeaderLock:
             return self._try_acquire()
 
     def _try_acquire(self) -> bool:
+        now = time.monotonic()
         if self.held:
+            if now - self._checked_at < self.check_seconds:
+                return True
+            self._checked_at = now
             return self._still_held()
+        if now - self._checked_at < self.retry_seconds:
+            return False
+        self._checked_at = now
         if self.engine.dialect.name == "postgresql":
             conn = self.engine.connect()
             got = bool(conn.execute(_TRY_LOCK, {"id": _LOCK_ID}).scalar())
@@ -65,15 +95,19 @@ class LeaderLock:
         if self._conn is None:
             return True
         try:
-            self._conn.execute(text("SELECT 1"))
+            holds = bool(self._conn.execute(_HOLDS, {"id": _LOCK_ID}).scalar())
             self._conn.commit()
-            return True
         except Exception:
             log.warning("lost the database connection that held the leader lock")
             self.release()
             return False
+        if not holds:
+            log.warning("the leader lock's session ended (a new connection holds no lock)")
+            self.release()
+        return holds
 
     def release(self) -> None:
+        self._checked_at = float("-inf")
         if self._conn is not None:
             try:
                 self._conn.execute(_UNLOCK, {"id": _LOCK_ID})

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,3 +64,27 @@ def test_one_leader_per_sqlite_database(tmp_path: Path) -> None:
         a.release()
         b.release()
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_refusal_and_the_leaders_check_hold_for_their_time_then_a_takeover(
+    schemas: list[Engine], tmp_path: Path
+) -> None:
+    """The loops ask on every pass: a replica that does not lead asks the database at most every
+    `retry_seconds`, the leader checks its connection at most every `check_seconds`."""
+    first = schemas[0]
+    a = LeaderLock(first, tmp_path / "a", check_seconds=60.0)
+    b = LeaderLock(first, tmp_path / "b", retry_seconds=0.5)
+    try:
+        assert a.try_acquire()
+        assert not b.try_acquire()
+        a._conn.invalidate()  # its lock ends with its database session, unseen by `a` for 60 s
+        assert a.try_acquire(), "the leader re-checked within check_seconds"
+        assert not b.try_acquire(), "a refusal did not hold for retry_seconds"
+        time.sleep(0.6)
+        assert b.try_acquire(), "no takeover after retry_seconds once the leader's connection closed"
+        a.check_seconds = 0.0
+        assert not a.try_acquire(), "the old leader still believed it led after its check"
+    finally:
+        for lock in (a, b):
+            lock.release()
