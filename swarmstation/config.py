@@ -369,6 +369,23 @@ class Settings(BaseSettings):
         description="Hosts (or host:port) fetched even when private, e.g. a mirror; comma separated",
     )
 
+    # how instances come up (domain/startup.py): early give-up of a resume, start success
+    resume_heartbeat_timeout_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="A resume with no ready worker within this is replaced (started another; itself"
+        " given up at resume_timeout_seconds) until the pool has five past resumes to derive the bound",
+    )
+    resume_give_up_factor: float = Field(
+        3.0, gt=0, description="The replace bound: this times the median of the pool's past resume times"
+    )
+    pool_count_start_success: bool = Field(
+        False, description="Scaling counts a starting instance by the share of past starts that became ready"
+    )
+    start_success_window: int = Field(
+        50, ge=1, description="Past launches (and resumes) that start success is estimated from"
+    )
+
     @field_validator("outbound_allow_hosts", mode="before")
     @classmethod
     def _host_list(cls, v: Any) -> Any:

@@ -13,9 +13,17 @@ them (`InstanceView.static`); a detached one is TERMINATED once its jobs are don
 Parking. A parked instance is STOPPED here and stopped at the provider with its disk (its model
 cache), so it costs storage only. Resuming it makes it PROVISIONING again (`info["resumed_at"]`)
 and starts it at the provider; its worker registers again with the same token, as a new one does.
-A resume can fail at the provider (the GPU was rented out meanwhile): a failed start call, or no
-ready worker within `resume_timeout_seconds`, makes it UNHEALTHY, it is destroyed, and the policy
-launches instead. Reconcile stops again a STOPPED instance that the provider still runs (a lost
+A resume can fail at the provider (the GPU was rented out meanwhile): a failed start call, a
+provider status that says it exited or failed (reconcile), or no ready worker within
+`resume_timeout_seconds` makes it UNHEALTHY, it is destroyed, and the policy resumes or launches
+another. It is replaced sooner: once a resume has gone without a ready worker past the bound
+derived from the pool's own past resume times (`domain.startup.resume_give_up_seconds`, read
+from the instance transitions: `resume_give_up_factor` times their median,
+`resume_heartbeat_timeout_seconds` until five have succeeded), scaling counts it as covering
+nothing (`InstanceView.overdue`) and resumes or launches another while it may still come up.
+With `pool_count_start_success`, scaling also counts an instance still starting by its kind's
+share of past starts that became ready (`start_success_window`), so a pool whose launches often
+fail asks for more of them. Reconcile stops again a STOPPED instance that the provider still runs (a lost
 stop call). A parked instance that the policy drains is destroyed by (2).
 
 Stopped behind our back. An instance that we did not park (live here: PROVISIONING to DRAINING,
@@ -53,7 +61,7 @@ from swarmstation.config import Settings
 from swarmstation.control.instances import move_instance
 from swarmstation.control.jobs import active_job_count
 from swarmstation.control.replicas import ReplicaPresence
-from swarmstation.domain import estimates, forecast
+from swarmstation.domain import estimates, forecast, startup
 from swarmstation.domain.offers import OfferFilters
 from swarmstation.domain.replicas import NoSharedAddress, worker_address
 from swarmstation.domain.scaling import (
@@ -137,6 +145,53 @@ def preload_models(s: Session, pool: str) -> tuple[tuple[str, str], ...]:
             continue
         wanted.update((m.folder, m.name) for m in required_models(graph))
     return tuple(sorted(wanted))
+
+
+def start_config(settings: Settings) -> startup.StartConfig:
+    """The start estimates' knobs (domain/startup.py) from the settings; the simulator uses the
+    same defaults (sim/config.live_start_config)."""
+    return startup.StartConfig(
+        resume_timeout_seconds=settings.resume_timeout_seconds,
+        fallback_seconds=settings.resume_heartbeat_timeout_seconds,
+        factor=settings.resume_give_up_factor,
+        window=settings.start_success_window,
+    )
+
+
+#: how far back the instance transitions are read for past starts
+START_HISTORY_SECONDS = 7 * 86400.0
+_START_ROWS = (InstanceState.IDLE, InstanceState.UNHEALTHY, InstanceState.TERMINATED)
+
+
+def start_outcomes(s: Session, pool: str, now: datetime) -> list[startup.StartOutcome]:
+    """The pool's finished starts (launches and resumes) of the last `START_HISTORY_SECONDS`, from
+    the instance transitions: what `domain.startup` estimates from."""
+    since = now - timedelta(seconds=START_HISTORY_SECONDS)
+    rows = s.execute(
+        select(
+            InstanceTransition.instance_id,
+            InstanceTransition.from_state,
+            InstanceTransition.to_state,
+            InstanceTransition.trigger,
+            InstanceTransition.at,
+        )
+        .join(Instance, Instance.id == InstanceTransition.instance_id)
+        .where(
+            Instance.pool == pool,
+            Instance.provider != STATIC_PROVIDER,
+            InstanceTransition.at >= since,
+            or_(
+                InstanceTransition.from_state.is_(None),
+                InstanceTransition.trigger == InstanceTrigger.RESUME,
+                InstanceTransition.to_state.in_(_START_ROWS),
+            ),
+        )
+        .order_by(InstanceTransition.instance_id, InstanceTransition.id)
+    )
+    return startup.outcomes_from_transitions(
+        startup.Transition(iid, from_state, to_state, trigger, at.timestamp())
+        for iid, from_state, to_state, trigger, at in rows
+    )
 
 
 def expected_job_seconds(s: Session, pool: str) -> float:
@@ -345,14 +400,15 @@ class PoolController:
 
     def _give_up_resumes(self, s: Session, rows: list[Instance], now: datetime) -> None:
         """A resumed instance whose worker is not ready within `resume_timeout_seconds` is given
-        up (its GPU may have been rented out meanwhile): UNHEALTHY, then destroyed, and the policy
-        launches a new one. A fresh instance has the provisioning timeout instead (scheduler.py)."""
+        up (its GPU may have been rented out meanwhile): UNHEALTHY, then destroyed. Its replacement
+        was started earlier, once it was overdue (`scale`). A fresh instance has the provisioning
+        timeout instead (scheduler.py)."""
         timeout = self.settings.resume_timeout_seconds
         for inst in rows:
             resumed_at = resumed_at_of(inst)
             if (
                 resumed_at is not None
-                and inst.state in (InstanceState.PROVISIONING, InstanceState.INITIALIZING)
+                and inst.state in _STARTING
                 and (now - resumed_at).total_seconds() > timeout
             ):
                 reason = f"not ready within {timeout:g}s of its resume"
@@ -417,6 +473,22 @@ class PoolController:
                         )
                     )
                 )
+                config = start_config(self.settings)
+                outcomes: list[startup.StartOutcome] | None = None  # read when first needed
+                resuming = {
+                    i.id: at
+                    for i in instances
+                    if i.state in _STARTING and (at := resumed_at_of(i)) is not None
+                }
+                overdue: set[str] = set()
+                if resuming:
+                    outcomes = start_outcomes(s, pool.name, now)
+                    bound = startup.resume_give_up_seconds(outcomes, config)
+                    overdue = {
+                        iid
+                        for iid, at in resuming.items()
+                        if startup.resume_overdue((now - at).total_seconds(), bound)
+                    }
                 views = [
                     InstanceView(
                         i.id,
@@ -427,6 +499,8 @@ class PoolController:
                         i.price_per_hour,
                         i.parked_at,
                         static=i.provider == STATIC_PROVIDER,
+                        resuming=i.id in resuming,
+                        overdue=i.id in overdue,
                     )
                     for i in instances
                 ]
@@ -442,6 +516,14 @@ class PoolController:
                 cap = offer_filters(pool).max_price_per_hour
                 expected = expected_job_seconds(s, pool.name)
                 prewarm = self.settings.pool_prewarm
+                # the start estimates matter only with a queue (they weigh starting and added
+                # instances against it): read the history then
+                p_launch = p_resume = 1.0
+                if queued > 0 and self.settings.pool_count_start_success:
+                    if outcomes is None:
+                        outcomes = start_outcomes(s, pool.name, now)
+                    p_launch = startup.start_success(outcomes, startup.StartKind.LAUNCH, config)
+                    p_resume = startup.start_success(outcomes, startup.StartKind.RESUME, config)
                 snapshot = PoolSnapshot(
                     queued_jobs=queued,
                     expected_job_seconds=expected,
@@ -457,6 +539,8 @@ class PoolController:
                     )
                     if prewarm
                     else None,
+                    launch_success=p_launch,
+                    resume_success=p_resume,
                 )
                 for action in plan_scaling(pool_config(pool, prewarm=prewarm), views, snapshot, now=now):
                     if isinstance(action, Launch):
@@ -604,6 +688,7 @@ class PoolController:
                     move_instance(s, inst, InstanceTrigger.DESTROY, "control plane shut down", now)
 
 
+_STARTING = frozenset({InstanceState.PROVISIONING, InstanceState.INITIALIZING})
 OUTBID_REASON = "outbid: the provider stopped this interruptible instance"
 STOPPED_BY_PROVIDER_REASON = "stopped by the provider, not parked by us"
 _STOPPABLE_BEHIND_OUR_BACK = frozenset(

@@ -5,11 +5,16 @@ and drains or parks only idle ones (a draining instance finishes its jobs before
 
 Scale-up. Keep `min_instances`. Beyond that, estimate how many queued jobs the pool can start
 within `target_wait_seconds`: a ready instance absorbs `slots * target_wait / job_seconds` jobs
-in that window (at least its free slots), an instance still starting absorbs its slots. When
+in that window (at least its free slots), an instance still starting absorbs its slots times its
+chance of becoming ready (the snapshot's ``launch_success`` or ``resume_success``, from
+``domain.startup.start_success``; 1.0 unless given), or as nothing when it is ``overdue``. When
 the queue exceeds that by `scale_up_queue_threshold` or more (the roadmap's queue-depth
 threshold is this rule with a target wait of one job), add enough instances for the excess,
 bounded by `max_instances` and by `max_spend_per_hour` (the sum of the live instances' rates
-plus the new ones'). Parked instances are resumed first, most recently parked first (their
+plus the new ones'); each new instance is worth its chance of becoming ready, and they are
+added until they are expected to bring all but half an instance of what certain starts would
+(when three of five launches fail, five are asked for where two would do). Parked instances
+are resumed first, most recently parked first (their
 disks hold the models, and a GPU is likelier still free the shorter it was parked); launches
 make up the rest.
 
@@ -107,6 +112,10 @@ class InstanceView:
     price_per_hour: float | None = None
     parked_at: datetime | None = None  # when a STOPPED instance was parked
     static: bool = False  # attached by an operator: counted, never drained or parked by the policy
+    resuming: bool = False  # a starting instance that is a resume (not a fresh launch)
+    # a starting instance past the time its kind usually takes (domain.startup.resume_give_up_seconds):
+    # counted as covering nothing, so a replacement is asked for while it may still come up
+    overdue: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,10 @@ class PoolSnapshot:
     last_scale_up_at: datetime | None = None
     busy_slots_recent: float | None = None  # mean busy slots over the recent window; None: unknown
     forecast_instances: int | None = None  # domain.forecast.prewarm_instances; None: no forecast
+    # domain.startup.start_success: the chance a launch / a resume ends with a ready worker; an
+    # instance still starting counts as that share of its slots (1.0: every start comes up)
+    launch_success: float = 1.0
+    resume_success: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -229,13 +242,19 @@ def plan_scaling(
 
     slots = max(1, pool.slots_per_instance)
     per_ready = max(1.0, slots * pool.target_wait_seconds / max(snapshot.expected_job_seconds, 1e-3))
+    p_launch = min(1.0, max(1e-3, snapshot.launch_success))
+    p_resume = min(1.0, max(1e-3, snapshot.resume_success))
     absorb = 0.0
     for inst in live:
         if inst.state in _READY:
             absorb += max(per_ready - inst.active_jobs, float(max(0, slots - inst.active_jobs)))
-        else:
-            absorb += slots
-    absorb += (count - len(live)) * slots  # added in this plan
+        elif not inst.overdue:  # still starting: counted by its chance of becoming ready
+            absorb += slots * (p_resume if inst.resuming else p_launch)
+    for action in actions:  # added in this plan (to the minimum or the forecast)
+        if isinstance(action, Resume):
+            absorb += slots * p_resume
+        elif isinstance(action, Launch):
+            absorb += slots * p_launch
     excess = snapshot.queued_jobs - absorb
     # a queue that nothing can ever serve (no instance at all) gets one whatever the threshold
     if excess >= max(1, pool.scale_up_queue_threshold) or (snapshot.queued_jobs > 0 and count == 0):
@@ -243,9 +262,16 @@ def plan_scaling(
             f"{snapshot.queued_jobs} jobs queued; the pool can start {absorb:.0f} within "
             f"{pool.target_wait_seconds:g}s"
         )
-        for _ in range(math.ceil(excess / per_ready)):
+        # `needed` instances would do if every start came up; each added one is worth its chance of
+        # becoming ready, and starts are added until they are expected to bring all but half an
+        # instance of `needed` (every start coming up: `needed` of them, as without estimates)
+        needed = math.ceil(excess / per_ready - 1e-9)
+        expected = 0.0
+        while expected < needed - 0.5:
+            chance = p_resume if resumable else p_launch
             if not add(reason):
                 break
+            expected += chance
     if snapshot.queued_jobs > absorb or count > len(live):
         return actions
 

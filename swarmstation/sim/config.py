@@ -15,6 +15,7 @@ from swarmstation.domain import estimates
 from swarmstation.domain.forecast import ForecastConfig
 from swarmstation.domain.routing import RoutingConfig
 from swarmstation.domain.scaling import PoolConfig
+from swarmstation.domain.startup import StartConfig
 from swarmstation.sim.market import ManagedService, Marketplace
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -33,6 +34,16 @@ def live_routing() -> RoutingConfig:
     return RoutingConfig(
         max_delay_seconds=live_default("routing_max_delay_seconds"),
         aging_seconds=live_default("routing_aging_seconds"),
+    )
+
+
+def live_start_config() -> StartConfig:
+    """The start estimates' knobs the live pool loop runs with by default (control/pools.start_config)."""
+    return StartConfig(
+        resume_timeout_seconds=live_default("resume_timeout_seconds"),
+        fallback_seconds=live_default("resume_heartbeat_timeout_seconds"),
+        factor=live_default("resume_give_up_factor"),
+        window=int(live_default("start_success_window")),
     )
 
 
@@ -100,6 +111,15 @@ class SimConfig:
     forecast: ForecastConfig = field(default_factory=ForecastConfig)
     forecast_interval_s: float = 60.0
     forecast_history_days: float = 7.0
+    # domain/startup.py, as the live pool loop: a resume past the bound derived from the pool's past
+    # resume times counts as covering nothing (a replacement is started; it is given up at
+    # resume_timeout_s), and, with count_start_success (Settings.pool_count_start_success), a
+    # starting instance counts by its kind's share of past starts that became ready
+    start: StartConfig = field(default_factory=live_start_config)
+    replace_overdue_resumes: bool = True
+    count_start_success: bool = field(
+        default_factory=lambda: bool(Settings.model_fields["pool_count_start_success"].default)
+    )
 
 
 def with_knobs(

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from swarmstation.domain import estimates, forecast
+from swarmstation.domain import estimates, forecast, startup
 from swarmstation.domain.cache import CachedModel, plan_eviction
 from swarmstation.domain.pricing import BilledInstance, JobRun, bill
 from swarmstation.domain.routing import (
@@ -112,6 +112,7 @@ class SimInstance:
     measured_bps: float = 0.0
     died_at: float | None = None  # its host died / it was outbid; noticed later (_LOST)
     baked: bool = False  # a prebuilt image: the preload models are on disk when it is ready
+    start_at: float = 0.0  # when its current start (launch or resume) began
 
     def cached(self) -> frozenset[str]:
         if self.frozen is None:
@@ -187,6 +188,13 @@ class PoolSimulation:
         no_preload = policy == "no-warm-pool" or not config.preload_tool_models
         self.preload = () if no_preload else pool_preload(trace)
         self.res = PolicyResult(policy, len(self.jobs), 0, 0.0, [])
+        # finished starts (domain.startup.StartOutcome), the last `window` of each kind, as the live
+        # pool loop reads them from the instance transitions; the estimates cached until one is added
+        window = max(1, config.start.window)
+        self.starts: dict[startup.StartKind, deque[startup.StartOutcome]] = {
+            kind: deque(maxlen=window) for kind in startup.StartKind
+        }
+        self._start_estimates: tuple[float, float, float] | None = None
 
     # -- events --------------------------------------------------------------------------------
 
@@ -281,6 +289,7 @@ class PoolSimulation:
         timeout = self.cfg.provision_timeout_s
         if not rental.never_running and pull < timeout:
             inst.running_at = inst.gpu_since = self.now + pull
+        inst.start_at = self.now
         self.instances[inst.iid] = inst
         self.live[inst.iid] = inst
         if rental.never_running or rental.never_ready or pull + boot >= timeout:
@@ -331,18 +340,55 @@ class PoolSimulation:
         self.live[inst.iid] = inst
         INSTANCE.apply(inst, InstanceTrigger.RESUME)
         inst.parked_at = None
+        inst.start_at = self.now
         self.res.resumes += 1
+        # the control plane sees no reason, only that no worker registered: past the bound from the
+        # pool's past resumes it starts a replacement (resume_overdue), at the resume timeout it
+        # gives the resume up
         if fails or took >= self.cfg.resume_timeout_s:
+            if not fails:
+                self.res.resumes_given_up_slow += 1
+                inst.gpu_since = self.now  # it runs at the provider, billed, until given up
             self.push(self.now + self.cfg.resume_timeout_s, _TIMEOUT, inst)
         else:
             inst.gpu_since = self.now  # running again at once; the boot is billed
             self.push(self.now + took, _READY, inst)
+
+    def resume_overdue(self, inst: SimInstance) -> bool:
+        """A resume still without a ready worker past the bound (domain.startup.resume_give_up_seconds)
+        at this pool pass: scaling counts it as covering nothing, so a replacement is started."""
+        if (
+            not self.cfg.replace_overdue_resumes
+            or inst.resumes == 0
+            or inst.state != InstanceState.PROVISIONING
+        ):
+            return False
+        return startup.resume_overdue(self.now - inst.start_at, self.start_estimates()[2])
+
+    def record_start(self, inst: SimInstance, ready: bool) -> None:
+        kind = startup.StartKind.RESUME if inst.resumes else startup.StartKind.LAUNCH
+        after = self.now - inst.start_at if ready else None
+        self.starts[kind].append(startup.StartOutcome(kind, inst.start_at, after))
+        self._start_estimates = None
+
+    def start_estimates(self) -> tuple[float, float, float]:
+        """(launch success, resume success, resume give-up seconds) from the finished starts."""
+        if self._start_estimates is None:
+            outcomes = [*self.starts[startup.StartKind.LAUNCH], *self.starts[startup.StartKind.RESUME]]
+            cfg = self.cfg.start
+            self._start_estimates = (
+                startup.start_success(outcomes, startup.StartKind.LAUNCH, cfg),
+                startup.start_success(outcomes, startup.StartKind.RESUME, cfg),
+                startup.resume_give_up_seconds(outcomes, cfg),
+            )
+        return self._start_estimates
 
     def on_ready(self, inst: object) -> None:
         assert isinstance(inst, SimInstance)
         if inst.state != InstanceState.PROVISIONING:
             return
         INSTANCE.apply(inst, InstanceTrigger.READY)
+        self.record_start(inst, ready=True)
         inst.idle_since = self.now
         inst.bg_free_at = self.now
         inst.hb0 = self.now  # the worker registers and heartbeats from now on
@@ -371,6 +417,7 @@ class PoolSimulation:
             self.res.resume_failures += 1
         else:
             self.res.never_ready += 1
+        self.record_start(inst, ready=False)
         self.terminate(inst, InstanceTrigger.STARTUP_TIMEOUT)
         if inst.dedicated is not None:  # no-warm-pool: try another instance for the job
             inst.dedicated.attempts += 1
@@ -635,9 +682,12 @@ class PoolSimulation:
                 at(i.created),
                 i.price,
                 at(i.parked_at) if i.parked_at is not None else None,
+                resuming=i.resumes > 0 and i.state == InstanceState.PROVISIONING,
+                overdue=self.resume_overdue(i),
             )
             for i in (*self.live.values(), *self.parked.values())
         ]
+        p_launch, p_resume = self.start_estimates()[:2] if self.cfg.count_start_success else (1.0, 1.0)
         prices = [i.price for i in (*self.live.values(), *self.parked.values())]
         snapshot = PoolSnapshot(  # as control/pools.py builds it (no price cap on this pool)
             queued_jobs=len(self.queue),
@@ -646,6 +696,8 @@ class PoolSimulation:
             last_scale_up_at=at(self.last_scale_up) if self.last_scale_up is not None else None,
             busy_slots_recent=self.busy_slots_recent(),
             forecast_instances=self.forecast_instances() if pool.prewarm else None,
+            launch_success=p_launch,
+            resume_success=p_resume,
         )
         for action in plan_scaling(pool, views, snapshot, now=at(self.now)):
             if isinstance(action, Launch):

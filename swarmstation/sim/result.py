@@ -21,7 +21,8 @@ class PolicyResult:
     never_ready: int = 0
     parks: int = 0
     resumes: int = 0
-    resume_failures: int = 0
+    resume_failures: int = 0  # resumes given up at the resume timeout
+    resumes_given_up_slow: int = 0  # of those, ones that would have come up later than the timeout
     outbids: int = 0
     deaths: int = 0
     requeued: int = 0
