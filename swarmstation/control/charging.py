@@ -29,7 +29,10 @@ What is charged when (README "Prices and charges" says the same):
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -92,6 +95,9 @@ class ChargeSettings:
     pipeline_royalty_bps: int = 500
     # the most tokens one run of each LLM tool can use (LocalTool.max_tokens), by slug
     token_bounds: Mapping[str, int] = field(default_factory=dict)
+    # > 0: a quote's cost basis may come from this process's memory, read at most this many
+    # seconds ago (`CostBases`); 0: read from the database for every quote
+    basis_ttl_seconds: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ChargeSettings:
@@ -135,14 +141,19 @@ def measured_gpu_seconds(s: Session, tool_slug: str, sample: int) -> list[Decima
         .order_by(Job.finished_at.desc())
         .limit(sample)
     )
-    seconds = []
-    for timings, started_at, finished_at in rows:
-        measured = (timings or {}).get("run_seconds")
-        if isinstance(measured, int | float) and not isinstance(measured, bool):
-            seconds.append(_decimal(float(measured)))
-        elif started_at is not None and finished_at is not None:
-            seconds.append(_decimal((finished_at - started_at).total_seconds()))
-    return seconds
+    return [x for x in (_run_seconds(*row) for row in rows) if x is not None]
+
+
+def _run_seconds(
+    timings: Mapping[str, Any] | None, started_at: datetime | None, finished_at: datetime | None
+) -> Decimal | None:
+    """A completed job's run seconds: the worker's `run_seconds`, else started → finished."""
+    measured = (timings or {}).get("run_seconds")
+    if isinstance(measured, int | float) and not isinstance(measured, bool):
+        return _decimal(float(measured))
+    if started_at is not None and finished_at is not None:
+        return _decimal((finished_at - started_at).total_seconds())
+    return None
 
 
 def pool_price_per_hour(s: Session, pool_name: str, default: Decimal) -> Decimal:
@@ -163,17 +174,100 @@ def pool_price_per_hour(s: Session, pool_name: str, default: Decimal) -> Decimal
     return Decimal(0) if pool is not None and pool.provider == "local" else default
 
 
+#: How long the submission path keeps a tool's recent run times and a pool's price in memory
+#: (`ChargeSettings.basis_ttl_seconds` of the API's pricing). A quote is an estimate: it may lag
+#: another replica's completions and a new instance price by this long; the hold is the quote and
+#: the capture never exceeds it, exactly, whatever the basis was.
+BASIS_TTL_SECONDS = 5.0
+
+
+class CostBases:
+    """One database's cost bases in this process's memory: each tool's run seconds of its last
+    completed jobs (newest first) and each pool's price, each read again once older than the TTL.
+    A completion in this process puts its run time in front at once (`observe_run`); another
+    replica's are seen at the next read. Thread-safe."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._runs: dict[str, tuple[float, int, list[Decimal]]] = {}
+        self._prices: dict[tuple[str, Decimal], tuple[float, Decimal]] = {}
+
+    def runs(self, s: Session, slug: str, sample: int, ttl: float) -> list[Decimal]:
+        now = self._clock()
+        with self._lock:
+            hit = self._runs.get(slug)
+            if hit is not None and hit[1] == sample and now - hit[0] < ttl:
+                return list(hit[2])
+        measured = measured_gpu_seconds(s, slug, sample)
+        with self._lock:
+            self._runs[slug] = (now, sample, measured)
+        return list(measured)
+
+    def price(self, s: Session, pool: str, default: Decimal, ttl: float) -> Decimal:
+        now = self._clock()
+        with self._lock:
+            hit = self._prices.get((pool, default))
+            if hit is not None and now - hit[0] < ttl:
+                return hit[1]
+        price = pool_price_per_hour(s, pool, default)
+        with self._lock:
+            self._prices[(pool, default)] = (now, price)
+        return price
+
+    def observe_run(self, slug: str, seconds: Decimal) -> None:
+        """A job of `slug` completed here with `seconds` of run time: the newest of its runs."""
+        with self._lock:
+            hit = self._runs.get(slug)
+            if hit is not None:
+                read_at, sample, runs = hit
+                self._runs[slug] = (read_at, sample, [seconds, *runs][:sample])
+
+
+_BASES: weakref.WeakKeyDictionary[object, CostBases] = weakref.WeakKeyDictionary()
+_BASES_LOCK = threading.Lock()
+
+
+def cost_bases(s: Session) -> CostBases:
+    """The in-memory cost bases of the database `s` is bound to."""
+    bind = s.get_bind()
+    engine = getattr(bind, "engine", bind)
+    with _BASES_LOCK:
+        bases = _BASES.get(engine)
+        if bases is None:
+            bases = _BASES[engine] = CostBases()
+        return bases
+
+
+def observe_completion(s: Session, job: Job) -> None:
+    """A completed job's run time joins its tool's cached runs (nothing when none are cached)."""
+    seconds = _run_seconds(job.timings, job.started_at, job.finished_at)
+    if seconds is not None:
+        cost_bases(s).observe_run(job.tool_slug, seconds)
+
+
 def is_local(tool: Tool) -> bool:
     """A tool that runs on the control plane (an LLM text tool, an image utility), not on a GPU."""
     return str((tool.spec or {}).get("kind", "comfyui")) != "comfyui"
 
 
 def cost_basis(s: Session, tool: Tool, cfg: ChargeSettings) -> CostBasis:
-    measured = measured_gpu_seconds(s, tool.slug, cfg.sample_runs)
+    ttl = cfg.basis_ttl_seconds
+    bases = cost_bases(s) if ttl > 0 else None
+    measured = (
+        bases.runs(s, tool.slug, cfg.sample_runs, ttl)
+        if bases is not None
+        else measured_gpu_seconds(s, tool.slug, cfg.sample_runs)
+    )
     # percentile works in floats; the result goes back through its decimal text, once
     p95 = _decimal(percentile([float(x) for x in measured], 0.95)) if measured else cfg.default_gpu_seconds
     # a local tool uses no GPU: without a price model it costs the minimum
-    per_hour = Decimal(0) if is_local(tool) else pool_price_per_hour(s, tool.pool, cfg.default_price_per_hour)
+    if is_local(tool):
+        per_hour = Decimal(0)
+    elif bases is not None:
+        per_hour = bases.price(s, tool.pool, cfg.default_price_per_hour, ttl)
+    else:
+        per_hour = pool_price_per_hour(s, tool.pool, cfg.default_price_per_hour)
     return CostBasis(
         gpu_seconds_p95=p95,
         price_per_hour=per_hour,
@@ -410,7 +504,7 @@ _ENDS = {
 }
 
 
-def _outcome(s: Session, job: Job, now: datetime) -> Outcome:
+def _outcome(s: Session, job: Job, now: datetime, *, count_images: bool = True) -> Outcome:
     end = _ENDS[job.state]
     started = job.started_at is not None
     seconds = Decimal(0)
@@ -420,14 +514,20 @@ def _outcome(s: Session, job: Job, now: datetime) -> Outcome:
             seconds = _decimal(float(measured))
         else:
             seconds = _decimal(max(0.0, ((job.finished_at or now) - job.started_at).total_seconds()))
-    images = len(
-        list(
-            s.scalars(
-                select(Output.id).where(
-                    Output.job_id == job.id, Output.uploaded.is_(True), Output.content_type.like("image/%")
+    images = (
+        len(
+            list(
+                s.scalars(
+                    select(Output.id).where(
+                        Output.job_id == job.id,
+                        Output.uploaded.is_(True),
+                        Output.content_type.like("image/%"),
+                    )
                 )
             )
         )
+        if count_images
+        else 0
     )
     return Outcome(end, started=started, gpu_seconds=seconds, images=images, tokens=_tokens(job))
 
@@ -454,7 +554,10 @@ def settle_job(s: Session, job: Job, *, now: datetime) -> int | None:
         return None
     if charge.settled_at is not None:
         return charge.captured
-    amount = actual_charge(_plan(charge), _outcome(s, job, now), hold=charge.quote)
+    plan = _plan(charge)
+    # only a per-megapixel charge counts the images (a query the other kinds need not make)
+    outcome = _outcome(s, job, now, count_images=plan.kind == PriceKind.PER_MEGAPIXEL)
+    amount = actual_charge(plan, outcome, hold=charge.quote)
     shares = [_share_from_json(x) for x in charge.royalties]
     hold = s.get(Hold, charge.hold_id)
     if hold is not None and hold.ref_type == RUN_REF:

@@ -146,11 +146,7 @@ def leased_job(s: Session, job_id: str, instance_id: str, lease_token: int) -> J
     job = s.scalar(select(Job).where(Job.id == job_id).with_for_update())
     if job is None:
         raise JobNotFound(job_id)
-    if (
-        job.instance_id != instance_id
-        or job.lease_token != lease_token
-        or job.state not in LEASED_JOB_STATES
-    ):
+    if job.instance_id != instance_id or job.lease_token != lease_token or job.state not in LEASED_JOB_STATES:
         raise StaleLease(
             f"job {job_id}: lease {lease_token} is no longer valid "
             f"(job is {job.state}, lease {job.lease_token})"
@@ -208,6 +204,7 @@ def complete_job(s: Session, job: Job, *, timings: dict[str, Any], now: datetime
     s.flush()
     charging.settle_job(s, job, now=now)  # with the transition: settled once, or not at all
     _release_instance(s, job, now)
+    charging.observe_completion(s, job)  # the next quotes of its tool count this run
 
 
 def fail_job(s: Session, job: Job, *, reason: str, now: datetime) -> None:

@@ -252,7 +252,7 @@ def capture(
     _check_amount(amount)
     _check_key(key)
     paid = _checked_royalties(amount, royalties)
-    hold = _hold(s, hold_id)
+    hold = _hold_owner(s, hold_id)
     accounts = _lock_accounts(s, [hold.user_id, *(r.user_id for r in paid)], now)
     earlier = _entry_by_key(s, key)
     if earlier is not None:
@@ -304,7 +304,7 @@ def release(s: Session, *, hold_id: str, key: str, now: datetime) -> LedgerEntry
     """Give all of an open hold back (not charged). None when the hold was already settled (by a
     capture or another release): there is nothing left to release."""
     _check_key(key)
-    hold = _hold(s, hold_id)
+    hold = _hold_owner(s, hold_id)
     account = _lock_accounts(s, [hold.user_id], now)[hold.user_id]
     earlier = _entry_by_key(s, key)
     if earlier is not None:
@@ -347,7 +347,7 @@ def capture_part(
         raise InvalidInput.at("amount", "a part of a hold must be positive (nothing to capture)")
     _check_key(key)
     paid = _checked_royalties(amount, royalties)
-    hold = _hold(s, hold_id)
+    hold = _hold_owner(s, hold_id)
     accounts = _lock_accounts(s, [hold.user_id, *(r.user_id for r in paid)], now)
     earlier = _entry_by_key(s, key)
     if earlier is not None:
@@ -384,7 +384,7 @@ def settle_rest(s: Session, *, hold_id: str, key: str, now: datetime) -> LedgerE
     when any part was captured, else RELEASED. Returns the release entry; None when nothing was
     left to release or the hold was settled before (a second call changes nothing)."""
     _check_key(key)
-    hold = _hold(s, hold_id)
+    hold = _hold_owner(s, hold_id)
     account = _lock_accounts(s, [hold.user_id], now)[hold.user_id]
     earlier = _entry_by_key(s, key)
     if earlier is not None:
@@ -574,6 +574,16 @@ def _locked(s: Session, user_id: str) -> Account | None:
 def _hold(s: Session, hold_id: str, *, lock: bool = False) -> Hold:
     query = select(Hold).where(Hold.id == hold_id).execution_options(populate_existing=True)
     hold = s.scalar(query.with_for_update() if lock else query)
+    if hold is None:
+        raise NotFound(f"hold {hold_id} not found")
+    return hold
+
+
+def _hold_owner(s: Session, hold_id: str) -> Hold:
+    """The hold, for whose accounts to lock first: from the session when it has it (its payer
+    never changes; the caller re-reads the hold, locked, after the accounts: `_hold(lock=True)`),
+    so that a settlement that just read it reads it twice, not three times."""
+    hold = s.get(Hold, hold_id)
     if hold is None:
         raise NotFound(f"hold {hold_id} not found")
     return hold
