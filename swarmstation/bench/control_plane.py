@@ -22,6 +22,13 @@ Two modes:
   loaded and idle, at the peak of a burst of large reads (job lists of 500), 15 s after it, and the
   worker's.
 
+* ``replicas`` (``--lean --replicas N --database-url postgresql://...``): the lean load through one
+  address, a round-robin TCP proxy (bench/proxy.py, its own process), in front of N serve
+  processes on a fresh schema of that database; with N > 1 a one-replica run behind the same proxy
+  first and the ratio. Each run prints the CPU of every replica, the proxy, this process, every
+  postgres process and the machine as a whole (what bounds it), ``leaders`` (replicas whose
+  scheduler passes grew, from their /metrics) and ``jobs_assigned_twice`` (`assignment_counts`).
+
 Both print the control plane's CPU per job (user + system time of the serve process over the
 run, divided by the jobs completed), this process's CPU per job, and the serve process's
 resident memory: idle before the run, its peak during it, and after the burst.
