@@ -62,7 +62,7 @@ from swarmstation.providers.base import ComputeProvider
 from swarmstation.providers.bootstrap import compact_onstart, render_onstart
 from swarmstation.providers.local import LocalProvider
 from swarmstation.providers.vastai.provider import VastAIProvider
-from swarmstation.store.db import make_engine, make_sessionmaker, migrate, ping, transaction
+from swarmstation.store.db import make_engine, make_read_engine, make_sessionmaker, migrate, ping, transaction
 from swarmstation.store.models import Pool, utcnow
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,7 @@ def build(
     engine = make_engine(settings.sqlalchemy_url)
     migrate(engine)
     sessions = make_sessionmaker(engine)
+    read_engine = make_read_engine(settings.sqlalchemy_url)  # after migrate: the schema exists
     # Workers keep the URL they were launched with: beside another replica, only an address shared
     # by all of them survives the loss of one (domain/replicas.py).
     presence = ReplicaPresence(engine)
@@ -230,6 +231,7 @@ def build(
         webhook_key=secret,
         comfydeploy=deploy_client,
         auth_throttle=AuthThrottle(settings.auth_failures_per_minute),
+        read_sessions=make_sessionmaker(read_engine) if read_engine is not None else None,
     )
     # Pipeline runs advance on the leader: steps start as their inputs are ready (control/runs.py);
     # each change wakes the run's event streams.

@@ -6,10 +6,13 @@ import hmac
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cached_property
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import Depends, Request
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,6 +21,7 @@ from swarmstation.api.limits import AuthThrottle
 from swarmstation.auth import hash_secret
 from swarmstation.config import Settings
 from swarmstation.control.auth import session_user
+from swarmstation.control.charging import BASIS_TTL_SECONDS, ChargeSettings
 from swarmstation.control.loops import ControlLoops
 from swarmstation.control.loras import MatcherCache
 from swarmstation.control.notify import Notifier
@@ -25,6 +29,7 @@ from swarmstation.domain.errors import Forbidden, Gone, Unauthorized
 from swarmstation.domain.states import InstanceState
 from swarmstation.integrations.comfydeploy.client import ComfyDeployClient
 from swarmstation.objectstore.base import ObjectStore
+from swarmstation.store import db as store_db
 from swarmstation.store.models import ApiKey, Instance, User
 
 # A browser session (control/auth.py): the httpOnly cookie holds its token; the readable cookie
@@ -113,9 +118,26 @@ class AppState:
     instance_cache: TtlCache = field(default_factory=lambda: TtlCache(ttl=3600.0))
     matchers: MatcherCache = field(default_factory=MatcherCache)
     auth_throttle: AuthThrottle = field(default_factory=lambda: AuthThrottle(per_minute=30))
+    #: read-only transactions (`read_transaction`); None: `sessions` serves them too
+    read_sessions: sessionmaker[Session] | None = None
+
+    @cached_property
+    def pricing(self) -> ChargeSettings:
+        """What charging obeys, built once from the settings (they do not change while it runs);
+        quotes take their cost basis from memory, read at most `BASIS_TTL_SECONDS` ago."""
+        return replace(ChargeSettings.from_settings(self.settings), basis_ttl_seconds=BASIS_TTL_SECONDS)
 
 
-def app_state(request: Request) -> AppState:
+def read_transaction(state: AppState) -> AbstractContextManager[Session]:
+    """A transaction for a handler that only reads: on SQLite it takes no write lock and does not
+    wait for the writer (store/db.py `make_read_engine`); a write in it fails."""
+    return store_db.read_transaction(state.read_sessions or state.sessions)
+
+
+# The dependencies every request meets are `async def` where their work is in memory: FastAPI runs
+# a sync dependency in its thread pool, a hop (a queue put, a wake, a call back into the loop)
+# that cost more CPU than the work. What may touch the database still runs in a thread.
+async def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.swarm
     return state
 
@@ -143,10 +165,39 @@ def _bearer(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def current_user(request: Request, state: State) -> User:
+async def current_user(request: Request, state: State) -> User:
     """Authenticates in a short transaction of its own, so that long-lived handlers (event
     streams, long polls) hold no database transaction while they wait. An API key wins over a
-    session cookie (programs send keys and need no CSRF token)."""
+    session cookie (programs send keys and need no CSRF token). A caller the identity cache
+    knows is answered on the event loop; the others are looked up in a worker thread."""
+    known = _cached_user(request, state)
+    if known is not None:
+        return known
+    return await anyio.to_thread.run_sync(authenticate_user, request, state)
+
+
+def _cached_user(request: Request, state: State) -> User | None:
+    """The user of a key or session the cache holds (CSRF checked), else None: no I/O."""
+    secret = _bearer(request)
+    if secret is None:
+        token = request.cookies.get(SESSION_COOKIE)
+        if not token:
+            return None
+        identity: SessionIdentity | None = state.session_cache.get(hash_secret(token))
+        if identity is None or identity.expires_at <= state.clock():
+            return None
+        if request.method.upper() not in SAFE_METHODS:
+            _check_csrf(request, identity)
+        request.state.auth = Authentication(via="session", session=identity)
+        return identity.user
+    cached: User | None = state.user_cache.get(hash_secret(secret))
+    if cached is not None:
+        request.state.auth = Authentication(via="api_key")
+    return cached
+
+
+def authenticate_user(request: Request, state: AppState) -> User:
+    """`current_user`'s work, blocking (it may read the database)."""
     secret = _bearer(request)
     if secret is None:
         token = request.cookies.get(SESSION_COOKIE)
@@ -208,7 +259,7 @@ def _check_csrf(request: Request, identity: SessionIdentity) -> None:
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
-def admin_user(user: CurrentUser) -> User:
+async def admin_user(user: CurrentUser) -> User:
     if user.role != "admin":
         raise Forbidden("this needs an admin API key")
     return user
@@ -217,7 +268,20 @@ def admin_user(user: CurrentUser) -> User:
 AdminUser = Annotated[User, Depends(admin_user)]
 
 
-def current_instance(request: Request, state: State) -> InstanceIdentity:
+async def current_instance(request: Request, state: State) -> InstanceIdentity:
+    """The instance a worker token belongs to: from the identity cache on the event loop, else
+    looked up in a worker thread."""
+    secret = _bearer(request)
+    if secret is None:
+        raise Unauthorized("missing worker token")
+    cached: InstanceIdentity | None = state.instance_cache.get(hash_secret(secret))
+    if cached is not None:
+        return cached
+    return await anyio.to_thread.run_sync(authenticate_instance, request, state)
+
+
+def authenticate_instance(request: Request, state: AppState) -> InstanceIdentity:
+    """`current_instance`'s work, blocking (it may read the database)."""
     secret = _bearer(request)
     if secret is None:
         raise Unauthorized("missing worker token")

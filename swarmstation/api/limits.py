@@ -20,6 +20,7 @@ credential being checked.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import threading
@@ -142,8 +143,9 @@ def _needs(dependant: Dependant, wanted: tuple[Callable[..., Any], ...]) -> Call
 
 class EdgeLimits:
     """See the module's docstring. `authenticators` are the dependency functions that identify a
-    caller (`current_user`, `current_instance`), each called as `fn(request, app_state)` and
-    raising a SwarmError (Unauthorized, RateLimited...) to refuse."""
+    caller (`current_user`, `current_instance`), each called as `fn(request, app_state)` (awaited
+    when it is a coroutine function, else run in a thread) and raising a SwarmError
+    (Unauthorized, RateLimited...) to refuse."""
 
     def __init__(
         self, app: ASGIApp, *, limits: BodyLimits, authenticators: Iterable[Callable[..., Any]]
@@ -230,7 +232,10 @@ class EdgeLimits:
             return None
         request = Request(scope)  # headers only: the body stays unread
         try:
-            await asyncio.to_thread(authenticate, request, scope["app"].state.swarm)
+            if inspect.iscoroutinefunction(authenticate):  # a known caller: no thread at all
+                await authenticate(request, scope["app"].state.swarm)
+            else:
+                await asyncio.to_thread(authenticate, request, scope["app"].state.swarm)
         except SwarmError as exc:
             return render(request, exc)
         except Exception:

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
-from swarmstation.api.deps import State
+from swarmstation.api.deps import State, read_transaction
 from swarmstation.domain.errors import Forbidden, NotFound, TooLarge
 from swarmstation.domain.states import LEASED_JOB_STATES
 from swarmstation.objectstore.base import UploadLease
@@ -35,7 +35,7 @@ def _check(
 
 
 def _lease_holds(state: State, lease: UploadLease) -> bool:
-    with state.sessions() as s, s.begin():
+    with read_transaction(state) as s:  # a read: no write lock (SQLite)
         job = s.get(Job, lease.job_id)
         return job is not None and job.lease_token == lease.lease_token and job.state in LEASED_JOB_STATES
 

@@ -9,13 +9,14 @@ import uuid
 from datetime import timedelta
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from swarmstation.api.deps import DB, CurrentUser, State
+from swarmstation.api.deps import DB, AppState, CurrentUser, State, read_transaction
 from swarmstation.api.prices import price_out
 from swarmstation.api.schemas import (
     INT64_MAX,
@@ -36,6 +37,7 @@ from swarmstation.domain.states import TERMINAL_JOB_STATES, JobState
 from swarmstation.objectstore.base import NotFound as ObjectNotFound
 from swarmstation.objectstore.base import RedirectTo
 from swarmstation.store import queries
+from swarmstation.store.db import transaction
 from swarmstation.store.models import IdempotencyKey, Job, JobEvent, Output, Tool, Upload, User
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ IdempotencyKeyHeader = Annotated[
 _JOBS_SCOPE = "jobs.create"
 
 
-def _claim_key(s: DB, state: State, user: User, key: str, body: JobCreate) -> IdempotencyKey | JobOut:
+def _claim_key(s: Session, state: AppState, user: User, key: str, body: JobCreate) -> IdempotencyKey | JobOut:
     """The claimed key (give it the job before committing), or the job an earlier request made.
     Raises idempotency.KeyReused (422) or KeyInFlight (409)."""
     found = idempotency.claim(
@@ -95,39 +97,50 @@ def _claim_key(s: DB, state: State, user: User, key: str, body: JobCreate) -> Id
     return found
 
 
+def _create_job(
+    state: AppState, body: JobCreate, user: User, idempotency_key: str | None
+) -> tuple[JobOut, bool]:
+    """The submission in one transaction of its own, committed before it returns: (the job,
+    whether it is an earlier request's replayed)."""
+    with transaction(state.sessions) as s:
+        claimed: IdempotencyKey | None = None
+        if idempotency_key is not None:
+            found = _claim_key(s, state, user, idempotency_key, body)
+            if isinstance(found, JobOut):
+                return found, True
+            claimed = found
+        settings = state.settings
+        job = submission.submit(
+            s,
+            user=user,
+            tool_slug=body.tool,
+            inputs=body.inputs,
+            matchers=state.matchers,
+            limits=submission.SubmissionLimits.from_settings(settings),
+            now=state.clock(),
+            pricing=state.pricing,  # the quote is held with the job
+        )
+        if claimed is not None:
+            claimed.job_id = job.id
+        out = job_out(s, job, outputs=())  # just submitted: no outputs yet
+    state.loops.poke()
+    return out, False
+
+
+# The job routes most requests take are `async def` around one thread of work with its own
+# transaction, committed before the answer: a sync handler with the request-scoped session
+# (`DB`) cost three thread hops more (the session's start and end, the answer's validation).
 @router.post("/jobs", response_model=JobOut, status_code=201)
-def create_job(
+async def create_job(
     body: JobCreate,
-    s: DB,
     user: CurrentUser,
     state: State,
     response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobOut:
-    claimed: IdempotencyKey | None = None
-    if idempotency_key is not None:
-        found = _claim_key(s, state, user, idempotency_key, body)
-        if isinstance(found, JobOut):
-            response.headers["Idempotent-Replayed"] = "true"
-            s.commit()  # before the answer is validated in the thread pool (api/worker.py says why)
-            return found
-        claimed = found
-    settings = state.settings
-    job = submission.submit(
-        s,
-        user=user,
-        tool_slug=body.tool,
-        inputs=body.inputs,
-        matchers=state.matchers,
-        limits=submission.SubmissionLimits.from_settings(settings),
-        now=state.clock(),
-        pricing=charging.ChargeSettings.from_settings(settings),  # the quote is held with the job
-    )
-    if claimed is not None:
-        claimed.job_id = job.id
-    out = job_out(s, job, outputs=())  # just submitted: no outputs yet
-    s.commit()
-    state.loops.poke()
+    out, replayed = await anyio.to_thread.run_sync(_create_job, state, body, user, idempotency_key)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     return out
 
 
@@ -146,11 +159,14 @@ def list_jobs(
     return jobs
 
 
+def _job_view(state: AppState, job_id: str, user: User) -> JobOut:
+    with read_transaction(state) as s:
+        return job_out(s, queries.job_for_user(s, job_id, user))
+
+
 @router.get("/jobs/{job_id}", response_model=JobOut)
-def get_job(job_id: str, s: DB, user: CurrentUser) -> JobOut:
-    out = job_out(s, queries.job_for_user(s, job_id, user))
-    s.commit()  # as list_jobs
-    return out
+async def get_job(job_id: str, user: CurrentUser, state: State) -> JobOut:
+    return await anyio.to_thread.run_sync(_job_view, state, job_id, user)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
@@ -221,7 +237,7 @@ async def job_events(
         client that resumes after the end); each later one reads only the new events, one
         statement, instead of loading the job on every wake."""
         nonlocal checked
-        with state.sessions() as s, s.begin():
+        with read_transaction(state) as s:
             if checked:
                 return frames_after(s, after)
             row = s.execute(select(Job.user_id, Job.state).where(Job.id == job_id)).first()

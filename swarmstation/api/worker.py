@@ -8,12 +8,14 @@ import mimetypes
 import time
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from swarmstation.api.deps import DB, CurrentInstance, InstanceIdentity, State
+from swarmstation.api.deps import DB, AppState, CurrentInstance, InstanceIdentity, State
 from swarmstation.api.metrics import observe_job
 from swarmstation.api.schemas import (
     Assignment,
@@ -46,6 +48,7 @@ from swarmstation.domain.names import safe_file_name
 from swarmstation.domain.states import InstanceState, InstanceTrigger, JobState
 from swarmstation.objectstore.base import UploadLease
 from swarmstation.providers.static import is_static, recover_if_static
+from swarmstation.store.db import transaction
 from swarmstation.store.models import Instance, Job, Output, Pool
 
 router = APIRouter(prefix="/worker/v1", tags=["worker"])
@@ -295,31 +298,34 @@ def _leased(s: DB, job_id: str, me: InstanceIdentity, body: LeasedReport) -> Job
     return jobs_ops.leased_job(s, job_id, me.id, body.lease_token)
 
 
+# The job reports open their transaction in the handler's own thread instead of taking the
+# request-scoped session (`DB`): a sync dependency's start and end are two more thread hops per
+# request. The transaction commits when the block ends, before the answer.
 @router.post("/jobs/{job_id}/started", status_code=204)
-def started(job_id: str, body: LeasedReport, s: DB, me: CurrentInstance, state: State) -> None:
-    job = _leased(s, job_id, me, body)
-    jobs_ops.mark_running(s, job, lease_seconds=state.settings.lease_seconds, now=state.clock())
-    s.commit()
+def started(job_id: str, body: LeasedReport, me: CurrentInstance, state: State) -> None:
+    with transaction(state.sessions) as s:
+        job = _leased(s, job_id, me, body)
+        jobs_ops.mark_running(s, job, lease_seconds=state.settings.lease_seconds, now=state.clock())
     state.notifier.wake(f"job:{job_id}")
 
 
 @router.post("/jobs/{job_id}/progress", status_code=204)
-def progress(job_id: str, body: ProgressIn, s: DB, me: CurrentInstance, state: State) -> None:
-    job = _leased(s, job_id, me, body)
+def progress(job_id: str, body: ProgressIn, me: CurrentInstance, state: State) -> None:
     detail = {
         k: v
         for k, v in {"node": body.node, "value": body.value, "max": body.max, "stage": body.stage}.items()
         if v is not None
     }
-    jobs_ops.report_progress(
-        s,
-        job,
-        progress=body.progress,
-        detail=detail,
-        lease_seconds=state.settings.lease_seconds,
-        now=state.clock(),
-    )
-    s.commit()
+    with transaction(state.sessions) as s:
+        job = _leased(s, job_id, me, body)
+        jobs_ops.report_progress(
+            s,
+            job,
+            progress=body.progress,
+            detail=detail,
+            lease_seconds=state.settings.lease_seconds,
+            now=state.clock(),
+        )
     state.notifier.wake(f"job:{job_id}")
 
 
@@ -329,8 +335,18 @@ def _safe_filename(name: str) -> str:
 
 
 @router.post("/jobs/{job_id}/outputs", response_model=OutputsOut)
-def outputs(job_id: str, body: OutputsIn, s: DB, me: CurrentInstance, state: State) -> OutputsOut:
+async def outputs(job_id: str, body: OutputsIn, me: CurrentInstance, state: State) -> OutputsOut:
     """Reserve output records and hand out presigned upload URLs."""
+    # async around a thread: the answer is validated on the event loop, not in one more hop
+    return await anyio.to_thread.run_sync(_reserve_outputs, job_id, body, me, state)
+
+
+def _reserve_outputs(job_id: str, body: OutputsIn, me: InstanceIdentity, state: AppState) -> OutputsOut:
+    with transaction(state.sessions) as s:
+        return _reserve(s, job_id, body, me, state)
+
+
+def _reserve(s: Session, job_id: str, body: OutputsIn, me: InstanceIdentity, state: AppState) -> OutputsOut:
     job = _leased(s, job_id, me, body)
     now = state.clock()
     expires = _upload_url_seconds(job, now, state.settings.lease_seconds)
@@ -360,7 +376,6 @@ def outputs(job_id: str, body: OutputsIn, s: DB, me: CurrentInstance, state: Sta
                 upload_url=state.store.presign_put(key, expires, UploadLease(job.id, job.lease_token)),
             )
         )
-    s.commit()  # before the answer is validated (see above)
     return OutputsOut(uploads=uploads)
 
 
@@ -372,7 +387,18 @@ def _upload_url_seconds(job: Job, now: datetime, lease_seconds: float) -> int:
 
 
 @router.post("/jobs/{job_id}/complete", status_code=204)
-def complete(job_id: str, body: CompleteIn, s: DB, me: CurrentInstance, state: State) -> None:
+def complete(job_id: str, body: CompleteIn, me: CurrentInstance, state: State) -> None:
+    with transaction(state.sessions) as s:
+        timings = _complete(s, job_id, body, me, state)
+    observe_job(timings)
+    state.notifier.wake(f"job:{job_id}")
+    state.loops.poke()
+
+
+def _complete(
+    s: Session, job_id: str, body: CompleteIn, me: InstanceIdentity, state: AppState
+) -> dict[str, Any]:
+    """The completion in `s`; the job's timings."""
     job = _leased(s, job_id, me, body)
     for output_id in body.outputs:
         out = s.get(Output, output_id)
@@ -394,10 +420,7 @@ def complete(job_id: str, body: CompleteIn, s: DB, me: CurrentInstance, state: S
         )
         if rate is not None:
             inst.info = {**inst.info, "download_bps": rate}
-    s.commit()
-    observe_job(job.timings)
-    state.notifier.wake(f"job:{job_id}")
-    state.loops.poke()
+    return dict(job.timings)
 
 
 @router.post("/jobs/{job_id}/fail", status_code=204)

@@ -56,12 +56,66 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
 
 
+#: Connections of the SQLite read-only engine (`make_read_engine`): WAL readers do not wait for
+#: the writer, nor for each other.
+SQLITE_READERS = 4
+
+
+def make_read_engine(url: str) -> Engine | None:
+    """An engine for read-only transactions beside `make_engine`'s, or None where the writer's
+    engine serves reads as well. SQLite: a second pool whose transactions are deferred (`BEGIN`,
+    not `BEGIN IMMEDIATE`) and `query_only`, so that a read neither takes the write lock nor
+    waits for the writer's one connection (WAL readers see the last commit); an in-memory
+    database has no second connection to the same data, so None. PostgreSQL: None (its pool
+    already reads concurrently)."""
+    if not url.startswith("sqlite") or ":memory:" in url or url.rstrip("/") in ("sqlite:", "sqlite:/"):
+        return None
+    if "mode=memory" in url:
+        return None
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=SQLITE_READERS,
+        max_overflow=0,
+        pool_timeout=60,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_reader_pragmas(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA query_only=ON")  # a write through this engine fails, it never locks
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _sqlite_begin_deferred(conn: Any) -> None:
+        # One snapshot for the transaction's reads, taken at its first read; no write lock.
+        conn.exec_driver_sql("BEGIN")
+
+    @event.listens_for(engine, "checkin")
+    def _sqlite_reader_end_leftover(dbapi_conn: Any, _record: Any) -> None:
+        if dbapi_conn is not None and dbapi_conn.in_transaction:
+            dbapi_conn.rollback()
+
+    return engine
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    with factory() as session, session.begin():
+        yield session
+
+
+@contextmanager
+def read_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A transaction that only reads (`factory`: from `make_read_engine`'s engine, or the
+    writer's where there is none)."""
     with factory() as session, session.begin():
         yield session
 
