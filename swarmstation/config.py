@@ -382,6 +382,10 @@ class Settings(BaseSettings):
     pool_count_start_success: bool = Field(
         False, description="Scaling counts a starting instance by the share of past starts that became ready"
     )
+    pool_replace_overdue_resumes: bool = Field(
+        False,
+        description="Start a replacement for a resume past the bound (resume_heartbeat_timeout_seconds)",
+    )
     start_success_window: int = Field(
         50, ge=1, description="Past launches (and resumes) that start success is estimated from"
     )

@@ -16,14 +16,16 @@ and starts it at the provider; its worker registers again with the same token, a
 A resume can fail at the provider (the GPU was rented out meanwhile): a failed start call, a
 provider status that says it exited or failed (reconcile), or no ready worker within
 `resume_timeout_seconds` makes it UNHEALTHY, it is destroyed, and the policy resumes or launches
-another. It is replaced sooner: once a resume has gone without a ready worker past the bound
-derived from the pool's own past resume times (`domain.startup.resume_give_up_seconds`, read
-from the instance transitions: `resume_give_up_factor` times their median,
-`resume_heartbeat_timeout_seconds` until five have succeeded), scaling counts it as covering
-nothing (`InstanceView.overdue`) and resumes or launches another while it may still come up.
-With `pool_count_start_success`, scaling also counts an instance still starting by its kind's
-share of past starts that became ready (`start_success_window`), so a pool whose launches often
-fail asks for more of them. Reconcile stops again a STOPPED instance that the provider still runs (a lost
+another. With `pool_replace_overdue_resumes` it is replaced sooner: once a resume has gone
+without a ready worker past the bound derived from the pool's own past resume times
+(`domain.startup.resume_give_up_seconds`, read from the instance transitions:
+`resume_give_up_factor` times their median, `resume_heartbeat_timeout_seconds` until five have
+succeeded), scaling counts it as covering nothing (`InstanceView.overdue`) and resumes or
+launches another while it may still come up. With `pool_count_start_success`, scaling also
+counts an instance still starting by its kind's share of past starts that became ready
+(`start_success_window`), so a pool whose launches often fail asks for more of them. Both are off
+by default: in the simulator (which does the same, README "Simulator") neither lowered the prior
+preset's p95 wait. Reconcile stops again a STOPPED instance that the provider still runs (a lost
 stop call). A parked instance that the policy drains is destroyed by (2).
 
 Stopped behind our back. An instance that we did not park (live here: PROVISIONING to DRAINING,
@@ -481,7 +483,7 @@ class PoolController:
                     if i.state in _STARTING and (at := resumed_at_of(i)) is not None
                 }
                 overdue: set[str] = set()
-                if resuming:
+                if resuming and self.settings.pool_replace_overdue_resumes:
                     outcomes = start_outcomes(s, pool.name, now)
                     bound = startup.resume_give_up_seconds(outcomes, config)
                     overdue = {

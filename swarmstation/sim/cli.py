@@ -176,6 +176,13 @@ def run_cmd(
         float | None,
         typer.Option("--managed-speed", min=0.1, help="Managed GPU run time / ours (default 1.0)."),
     ] = None,
+    replace_overdue: Annotated[
+        bool | None,
+        typer.Option(
+            "--replace-overdue-resumes/--no-replace-overdue-resumes",
+            help="Replace a resume past the bound from past resumes (Settings.pool_replace_overdue_resumes).",
+        ),
+    ] = None,
 ) -> None:
     """Every policy over the same trace; writes a Markdown/JSON table and PNG plots.
 
@@ -221,6 +228,8 @@ def run_cmd(
         managed_changes["run_speed_factor"] = managed_speed
     if managed_changes:
         base = replace(base, managed=replace(base.managed, **managed_changes))  # type: ignore[arg-type]
+    if replace_overdue is not None:
+        base = replace(base, replace_overdue_resumes=replace_overdue)
     tr = _load_trace(preset, trace, days, seed_list[0])
     knobs: dict[str, float | None] = {
         "idle-minutes": idle_minutes,
@@ -255,6 +264,8 @@ def run_cmd(
         options += f" --managed-concurrency {managed_concurrency}"
     if managed_speed is not None:
         options += f" --managed-speed {managed_speed:g}"
+    if replace_overdue is not None:
+        options += " --replace-overdue-resumes" if replace_overdue else " --no-replace-overdue-resumes"
     if policies is not None:
         options += f" --policies {','.join(chosen)}"
     if seeds is not None:

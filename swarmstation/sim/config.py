@@ -111,12 +111,16 @@ class SimConfig:
     forecast: ForecastConfig = field(default_factory=ForecastConfig)
     forecast_interval_s: float = 60.0
     forecast_history_days: float = 7.0
-    # domain/startup.py, as the live pool loop: a resume past the bound derived from the pool's past
-    # resume times counts as covering nothing (a replacement is started; it is given up at
-    # resume_timeout_s), and, with count_start_success (Settings.pool_count_start_success), a
-    # starting instance counts by its kind's share of past starts that became ready
+    # domain/startup.py, as the live pool loop (the Settings defaults, both off: measured on prior,
+    # neither moved p95 the right way): with replace_overdue_resumes (pool_replace_overdue_resumes)
+    # a resume past the bound derived from the pool's past resume times counts as covering nothing
+    # (a replacement is started; it is given up at resume_timeout_s); with count_start_success
+    # (pool_count_start_success) a starting instance counts by its kind's share of past starts
+    # that became ready
     start: StartConfig = field(default_factory=live_start_config)
-    replace_overdue_resumes: bool = True
+    replace_overdue_resumes: bool = field(
+        default_factory=lambda: bool(Settings.model_fields["pool_replace_overdue_resumes"].default)
+    )
     count_start_success: bool = field(
         default_factory=lambda: bool(Settings.model_fields["pool_count_start_success"].default)
     )

@@ -1,7 +1,7 @@
-"""A resume that does not come up is replaced after the bound from the pool's own past resume
-times (domain.startup), not after the 240 s resume timeout: the pool loop in process against the
-fake Vast.ai over HTTP, whose failed start answers success and leaves the machine stopped (its GPU
-was rented out meanwhile), so the worker never registers."""
+"""With pool_replace_overdue_resumes, a resume that does not come up is replaced after the bound
+from the pool's own past resume times (domain.startup), not after the 240 s resume timeout: the
+pool loop in process against the fake Vast.ai over HTTP, whose failed start answers success and
+leaves the machine stopped (its GPU was rented out meanwhile), so the worker never registers."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ def plane(tmp_path: Path, database_url: str, clock: FakeClock, fake: FakeVastAI)
         provider="none",
         heartbeat_timeout_seconds=20,
         orphan_grace_seconds=0,
+        pool_replace_overdue_resumes=True,
     )
     cp = plane_with_pool(
         settings,

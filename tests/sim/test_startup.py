@@ -44,8 +44,11 @@ def _pass_at(sim: PoolSimulation, t: float) -> list[str]:
     return resumed + ["launch"] * (sim.launches - before)
 
 
+ON = replace(C.SimConfig(), replace_overdue_resumes=True)
+
+
 def test_an_overdue_resume_is_replaced_before_the_resume_timeout() -> None:
-    sim, (first, second) = _parked_pool(C.SimConfig())
+    sim, (first, second) = _parked_pool(ON)
     assert sim.start_estimates()[2] == 120.0
     assert _pass_at(sim, 1000.0) == [second]  # the most recently parked one is resumed
     assert _pass_at(sim, 1100.0) == []  # 100 s: not overdue yet
@@ -55,6 +58,7 @@ def test_an_overdue_resume_is_replaced_before_the_resume_timeout() -> None:
 
 
 def test_without_the_bound_nothing_replaces_it_before_the_resume_timeout() -> None:
+    assert not C.SimConfig().replace_overdue_resumes  # off by default, as the live setting
     sim, (_, second) = _parked_pool(replace(C.SimConfig(), replace_overdue_resumes=False))
     assert _pass_at(sim, 1000.0) == [second]
     assert _pass_at(sim, 1122.0) == []
@@ -62,7 +66,7 @@ def test_without_the_bound_nothing_replaces_it_before_the_resume_timeout() -> No
 
 
 def test_start_outcomes_feed_the_estimates() -> None:
-    sim, _ = _parked_pool(C.SimConfig())
+    sim, _ = _parked_pool(ON)
     launches = sim.starts[StartKind.LAUNCH]
     assert [o.ready for o in launches] == [True, True]  # the two launches of _parked_pool
     inst = sim.launch()
