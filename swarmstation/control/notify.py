@@ -164,6 +164,10 @@ class PgBridge:
         self.origin = uuid.uuid4().hex[:12]
         self._others = others
         self._others_every = others_every
+        # what the sending thread last counted, and when: while alone, `publish` drops keys
+        # without waking that thread, asking it to count again every `others_every` seconds
+        self._alone = False
+        self._others_at = float("-inf")
         self._reconnect = reconnect_seconds
         self._outbox: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -203,6 +207,8 @@ class PgBridge:
         self._threads = []
 
     def publish(self, key: str) -> None:
+        if self._alone and time.monotonic() - self._others_at < self._others_every:
+            return  # no other replica: nobody to tell
         self._outbox.put(key)
 
     def _listen(self) -> None:
@@ -245,7 +251,6 @@ class PgBridge:
 
     def _send(self) -> None:
         conn: Any = None
-        others, others_at = 1, float("-inf")
         while True:
             key = self._outbox.get()
             keys = dict.fromkeys([key] if key is not None else [])
@@ -262,12 +267,13 @@ class PgBridge:
                 if conn is not None:
                     conn.close()
                 return
-            if self._others is not None and time.monotonic() - others_at > self._others_every:
+            if self._others is not None and time.monotonic() - self._others_at > self._others_every:
                 try:
-                    others, others_at = self._others(), time.monotonic()
+                    self._alone = self._others() == 0
                 except Exception:
-                    others = 1
-            if not keys or others == 0:
+                    self._alone = False
+                self._others_at = time.monotonic()
+            if not keys or self._alone:
                 continue
             try:
                 if conn is None or conn.closed:

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 
 import pytest
@@ -44,13 +44,13 @@ def schemas() -> Iterator[list[Engine]]:
 class Replica:
     """A notifier bound to its own event loop (a thread), bridged to PostgreSQL."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, others: Callable[[], int] | None = None) -> None:
         self.notifier = Notifier()
         self.loop = asyncio.new_event_loop()
         self.notifier.bind(self.loop)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.bridge = PgBridge(engine, self.notifier)
+        self.bridge = PgBridge(engine, self.notifier, others=others, others_every=0.5)
         self.bridge.start()
         assert self.bridge.listening.wait(10), "the bridge did not LISTEN"
 
@@ -112,6 +112,33 @@ def test_subscribers_hear_other_replicas_and_publish_is_not_heard_at_home(schema
         for key in keys:
             a.notifier.wake(key)
         assert last.result(15)[0] is True
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_replica_alone_sends_nothing_and_starts_when_another_comes(schemas: list[Engine]) -> None:
+    """`others` (ReplicaPresence.others in the app) counts the other replicas: while it says none,
+    wakes are not sent (a single PostgreSQL replica pays nothing for the bridge); within
+    `others_every` of another replica's arrival they are."""
+    count = [0]
+    a = Replica(schemas[0], others=lambda: count[0])
+    b = Replica(schemas[0])
+    try:
+        a.notifier.wake("job:first")  # counts the others: none
+        time.sleep(0.2)
+        for n in range(50):
+            a.notifier.wake(f"job:{n}")
+        time.sleep(0.2)
+        assert a.bridge.sent == 0 and b.bridge.received == 0
+        count[0] = 1  # another replica came
+        time.sleep(0.6)  # past others_every
+        a.notifier.wake("job:counts-again")
+        on_b = b.wait("job:late", 10.0)
+        a.notifier.wake("job:late")
+        woke, seconds = on_b.result(15)
+        assert woke and seconds < 1.0
+        assert a.bridge.sent >= 1
     finally:
         a.close()
         b.close()
