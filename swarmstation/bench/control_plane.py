@@ -94,6 +94,8 @@ class Options:
     queued: int = 10_000
     #: replicas mode: with more than one replica, run one replica behind the same proxy first
     baseline: bool = True
+    #: replicas mode: the clients submit as this many users in turn (each with its own account)
+    users: int = 1
 
 
 def _free_port() -> int:
@@ -141,21 +143,45 @@ def _prepare(settings: Settings, workers: int) -> tuple[str, list[str], list[tup
     return key, tokens, models
 
 
+def _more_users(settings: Settings, n: int) -> list[str]:
+    """API keys of `n` more bench users, each granted credits as `_prepare`'s."""
+    plane = build(settings, provider=None)
+    now = utcnow()
+    keys = []
+    with transaction(plane.state.sessions) as s:
+        for k in range(n):
+            user, key = create_user_with_key(s, f"bench-{int(time.time())}-{k}", "user", now)
+            keys.append(key)
+            ledger.grant(
+                s,
+                user_id=user.id,
+                amount=10**12,
+                reason="bench",
+                actor_id=None,
+                key=f"bench:{uuid.uuid4()}",
+                now=now,
+            )
+    plane.state.engine.dispose()
+    return keys
+
+
 async def _clients(
-    http: httpx.AsyncClient, config: Options, progress: Console | None
+    http: httpx.AsyncClient, config: Options, progress: Console | None, keys: list[str] | None = None
 ) -> tuple[list[str], float]:
-    """C clients in a closed loop: submit, follow the job's events to the end, submit the next."""
+    """C clients in a closed loop: submit, follow the job's events to the end, submit the next.
+    With `keys`, client n submits as the user of keys[n % len(keys)] (else as `http`'s)."""
     remaining = config.jobs
     ids: list[str] = []
     bar = Progress(console=progress, disable=progress is None, transient=True)
     task = bar.add_task("jobs", total=config.jobs)
 
-    async def client() -> None:
+    async def client(n: int) -> None:
         nonlocal remaining
+        auth = {"Authorization": f"Bearer {keys[n % len(keys)]}"} if keys else {}
         while remaining > 0:
             remaining -= 1
             # Idempotent, so that a submission retried after a dropped connection is one job.
-            key = {"Idempotency-Key": str(uuid.uuid4())}
+            key = {"Idempotency-Key": str(uuid.uuid4()), **auth}
             for attempt in range(5):
                 try:
                     r = await http.post("/v1/jobs", json={"tool": TOOL, "inputs": INPUTS}, headers=key)
@@ -169,7 +195,7 @@ async def _clients(
             ids.append(job_id)
             last_id: str | None = None
             for attempt in range(5):
-                resume = {"Last-Event-ID": last_id} if last_id else {}
+                resume = {"Last-Event-ID": last_id, **auth} if last_id else auth
                 try:
                     async with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=resume) as events:
                         async for line in events.aiter_lines():
@@ -182,7 +208,7 @@ async def _clients(
 
     with bar:
         started = time.monotonic()
-        await asyncio.gather(*(client() for _ in range(config.concurrency)))
+        await asyncio.gather(*(client(n) for n in range(config.concurrency)))
         return ids, time.monotonic() - started
 
 
@@ -312,7 +338,13 @@ class LeanInstance:
 
 
 async def _run_lean(
-    config: Options, url: str, key: str, tokens: list[str], progress: Console | None, lost: list[int]
+    config: Options,
+    url: str,
+    key: str,
+    tokens: list[str],
+    progress: Console | None,
+    lost: list[int],
+    keys: list[str] | None = None,
 ) -> tuple[list[str], float]:
     """The lean run; `lost` gets each instance's count of jobs whose lease moved on (409)."""
     # keep-alive shorter than the server's 5 s: a connection is not reused as the server closes it
@@ -323,7 +355,7 @@ async def _run_lean(
         tasks = [asyncio.create_task(i.run()) for i in instances]
         headers = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout, limits=limits) as http:
-            clients = asyncio.create_task(_clients(http, config, progress))
+            clients = asyncio.create_task(_clients(http, config, progress, keys))
             # An instance that fails ends the run at once (its jobs would wait for their leases).
             await asyncio.wait([clients, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for t in [clients, *tasks]:
@@ -664,6 +696,7 @@ def _replicas_once(config: Options, replicas: int, progress: Console | None) -> 
     proxy: subprocess.Popen[bytes] | None = None
     try:
         key, tokens, _ = _prepare(settings, config.workers)
+        keys = [key, *_more_users(settings, config.users - 1)] if config.users > 1 else None
         for n, port in enumerate(ports):
             servers.append(
                 serve_process(
@@ -700,7 +733,7 @@ def _replicas_once(config: Options, replicas: int, progress: Console | None) -> 
         busy_before, total_before = _machine_cpu()
         own_before = time.process_time()
         lost: list[int] = []
-        ids, elapsed = asyncio.run(_run_lean(config, url, key, tokens, progress, lost))
+        ids, elapsed = asyncio.run(_run_lean(config, url, key, tokens, progress, lost, keys))
         own_cpu = time.process_time() - own_before
         busy_after, total_after = _machine_cpu()
         pg_cpu = _postgres_cpu_seconds() - pg_before
@@ -774,7 +807,8 @@ def _replicas_once(config: Options, replicas: int, progress: Console | None) -> 
         "control_plane_cpu_percent_of_core": [round(100 * c / elapsed, 1) for c in cpu] if elapsed else [],
         "proxy_cpu_ms_per_job": round(1000 * proxy_cpu / per_job, 2),
         "bench_cpu_ms_per_job": round(1000 * own_cpu / per_job, 2),
-        # every postgres process on the machine, the bench's backends and anyone else's
+        # every postgres process alive at both ends of the run, the bench's backends and anyone
+        # else's (a backend that exits meanwhile takes its CPU with it): a rough figure
         "postgres_cpu_ms_per_job": round(1000 * pg_cpu / per_job, 2),
         # every process on the machine, as a share of all its cores (100 = every core busy)
         "machine_cpu_busy_percent": round(100 * busy / max(1.0, total_after - total_before), 1),
@@ -799,6 +833,7 @@ def run_replicas(config: Options, replicas: int, progress: Console | None = None
         "database": "postgresql",
         "workers": config.workers,
         "clients": config.concurrency,
+        "users": config.users,
         "jobs": config.jobs,
         **result,
     }

@@ -62,6 +62,16 @@ def bench(
     baseline: Annotated[
         bool, typer.Option("--baseline/--no-baseline", help="--replicas N > 1: the one-replica run first")
     ] = True,
+    users: Annotated[
+        int,
+        typer.Option(
+            "--users",
+            min=1,
+            max=512,
+            help="--replicas: the clients submit as this many users in turn (one user's account is "
+            "locked by each of its submissions and completions)",
+        ),
+    ] = 1,
 ) -> None:
     """Control-plane throughput, overhead, CPU and memory with workers that take no time (prints JSON)."""
     from swarmstation.bench import control_plane, print_result
@@ -76,7 +86,10 @@ def bench(
         finished=finished,
         queued=queued,
         baseline=baseline,
+        users=users,
     )
+    if users > 1 and replicas is None:
+        raise typer.BadParameter("--users goes with --replicas")
     if replicas is not None:
         if not lean or idle or memory:
             raise typer.BadParameter("--replicas runs the lean load: add --lean (not --idle or --memory)")

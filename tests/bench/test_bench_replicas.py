@@ -37,6 +37,7 @@ def test_replicas_need_postgresql_and_the_lean_load(tmp_path: Path) -> None:
     for args, message in [
         (["--lean", "--replicas", "2"], "PostgreSQL"),
         (["--replicas", "2", "--database-url", "postgresql://127.0.0.1/x"], "--lean"),
+        (["--lean", "--users", "4"], "--replicas"),
     ]:
         result = subprocess.run(
             [str(BIN), "bench", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
@@ -50,7 +51,19 @@ def test_replicas_need_postgresql_and_the_lean_load(tmp_path: Path) -> None:
 def test_two_replicas_one_leader_no_job_twice_and_the_ratio(tmp_path: Path) -> None:
     if os.environ.get("SWARMSTATION_SKIP_POSTGRES") == "1":
         pytest.skip("SWARMSTATION_SKIP_POSTGRES=1")
-    args = ["--lean", "--replicas", "2", "--workers", "3", "--jobs", "12", "--concurrency", "3"]
+    args = [
+        "--lean",
+        "--replicas",
+        "2",
+        "--workers",
+        "3",
+        "--jobs",
+        "12",
+        "--concurrency",
+        "3",
+        "--users",
+        "2",
+    ]
     result = subprocess.run(
         [str(BIN), "bench", *args, "--database-url", POSTGRES_URL],
         capture_output=True,
@@ -62,6 +75,7 @@ def test_two_replicas_one_leader_no_job_twice_and_the_ratio(tmp_path: Path) -> N
     figures = json.loads(result.stdout)
     one = figures["one_replica"]
     assert figures["mode"] == "replicas" and figures["replicas"] == 2 and one["replicas"] == 1
+    assert figures["users"] == 2
     for run in (figures, one):
         assert run["completed"] == 12 and run["failed"] == 0
         assert run["leaders"] == 1, run["scheduler_passes"]
