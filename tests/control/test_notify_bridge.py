@@ -142,3 +142,20 @@ def test_a_replica_alone_sends_nothing_and_starts_when_another_comes(schemas: li
     finally:
         a.close()
         b.close()
+
+
+def test_a_bridge_that_cannot_connect_leaves_the_replica_on_its_timers() -> None:
+    """A URL that libpq refuses does not stop the control plane from starting: no bridge, the
+    notifier wakes this process's waiters as before."""
+    if os.environ.get("SWARMSTATION_SKIP_POSTGRES") == "1":
+        pytest.skip("SWARMSTATION_SKIP_POSTGRES=1")
+    engine = create_engine(POSTGRES_URL.rsplit("/", 1)[0] + "/no_such_database_here")
+    notifier = Notifier()
+    bridge = PgBridge(engine, notifier)
+    try:
+        bridge.start()  # logs a warning, raises nothing
+        assert notifier._publish is None and bridge._threads == []
+        notifier.wake("job:1")  # nothing to send, no error
+    finally:
+        bridge.stop()
+        engine.dispose()
