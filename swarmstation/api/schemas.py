@@ -212,7 +212,17 @@ class LeaseRef(Strict):
 class HeartbeatIn(Strict):
     running: list[LeaseRef] = Field(default_factory=list, max_length=64)
     disk_free_bytes: ByteCount | None = None
-    models: list[str] = Field(default_factory=list, max_length=10_000)
+    models: list[str] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="The model inventory; omitted with `inventory_digest`: the one the control plane holds",
+    )
+    inventory_digest: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Instead of `models`, once an answer's `inventory_digest` is this inventory's",
+    )
     loaded_checkpoint: str | None = Field(default=None, max_length=300)
     comfyui_ok: bool = True
     cache: dict[str, float] = Field(default_factory=dict, max_length=20)  # hits, misses, bytes_hit, ...
@@ -223,6 +233,12 @@ class HeartbeatOut(BaseModel):
     cancel: list[str]
     stale: list[str]
     prefetch: list[ModelOut] = Field(default_factory=list, description="Popular models to fetch while idle")
+    inventory_digest: str | None = Field(
+        default=None, description="The digest of the model inventory the control plane holds for the instance"
+    )
+    send_inventory: bool = Field(
+        default=False, description="The digest sent is not the inventory held: send `models` in full"
+    )
 
 
 class InputImageOut(BaseModel):

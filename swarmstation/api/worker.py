@@ -77,7 +77,10 @@ def register(body: RegisterIn, s: DB, me: CurrentInstance, state: State, ready: 
     now = state.clock()
     inst.comfyui_url = body.comfyui_url
     inst.last_heartbeat_at = now
-    inst.info = {**inst.info, "worker_version": body.version}
+    # a (re)started worker's first heartbeat is read in full (its report may match the last one
+    # while what the row holds was reset meanwhile, as parking does)
+    kept = {k: v for k, v in inst.info.items() if k != "report_digest"}
+    inst.info = {**kept, "worker_version": body.version}
     current = inst.state
     if current == InstanceState.UNHEALTHY and is_static(inst):  # attached: it stays and comes back
         if ready:
@@ -147,36 +150,55 @@ def preload(s: DB, me: CurrentInstance, state: State) -> list[ModelOut]:
 
 
 @router.post("/heartbeat", response_model=HeartbeatOut)
-def heartbeat(body: HeartbeatIn, s: DB, me: CurrentInstance, state: State) -> HeartbeatOut:
+async def heartbeat(body: HeartbeatIn, me: CurrentInstance, state: State) -> HeartbeatOut:
+    """Most heartbeats change nothing: those are one read of a few columns and one UPDATE
+    (control/heartbeats.py, `quick_heartbeat`); the others load the instance. async around one
+    thread: the answer is validated on the event loop, not in one more hop."""
+    return await anyio.to_thread.run_sync(_heartbeat, body, me, state)
+
+
+def _heartbeat(body: HeartbeatIn, me: InstanceIdentity, state: AppState) -> HeartbeatOut:
     settings = state.settings
-    answer = heartbeats.record_heartbeat(
-        s,
-        _instance(s, me),
-        heartbeats.Heartbeat(
-            running=[heartbeats.RunningJob(r.job_id, r.lease_token) for r in body.running],
-            comfyui_ok=body.comfyui_ok,
-            disk_free_bytes=body.disk_free_bytes,
-            models=body.models,
-            loaded_checkpoint=body.loaded_checkpoint,
-            cache=body.cache,
-        ),
-        settings=heartbeats.HeartbeatSettings(
-            heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
-            lease_seconds=settings.lease_seconds,
-            max_infra_requeues=settings.max_infra_requeues,
-        ),
-        now=state.clock(),
+    beat = heartbeats.Heartbeat(
+        running=[heartbeats.RunningJob(r.job_id, r.lease_token) for r in body.running],
+        comfyui_ok=body.comfyui_ok,
+        disk_free_bytes=body.disk_free_bytes,
+        # neither models nor a digest (older workers, none on disk): no models
+        models=body.models if body.models is not None else None if body.inventory_digest else [],
+        loaded_checkpoint=body.loaded_checkpoint,
+        cache=body.cache,
+        inventory=body.inventory_digest,
     )
-    if answer.gone is not None:
-        s.commit()  # the instance is UNHEALTHY whatever the worker does with the refusal
+    beat_settings = heartbeats.HeartbeatSettings(
+        heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
+        lease_seconds=settings.lease_seconds,
+        max_infra_requeues=settings.max_infra_requeues,
+    )
+    now = state.clock()
+    prefetch: list[ModelOut] = []
+    # the transaction commits before the answer is validated (see above), and before the
+    # watchers are woken
+    with transaction(state.sessions) as s:
+        answer = heartbeats.quick_heartbeat(s, me.id, me.token_hash, beat, settings=beat_settings, now=now)
+        if answer is None:
+            answer = heartbeats.record_heartbeat(s, _instance(s, me), beat, settings=beat_settings, now=now)
+        if answer.gone is None and answer.prefetch:
+            prefetch = [m for m in _with_urls(s, state, answer.prefetch) if m.url]
+    if answer.gone is not None:  # the instance is UNHEALTHY (committed) whatever the worker does
+        state.loops.poke()
         raise Gone(answer.gone)
-    prefetch = [m for m in _with_urls(s, state, answer.prefetch) if m.url]
-    s.commit()  # before the answer is validated (see above), and before the watchers are woken
     for job_id in answer.requeued:
         state.notifier.wake(f"job:{job_id}")
-    if answer.requeued:
+    if answer.requeued or answer.changed:
         state.loops.poke()
-    return HeartbeatOut(drain=answer.drain, cancel=answer.cancel, stale=answer.stale, prefetch=prefetch)
+    return HeartbeatOut(
+        drain=answer.drain,
+        cancel=answer.cancel,
+        stale=answer.stale,
+        prefetch=prefetch,
+        inventory_digest=answer.inventory_digest,
+        send_inventory=answer.send_inventory,
+    )
 
 
 def _assignment_for(
@@ -238,8 +260,10 @@ def _assignment_for(
 
 
 #: How often a long poll re-reads the database while it waits. On the leader every assignment is
-#: made by this process's scheduler, which wakes the poll at once: the re-read is only a safety
-#: net. Elsewhere another replica assigns, unseen here, and the re-read is how the poll learns.
+#: made by this process's scheduler, which wakes the poll at once: a leader's poll reads the
+#: database when it is woken, not when a wait runs out (it only looks again whether this replica
+#: still leads). Elsewhere another replica assigns, unseen here, and the re-read is how the poll
+#: learns.
 LEADER_RECHECK_SECONDS = 5.0
 REPLICA_RECHECK_SECONDS = 1.0
 
@@ -267,21 +291,34 @@ async def next_job(
     deadline = time.monotonic() + wait
     poked = False
     held = frozenset(holding or ())
-    while True:
-        found = await asyncio.to_thread(_assignment_for, state, me.id, start=start, holding=held)
-        if found is False:
-            raise Gone("this instance is being stopped")
-        if isinstance(found, Assignment):
-            if found.started:
-                state.notifier.wake(f"job:{found.job_id}")
-            return found
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or state.notifier.closed:
-            return Response(status_code=204)
-        if not poked:  # once per poll: the periodic pass runs anyway, a poke a second each is waste
-            state.loops.poke()
-            poked = True
-        await state.notifier.wait(f"instance:{me.id}", min(remaining, _recheck_seconds(state)))
+    with state.notifier.listening(f"instance:{me.id}") as woken:
+        while True:
+            woken.clear()  # before the read: a wake during it is not missed
+            found = await asyncio.to_thread(_assignment_for, state, me.id, start=start, holding=held)
+            if found is False:
+                raise Gone("this instance is being stopped")
+            if isinstance(found, Assignment):
+                if found.started:
+                    state.notifier.wake(f"job:{found.job_id}")
+                return found
+            if not poked:  # once per poll, and no change: with an empty queue the scheduler skips it
+                state.loops.poke(change=False)
+                poked = True
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or state.notifier.closed:
+                    return Response(status_code=204)
+                leader = state.loops.leader.held
+                try:
+                    async with asyncio.timeout(min(remaining, _recheck_seconds(state))):
+                        await woken.wait()
+                    break  # woken: read again
+                except TimeoutError:
+                    pass
+                # the leader's scheduler wakes this poll for every assignment it makes (see above):
+                # a wait that ran out without a wake reads nothing, unless this replica stopped leading
+                if not (leader and state.loops.leader.held):
+                    break
 
 
 def _leased(s: DB, job_id: str, me: InstanceIdentity, body: LeasedReport) -> Job:

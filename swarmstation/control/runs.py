@@ -997,12 +997,19 @@ class Runner:
         self.matchers = matchers
         self.wake = wake
 
-    def tick(self) -> None:
+    def tick(self) -> bool:
+        """Advance every run; True when one changed (its next steps' jobs may be queued: the
+        leader's loops count it as a change, control/loops.py)."""
+        any_changed = False
+
         def changed(run_id: str) -> None:
+            nonlocal any_changed
+            any_changed = True
             if self.wake is not None:
                 self.wake(f"run:{run_id}")
 
         advance_all(self.sessions, self.settings, self.clock, matchers=self.matchers, on_change=changed)
+        return any_changed
 
 
 def run_result(s: Session, run: Run) -> dict[str, dict[str, Any]]:

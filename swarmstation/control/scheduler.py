@@ -52,9 +52,21 @@ _MAX_BATCH = 500
 class PassResult:
     woken_instances: set[str] = field(default_factory=set)
     changed_jobs: set[str] = field(default_factory=set)
+    #: The earliest time a sweep has something to do (a heartbeat or provisioning deadline, a
+    #: lease's expiry) among what this pass saw; None when nothing it saw has one.
+    next_due: datetime | None = None
+    #: The pass read no queued job (the loop skips the assignment passes of pokes that enqueue
+    #: nothing until something changes).
+    queue_empty: bool = False
+
+    def due(self, at: datetime) -> None:
+        if self.next_due is None or at < self.next_due:
+            self.next_due = at
 
 
-def check_instance_health(s: Session, settings: Settings, now: datetime) -> list[str]:
+def check_instance_health(
+    s: Session, settings: Settings, now: datetime, result: PassResult | None = None
+) -> list[str]:
     """Instances that stopped heartbeating, or never came up, become UNHEALTHY.
 
     Parked instances send no heartbeats: STOPPED ones are not looked at, nor parked ones being
@@ -96,11 +108,15 @@ def check_instance_health(s: Session, settings: Settings, now: datetime) -> list
                 reason = f"not ready within {(now - deadline).total_seconds():g}s of launch"
                 trigger = InstanceTrigger.STARTUP_TIMEOUT
             else:
+                if row.ready_at is None and result is not None:
+                    result.due(row.created_at + (now - deadline))
                 continue
         elif row.last_heartbeat_at < heartbeat_deadline:
             reason = f"no heartbeat for {settings.heartbeat_timeout_seconds:g}s"
             trigger = InstanceTrigger.HEARTBEAT_LOST
         else:
+            if result is not None:
+                result.due(row.last_heartbeat_at + (now - heartbeat_deadline))
             continue
         inst = s.get(Instance, row.id)
         if inst is not None:
@@ -128,6 +144,9 @@ def expire_leases(s: Session, now: datetime, result: PassResult) -> None:
         )
         for job_id, instance_id, attempt, max_attempts, expires_at, state in rows
     ]
+    for lease in leases:
+        if lease.instance_alive and lease.expires_at > now:
+            result.due(lease.expires_at)
     for action in plan_lease_expiry(leases, now=now):
         job = s.scalar(select(Job).where(Job.id == action.job_id).with_for_update())
         if job is None or job.state not in LEASED_JOB_STATES:
@@ -180,6 +199,7 @@ def assign_queued(s: Session, settings: Settings, now: datetime, result: PassRes
             .limit(_MAX_BATCH)
         )
     ]
+    result.queue_empty = not queued_rows
     if not queued_rows:
         return
     pools = {p.name: p for p in s.scalars(select(Pool))}
@@ -343,7 +363,7 @@ def scheduler_pass(s: Session, settings: Settings, now: datetime, *, sweep: bool
     health and lease checks, which the periodic pass runs."""
     result = PassResult()
     if sweep:
-        check_instance_health(s, settings, now)
+        check_instance_health(s, settings, now, result)
         expire_leases(s, now, result)
     assign_queued(s, settings, now, result)
     if sweep:

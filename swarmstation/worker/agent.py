@@ -42,6 +42,7 @@ from swarmstation.comfy.client import (
     ProgressEvent,
 )
 from swarmstation.domain.backoff import backoff_delays
+from swarmstation.domain.heartbeats import inventory_digest
 from swarmstation.net import outbound
 from swarmstation.net.policy import OutboundPolicy, parse_host_list
 from swarmstation.worker.cache import FetchReport, ModelCache
@@ -194,6 +195,8 @@ class Worker:
     comfy_retry_seconds: float = 1.0  # how often a worker whose ComfyUI is down probes it again
     exit_code: int = 0  # non-zero when the worker gave up (unknown instance, control plane gone)
     _heartbeat_now: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The digest of the model inventory the control plane said it holds for this instance
+    inventory_held: str | None = None
 
     async def run(self) -> None:
         agent = {"User-Agent": f"swarmstation-worker/{__version__}"}
@@ -317,18 +320,32 @@ class Worker:
         self.comfy_ok = ok
         return ok
 
+    def _inventory_and_digest(self) -> tuple[int | None, list[str], str]:
+        free, models = self._inventory()
+        return free, models, inventory_digest(models)
+
     async def heartbeat_once(self) -> None:
-        free, models = await asyncio.to_thread(self._inventory)
-        body = {
+        free, models, digest = await asyncio.to_thread(self._inventory_and_digest)
+        body: dict[str, Any] = {
             "running": [{"job_id": j.job_id, "lease_token": j.lease_token} for j in self.running.values()],
             "disk_free_bytes": free,
-            "models": models,
             "comfyui_ok": await self._probe_comfy() if self.ready else True,
             "loaded_checkpoint": self.loaded_checkpoint,
             "cache": self._cache_counters(),
         }
+        # The inventory (up to 10,000 keys) only when the control plane does not hold this one: its
+        # last answer named the digest of what it holds (a control plane older than the digest
+        # names none, and gets the inventory every time).
+        if self.inventory_held == digest:
+            body["inventory_digest"] = digest
+        else:
+            body["models"] = models
         resp = await self.cp.call("POST", "/worker/v1/heartbeat", json=body)
         data = resp.json()
+        self.inventory_held = data.get("inventory_digest")
+        if data.get("send_inventory"):  # it lost it (another replica, an edit): at once, in full
+            self.inventory_held = None
+            self._heartbeat_now.set()
         self.draining = bool(data.get("drain"))
         prefetch = [m for m in data.get("prefetch", []) if m.get("url")]
         if prefetch and self.cache is not None and not self.running and self._prefetching is None:
