@@ -122,6 +122,14 @@ class ControlLoops:
             s.connection()
             return scheduler_pass(s, self.settings, self.clock(), sweep=sweep)
 
+    async def _lead(self) -> bool:
+        """Whether this replica leads (taking the lock when it is free). A held file lock
+        (SQLite) needs no check, so no thread hop; a PostgreSQL lock is checked on its
+        connection, in a thread."""
+        if self.leader.held and self.leader.engine.dialect.name != "postgresql":
+            return True
+        return await asyncio.to_thread(self.leader.try_acquire)
+
     def _deadline_cap(self) -> timedelta:
         """A deadline made after a sweep (a heartbeat, a lease, a launch) is at least this far
         from it: the next sweep is never later than that."""
@@ -158,7 +166,7 @@ class ControlLoops:
             if not sweep and queue_empty and changes == passed_changes:
                 continue  # nothing due, nothing changed, no job waiting to be assigned
             try:
-                if not await asyncio.to_thread(self.leader.try_acquire):
+                if not await self._lead():
                     led = False
                     continue
                 result = await asyncio.to_thread(self._run_pass, sweep)
@@ -189,7 +197,7 @@ class ControlLoops:
         while True:
             wake.clear()
             try:
-                if await asyncio.to_thread(self.leader.try_acquire) and await asyncio.to_thread(fn) is True:
+                if await self._lead() and await asyncio.to_thread(fn) is True:
                     self.poke()
             except Exception:
                 log.exception("%s failed", name)
@@ -205,7 +213,7 @@ class ControlLoops:
     async def _pool_loop(self) -> None:
         while True:
             try:
-                if await asyncio.to_thread(self.leader.try_acquire):
+                if await self._lead():
                     await asyncio.to_thread(self.pools.tick)
                     self.poke(change=False)  # an instance it made ready asks for work itself
             except Exception:
