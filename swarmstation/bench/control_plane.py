@@ -49,7 +49,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ import httpx
 from rich.console import Console
 from rich.progress import Progress
 from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
 
 from swarmstation import __version__
 from swarmstation.api.app import build
@@ -109,17 +110,7 @@ def _prepare(settings: Settings, workers: int) -> tuple[str, list[str], list[tup
     now = utcnow()
     tokens: list[str] = []
     with transaction(plane.state.sessions) as s:
-        user, key = create_user_with_key(s, f"bench-{int(time.time())}", "user", now)
-        # Jobs are charged as for any user (quote, hold, capture): the bench measures that too.
-        ledger.grant(
-            s,
-            user_id=user.id,
-            amount=10**12,
-            reason="bench",
-            actor_id=None,
-            key=f"bench:{uuid.uuid4()}",
-            now=now,
-        )
+        key = _funded_user(s, f"bench-{int(time.time())}", now)
         for _ in range(workers):
             token = new_secret(WORKER_TOKEN_PREFIX)
             tokens.append(token)
@@ -143,24 +134,22 @@ def _prepare(settings: Settings, workers: int) -> tuple[str, list[str], list[tup
     return key, tokens, models
 
 
+def _funded_user(s: Session, name: str, now: datetime) -> str:
+    """A bench user's API key, the user granted credits: jobs are charged as for any user (quote,
+    hold, capture), so the bench measures that too."""
+    user, key = create_user_with_key(s, name, "user", now)
+    ledger.grant(
+        s, user_id=user.id, amount=10**12, reason="bench", actor_id=None, key=f"bench:{uuid.uuid4()}", now=now
+    )
+    return key
+
+
 def _more_users(settings: Settings, n: int) -> list[str]:
     """API keys of `n` more bench users, each granted credits as `_prepare`'s."""
     plane = build(settings, provider=None)
     now = utcnow()
-    keys = []
     with transaction(plane.state.sessions) as s:
-        for k in range(n):
-            user, key = create_user_with_key(s, f"bench-{int(time.time())}-{k}", "user", now)
-            keys.append(key)
-            ledger.grant(
-                s,
-                user_id=user.id,
-                amount=10**12,
-                reason="bench",
-                actor_id=None,
-                key=f"bench:{uuid.uuid4()}",
-                now=now,
-            )
+        keys = [_funded_user(s, f"bench-{int(time.time())}-{k}", now) for k in range(n)]
     plane.state.engine.dispose()
     return keys
 

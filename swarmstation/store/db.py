@@ -17,40 +17,14 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         # One connection: SQLite has one writer anyway, and threads queueing for the pool wake as
         # soon as it is free, where SQLite's own busy handler would sleep in steps of up to 100 ms.
-        engine = create_engine(
+        # Each transaction takes the write lock at its start: a deferred transaction that later
+        # writes can fail at once with "database is locked" instead of waiting for busy_timeout.
+        return _sqlite_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=1,
-            max_overflow=0,
-            pool_timeout=60,
+            connections=1,
+            pragmas=("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000"),
+            begin="BEGIN IMMEDIATE",
         )
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            # pysqlite's own transaction handling is off so that BEGIN IMMEDIATE below is ours.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn: Any) -> None:
-            # Take the write lock at the start: a deferred transaction that later writes can fail
-            # at once with "database is locked" instead of waiting for busy_timeout.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        @event.listens_for(engine, "checkin")
-        def _sqlite_end_leftover_transaction(dbapi_conn: Any, _record: Any) -> None:
-            # A COMMIT that failed (SQLITE_BUSY, an I/O error) leaves SQLite's transaction open,
-            # and the pool skips its reset after a commit: the one connection would keep the write
-            # lock and fail every later BEGIN with "cannot start a transaction within a transaction".
-            if dbapi_conn is not None and dbapi_conn.in_transaction:
-                dbapi_conn.rollback()
-
-        return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
@@ -72,30 +46,43 @@ def make_read_engine(url: str) -> Engine | None:
         return None
     if "mode=memory" in url:
         return None
+    # One snapshot for a transaction's reads, taken at its first read; no write lock. A write
+    # through this engine fails (query_only), it never locks.
+    return _sqlite_engine(
+        url,
+        connections=SQLITE_READERS,
+        pragmas=("foreign_keys=ON", "busy_timeout=30000", "query_only=ON"),
+        begin="BEGIN",
+    )
+
+
+def _sqlite_engine(url: str, *, connections: int, pragmas: tuple[str, ...], begin: str) -> Engine:
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
-        pool_size=SQLITE_READERS,
+        pool_size=connections,
         max_overflow=0,
         pool_timeout=60,
     )
 
     @event.listens_for(engine, "connect")
-    def _sqlite_reader_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling is off so that `begin` below is ours.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.execute("PRAGMA query_only=ON")  # a write through this engine fails, it never locks
+        for pragma in pragmas:
+            cur.execute(f"PRAGMA {pragma}")
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _sqlite_begin_deferred(conn: Any) -> None:
-        # One snapshot for the transaction's reads, taken at its first read; no write lock.
-        conn.exec_driver_sql("BEGIN")
+    def _sqlite_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
 
     @event.listens_for(engine, "checkin")
-    def _sqlite_reader_end_leftover(dbapi_conn: Any, _record: Any) -> None:
+    def _sqlite_end_leftover_transaction(dbapi_conn: Any, _record: Any) -> None:
+        # A COMMIT that failed (SQLITE_BUSY, an I/O error) leaves SQLite's transaction open,
+        # and the pool skips its reset after a commit: the one connection would keep the write
+        # lock and fail every later BEGIN with "cannot start a transaction within a transaction".
         if dbapi_conn is not None and dbapi_conn.in_transaction:
             dbapi_conn.rollback()
 
