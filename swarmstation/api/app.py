@@ -48,7 +48,7 @@ from swarmstation.control.leader import LOOP_CHECK_SECONDS, LOOP_RETRY_SECONDS, 
 from swarmstation.control.local_jobs import LocalExecutor
 from swarmstation.control.loops import ControlLoops
 from swarmstation.control.moderation import LoraStager
-from swarmstation.control.notify import SCHEDULER_KEY, Notifier, PgBridge
+from swarmstation.control.notify import SCHEDULER_IDLE_KEY, SCHEDULER_KEY, Notifier, PgBridge
 from swarmstation.control.pools import PoolController
 from swarmstation.control.replicas import ReplicaPresence
 from swarmstation.control.runs import Runner
@@ -209,6 +209,7 @@ def build(
     # lead asks the leader for a pass (ControlLoops.poke publishes it).
     bridge = PgBridge(engine, notifier, others=presence.others) if presence.shared else None
     notifier.subscribe(SCHEDULER_KEY, lambda: loops.poke() if loops.leader.held else None)
+    notifier.subscribe(SCHEDULER_IDLE_KEY, lambda: loops.poke(change=False) if loops.leader.held else None)
     store: ObjectStore = (
         S3ObjectStore.from_settings(settings)
         if settings.s3_bucket

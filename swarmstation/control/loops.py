@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from swarmstation.config import Settings
 from swarmstation.control.leader import LeaderLock
-from swarmstation.control.notify import SCHEDULER_KEY, Notifier
+from swarmstation.control.notify import SCHEDULER_IDLE_KEY, SCHEDULER_KEY, Notifier
 from swarmstation.control.pools import PoolController
 from swarmstation.control.scheduler import PassResult, scheduler_pass
 from swarmstation.store.db import transaction
@@ -83,7 +83,7 @@ class ControlLoops:
             self.changes += 1
             self._last_change = time.monotonic()
         if not self.leader.held:
-            self.notifier.publish(SCHEDULER_KEY)
+            self.notifier.publish(SCHEDULER_KEY if change else SCHEDULER_IDLE_KEY)
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._wake.set)
             if change:

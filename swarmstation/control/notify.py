@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 #: The key a replica that does not lead publishes to ask the leader for a scheduler pass.
 SCHEDULER_KEY = "scheduler"
+#: A free instance on a replica that does not lead asks the leader for a pass: nothing changed, so
+#: the leader skips it while its queue is empty (SCHEDULER_KEY counts as a change).
+SCHEDULER_IDLE_KEY = "scheduler-idle"
 
 
 class Notifier:

@@ -18,6 +18,7 @@ from swarmstation.api import worker as worker_api
 from swarmstation.api.app import ControlPlane, build
 from swarmstation.config import Settings
 from swarmstation.control import loops as loops_mod
+from swarmstation.control.notify import SCHEDULER_IDLE_KEY, SCHEDULER_KEY
 from swarmstation.control.scheduler import scheduler_pass
 from swarmstation.domain.heartbeats import inventory_digest
 from swarmstation.domain.states import JobState
@@ -320,3 +321,28 @@ def test_a_lease_still_expires_on_time_without_a_sweep_for_safety(
         assert job is not None
         # expired, requeued and assigned again (the same pass), with a new fencing token
         assert job.lease_token != token and job.attempt == 2, (job.state, job.attempt)
+
+
+def test_a_free_instance_on_another_replica_asks_the_leader_without_counting_as_a_change(
+    plane: ControlPlane,
+) -> None:
+    """A poll's poke on a replica that does not lead reaches the leader as an idle poke, which
+    its empty-queue skip honours; a submission's poke reaches it as a change."""
+    loops, notifier = plane.state.loops, plane.state.notifier
+    published: list[str] = []
+    notifier.attach(published.append)
+    assert not loops.leader.held
+    loops.poke(change=False)
+    loops.poke()
+    assert published == [SCHEDULER_IDLE_KEY, SCHEDULER_KEY]
+
+    # the same keys heard on the leader (what PgBridge delivers from the other replica)
+    assert loops.leader.try_acquire()
+    try:
+        changes = loops.changes
+        notifier.wake_remote(SCHEDULER_IDLE_KEY)
+        assert loops.changes == changes
+        notifier.wake_remote(SCHEDULER_KEY)
+        assert loops.changes == changes + 1
+    finally:
+        loops.leader.release()
