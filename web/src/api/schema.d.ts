@@ -1621,7 +1621,12 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Heartbeat */
+        /**
+         * Heartbeat
+         * @description Most heartbeats change nothing: those are one read of a few columns and one UPDATE
+         *     (control/heartbeats.py, `quick_heartbeat`); the others load the instance. async around one
+         *     thread: the answer is validated on the event loop, not in one more hop.
+         */
         post: operations["heartbeat_worker_v1_heartbeat_post"];
         delete?: never;
         options?: never;
@@ -2561,10 +2566,18 @@ export interface components {
             comfyui_ok: boolean;
             /** Disk Free Bytes */
             disk_free_bytes?: number | null;
+            /**
+             * Inventory Digest
+             * @description Instead of `models`, once an answer's `inventory_digest` is this inventory's
+             */
+            inventory_digest?: string | null;
             /** Loaded Checkpoint */
             loaded_checkpoint?: string | null;
-            /** Models */
-            models?: string[];
+            /**
+             * Models
+             * @description The model inventory; omitted with `inventory_digest`: the one the control plane holds
+             */
+            models?: string[] | null;
             /** Running */
             running?: components["schemas"]["LeaseRef"][];
         };
@@ -2575,10 +2588,21 @@ export interface components {
             /** Drain */
             drain: boolean;
             /**
+             * Inventory Digest
+             * @description The digest of the model inventory the control plane holds for the instance
+             */
+            inventory_digest?: string | null;
+            /**
              * Prefetch
              * @description Popular models to fetch while idle
              */
             prefetch?: components["schemas"]["swarmstation__api__schemas__ModelOut"][];
+            /**
+             * Send Inventory
+             * @description The digest sent is not the inventory held: send `models` in full
+             * @default false
+             */
+            send_inventory: boolean;
             /** Stale */
             stale: string[];
         };
