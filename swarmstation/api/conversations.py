@@ -21,6 +21,7 @@ from swarmstation.api.runs import IdempotencyKeyHeader
 from swarmstation.api.schemas import INT64_MAX, Strict
 from swarmstation.api.sse import Frame, event_stream
 from swarmstation.control import conversations as convs
+from swarmstation.control.notify import user_runs_key
 from swarmstation.store.models import Conversation, ConversationItem, User
 
 router = APIRouter(prefix="/v1", tags=["conversations"])
@@ -419,7 +420,7 @@ async def conversation_events(
     return await event_stream(
         request,
         state.notifier,
-        f"conversation:{conversation_id}",
+        (f"conversation:{conversation_id}", user_runs_key(user.id)),
         read,
         after=last_event_id or 0,
         what=f"conversation {conversation_id}",

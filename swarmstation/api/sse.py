@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,8 @@ from swarmstation.domain.errors import DatabaseUnavailable
 log = logging.getLogger(__name__)
 
 KEEP_ALIVE_SECONDS = 15.0
+#: A stream re-reads at least this often, woken or not (a wake from another replica may be lost).
+POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -42,15 +44,33 @@ class Frame:
 Reader = Callable[[int], tuple[list[Frame], int | None]]
 
 
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    """True when `event` is set before `timeout`."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+        return True
+    except TimeoutError:
+        return False
+
+
 def encode(frame: Frame) -> str:
     return f"id: {frame.id}\nevent: {frame.type}\ndata: {json.dumps(frame.data, default=str)}\n\n"
 
 
 async def event_stream(
-    request: Request, notifier: Notifier, topic: str, read: Reader, *, after: int, what: str
+    request: Request,
+    notifier: Notifier,
+    topic: str | Sequence[str],
+    read: Reader,
+    *,
+    after: int,
+    what: str,
 ) -> StreamingResponse:
-    """The stream of `read`'s frames after `after`. The first read happens here, so that an
-    unknown job or run answers 404 rather than an empty stream."""
+    """The stream of `read`'s frames after `after`, woken by a wake of `topic` (or of any of
+    several). The first read happens here, so that an unknown job or run answers 404 rather than
+    an empty stream."""
+    topics = (topic,) if isinstance(topic, str) else tuple(topic)
     first = await asyncio.to_thread(read, after)
 
     async def frames() -> AsyncIterator[str]:
@@ -59,27 +79,31 @@ async def event_stream(
         if last is not None and last <= cursor:
             return  # resumed after the end
         idle = 0.0
-        while True:
-            for frame in batch:
-                cursor = frame.id
-                yield encode(frame)
-                if frame.id == last:
+        # listening for the whole stream (cleared before each read): a change during a read
+        # wakes the next wait rather than being missed until the next poll
+        with notifier.listening(*topics) as woken:
+            while True:
+                for frame in batch:
+                    cursor = frame.id
+                    yield encode(frame)
+                    if frame.id == last:
+                        return
+                if await request.is_disconnected():
                     return
-            if await request.is_disconnected():
-                return
-            woke = await notifier.wait(topic, 1.0)
-            idle = 0.0 if woke else idle + 1.0
-            if idle >= KEEP_ALIVE_SECONDS:
-                idle = 0.0
-                yield ": keep-alive\n\n"
-            try:
-                batch, last = await asyncio.to_thread(read, cursor)
-            except Exception as exc:
-                if not database_unavailable(exc):
-                    raise
-                log.warning("database unavailable on the events of %s: %s", what, type(exc).__name__)
-                yield f"retry: {DatabaseUnavailable.retry_after_seconds * 1000}\n\n"
-                return
+                woke = await _wait(woken, POLL_SECONDS)
+                idle = 0.0 if woke else idle + POLL_SECONDS
+                if idle >= KEEP_ALIVE_SECONDS:
+                    idle = 0.0
+                    yield ": keep-alive\n\n"
+                woken.clear()
+                try:
+                    batch, last = await asyncio.to_thread(read, cursor)
+                except Exception as exc:
+                    if not database_unavailable(exc):
+                        raise
+                    log.warning("database unavailable on the events of %s: %s", what, type(exc).__name__)
+                    yield f"retry: {DatabaseUnavailable.retry_after_seconds * 1000}\n\n"
+                    return
 
     return StreamingResponse(
         frames(),

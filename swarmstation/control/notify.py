@@ -100,20 +100,22 @@ class Notifier:
             loop.call_soon_threadsafe(ev.set)
 
     @contextlib.contextmanager
-    def listening(self, key: str) -> Iterator[asyncio.Event]:
-        """An event set by every `wake(key)` (and by `close`) while the block runs: a caller that
-        reads the database between waits clears it before each read, and misses no wake that
-        came during the read. Use it on the event loop."""
+    def listening(self, *keys: str) -> Iterator[asyncio.Event]:
+        """An event set by every `wake` of one of `keys` (and by `close`) while the block runs: a
+        caller that reads the database between waits clears it before each read, and misses no
+        wake that came during the read. Use it on the event loop."""
         ev = asyncio.Event()
         with self._lock:
-            self._events[key].add(ev)
+            for key in keys:
+                self._events[key].add(ev)
         try:
             yield ev
         finally:
             with self._lock:
-                self._events[key].discard(ev)
-                if not self._events[key]:
-                    del self._events[key]
+                for key in keys:
+                    self._events[key].discard(ev)
+                    if not self._events[key]:
+                        del self._events[key]
 
     async def wait(self, key: str, timeout: float) -> bool:
         """True when woken before `timeout`. After `close` it still waits (a caller that loops on
@@ -132,6 +134,12 @@ class Notifier:
                 self._events[key].discard(ev)
                 if not self._events[key]:
                     del self._events[key]
+
+
+def user_runs_key(user_id: str) -> str:
+    """Woken when one of the user's runs changes (a step finished, the next one queued): what a
+    conversation's event stream waits on besides its own key, since its runs are the user's."""
+    return f"runs-of:{user_id}"
 
 
 #: A NOTIFY payload is at most 8000 bytes: keys are sent in batches below that.

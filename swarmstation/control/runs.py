@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from swarmstation.control import charging, ledger, submission
 from swarmstation.control import jobs as jobs_ops
 from swarmstation.control.charging import ChargeSettings, PipelineRoyalty, Quote, RunHold
+from swarmstation.control.notify import user_runs_key
 from swarmstation.control.submission import MatcherSource, RunLink, SubmissionLimits
 from swarmstation.domain.errors import Conflict, InvalidInput, NotFound, SwarmError
 from swarmstation.domain.loras import TriggerMatcher
@@ -949,21 +950,23 @@ def advance_all(
     clock: Callable[[], datetime],
     *,
     matchers: MatcherSource | None = None,
-    on_change: Callable[[str], None] | None = None,
+    on_change: Callable[[str, str], None] | None = None,
 ) -> list[str]:
     """Advance every unfinished run, one transaction per run (its row locked, so a cancel or a
     second replica waits); a run whose advance fails is logged and tried again next time.
-    Returns the ids of the runs that changed (`on_change` is called for each)."""
+    Returns the ids of the runs that changed (`on_change` is called with each one's id and its
+    user's)."""
     with transaction(sessions) as s:
-        ids = list(
-            s.scalars(
-                select(Run.id)
+        unfinished = [
+            (run_id, user_id)
+            for run_id, user_id in s.execute(
+                select(Run.id, Run.user_id)
                 .where(Run.state.in_([RunState.PENDING, RunState.RUNNING]))
                 .order_by(Run.created_at)
             )
-        )
+        ]
     changed: list[str] = []
-    for run_id in ids:
+    for run_id, user_id in unfinished:
         try:
             with transaction(sessions) as s:
                 run = s.scalar(select(Run).where(Run.id == run_id).with_for_update())
@@ -974,13 +977,14 @@ def advance_all(
             log.exception("run %s: advancing failed", run_id)
             continue
         if on_change is not None:
-            on_change(run_id)
+            on_change(run_id, user_id)
     return changed
 
 
 class Runner:
     """The leader loop's callable: `tick` advances every unfinished run and wakes the run's SSE
-    listeners (`notifier.wake("run:<id>")`) for each that changed."""
+    listeners (`notifier.wake("run:<id>")`) and its user's conversations' (`user_runs_key`) for
+    each that changed."""
 
     def __init__(
         self,
@@ -1002,11 +1006,12 @@ class Runner:
         leader's loops count it as a change, control/loops.py)."""
         any_changed = False
 
-        def changed(run_id: str) -> None:
+        def changed(run_id: str, user_id: str) -> None:
             nonlocal any_changed
             any_changed = True
             if self.wake is not None:
                 self.wake(f"run:{run_id}")
+                self.wake(user_runs_key(user_id))  # the user's conversations show their runs
 
         advance_all(self.sessions, self.settings, self.clock, matchers=self.matchers, on_change=changed)
         return any_changed

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from swarmstation.api.app import ControlPlane, build
 from swarmstation.config import Settings
+from swarmstation.control.notify import user_runs_key
 from swarmstation.control import charging, ledger, runs, saved_pipelines, submission
 from swarmstation.control import jobs as jobs_ops
 from swarmstation.domain.credits import EntryKind, HoldState, InsufficientCredits
@@ -536,7 +537,7 @@ def test_the_leader_loop_advances_runs_from_the_database(
     # a fresh runner (as after a restart) with nothing but the database
     runner = runs.Runner(settings, plane.state.sessions, clock, wake=woken.append)
     runner.tick()
-    assert woken == [f"run:{run_id}"]
+    assert woken == [f"run:{run_id}", user_runs_key(user.id)]  # the run, and its user's conversations
     assert states(plane, run_id)[1] == {"gen": StepState.COMPLETED, "big": StepState.RUNNING}
     woken.clear()
     runner.tick()
