@@ -224,7 +224,8 @@ def test_idle_instance_is_parked_and_resumed_with_its_model_cache(up_factory, fa
     wait_for(stopped_at_provider, 15, "the stop at the provider")
     # the fake marks the instance stopped before its process group has finished exiting
     wait_for(lambda: bootstrap.poll() is not None, 15, "its processes to exit")
-    assert fake.process(provider_id) is None
+    # ... and forgets the process only once its log is closed, just after that
+    wait_for(lambda: fake.process(provider_id) is None, 15, "the fake to forget its processes")
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{old_port}/system_stats", timeout=2)
     assert http.get("/v1/admin/pools/gpu").json()["parked"] == 1
