@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import os
 import shutil
 import socket
@@ -48,10 +50,11 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 from rich.console import Console
@@ -97,6 +100,51 @@ class Options:
     baseline: bool = True
     #: replicas mode: the clients submit as this many users in turn (each with its own account)
     users: int = 1
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@contextlib.contextmanager
+def fresh_database(database_url: str | None) -> Iterator[str | None]:
+    """The URL to run on: on PostgreSQL a new schema of `database_url`, dropped afterwards, so
+    that a run starts from nothing and leaves nothing behind (the instances and the replica
+    registry of an earlier run would otherwise be there); anything else unchanged (SQLite's file
+    is the run's own)."""
+    if database_kind(database_url) != "postgresql":
+        yield database_url
+        return
+    assert database_url is not None
+    from sqlalchemy import text
+
+    from swarmstation.store.db import make_engine
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(database_url)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+            conn.commit()
+        yield _schema_url(database_url, schema)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            conn.commit()
+        admin.dispose()
+
+
+def on_fresh_database(
+    fn: Callable[Concatenate[Options, P], R],
+) -> Callable[Concatenate[Options, P], R]:
+    """Run `fn` with its options' database URL replaced by a `fresh_database`."""
+
+    @functools.wraps(fn)
+    def on_fresh(config: Options, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with fresh_database(config.database_url) as url:
+            return fn(dataclasses.replace(config, database_url=url), *args, **kwargs)
+
+    return on_fresh
 
 
 def _free_port() -> int:
@@ -390,6 +438,7 @@ async def _run_idle(
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+@on_fresh_database
 def run_idle(config: Options) -> dict[str, Any]:
     """`swarmstation bench --idle`: what a control plane with idle instances and an empty queue costs."""
     assert config.idle_seconds is not None
@@ -517,6 +566,7 @@ def database_kind(database_url: str | None) -> str:
     return "postgresql" if database_url and database_url.startswith("postgresql") else "sqlite"
 
 
+@on_fresh_database
 def run(config: Options, progress: Console | None = None) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="swarmstation-bench-"))
     port = _free_port()
@@ -560,6 +610,8 @@ def run(config: Options, progress: Console | None = None) -> dict[str, Any]:
         queue_ms.append((j.assigned_at - j.created_at).total_seconds() * 1000)
     shutil.rmtree(folder, ignore_errors=True)
     per_job = max(1, len(done))
+    slowest = sorted(done, key=lambda j: (j.finished_at or j.created_at) - j.created_at, reverse=True)
+    slowest = slowest[:SLOWEST_SHOWN]
     return {
         "mode": "lean" if config.lean else "full",
         "database": database_kind(config.database_url),
@@ -580,6 +632,8 @@ def run(config: Options, progress: Console | None = None) -> dict[str, Any]:
         "submit_to_assign_ms_p50": round(statistics.median(queue_ms), 1) if queue_ms else None,
         "submit_to_assign_ms_min": round(min(queue_ms), 1) if queue_ms else None,
         "emulated_run_ms_p50": round(statistics.median(run_ms), 1) if run_ms else None,
+        # where the slowest jobs' time went, so that a tail can be told from a slow path
+        "slowest_jobs_ms": [job_phases_ms(j) for j in slowest],
         # Where the CPU went: the control plane, and this process (workers or lean instances,
         # emulators in the full mode, clients).
         "control_plane_cpu_ms_per_job": round(1000 * server_cpu / per_job, 2),
@@ -591,6 +645,22 @@ def run(config: Options, progress: Console | None = None) -> dict[str, Any]:
         },
         "cpu_count": os.cpu_count(),
     }
+
+
+#: How many of the slowest jobs the result breaks down into phases.
+SLOWEST_SHOWN = 5
+
+
+def job_phases_ms(job: Job) -> dict[str, float | None]:
+    """A finished job's time from submission to queueing, to assignment, to its start and to its
+    end, in milliseconds (None where the job has no such time)."""
+    marks = [job.created_at, job.queued_at, job.assigned_at, job.started_at, job.finished_at]
+    names = ["queued", "assigned", "started", "finished"]
+    phases: dict[str, float | None] = {}
+    for name, before, after in zip(names, marks[:-1], marks[1:], strict=True):
+        gap = None if before is None or after is None else (after - before).total_seconds() * 1000
+        phases[name] = None if gap is None else round(gap, 1)
+    return phases
 
 
 # -- replicas -------------------------------------------------------------------------------------
@@ -660,21 +730,14 @@ def assignment_counts(events: list[tuple[str, str | None, str | None]]) -> tuple
     return len(twice), again
 
 
+@on_fresh_database
 def _replicas_once(config: Options, replicas: int, progress: Console | None) -> dict[str, Any]:
     """One lean run against `replicas` serve processes on a fresh schema, behind the proxy."""
-    from sqlalchemy import text
-
-    from swarmstation.store.db import make_engine
     from swarmstation.store.models import JobEvent
 
-    assert config.database_url is not None
+    database_url = config.database_url
+    assert database_url is not None
     folder = Path(tempfile.mkdtemp(prefix="swarmstation-bench-"))
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(config.database_url)
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-        conn.commit()
-    database_url = _schema_url(config.database_url, schema)
     proxy_port = _free_port()
     url = f"http://127.0.0.1:{proxy_port}"
     ports = [_free_port() for _ in range(replicas)]
@@ -754,10 +817,6 @@ def _replicas_once(config: Options, replicas: int, progress: Console | None) -> 
             ]
     finally:
         plane.state.engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-            conn.commit()
-        admin.dispose()
         shutil.rmtree(folder, ignore_errors=True)
     twice, again = assignment_counts(events)
     done = [j for j in jobs if j.state == "COMPLETED" and j.finished_at is not None]
@@ -978,6 +1037,7 @@ async def _run_memory(
         }
 
 
+@on_fresh_database
 def run_memory(config: Options) -> dict[str, Any]:
     """`swarmstation bench --memory`: the control plane's resident memory with a large database and
     many instances, and after a burst of large reads; a worker agent's (without ComfyUI)."""

@@ -76,6 +76,14 @@ def test_lean_bench_plays_the_worker_protocol_and_reports_cpu_and_memory(tmp_pat
     # No job is assigned before it was submitted (the scheduler's clock once ran behind).
     assert figures["submit_to_assign_ms_min"] >= 0
     assert 0 <= figures["overhead_ms"]["p50"] <= figures["overhead_ms"]["p99"]
+    # the slowest jobs, slowest first, each broken into its phases, which add up to its time
+    slowest = figures["slowest_jobs_ms"]
+    assert len(slowest) == 5
+    totals = [sum(phases.values()) for phases in slowest]
+    assert totals == sorted(totals, reverse=True)
+    assert abs(totals[0] - figures["overhead_ms"]["max"]) < 1.0  # the lean jobs take no run time
+    assert all(v >= 0 for phases in slowest for v in phases.values())
+    assert set(slowest[0]) == {"queued", "assigned", "started", "finished"}
     assert figures["control_plane_cpu_ms_per_job"] > 0
     assert figures["bench_cpu_ms_per_job"] > 0
     rss = figures["control_plane_rss_mb"]

@@ -87,3 +87,36 @@ def test_two_replicas_one_leader_no_job_twice_and_the_ratio(tmp_path: Path) -> N
     assert figures["ratio_to_one_replica"] == pytest.approx(
         figures["jobs_per_second"] / one["jobs_per_second"], abs=0.01
     )
+
+
+def bench_schemas() -> set[str]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(POSTGRES_URL)
+    try:
+        with engine.connect() as conn:
+            return set(conn.scalars(text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bench\\_%'")))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_one_process_on_postgresql_runs_on_a_fresh_schema_each_time(tmp_path: Path) -> None:
+    """Two runs in a row on one database: the second would find the first's instances and its
+    replica registry ("another control-plane replica is running") without a schema of its own."""
+    if os.environ.get("SWARMSTATION_SKIP_POSTGRES") == "1":
+        pytest.skip("SWARMSTATION_SKIP_POSTGRES=1")
+    before = bench_schemas()
+    for _ in range(2):
+        result = subprocess.run(
+            [str(BIN), "bench", "--lean", "--workers", "2", "--jobs", "6", "--database-url", POSTGRES_URL],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        figures = json.loads(result.stdout)
+        assert figures["database"] == "postgresql" and figures["completed"] == 6
+    assert bench_schemas() == before  # dropped afterwards
