@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from swarmstation.api.app import ControlPlane, build
 from swarmstation.config import Settings
-from swarmstation.control.notify import user_runs_key
 from swarmstation.control import charging, ledger, runs, saved_pipelines, submission
 from swarmstation.control import jobs as jobs_ops
+from swarmstation.control.notify import user_runs_key
 from swarmstation.domain.credits import EntryKind, HoldState, InsufficientCredits
 from swarmstation.domain.errors import Conflict, InvalidInput
 from swarmstation.domain.pipelines import PipelineError, RunState, StepState
