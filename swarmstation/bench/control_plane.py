@@ -100,6 +100,8 @@ class Options:
     baseline: bool = True
     #: replicas mode: the clients submit as this many users in turn (each with its own account)
     users: int = 1
+    #: floor mode: requests of each kind
+    requests: int = 2000
 
 
 P = ParamSpec("P")
@@ -374,24 +376,58 @@ class LeanInstance:
             self.running.pop(job_id, None)
 
 
+@dataclass
+class LeanTally:
+    """What a lean run counts besides its jobs: reports refused because the job's lease had moved
+    on (409), and the HTTP requests the lean instances and the clients sent."""
+
+    leases_lost: int = 0
+    worker_requests: int = 0
+    client_requests: int = 0
+
+    async def count_worker(self, request: httpx.Request) -> None:
+        self.worker_requests += 1
+
+    async def count_client(self, request: httpx.Request) -> None:
+        self.client_requests += 1
+
+    def requests_per_job(self, jobs: int) -> dict[str, float]:
+        """Per completed job: every request counts (heartbeats and polls answered 204 included)."""
+        per = max(1, jobs)
+        return {
+            "worker": round(self.worker_requests / per, 2),
+            "client": round(self.client_requests / per, 2),
+            "total": round((self.worker_requests + self.client_requests) / per, 2),
+        }
+
+
 async def _run_lean(
     config: Options,
     url: str,
     key: str,
     tokens: list[str],
     progress: Console | None,
-    lost: list[int],
+    tally: LeanTally,
     keys: list[str] | None = None,
 ) -> tuple[list[str], float]:
-    """The lean run; `lost` gets each instance's count of jobs whose lease moved on (409)."""
+    """The lean run; `tally` gets the leases lost and the requests sent."""
     # keep-alive shorter than the server's 5 s: a connection is not reused as the server closes it
     limits = httpx.Limits(max_connections=config.concurrency * 2 + 2 * len(tokens) + 8, keepalive_expiry=3.0)
     timeout = httpx.Timeout(60.0)
-    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as workers_http:
+    worker_hooks = {"request": [tally.count_worker]}
+    async with httpx.AsyncClient(
+        base_url=url, timeout=timeout, limits=limits, event_hooks=worker_hooks
+    ) as workers_http:
         instances = [LeanInstance(workers_http, token) for token in tokens]
         tasks = [asyncio.create_task(i.run()) for i in instances]
         headers = {"Authorization": f"Bearer {key}"}
-        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout, limits=limits) as http:
+        async with httpx.AsyncClient(
+            base_url=url,
+            headers=headers,
+            timeout=timeout,
+            limits=limits,
+            event_hooks={"request": [tally.count_client]},
+        ) as http:
             clients = asyncio.create_task(_clients(http, config, progress, keys))
             # An instance that fails ends the run at once (its jobs would wait for their leases).
             await asyncio.wait([clients, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -402,7 +438,7 @@ async def _run_lean(
             if errors:
                 raise RuntimeError(f"a lean instance failed: {errors[0]!r}")
             ids, elapsed = await clients
-            lost.extend(i.leases_lost for i in instances)
+            tally.leases_lost = sum(i.leases_lost for i in instances)
             return ids, elapsed
 
 
@@ -467,6 +503,78 @@ def run_idle(config: Options) -> dict[str, Any]:
         "polls_answered": polls,
         "control_plane_cpu_percent_of_core": round(100 * cpu / config.idle_seconds, 2),
         "control_plane_rss_mb": rss,
+        "cpu_count": os.cpu_count(),
+    }
+
+
+#: The floor mode's requests: the cheapest of each kind a job's requests are made of.
+FLOOR_REQUESTS: dict[str, tuple[str, str]] = {
+    # no authentication; a thread hop and a database ping
+    "healthz": ("GET", "/healthz"),
+    # a user's API key checked, the account read (a client's read of its job is at least this)
+    "user_read": ("GET", "/v1/account"),
+    # an instance's token checked, its heartbeat written (the quick form: nothing changed)
+    "worker_write": ("POST", "/worker/v1/heartbeat"),
+}
+
+
+async def _run_floor(url: str, key: str, token: str, n: int, pid: int) -> dict[str, float]:
+    """The serve process's CPU milliseconds per request of each FLOOR_REQUESTS kind, `n` of each
+    from 8 concurrent senders."""
+    headers = {
+        "healthz": {},
+        "user_read": {"Authorization": f"Bearer {key}"},
+        "worker_write": {"Authorization": f"Bearer {token}"},
+    }
+    bodies: dict[str, Any] = {"worker_write": {"running": [], "comfyui_ok": True}}
+    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(60.0)) as http:
+        registered = await http.post(
+            "/worker/v1/register",
+            json={"comfyui_url": "http://lean.invalid", "version": __version__},
+            params={"ready": "true"},
+            headers=headers["worker_write"],
+        )
+        registered.raise_for_status()
+        figures: dict[str, float] = {}
+        senders = asyncio.Semaphore(8)
+        for name, (method, path) in FLOOR_REQUESTS.items():
+
+            async def one(name: str = name, method: str = method, path: str = path) -> None:
+                async with senders:
+                    r = await http.request(method, path, headers=headers[name], json=bodies.get(name))
+                    r.raise_for_status()
+
+            await asyncio.gather(*(one() for _ in range(min(n, 100))))  # warm
+            before = _cpu_seconds(pid)
+            await asyncio.gather(*(one() for _ in range(n)))
+            figures[name] = round(1000 * (_cpu_seconds(pid) - before) / n, 3)
+        return figures
+
+
+@on_fresh_database
+def run_floor(config: Options) -> dict[str, Any]:
+    """`swarmstation bench --floor`: what one request costs the control plane at least, by kind: the
+    floor under `control_plane_cpu_ms_per_job`, which is some number of such requests (the lean
+    mode's `requests_per_job`) plus the work of each."""
+    folder = Path(tempfile.mkdtemp(prefix="swarmstation-bench-"))
+    port = _free_port()
+    settings = Settings(
+        data_dir=folder / "data", port=port, provider="none", database_url=config.database_url
+    )
+    key, tokens, _ = _prepare(settings, 1)
+    server = serve_process(settings, folder, config.database_url)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        figures = asyncio.run(_run_floor(url, key, tokens[0], config.requests, server.pid))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "mode": "floor",
+        "database": database_kind(config.database_url),
+        "requests_each": config.requests,
+        "control_plane_cpu_ms_per_request": figures,
         "cpu_count": os.cpu_count(),
     }
 
@@ -581,10 +689,10 @@ def run(config: Options, progress: Console | None = None) -> dict[str, Any]:
         rss_idle = rss_mb(server.pid)
         server_cpu_before = _cpu_seconds(server.pid)
         own_before = time.process_time()
-        lost: list[int] = []
+        tally = LeanTally()
         with RssSampler(server.pid) as sampler:
             if config.lean:
-                ids, elapsed = asyncio.run(_run_lean(config, url, key, tokens, progress, lost))
+                ids, elapsed = asyncio.run(_run_lean(config, url, key, tokens, progress, tally))
             else:
                 ids, elapsed = asyncio.run(_run(config, url, key, tokens, folder / "comfy", models, progress))
             server_cpu = _cpu_seconds(server.pid) - server_cpu_before
@@ -621,9 +729,11 @@ def run(config: Options, progress: Console | None = None) -> dict[str, Any]:
         "completed": len(done),
         "failed": len(jobs) - len(done),
         # lean mode: reports refused because the job's lease had moved on (requeued, reassigned)
-        "leases_lost": sum(lost),
+        "leases_lost": tally.leases_lost,
         "elapsed_seconds": round(elapsed, 3),
         "jobs_per_second": round(len(done) / elapsed, 1) if elapsed else 0.0,
+        # lean mode: HTTP requests per job (the full mode's workers are not counted)
+        **({"requests_per_job": tally.requests_per_job(len(done))} if config.lean else {}),
         "overhead_ms": {
             "p50": round(statistics.median(overhead_ms), 1) if overhead_ms else None,
             "p99": round(percentile(overhead_ms, 0.99), 1),
@@ -784,8 +894,8 @@ def _replicas_once(config: Options, replicas: int, progress: Console | None) -> 
         pg_before = _postgres_cpu_seconds()
         busy_before, total_before = _machine_cpu()
         own_before = time.process_time()
-        lost: list[int] = []
-        ids, elapsed = asyncio.run(_run_lean(config, url, key, tokens, progress, lost, keys))
+        tally = LeanTally()
+        ids, elapsed = asyncio.run(_run_lean(config, url, key, tokens, progress, tally, keys))
         own_cpu = time.process_time() - own_before
         busy_after, total_after = _machine_cpu()
         pg_cpu = _postgres_cpu_seconds() - pg_before
@@ -833,9 +943,11 @@ def _replicas_once(config: Options, replicas: int, progress: Console | None) -> 
         "replicas": replicas,
         "completed": len(done),
         "failed": len(jobs) - len(done),
-        "leases_lost": sum(lost),
+        "leases_lost": tally.leases_lost,
         "elapsed_seconds": round(elapsed, 3),
         "jobs_per_second": round(len(done) / elapsed, 1) if elapsed else 0.0,
+        # lean mode: HTTP requests per job (the full mode's workers are not counted)
+        **({"requests_per_job": tally.requests_per_job(len(done))} if config.lean else {}),
         "overhead_ms": {
             "p50": round(statistics.median(overhead_ms), 1) if overhead_ms else None,
             "p99": round(percentile(overhead_ms, 0.99), 1),

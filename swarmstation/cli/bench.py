@@ -62,6 +62,15 @@ def bench(
     baseline: Annotated[
         bool, typer.Option("--baseline/--no-baseline", help="--replicas N > 1: the one-replica run first")
     ] = True,
+    floor: Annotated[
+        bool,
+        typer.Option(
+            "--floor",
+            help="Measure the per-request floor instead: the control plane's CPU per request of the "
+            "cheapest kinds (a health check, a user's read, a worker's heartbeat), --requests of each",
+        ),
+    ] = False,
+    requests: Annotated[int, typer.Option("--requests", min=10, max=1_000_000)] = 2000,
     users: Annotated[
         int,
         typer.Option(
@@ -87,6 +96,7 @@ def bench(
         queued=queued,
         baseline=baseline,
         users=users,
+        requests=requests,
     )
     if users > 1 and replicas is None:
         raise typer.BadParameter("--users goes with --replicas")
@@ -97,6 +107,9 @@ def bench(
             print_result(control_plane.run_replicas(options, replicas, progress=err))
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
+        return
+    if floor:
+        print_result(control_plane.run_floor(options))
         return
     if memory:
         print_result(control_plane.run_memory(options))

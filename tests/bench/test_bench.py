@@ -84,6 +84,11 @@ def test_lean_bench_plays_the_worker_protocol_and_reports_cpu_and_memory(tmp_pat
     assert abs(totals[0] - figures["overhead_ms"]["max"]) < 1.0  # the lean jobs take no run time
     assert all(v >= 0 for phases in slowest for v in phases.values())
     assert set(slowest[0]) == {"queued", "assigned", "started", "finished"}
+    # a job's requests: the worker's poll, progress, outputs, upload and completion at least (and
+    # its share of heartbeats and empty polls); the client's submission and its event stream
+    requests = figures["requests_per_job"]
+    assert requests["worker"] >= 5 and requests["client"] >= 2
+    assert requests["total"] == pytest.approx(requests["worker"] + requests["client"], abs=0.02)
     assert figures["control_plane_cpu_ms_per_job"] > 0
     assert figures["bench_cpu_ms_per_job"] > 0
     rss = figures["control_plane_rss_mb"]
@@ -133,3 +138,22 @@ def test_memory_bench_seeds_the_database_and_reports_both_processes(tmp_path: Pa
     assert 20 < rss["loaded_idle"] <= rss["burst_peak"] and rss["after_burst"] <= rss["burst_peak"]
     assert rss["after_burst_vs_idle"] == round(rss["after_burst"] / rss["loaded_idle"], 3)
     assert 10 < figures["worker_rss_mb"] < 1000
+
+
+@pytest.mark.slow
+def test_floor_bench_measures_each_kind_of_request(tmp_path: Path) -> None:
+    """`bench --floor`: the control plane's CPU per request of each cheapest kind, each measured
+    (a kind whose requests failed would have stopped the run)."""
+    result = subprocess.run(
+        [str(BIN), "bench", "--floor", "--requests", "50"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout)
+    assert figures["mode"] == "floor" and figures["requests_each"] == 50
+    per_request = figures["control_plane_cpu_ms_per_request"]
+    assert set(per_request) == {"healthz", "user_read", "worker_write"}
+    assert all(0 < ms < 1000 for ms in per_request.values()), per_request
