@@ -308,6 +308,11 @@ def build(
         limits=BodyLimits.from_settings(settings),
         authenticators=(current_user, current_instance),
     )
+    # Starlette matches a request against the routes in order: the worker protocol and the object
+    # store's URLs (most of a job's requests, and all of an idle instance's) come first, so that
+    # they are not tried against some sixty other routes before their own.
+    app.include_router(worker.router)
+    app.include_router(objects.router)
     app.include_router(public.router)
     app.include_router(account_api.router)
     app.include_router(quotes_api.router)
@@ -318,9 +323,7 @@ def build(
     app.include_router(pools_api.router)
     app.include_router(models.router)
     app.include_router(comfydeploy.router)
-    app.include_router(worker.router)
     app.include_router(worker_install.router)
-    app.include_router(objects.router)
     app.include_router(deposits_api.router)
     app.include_router(auth_api.router)
     app.include_router(wallets_api.router)

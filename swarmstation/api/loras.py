@@ -247,9 +247,13 @@ def approve_lora(
     download is checked (see swarmstation.net.outbound); the source's token goes only to the
     source's own hosts; `final_url` records where the file came from. 409 for a rejected LoRA."""
     lora = moderation.approve(s, slug, admin_id=admin.id, visibility=body.visibility, now=state.clock())
+    out = lora_out(lora)
     if lora.state == ModerationState.APPROVED:
         response.status_code = 200
-    return lora_out(lora)
+    else:
+        s.commit()
+        state.loops.poke()  # the staging loop starts it now, not at its next quiet-time pass
+    return out
 
 
 @router.post("/admin/loras/{slug}/reject", response_model=LoraOut, tags=["admin"])

@@ -39,9 +39,10 @@ QUIET_AFTER_SECONDS = 10.0
 #: ...and then run this often (or at once on the next change).
 QUIET_INTERVAL_SECONDS = 5.0
 #: The extra loops whose work comes from what pokes: pipeline runs (their jobs finish, they are
-#: submitted), local tools (their jobs are submitted, or queued by runs), ComfyDeploy dispatch.
-#: The others (LoRA staging: an approval does not poke; deposit scans) keep their cadence.
-CHANGE_DRIVEN = frozenset({"runs", "local-tools", "comfydeploy"})
+#: submitted), local tools (their jobs are submitted, or queued by runs), ComfyDeploy dispatch,
+#: LoRA staging (an approval pokes). The others (deposit scans: the chain does not poke) keep
+#: their cadence.
+CHANGE_DRIVEN = frozenset({"runs", "local-tools", "comfydeploy", "lora-staging"})
 
 
 class ControlLoops:

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import func, select
 
+from swarmstation.api import account, admin, objects, public, worker
 from swarmstation.api.app import ControlPlane
 from swarmstation.control.scheduler import scheduler_pass
 from swarmstation.store.db import transaction
@@ -52,6 +53,19 @@ def test_healthz_metrics_and_openapi(api: TestClient) -> None:
     assert 'swarmstation_jobs{state="QUEUED"} 0.0' in metrics
     assert "/v1/jobs" in api.get("/openapi.json").json()["paths"]
     assert api.get("/docs").status_code == 200
+
+
+def test_the_worker_protocol_and_the_object_urls_are_matched_first(plane: ControlPlane) -> None:
+    """Starlette tries the routes in order: a worker's heartbeat or report, and an upload to a
+    presigned URL, should not be tried against every user route first."""
+    routers = [getattr(route, "original_router", None) for route in plane.app.routes]
+
+    def position(router: object) -> int:
+        return next(n for n, r in enumerate(routers) if r is router)
+
+    first = [position(worker.router), position(objects.router)]
+    others = [position(public.router), position(account.router), position(admin.router)]
+    assert max(first) < min(others), (first, others)
 
 
 def test_requests_need_a_valid_key(api: TestClient) -> None:
