@@ -59,7 +59,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import httpx
 from rich.console import Console
 from rich.progress import Progress
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from swarmstation import __version__
@@ -182,6 +182,16 @@ def _prepare(settings: Settings, workers: int) -> tuple[str, list[str], list[tup
         models = list(preload_models(s, "default"))
     plane.state.engine.dispose()
     return key, tokens, models
+
+
+def _heartbeats_now(settings: Settings) -> None:
+    """The prepared instances' last heartbeat is now: seeded before the control plane starts,
+    they would otherwise be past the heartbeat timeout at its first sweep when the preparation
+    took that long, and answered 410 (unhealthy) when they register."""
+    plane = build(settings, provider=None)
+    with transaction(plane.state.sessions) as s:
+        s.execute(update(Instance).values(last_heartbeat_at=utcnow()))
+    plane.state.engine.dispose()
 
 
 def _funded_user(s: Session, name: str, now: datetime) -> str:
@@ -1162,6 +1172,7 @@ def run_memory(config: Options) -> dict[str, Any]:
     started = time.monotonic()
     _seed_jobs(settings, key, finished=config.finished, queued=config.queued)
     seed_seconds = time.monotonic() - started
+    _heartbeats_now(settings)  # seeding can outlast the heartbeat timeout on a slow machine
     server = serve_process(settings, folder, config.database_url)
     try:
         url = f"http://127.0.0.1:{port}"
