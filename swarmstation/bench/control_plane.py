@@ -494,14 +494,10 @@ def run_idle(config: Options) -> dict[str, Any]:
         data_dir=folder / "data", port=port, provider="none", database_url=config.database_url
     )
     _, tokens, _ = _prepare(settings, config.workers)
-    server = serve_process(settings, folder, config.database_url)
-    try:
+    with serving(settings, folder, config.database_url) as server:
         url = f"http://127.0.0.1:{port}"
         cpu, beats, polls = asyncio.run(_run_idle(url, tokens, 5.0, config.idle_seconds, server.pid))
         rss = rss_mb(server.pid)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     shutil.rmtree(folder, ignore_errors=True)
     return {
         "mode": "idle",
@@ -572,13 +568,9 @@ def run_floor(config: Options) -> dict[str, Any]:
         data_dir=folder / "data", port=port, provider="none", database_url=config.database_url
     )
     key, tokens, _ = _prepare(settings, 1)
-    server = serve_process(settings, folder, config.database_url)
-    try:
+    with serving(settings, folder, config.database_url) as server:
         url = f"http://127.0.0.1:{port}"
         figures = asyncio.run(_run_floor(url, key, tokens[0], config.requests, server.pid))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     shutil.rmtree(folder, ignore_errors=True)
     return {
         "mode": "floor",
@@ -678,6 +670,17 @@ def serve_process(
             server.terminate()
             raise RuntimeError(f"control plane did not start: {(folder / log_name).read_text()[-2000:]}")
         time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def serving(settings: Settings, folder: Path, database_url: str | None) -> Iterator[subprocess.Popen[bytes]]:
+    """A `serve_process` for the block, stopped after it."""
+    server = serve_process(settings, folder, database_url)
+    try:
+        yield server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def database_kind(database_url: str | None) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from swarmstation.bench import control_plane, loras, print_result, routing
+from tests.bench.run import bench_json
 from tests.e2e.conftest import BIN
 
 
@@ -45,15 +46,7 @@ def test_cli_bench_commands_print_json(args: list[str], key: str) -> None:
 def test_control_plane_bench_completes_its_jobs_as_a_charged_user(tmp_path: Path) -> None:
     """The bench's user is an ordinary user: its jobs are quoted, held and captured, so it needs
     credits (it once stopped at the first job with a 402)."""
-    result = subprocess.run(
-        [str(BIN), "bench", "--workers", "1", "--jobs", "3", "--concurrency", "1"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    figures = json.loads(result.stdout)
+    figures = bench_json(tmp_path, "--workers", "1", "--jobs", "3", "--concurrency", "1")
     assert figures["completed"] == 3 and figures["failed"] == 0
     assert figures["mode"] == "full" and figures["submit_to_assign_ms_min"] >= 0
 
@@ -62,15 +55,7 @@ def test_control_plane_bench_completes_its_jobs_as_a_charged_user(tmp_path: Path
 def test_lean_bench_plays_the_worker_protocol_and_reports_cpu_and_memory(tmp_path: Path) -> None:
     """`bench --lean`: lean instances in one process against a real serve process; every job
     completes, and the figures the issue asks for are there and plausible."""
-    result = subprocess.run(
-        [str(BIN), "bench", "--lean", "--workers", "3", "--jobs", "12", "--concurrency", "3"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    figures = json.loads(result.stdout)
+    figures = bench_json(tmp_path, "--lean", "--workers", "3", "--jobs", "12", "--concurrency", "3")
     assert figures["mode"] == "lean"
     assert figures["completed"] == 12 and figures["failed"] == 0
     # No job is assigned before it was submitted (the scheduler's clock once ran behind).
@@ -97,15 +82,7 @@ def test_lean_bench_plays_the_worker_protocol_and_reports_cpu_and_memory(tmp_pat
 
 @pytest.mark.slow
 def test_idle_bench_counts_the_heartbeats_it_measures_over(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [str(BIN), "bench", "--idle", "--workers", "3", "--idle-seconds", "6"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    figures = json.loads(result.stdout)
+    figures = bench_json(tmp_path, "--idle", "--workers", "3", "--idle-seconds", "6")
     assert figures["mode"] == "idle" and figures["instances"] == 3 and figures["queued"] == 0
     assert figures["heartbeats"] >= 3  # each instance heartbeats every 5 s or less
     assert 0 < figures["control_plane_cpu_percent_of_core"] < 100
@@ -117,15 +94,7 @@ def test_memory_bench_seeds_the_database_and_reports_both_processes(tmp_path: Pa
     """`bench --memory`: the seeded jobs are in the database the control plane serves (the burst
     lists them), lean instances heartbeat, the real worker runs queued jobs; both memories are
     printed."""
-    result = subprocess.run(
-        [str(BIN), "bench", "--memory", "--workers", "2", "--finished", "120", "--queued", "30"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    figures = json.loads(result.stdout)
+    figures = bench_json(tmp_path, "--memory", "--workers", "2", "--finished", "120", "--queued", "30")
     assert figures["mode"] == "memory"
     assert (figures["finished_jobs"], figures["queued_jobs"], figures["instances_heartbeating"]) == (
         120,
@@ -144,15 +113,7 @@ def test_memory_bench_seeds_the_database_and_reports_both_processes(tmp_path: Pa
 def test_floor_bench_measures_each_kind_of_request(tmp_path: Path) -> None:
     """`bench --floor`: the control plane's CPU per request of each cheapest kind, each measured
     (a kind whose requests failed would have stopped the run)."""
-    result = subprocess.run(
-        [str(BIN), "bench", "--floor", "--requests", "50"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    figures = json.loads(result.stdout)
+    figures = bench_json(tmp_path, "--floor", "--requests", "50")
     assert figures["mode"] == "floor" and figures["requests_each"] == 50
     per_request = figures["control_plane_cpu_ms_per_request"]
     assert set(per_request) == {"healthz", "user_read", "worker_write"}

@@ -3,7 +3,6 @@ leader, no job assigned twice, the ratio to one replica behind the same proxy.""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from swarmstation.bench.control_plane import assignment_counts
+from tests.bench.run import bench_json
 from tests.conftest import POSTGRES_URL
 from tests.e2e.conftest import BIN
 
@@ -64,15 +64,7 @@ def test_two_replicas_one_leader_no_job_twice_and_the_ratio(tmp_path: Path) -> N
         "--users",
         "2",
     ]
-    result = subprocess.run(
-        [str(BIN), "bench", *args, "--database-url", POSTGRES_URL],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    figures = json.loads(result.stdout)
+    figures = bench_json(tmp_path, *args, "--database-url", POSTGRES_URL, timeout=300)
     one = figures["one_replica"]
     assert figures["mode"] == "replicas" and figures["replicas"] == 2 and one["replicas"] == 1
     assert figures["users"] == 2
@@ -109,14 +101,8 @@ def test_one_process_on_postgresql_runs_on_a_fresh_schema_each_time(tmp_path: Pa
         pytest.skip("SWARMSTATION_SKIP_POSTGRES=1")
     before = bench_schemas()
     for _ in range(2):
-        result = subprocess.run(
-            [str(BIN), "bench", "--lean", "--workers", "2", "--jobs", "6", "--database-url", POSTGRES_URL],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            cwd=tmp_path,
+        figures = bench_json(
+            tmp_path, "--lean", "--workers", "2", "--jobs", "6", "--database-url", POSTGRES_URL
         )
-        assert result.returncode == 0, result.stderr[-2000:]
-        figures = json.loads(result.stdout)
         assert figures["database"] == "postgresql" and figures["completed"] == 6
     assert bench_schemas() == before  # dropped afterwards
