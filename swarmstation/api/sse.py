@@ -20,7 +20,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from swarmstation.api.errors import database_unavailable
-from swarmstation.control.notify import Notifier
+from swarmstation.control.notify import Notifier, wait_set
 from swarmstation.domain.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -42,16 +42,6 @@ class Frame:
 #: Reads the frames after an id, and the id of the stream's last frame once it is known (else
 #: None). Synchronous (it runs in a thread); its first call may raise NotFound before streaming.
 Reader = Callable[[int], tuple[list[Frame], int | None]]
-
-
-async def _wait(event: asyncio.Event, timeout: float) -> bool:
-    """True when `event` is set before `timeout`."""
-    try:
-        async with asyncio.timeout(timeout):
-            await event.wait()
-        return True
-    except TimeoutError:
-        return False
 
 
 def encode(frame: Frame) -> str:
@@ -90,7 +80,7 @@ async def event_stream(
                         return
                 if await request.is_disconnected():
                     return
-                woke = await _wait(woken, POLL_SECONDS)
+                woke = await wait_set(woken, POLL_SECONDS)
                 idle = 0.0 if woke else idle + POLL_SECONDS
                 if idle >= KEEP_ALIVE_SECONDS:
                     idle = 0.0

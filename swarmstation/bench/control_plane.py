@@ -959,8 +959,7 @@ def _replicas_once(config: Options, replicas: int, progress: Console | None) -> 
         "leases_lost": tally.leases_lost,
         "elapsed_seconds": round(elapsed, 3),
         "jobs_per_second": round(len(done) / elapsed, 1) if elapsed else 0.0,
-        # lean mode: HTTP requests per job (the full mode's workers are not counted)
-        **({"requests_per_job": tally.requests_per_job(len(done))} if config.lean else {}),
+        "requests_per_job": tally.requests_per_job(len(done)),
         "overhead_ms": {
             "p50": round(statistics.median(overhead_ms), 1) if overhead_ms else None,
             "p99": round(percentile(overhead_ms, 0.99), 1),

@@ -98,11 +98,15 @@ def bench(
         users=users,
         requests=requests,
     )
+    if sum((idle, memory, floor)) > 1:
+        raise typer.BadParameter("--idle, --memory and --floor are separate measurements: give one")
     if users > 1 and replicas is None:
         raise typer.BadParameter("--users goes with --replicas")
     if replicas is not None:
-        if not lean or idle or memory:
-            raise typer.BadParameter("--replicas runs the lean load: add --lean (not --idle or --memory)")
+        if not lean or idle or memory or floor:
+            raise typer.BadParameter(
+                "--replicas runs the lean load: add --lean (not --idle, --memory or --floor)"
+            )
         try:
             print_result(control_plane.run_replicas(options, replicas, progress=err))
         except ValueError as exc:

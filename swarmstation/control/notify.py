@@ -33,6 +33,16 @@ SCHEDULER_KEY = "scheduler"
 SCHEDULER_IDLE_KEY = "scheduler-idle"
 
 
+async def wait_set(event: asyncio.Event, timeout: float) -> bool:
+    """True when `event` is set before `timeout`."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+        return True
+    except TimeoutError:
+        return False
+
+
 class Notifier:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -120,20 +130,8 @@ class Notifier:
     async def wait(self, key: str, timeout: float) -> bool:
         """True when woken before `timeout`. After `close` it still waits (a caller that loops on
         it must not spin): callers that should end on shutdown check `closed`."""
-        ev = asyncio.Event()
-        with self._lock:
-            self._events[key].add(ev)
-        try:
-            async with asyncio.timeout(timeout):
-                await ev.wait()
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            with self._lock:
-                self._events[key].discard(ev)
-                if not self._events[key]:
-                    del self._events[key]
+        with self.listening(key) as ev:
+            return await wait_set(ev, timeout)
 
 
 def user_runs_key(user_id: str) -> str:

@@ -38,6 +38,7 @@ def test_replicas_need_postgresql_and_the_lean_load(tmp_path: Path) -> None:
         (["--lean", "--replicas", "2"], "PostgreSQL"),
         (["--replicas", "2", "--database-url", "postgresql://127.0.0.1/x"], "--lean"),
         (["--lean", "--users", "4"], "--replicas"),
+        (["--floor", "--idle"], "separate"),
     ]:
         result = subprocess.run(
             [str(BIN), "bench", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
