@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -289,11 +290,11 @@ def test_a_lease_still_expires_on_time_without_a_sweep_for_safety(
         assert job is not None and job.state == JobState.ASSIGNED
         token = job.lease_token
 
-    def fresh_heartbeat() -> None:
+    def heartbeat_at(at: datetime) -> None:
         with transaction(fast_plane.state.sessions) as s:
             inst = s.get(Instance, inst_id)
             assert inst is not None
-            inst.last_heartbeat_at = clock()
+            inst.last_heartbeat_at = at
 
     def token_now() -> int:
         with transaction(fast_plane.state.sessions) as s:
@@ -305,10 +306,13 @@ def test_a_lease_still_expires_on_time_without_a_sweep_for_safety(
         await asyncio.sleep(0.3)  # quiet: no sweep is due
         loops = fast_plane.state.loops
         sweeps = loops.sweeps
-        # the instance stays healthy (its heartbeat is fresh); only the lease's time runs out
-        await asyncio.to_thread(fresh_heartbeat)
+        # The instance stays healthy; only the lease's time runs out. Its heartbeat is written
+        # for the time the clock jumps to before the jump: the lease (60 s) outlasts the
+        # heartbeat timeout (30 s), and a sweep between a jump and a heartbeat written after it
+        # declared the instance unhealthy (its job requeued, not assigned again: CI, PostgreSQL).
+        later = clock() + timedelta(seconds=settings.lease_seconds + 1)
+        await asyncio.to_thread(heartbeat_at, later)
         clock.advance(settings.lease_seconds + 1)
-        await asyncio.to_thread(fresh_heartbeat)
         for _ in range(100):  # the pass comes within one interval (0.05 s); a loaded machine is slower
             await asyncio.sleep(0.05)
             if await asyncio.to_thread(token_now) != token:
