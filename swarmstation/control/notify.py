@@ -235,6 +235,8 @@ class PgBridge:
                     while not self._stop.is_set():
                         # returns after the timeout with none: a chance to see `_stop`
                         for note in conn.notifies(timeout=5.0):
+                            if self._stop.is_set():
+                                break  # `stop` woke this wait (see `_wake_listener`)
                             self._received(note.payload)
             except Exception as exc:
                 self.listening.clear()
@@ -264,6 +266,17 @@ class PgBridge:
             out.append("\n".join(batch))
         return out
 
+    def _wake_listener(self, conn: Any) -> None:
+        """A notification of this replica's own (which `_received` ignores) ends the listening
+        thread's wait at once: without it, `stop` waited up to its 5 s timeout."""
+        try:
+            if conn is None or conn.closed:
+                conn = self._connect()
+            with conn:
+                conn.execute("SELECT pg_notify(%s, %s)", (self._channel, self.origin))
+        except Exception:
+            pass  # the listener still sees `_stop` at its timeout
+
     def _send(self) -> None:
         conn: Any = None
         while True:
@@ -279,6 +292,7 @@ class PgBridge:
                 else:
                     keys[more] = None
             if key is None and self._stop.is_set():
+                self._wake_listener(conn)
                 if conn is not None:
                     conn.close()
                 return

@@ -159,3 +159,16 @@ def test_a_bridge_that_cannot_connect_leaves_the_replica_on_its_timers() -> None
     finally:
         bridge.stop()
         engine.dispose()
+
+
+def test_stopping_ends_the_listening_wait_at_once(schemas: list[Engine]) -> None:
+    """`stop` wakes the listening thread out of its 5 s wait for notifications (every
+    PostgreSQL control plane's shutdown waited for it: about 5 s a test)."""
+    replica = Replica(schemas[0])
+    time.sleep(0.3)  # the listener is inside its wait
+    threads = list(replica.bridge._threads)
+    started = time.monotonic()
+    replica.close()
+    took = time.monotonic() - started
+    assert took < 2.0, took
+    assert len(threads) == 2 and not any(t.is_alive() for t in threads)
