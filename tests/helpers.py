@@ -106,6 +106,17 @@ def add_instance(
     return inst, token
 
 
+def heartbeat_at(cp: ControlPlane, instance_id: str, at: datetime) -> None:
+    """Record an instance's last heartbeat as `at`. Tests that jump the fake clock past the
+    heartbeat timeout while the control plane's loops run write it for the time they jump to
+    before the jump: a sweep between the jump and a heartbeat sent after it would (rightly)
+    declare the instance unhealthy."""
+    with transaction(cp.state.sessions) as s:
+        inst = s.get(Instance, instance_id)
+        assert inst is not None
+        inst.last_heartbeat_at = at
+
+
 def add_user(s: Session, now: datetime, name: str | None = None, role: str = "user") -> tuple[User, str]:
     return create_user_with_key(s, name or f"u{uuid.uuid4().hex[:8]}", role, now)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -27,7 +27,7 @@ from swarmstation.store.db import transaction
 from swarmstation.store.models import Instance, Job
 from swarmstation.worker.agent import Worker, WorkerConfig
 from tests.conftest import FakeClock
-from tests.helpers import add_instance, add_user, submit
+from tests.helpers import add_instance, add_user, heartbeat_at, submit
 
 MODELS = [f"checkpoints/model-{i:04d}.safetensors" for i in range(300)]
 
@@ -290,12 +290,6 @@ def test_a_lease_still_expires_on_time_without_a_sweep_for_safety(
         assert job is not None and job.state == JobState.ASSIGNED
         token = job.lease_token
 
-    def heartbeat_at(at: datetime) -> None:
-        with transaction(fast_plane.state.sessions) as s:
-            inst = s.get(Instance, inst_id)
-            assert inst is not None
-            inst.last_heartbeat_at = at
-
     def token_now() -> int:
         with transaction(fast_plane.state.sessions) as s:
             job = s.get(Job, job_id)
@@ -311,7 +305,7 @@ def test_a_lease_still_expires_on_time_without_a_sweep_for_safety(
         # heartbeat timeout (30 s), and a sweep between a jump and a heartbeat written after it
         # declared the instance unhealthy (its job requeued, not assigned again: CI, PostgreSQL).
         later = clock() + timedelta(seconds=settings.lease_seconds + 1)
-        await asyncio.to_thread(heartbeat_at, later)
+        await asyncio.to_thread(heartbeat_at, fast_plane, inst_id, later)
         clock.advance(settings.lease_seconds + 1)
         for _ in range(100):  # the pass comes within one interval (0.05 s); a loaded machine is slower
             await asyncio.sleep(0.05)

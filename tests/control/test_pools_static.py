@@ -33,7 +33,7 @@ from swarmstation.providers.base import LaunchSpec, ProviderInstance
 from swarmstation.store.db import transaction
 from swarmstation.store.models import Instance, Job, Pool
 from tests.conftest import FakeClock
-from tests.helpers import add_user, plane_with_pool, submit
+from tests.helpers import add_user, heartbeat_at, plane_with_pool, submit
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 POOL = PoolConfig("gpu", min_instances=1, max_instances=3, scale_up_queue_threshold=1, idle_minutes=5)
@@ -186,13 +186,6 @@ def set_min_instances(cp: ControlPlane, n: int) -> None:
         pool.min_instances = n
 
 
-def beat_at(cp: ControlPlane, instance_id: str, at: datetime) -> None:
-    with transaction(cp.state.sessions) as s:
-        inst = s.get(Instance, instance_id)
-        assert inst is not None
-        inst.last_heartbeat_at = at
-
-
 def state_of(cp: ControlPlane, instance_id: str) -> InstanceState:
     with transaction(cp.state.sessions) as s:
         inst = s.get(Instance, instance_id)
@@ -225,11 +218,9 @@ def test_pool_loop_counts_a_static_instance_and_never_touches_it(
         set_min_instances(cp, 1)
         # min 1 is met by the attached machine: nothing rented, however long it idles
         for _ in range(3):
-            # The control plane's loops run beside the test (the lifespan): a sweep between a
-            # clock jump and a heartbeat sent after it would rightly find an hour's silence. The
-            # heartbeat is written for the time the clock jumps to before the jump, so the
-            # machine is healthy at every instant (CI, PostgreSQL: a launch for the min).
-            beat_at(cp, attached["instance_id"], clock() + timedelta(seconds=3600))
+            # the lifespan's loops run beside the test (see heartbeat_at; CI, PostgreSQL: a
+            # sweep between the jump and the heartbeat launched a machine for the min)
+            heartbeat_at(cp, attached["instance_id"], clock() + timedelta(seconds=3600))
             clock.advance(3600)
             assert heartbeat(api, attached["token"]) == 200
             cp.pools.tick()
